@@ -1,0 +1,327 @@
+//! Catalog queries over an ordinary (non-replication) connection: the pre-flight
+//! checks shared by `tidemark check` and `tidemark run`, table and key lookups,
+//! and the value kind of user-defined types.
+
+use super::values::ValueKind;
+use super::TableName;
+use crate::SourceError;
+use std::collections::HashMap;
+use tokio_postgres::{Client, NoTls};
+
+/// Session settings that make value text forms predictable (see `values`).
+pub const SESSION_OPTIONS: &str =
+    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c extra_float_digits=1 -c IntervalStyle=postgres";
+
+fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+    let what = what.into();
+    move |source| SourceError::Postgres { what, source }
+}
+
+/// Opens an ordinary connection with the pinned session settings.
+pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, SourceError> {
+    let mut config = config.clone();
+    config.options(SESSION_OPTIONS);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(query_error("connect to the source"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("catalog connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Double-quotes an identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A captured table's shape, as the snapshot needs it.
+#[derive(Debug, Clone)]
+pub struct TableShape {
+    pub name: TableName,
+    /// Published columns in table order: name and type OID.
+    pub columns: Vec<(String, u32)>,
+    /// Primary-key columns, in key order; empty when the table has none.
+    pub primary_key: Vec<String>,
+    /// Planner's row estimate.
+    pub estimated_rows: i64,
+}
+
+/// Reads a table's columns and primary key; `None` when it does not exist.
+pub async fn table_shape(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<TableShape>, SourceError> {
+    let qualified = table.quoted();
+    let Some(row) = client
+        .query_opt(
+            "SELECT c.oid, c.reltuples::int8 FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&qualified],
+        )
+        .await
+        .map_err(query_error(format!("look up table {table}")))?
+    else {
+        return Ok(None);
+    };
+    let oid: u32 = row.get(0);
+    let estimated_rows: i64 = row.get(1);
+    let columns = client
+        .query(
+            "SELECT attname::text, atttypid FROM pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
+             ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(query_error(format!("read the columns of {table}")))?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, u32>(1)))
+        .collect();
+    Ok(Some(TableShape {
+        name: table.clone(),
+        columns,
+        primary_key: primary_key(client, oid).await?,
+        estimated_rows: estimated_rows.max(0),
+    }))
+}
+
+/// The primary-key column names of a relation, in key order.
+pub async fn primary_key(client: &Client, relid: u32) -> Result<Vec<String>, SourceError> {
+    Ok(client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1 AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&relid],
+        )
+        .await
+        .map_err(query_error(format!(
+            "read the primary key of relation {relid}"
+        )))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Resolves value kinds by type OID, asking the catalog for non-built-in types
+/// (enums, domains, arrays of those) once each.
+#[derive(Default)]
+pub struct TypeKinds {
+    cache: HashMap<u32, ValueKind>,
+}
+
+impl TypeKinds {
+    pub async fn kind(&mut self, client: &Client, oid: u32) -> Result<ValueKind, SourceError> {
+        if let Some(kind) = ValueKind::builtin(oid).or_else(|| self.cache.get(&oid).cloned()) {
+            return Ok(kind);
+        }
+        let mut current = oid;
+        let mut wrappers = 0usize;
+        // Domains resolve to their base type, arrays to their element's kind.
+        let kind = loop {
+            if let Some(kind) = ValueKind::builtin(current) {
+                break kind;
+            }
+            let row = client
+                .query_opt(
+                    "SELECT typtype::text, typelem, typbasetype, typcategory::text FROM pg_type WHERE oid = $1",
+                    &[&current],
+                )
+                .await
+                .map_err(query_error(format!("look up type {current}")))?;
+            let Some(row) = row else {
+                break ValueKind::Text;
+            };
+            let (typtype, elem, base, category): (String, u32, u32, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            if typtype == "d" {
+                current = base;
+            } else if category == "A" && elem != 0 {
+                wrappers += 1;
+                current = elem;
+            } else {
+                break ValueKind::Text;
+            }
+        };
+        let kind = (0..wrappers).fold(kind, |k, _| ValueKind::Array(Box::new(k)));
+        self.cache.insert(oid, kind.clone());
+        Ok(kind)
+    }
+}
+
+/// `format_type` of a column, for schema-change events.
+pub async fn type_name(client: &Client, oid: u32, modifier: i32) -> Result<String, SourceError> {
+    let row = client
+        .query_one("SELECT format_type($1, $2)", &[&oid, &modifier])
+        .await
+        .map_err(query_error(format!("name type {oid}")))?;
+    Ok(row.get(0))
+}
+
+/// A replication slot as the server lists it.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active: bool,
+    pub confirmed_flush_lsn: Option<u64>,
+}
+
+pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, database::text, active, confirmed_flush_lsn::text \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(query_error(format!("look up replication slot {slot}")))?;
+    Ok(row.map(|r| SlotState {
+        plugin: r.get(0),
+        database: r.get(1),
+        active: r.get(2),
+        confirmed_flush_lsn: r
+            .get::<_, Option<String>>(3)
+            .and_then(|t| crate::event::parse_lsn(&t)),
+    }))
+}
+
+/// The tables a publication holds, as `schema.table`; `None` when it does not exist.
+pub async fn publication_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Option<Vec<String>>, SourceError> {
+    let exists = client
+        .query_opt(
+            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(query_error(format!("look up publication {publication}")))?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(query_error(format!("list the tables of publication {publication}")))?;
+    Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+/// What the source needs for capture, checked without changing anything.
+/// Each problem is one line naming the setting, table or object at fault.
+pub async fn problems(
+    client: &Client,
+    tables: &[TableName],
+    slot: &str,
+    publication: &str,
+) -> Result<Vec<String>, SourceError> {
+    let mut problems = Vec::new();
+    let settings = client
+        .query_one(
+            "SELECT current_setting('wal_level'), r.rolsuper OR r.rolreplication, r.rolname::text, \
+                    current_database()::text, current_setting('max_replication_slots')::int \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(query_error("read server settings"))?;
+    let wal_level: String = settings.get(0);
+    if wal_level != "logical" {
+        problems.push(format!(
+            "source: wal_level is '{wal_level}', logical decoding needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)"
+        ));
+    }
+    let (can_replicate, role, database): (bool, String, String) =
+        (settings.get(1), settings.get(2), settings.get(3));
+    if !can_replicate {
+        problems.push(format!(
+            "source: role '{role}' has neither REPLICATION nor SUPERUSER (ALTER ROLE {role} REPLICATION)"
+        ));
+    }
+    for table in tables {
+        let row = client
+            .query_opt(
+                "SELECT c.relreplident::text, \
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                        has_table_privilege(c.oid, 'SELECT'), c.relkind::text \
+                 FROM pg_class c WHERE c.oid = to_regclass($1)",
+                &[&table.quoted()],
+            )
+            .await
+            .map_err(query_error(format!("look up table {table}")))?;
+        let Some(row) = row else {
+            problems.push(format!(
+                "source.tables: table {table} does not exist in database {database}"
+            ));
+            continue;
+        };
+        let (identity, has_pk, can_select, kind): (String, bool, bool, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if kind != "r" && kind != "p" {
+            problems.push(format!("source.tables: {table} is not a table (relkind '{kind}'); only tables can be published"));
+        }
+        if !can_select {
+            problems.push(format!("source.tables: role '{role}' cannot SELECT from {table} (GRANT SELECT ON {table} TO {role})"));
+        }
+        let keyed = match identity.as_str() {
+            "f" | "i" => true,
+            "d" => has_pk,
+            _ => false,
+        };
+        if !keyed {
+            problems.push(format!(
+                "source.tables: {table} has no primary key and REPLICA IDENTITY is not FULL, so its updates and deletes cannot be captured (ALTER TABLE {table} REPLICA IDENTITY FULL)"
+            ));
+        }
+    }
+    match slot_state(client, slot).await? {
+        Some(state) => {
+            if state.plugin.as_deref() != Some("pgoutput") {
+                problems.push(format!(
+                    "source.slot: slot '{slot}' exists but uses plugin {:?}, not pgoutput (drop it or pick another name)",
+                    state.plugin.unwrap_or_default()
+                ));
+            }
+            if state.database.as_deref() != Some(database.as_str()) {
+                problems.push(format!(
+                    "source.slot: slot '{slot}' belongs to database {:?}, not {database}",
+                    state.database.unwrap_or_default()
+                ));
+            }
+            if state.active {
+                problems.push(format!(
+                    "source.slot: slot '{slot}' is in use by another connection"
+                ));
+            }
+        }
+        None => {
+            let used: i64 = client
+                .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+                .await
+                .map_err(query_error("count replication slots"))?
+                .get(0);
+            let max: i32 = settings.get(4);
+            if used >= max as i64 {
+                problems.push(format!(
+                    "source.slot: slot '{slot}' is missing and all {max} slots are taken (raise max_replication_slots)"
+                ));
+            }
+        }
+    }
+    if let Some(published) = publication_tables(client, publication).await? {
+        for table in tables {
+            if !published.iter().any(|p| *p == table.to_string()) {
+                tracing::info!("publication {publication} lacks {table}; `run` adds it");
+            }
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,267 @@
+//! The initial snapshot: every row of the captured tables as of the slot's
+//! consistent point, read in key-ordered chunks.
+//!
+//! The slot is created with `EXPORT_SNAPSHOT` and this reader's transaction imports
+//! that snapshot (`SET TRANSACTION SNAPSHOT`), so it sees exactly the transactions
+//! committed before the slot's consistent point, and the stream starts with the
+//! first one after it: no gap and no overlap. Chunks are keyset pages
+//! (`WHERE key > last ORDER BY key LIMIT n`; `ctid` for tables without a primary
+//! key) inside that one transaction, so memory holds one chunk at a time.
+
+use super::catalog::{self, quote_ident, TableShape, TypeKinds};
+use super::table::{Column, TableSchema};
+use crate::event::{now_ms, ChangeEvent, Op, Position, SourceInfo};
+use crate::SourceError;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+struct TableReader {
+    schema: TableSchema,
+    select_first: String,
+    select_next: String,
+    /// Text of the paging key of the last row read (`ctid` or the primary key).
+    last_key: Option<Vec<String>>,
+    /// Positions in the selected row of the paging key columns.
+    paging: Vec<usize>,
+    rows_done: u64,
+    estimated_rows: i64,
+}
+
+pub struct Snapshot {
+    client: Client,
+    pending: VecDeque<TableReader>,
+    consistent_point: u64,
+    row_ordinal: u64,
+    chunk_rows: i64,
+    pipeline: Arc<str>,
+    db: Arc<str>,
+    last_log: Instant,
+}
+
+impl Snapshot {
+    /// Opens the snapshot transaction on `client` and plans each table's reads.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn begin(
+        client: Client,
+        snapshot_name: &str,
+        consistent_point: u64,
+        shapes: Vec<TableShape>,
+        kinds: &mut TypeKinds,
+        chunk_rows: usize,
+        pipeline: Arc<str>,
+        db: Arc<str>,
+    ) -> Result<Self, SourceError> {
+        let fail = |what: String| move |source| SourceError::Postgres { what, source };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(fail("begin the snapshot transaction".into()))?;
+        // The snapshot name comes from the server; it is hex digits and dashes.
+        if !snapshot_name
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
+            return Err(SourceError::Setup(format!(
+                "server returned an unexpected snapshot name {snapshot_name:?}"
+            )));
+        }
+        client
+            .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot_name}'"))
+            .await
+            .map_err(fail(format!("import snapshot {snapshot_name}")))?;
+        let mut pending = VecDeque::new();
+        for shape in shapes {
+            pending.push_back(plan(&client, shape, kinds).await?);
+        }
+        Ok(Snapshot {
+            client,
+            pending,
+            consistent_point,
+            row_ordinal: 0,
+            chunk_rows: chunk_rows.max(1) as i64,
+            pipeline,
+            db,
+            last_log: Instant::now(),
+        })
+    }
+
+    pub fn consistent_point(&self) -> u64 {
+        self.consistent_point
+    }
+
+    /// Reads the next chunk as `op: "r"` events; `None` once every table is read.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<ChangeEvent>>, SourceError> {
+        loop {
+            let Some(reader) = self.pending.front_mut() else {
+                self.client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|source| SourceError::Postgres {
+                        what: "end the snapshot transaction".into(),
+                        source,
+                    })?;
+                return Ok(None);
+            };
+            let table = reader.schema.name.clone();
+            let rows = match &reader.last_key {
+                None => {
+                    self.client
+                        .query(&reader.select_first, &[&self.chunk_rows])
+                        .await
+                }
+                Some(key) => {
+                    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        key.iter().map(|k| k as _).collect();
+                    params.push(&self.chunk_rows);
+                    self.client.query(&reader.select_next, &params).await
+                }
+            }
+            .map_err(|source| SourceError::Postgres {
+                what: format!(
+                    "read snapshot chunk of {table} after key {:?}",
+                    reader.last_key
+                ),
+                source,
+            })?;
+            let finished = (rows.len() as i64) < self.chunk_rows;
+            let mut events = Vec::with_capacity(rows.len());
+            let ts_ms = now_ms();
+            let ncols = reader.schema.columns.len();
+            for row in &rows {
+                let after = reader
+                    .schema
+                    .row_from_text((0..ncols).map(|i| row.get::<_, Option<&str>>(i)));
+                self.row_ordinal += 1;
+                events.push(ChangeEvent {
+                    op: Op::Read,
+                    before: None,
+                    key: reader.schema.key_of(&after),
+                    after: Some(after),
+                    unchanged: Vec::new(),
+                    source: SourceInfo {
+                        connector: "postgres",
+                        name: self.pipeline.clone(),
+                        db: self.db.clone(),
+                        schema: table.schema.clone(),
+                        table: table.table.clone(),
+                        ts_ms,
+                        snapshot: true,
+                        lsn: Some(self.consistent_point),
+                        commit_lsn: Some(self.consistent_point),
+                        tx_id: None,
+                    },
+                    position: Position::Postgres {
+                        commit_lsn: self.consistent_point,
+                        lsn: 0,
+                        snapshot_row: Some(self.row_ordinal),
+                    },
+                    transaction: None,
+                    ts_ms,
+                    ddl: None,
+                    columns: None,
+                });
+            }
+            if let Some(last) = rows.last() {
+                reader.last_key = Some(
+                    reader
+                        .paging
+                        .iter()
+                        .map(|&i| last.get::<_, Option<String>>(i).unwrap_or_default())
+                        .collect(),
+                );
+            }
+            reader.rows_done += rows.len() as u64;
+            if finished || self.last_log.elapsed() > Duration::from_secs(10) {
+                tracing::info!(
+                    "snapshot {table}: {} of ~{} rows{}",
+                    reader.rows_done,
+                    reader.estimated_rows.max(reader.rows_done as i64),
+                    if finished { ", done" } else { "" }
+                );
+                self.last_log = Instant::now();
+            }
+            if finished {
+                self.pending.pop_front();
+            }
+            if !events.is_empty() {
+                return Ok(Some(events));
+            }
+        }
+    }
+}
+
+/// Builds the table's schema and its two paging queries.
+async fn plan(
+    client: &Client,
+    shape: TableShape,
+    kinds: &mut TypeKinds,
+) -> Result<TableReader, SourceError> {
+    let mut columns = Vec::with_capacity(shape.columns.len());
+    for (name, oid) in &shape.columns {
+        columns.push(Column {
+            name: name.as_str().into(),
+            type_oid: *oid,
+            type_modifier: -1,
+            kind: kinds.kind(client, *oid).await?,
+        });
+    }
+    let select_list: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|(name, _)| format!("{}::text", quote_ident(name)))
+        .collect();
+    let index_of = |name: &str| shape.columns.iter().position(|(n, _)| n == name);
+    let (key, paging, order, bound) = if shape.primary_key.is_empty() {
+        // No primary key: page by physical row id; the key is the whole row.
+        let ctid = shape.columns.len();
+        (
+            (0..shape.columns.len()).collect::<Vec<_>>(),
+            vec![ctid],
+            "ctid".to_string(),
+            "ctid > $1::text::tid".to_string(),
+        )
+    } else {
+        let mut key = Vec::new();
+        let mut casts = Vec::new();
+        for (i, name) in shape.primary_key.iter().enumerate() {
+            let idx = index_of(name).ok_or_else(|| {
+                SourceError::Setup(format!(
+                    "primary key column {name} of {} is not published",
+                    shape.name
+                ))
+            })?;
+            let type_name = catalog::type_name(client, shape.columns[idx].1, -1).await?;
+            casts.push(format!("${}::text::{type_name}", i + 1));
+            key.push(idx);
+        }
+        let order: Vec<String> = shape.primary_key.iter().map(|n| quote_ident(n)).collect();
+        let order = order.join(", ");
+        let bound = format!("({order}) > ({})", casts.join(", "));
+        (key.clone(), key, order, bound)
+    };
+    let extra = if shape.primary_key.is_empty() {
+        ", ctid::text"
+    } else {
+        ""
+    };
+    let limit_param = paging.len() + 1;
+    let from = shape.name.quoted();
+    let select = select_list.join(", ");
+    Ok(TableReader {
+        select_first: format!("SELECT {select}{extra} FROM {from} ORDER BY {order} LIMIT $1"),
+        select_next: format!(
+            "SELECT {select}{extra} FROM {from} WHERE {bound} ORDER BY {order} LIMIT ${limit_param}"
+        ),
+        schema: TableSchema {
+            name: shape.name.clone(),
+            columns,
+            key,
+        },
+        last_key: None,
+        paging,
+        rows_done: 0,
+        estimated_rows: shape.estimated_rows,
+    })
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Makes the local PostgreSQL ready for logical decoding, idempotently:
+#   - starts the cluster if it is stopped;
+#   - sets wal_level=logical and enough slots/senders, restarting only when needed;
+#   - creates a second cluster on port 5433 left at wal_level=replica, which the
+#     tests use to prove tidemark refuses such a source with a clear error.
+# Works on a fresh machine with PostgreSQL installed from Debian's packages.
+set -euo pipefail
+
+if ! command -v pg_lsclusters >/dev/null 2>&1; then
+  echo "setup-postgres: installing PostgreSQL" >&2
+  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
+version=$(ls /etc/postgresql | sort -V | tail -n 1)
+ctl() { pg_ctlcluster --skip-systemctl-redirect "$version" "$@"; }
+psql_main() { psql -X -q -t -A -h 127.0.0.1 -p 5432 -U postgres -d postgres "$@"; }
+
+status=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $4}')
+if [ "$status" != "online" ]; then
+  ctl main start
+fi
+for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+
+want_restart=0
+set_guc() {
+  local name=$1 value=$2 current
+  current=$(psql_main -c "SHOW $name")
+  if [ "$current" != "$value" ]; then
+    psql_main -c "ALTER SYSTEM SET $name = '$value'"
+    want_restart=1
+  fi
+}
+set_guc wal_level logical
+set_guc max_replication_slots 64
+set_guc max_wal_senders 64
+if [ "$want_restart" = 1 ]; then
+  echo "setup-postgres: restarting PostgreSQL $version for wal_level=logical" >&2
+  ctl main restart
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+[ "$(psql_main -c 'SHOW wal_level')" = logical ] || { echo "setup-postgres: wal_level is still not logical" >&2; exit 1; }
+
+# The wal_level=replica cluster for the negative test.
+if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="replica" {f=1} END {exit !f}'; then
+  pg_createcluster -q "$version" replica --port 5433 -- --auth=trust >/dev/null
+  echo "wal_level = replica" >> "/etc/postgresql/$version/replica/postgresql.conf"
+  echo "listen_addresses = '127.0.0.1'" >> "/etc/postgresql/$version/replica/postgresql.conf"
+fi
+status=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="replica" {print $4}')
+if [ "$status" != "online" ]; then
+  ctl replica start
+fi
+for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
+echo "setup-postgres: ready (5432 wal_level=logical, 5433 wal_level=replica)" >&2

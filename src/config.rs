@@ -1,0 +1,336 @@
+//! The TOML configuration: parsing (with `${VAR}` from the environment), defaults,
+//! and validation that names the key at fault. Every key is documented in
+//! `config/README.md`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tidemark_connectors::postgres::{self, PostgresConfig, TableName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: environment variable {var} is not set")]
+    MissingEnv {
+        path: String,
+        line: usize,
+        var: String,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub pipeline: PipelineConfig,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub cursor: CursorConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: String,
+    /// A batch is handed to the sink at this many events at most.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+}
+
+fn default_max_batch_events() -> usize {
+    4096
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    Postgres(PostgresSource),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    pub url: String,
+    pub tables: Vec<String>,
+    pub slot: String,
+    pub publication: String,
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    #[serde(default = "default_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
+}
+
+/// Never print the URL: it may carry a password.
+impl std::fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("url", &"<redacted>")
+            .field("tables", &self.tables)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_chunk_rows() -> usize {
+    10_000
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    File {
+        path: PathBuf,
+        #[serde(default = "default_max_file_bytes")]
+        max_file_bytes: u64,
+    },
+    Stdout,
+}
+
+fn default_max_file_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig::File {
+            path: state_dir().join("events"),
+            max_file_bytes: default_max_file_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CursorConfig {
+    File { path: PathBuf },
+}
+
+impl Default for CursorConfig {
+    fn default() -> Self {
+        CursorConfig::File {
+            path: state_dir().join("cursor.json"),
+        }
+    }
+}
+
+/// systemd's `StateDirectory` when run as a unit, else `./tidemark-state`.
+fn state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("tidemark-state"))
+}
+
+impl Config {
+    /// Reads, expands `${VAR}`, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let expanded = expand_env(&text, &shown)?;
+        let config: Config = toml::from_str(&expanded).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            line: e.span().map_or(0, |s| line_of(&expanded, s.start)),
+            message: e.message().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: names, ranges, table names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.pipeline.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(invalid(
+                "pipeline.name",
+                format!("{name:?} must be letters, digits, '_', '-' or '.'"),
+            ));
+        }
+        if self.pipeline.max_batch_events == 0 {
+            return Err(invalid("pipeline.max_batch_events", "must be at least 1"));
+        }
+        match &self.source {
+            SourceConfig::Postgres(pg) => {
+                postgres::parse_url(&pg.url).map_err(|e| invalid("source.url", e.to_string()))?;
+                if pg.tables.is_empty() {
+                    return Err(invalid("source.tables", "lists no table"));
+                }
+                let mut seen = std::collections::HashSet::new();
+                for table in &pg.tables {
+                    let parsed = TableName::parse(table).ok_or_else(|| {
+                        invalid("source.tables", format!("{table:?} is not `schema.table`"))
+                    })?;
+                    if !seen.insert(parsed.to_string()) {
+                        return Err(invalid(
+                            "source.tables",
+                            format!("{parsed} is listed twice"),
+                        ));
+                    }
+                }
+                for (key, value) in [
+                    ("source.slot", &pg.slot),
+                    ("source.publication", &pg.publication),
+                ] {
+                    if !postgres::valid_name(value) {
+                        return Err(invalid(
+                            key,
+                            format!("{value:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"),
+                        ));
+                    }
+                }
+                if pg.snapshot_chunk_rows == 0 {
+                    return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
+                }
+            }
+        }
+        if let SinkConfig::File { max_file_bytes, .. } = &self.sink {
+            if *max_file_bytes < 4096 {
+                return Err(invalid("sink.max_file_bytes", "must be at least 4096"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The connector's view of `[source]` (Postgres).
+    pub fn postgres(&self, stop_at_lsn: Option<u64>) -> PostgresConfig {
+        let SourceConfig::Postgres(pg) = &self.source;
+        PostgresConfig {
+            pipeline: self.pipeline.name.clone(),
+            url: pg.url.clone(),
+            tables: pg
+                .tables
+                .iter()
+                .filter_map(|t| TableName::parse(t))
+                .collect(),
+            slot: pg.slot.clone(),
+            publication: pg.publication.clone(),
+            snapshot: pg.snapshot == SnapshotMode::Initial,
+            snapshot_chunk_rows: pg.snapshot_chunk_rows,
+            max_batch_events: self.pipeline.max_batch_events,
+            stop_at_lsn,
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Replaces each `${NAME}` with the environment variable's value.
+fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let line = line_of(text, text.len() - rest.len() + start);
+        let end = after.find('}').ok_or_else(|| ConfigError::Parse {
+            path: path.to_string(),
+            line,
+            message: "unterminated ${...}".into(),
+        })?;
+        let var = &after[..end];
+        let value = std::env::var(var).map_err(|_| ConfigError::MissingEnv {
+            path: path.to_string(),
+            line,
+            var: var.to_string(),
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|source| ConfigError::Read {
+            path: "tmp".into(),
+            source,
+        })?;
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text).map_err(|source| ConfigError::Read {
+            path: "tmp".into(),
+            source,
+        })?;
+        Config::load(&path)
+    }
+
+    const GOOD: &str = r#"
+[pipeline]
+name = "demo"
+[source]
+type = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/shop"
+tables = ["public.customers", "orders"]
+slot = "tidemark_demo"
+publication = "tidemark_demo"
+"#;
+
+    #[test]
+    fn defaults_are_the_embedded_ones() {
+        let config = parse(GOOD).expect("valid config");
+        assert!(matches!(config.sink, SinkConfig::File { .. }));
+        assert!(matches!(config.cursor, CursorConfig::File { .. }));
+        let pg = config.postgres(None);
+        assert!(pg.snapshot);
+        assert_eq!(pg.tables[1].to_string(), "public.orders");
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let err = parse(&GOOD.replace("slot =", "slott =")).expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains(":9:") && text.contains("slott"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse(&GOOD.replace("\"tidemark_demo\"\npub", "\"Bad-Slot\"\npub"))
+            .expect_err("bad slot");
+        assert!(err.to_string().starts_with("source.slot:"), "{err}");
+        let err = parse(&GOOD.replace(
+            "url = \"postgres://postgres@127.0.0.1:5432/shop\"",
+            "url = \"${TIDEMARK_TEST_UNSET_VAR}\"",
+        ))
+        .expect_err("missing env");
+        assert!(err.to_string().contains("TIDEMARK_TEST_UNSET_VAR"), "{err}");
+    }
+}

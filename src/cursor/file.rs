@@ -1,0 +1,136 @@
+//! The local-file cursor store (the default): one small JSON file, replaced
+//! atomically (write a temporary file, fsync it, rename it over, fsync the folder).
+
+use super::{compare, CursorError};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tidemark_connectors::event::now_ms;
+use tidemark_connectors::Position;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    pipeline: String,
+    position: Position,
+    /// The position's byte-comparable form, for people reading the file.
+    position_text: String,
+    updated_at_ms: i64,
+}
+
+pub struct FileCursor {
+    path: PathBuf,
+    pipeline: String,
+    stored: Option<Position>,
+}
+
+impl FileCursor {
+    pub fn new(path: &Path, pipeline: &str) -> Self {
+        FileCursor {
+            path: path.to_path_buf(),
+            pipeline: pipeline.to_string(),
+            stored: None,
+        }
+    }
+
+    fn io(&self) -> impl FnOnce(std::io::Error) -> CursorError + '_ {
+        move |source| CursorError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn read(&self) -> Result<Option<Record>, CursorError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io()(e)),
+        };
+        let record: Record = serde_json::from_str(&text).map_err(|e| CursorError::Corrupt {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if record.pipeline != self.pipeline {
+            return Err(CursorError::OtherPipeline {
+                path: self.path.display().to_string(),
+                found: record.pipeline,
+                expected: self.pipeline.clone(),
+            });
+        }
+        Ok(Some(record))
+    }
+
+    pub fn load(&mut self) -> Result<Option<Position>, CursorError> {
+        self.stored = self.read()?.map(|r| r.position);
+        Ok(self.stored.clone())
+    }
+
+    pub fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
+        Ok(self.read()?.and_then(|r| serde_json::to_value(r).ok()))
+    }
+
+    pub fn commit(&mut self, position: &Position) -> Result<(), CursorError> {
+        if let Some(stored) = &self.stored {
+            match compare(stored, position) {
+                Some(std::cmp::Ordering::Equal) => return Ok(()),
+                Some(std::cmp::Ordering::Less) => {}
+                _ => {
+                    return Err(CursorError::Backward {
+                        stored: stored.to_string(),
+                        attempted: position.to_string(),
+                    })
+                }
+            }
+        }
+        let record = Record {
+            pipeline: self.pipeline.clone(),
+            position: position.clone(),
+            position_text: position.to_string(),
+            updated_at_ms: now_ms(),
+        };
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(self.io())?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(self.io())?;
+        let body = serde_json::to_vec_pretty(&record).map_err(|e| self.io()(e.into()))?;
+        file.write_all(&body).map_err(self.io())?;
+        file.sync_all().map_err(self.io())?;
+        std::fs::rename(&tmp, &self.path).map_err(self.io())?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io())?;
+        self.stored = Some(position.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_forward_only_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cursor.json");
+        let mut store = FileCursor::new(&path, "p");
+        assert_eq!(store.load().expect("load"), None);
+        store.commit(&Position::postgres(10, 20)).expect("commit");
+        store.commit(&Position::postgres(30, 40)).expect("commit");
+        let err = store
+            .commit(&Position::postgres(10, 20))
+            .expect_err("backward");
+        assert!(matches!(err, CursorError::Backward { .. }));
+        let mut again = FileCursor::new(&path, "p");
+        assert_eq!(
+            again.load().expect("load"),
+            Some(Position::postgres(30, 40))
+        );
+        let mut other = FileCursor::new(&path, "q");
+        assert!(matches!(
+            other.load(),
+            Err(CursorError::OtherPipeline { .. })
+        ));
+    }
+}

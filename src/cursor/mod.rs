@@ -1,0 +1,75 @@
+//! Cursor stores: where a pipeline remembers the last position its sink made
+//! durable. A commit never moves backward and happens only after the sink
+//! acknowledged everything up to the position.
+
+mod file;
+
+pub use file::FileCursor;
+
+use tidemark_connectors::Position;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    #[error("cursor {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cursor {path}: unreadable ({message}); fix or delete it (deleting takes a new snapshot)"
+    )]
+    Corrupt { path: String, message: String },
+    #[error("cursor {path} belongs to pipeline {found:?}, not {expected:?}")]
+    OtherPipeline {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("cursor refuses to move backward from {stored} to {attempted}")]
+    Backward { stored: String, attempted: String },
+}
+
+/// The configured store. The set is fixed, so an enum reads plainer than a trait object.
+pub enum CursorStore {
+    File(FileCursor),
+}
+
+impl CursorStore {
+    pub async fn load(&mut self) -> Result<Option<Position>, CursorError> {
+        match self {
+            CursorStore::File(store) => store.load(),
+        }
+    }
+
+    pub async fn commit(&mut self, position: &Position) -> Result<(), CursorError> {
+        match self {
+            CursorStore::File(store) => tokio::task::block_in_place(|| store.commit(position)),
+        }
+    }
+
+    /// The stored record as JSON, for `tidemark cursor show`.
+    pub fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
+        match self {
+            CursorStore::File(store) => store.describe(),
+        }
+    }
+}
+
+/// Orders two positions of the same log; `None` when they are of different logs.
+pub fn compare(a: &Position, b: &Position) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (
+            Position::Postgres {
+                commit_lsn: ca,
+                lsn: la,
+                ..
+            },
+            Position::Postgres {
+                commit_lsn: cb,
+                lsn: lb,
+                ..
+            },
+        ) => Some((ca, la).cmp(&(cb, lb))),
+    }
+}

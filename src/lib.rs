@@ -1,0 +1,13 @@
+//! Tidemark: change-data capture from database logs to durable sinks.
+//!
+//! The flow is one way: a connector (`tidemark_connectors`) reads the source log
+//! into batches, the [`pipeline`] hands each batch to a [`sinks`] sink, and once
+//! the sink has made it durable the [`cursor`] store commits the batch's end;
+//! only then is the source told it may forget what came before.
+
+pub mod config;
+pub mod cursor;
+pub mod pipeline;
+pub mod sinks;
+
+pub use tidemark_connectors as connectors;

@@ -1,0 +1,183 @@
+//! The `tidemark` command: `run`, `check` and `cursor show`.
+//! Errors are reported as one line each, with a non-zero exit code.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use tidemark::config::{Config, CursorConfig, SinkConfig};
+use tidemark::cursor::{CursorStore, FileCursor};
+use tidemark::pipeline::{self, AnySource};
+use tidemark::sinks::{AnySink, FileSink, StdoutSink};
+use tidemark_connectors::event::{lsn_text, parse_lsn};
+use tidemark_connectors::postgres::{self, PostgresSource};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Change-data capture: database logs to durable sinks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture changes until SIGTERM/SIGINT.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop after the first transaction that ends at or past this LSN (e.g. 0/16B3748).
+        #[arg(long, value_parser = parse_lsn_arg)]
+        stop_at_lsn: Option<u64>,
+    },
+    /// Validate the config and check the source without changing anything.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Cursor operations.
+    Cursor {
+        #[command(subcommand)]
+        command: CursorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CursorCommand {
+    /// Print the stored cursor.
+    Show {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn parse_lsn_arg(text: &str) -> Result<u64, String> {
+    parse_lsn(text).ok_or_else(|| format!("{text:?} is not an LSN like 0/16B3748"))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line per problem; a cause chain is joined on one line.
+            let text = format!("{e:#}");
+            for line in text.lines() {
+                eprintln!("error: {line}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run {
+            config,
+            stop_at_lsn,
+        } => run(&config, stop_at_lsn).await,
+        Command::Check { config } => check(&config).await,
+        Command::Cursor {
+            command: CursorCommand::Show { config },
+        } => {
+            let config = Config::load(&config)?;
+            match cursor_store(&config).describe()? {
+                Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
+                None => println!("no cursor yet for pipeline {}", config.pipeline.name),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cursor_store(config: &Config) -> CursorStore {
+    match &config.cursor {
+        CursorConfig::File { path } => {
+            CursorStore::File(FileCursor::new(path, &config.pipeline.name))
+        }
+    }
+}
+
+fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
+    Ok(match &config.sink {
+        SinkConfig::File {
+            path,
+            max_file_bytes,
+        } => AnySink::File(FileSink::open(path, *max_file_bytes)?),
+        SinkConfig::Stdout => AnySink::Stdout(StdoutSink::new()),
+    })
+}
+
+async fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let problems = postgres::check(&config.postgres(None)).await?;
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    println!("ok: {} is ready for capture", config.pipeline.name);
+    Ok(())
+}
+
+async fn run(path: &Path, stop_at_lsn: Option<u64>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let mut sink = open_sink(&config)?;
+    let mut cursor = cursor_store(&config);
+    let resume = cursor.load().await?;
+    let (handle, control) = tidemark_connectors::control();
+    let source = PostgresSource::open(config.postgres(stop_at_lsn), resume, control).await?;
+    tracing::info!("pipeline {} running", config.pipeline.name);
+
+    let stop = handle.stop;
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: finishing the current batch");
+        stop.send_replace(true);
+    });
+
+    let summary = pipeline::run(
+        AnySource::Postgres(Box::new(source)),
+        handle.durable,
+        &mut sink,
+        &mut cursor,
+    )
+    .await?;
+    tracing::info!(
+        "stopped: {} events in {} batches; cursor at {}{}",
+        summary.events,
+        summary.batches,
+        summary
+            .cursor
+            .as_ref()
+            .map_or("(unchanged)".into(), |p| p.to_string()),
+        match &summary.cursor {
+            Some(tidemark_connectors::Position::Postgres { lsn, .. }) =>
+                format!(" (LSN {})", lsn_text(*lsn)),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The pipeline: source → sink → cursor → source acknowledgement, one way.
+//!
+//! A reader task pulls batches from the source into a channel of two batches, so
+//! reading overlaps writing but a slow sink slows reading instead of growing the
+//! heap. The writer makes each batch durable in the sink, then commits the
+//! batch's end position to the cursor store, then tells the source (which tells
+//! Postgres `flush = X`). A failure anywhere stops the pipeline before the cursor
+//! moves past it.
+
+use crate::cursor::{CursorError, CursorStore};
+use crate::sinks::{AnySink, SinkError};
+use std::time::{Duration, Instant};
+use tidemark_connectors::postgres::PostgresSource;
+use tidemark_connectors::{Batch, Position, SourceError};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+    #[error("source reader task failed: {0}")]
+    Reader(String),
+}
+
+/// A configured source. The set is fixed, so an enum reads plainer than a trait object.
+pub enum AnySource {
+    Postgres(Box<PostgresSource>),
+}
+
+impl AnySource {
+    async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        match self {
+            AnySource::Postgres(source) => source.next_batch().await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            AnySource::Postgres(source) => source.close().await,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub batches: u64,
+    pub skipped_duplicates: u64,
+    pub cursor: Option<Position>,
+}
+
+/// Runs until the source stops (on the stop signal it was given, or at its stop
+/// LSN) or something fails.
+pub async fn run(
+    mut source: AnySource,
+    durable: watch::Sender<Option<Position>>,
+    sink: &mut AnySink,
+    cursor: &mut CursorStore,
+) -> Result<Summary, PipelineError> {
+    let (tx, mut rx) = mpsc::channel::<Batch>(2);
+    let reader = tokio::spawn(async move {
+        let result = loop {
+            match source.next_batch().await {
+                Ok(Some(batch)) => {
+                    if tx.send(batch).await.is_err() {
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        (source, result)
+    });
+
+    let mut summary = Summary::default();
+    // After a crash the sink may already hold events past the cursor: skip them.
+    let mut resume_after = sink.last_position().map(str::to_owned);
+    let mut last_log = Instant::now();
+    let written = async {
+        while let Some(mut batch) = rx.recv().await {
+            if let Some(last) = &resume_after {
+                let before = batch.events.len();
+                batch
+                    .events
+                    .retain(|e| e.position.to_string().as_str() > last.as_str());
+                summary.skipped_duplicates += (before - batch.events.len()) as u64;
+                if !batch.events.is_empty() {
+                    resume_after = None;
+                }
+            }
+            sink.write(&batch.events).await?;
+            summary.events += batch.events.len() as u64;
+            summary.batches += 1;
+            if let Some(end) = batch.end {
+                cursor.commit(&end).await?;
+                durable.send_replace(Some(end.clone()));
+                summary.cursor = Some(end);
+            }
+            if last_log.elapsed() > Duration::from_secs(10) {
+                tracing::info!(
+                    "{} events in {} batches; cursor at {}",
+                    summary.events,
+                    summary.batches,
+                    summary
+                        .cursor
+                        .as_ref()
+                        .map_or("-".into(), |p| p.to_string())
+                );
+                last_log = Instant::now();
+            }
+        }
+        Ok::<(), PipelineError>(())
+    }
+    .await;
+    if let Err(e) = written {
+        // The reader may be waiting on an idle stream: end it. The cursor did not
+        // move past the failure, so the next start replays from there.
+        reader.abort();
+        return Err(e);
+    }
+    let (source, read) = reader
+        .await
+        .map_err(|e| PipelineError::Reader(e.to_string()))?;
+    source.close().await;
+    read?;
+    if summary.skipped_duplicates > 0 {
+        tracing::info!(
+            "skipped {} events the sink already held from before a crash",
+            summary.skipped_duplicates
+        );
+    }
+    Ok(summary)
+}

@@ -1,0 +1,215 @@
+//! The file sink (the default): JSON lines in a directory, one event per line.
+//!
+//! Files are `events-0000000001.jsonl`, `events-0000000002.jsonl`, ... so names
+//! sort in write order; a new file starts once the current one reaches
+//! `max_file_bytes`. A batch is acknowledged only after `fsync`.
+//!
+//! On open the sink recovers from a crash: a torn last line (written, never
+//! acknowledged) is cut off, and the position of the last whole line is kept so
+//! the pipeline does not write those events a second time when the source replays
+//! from its cursor. For this sink delivery is therefore exactly once.
+
+use super::{encode_lines, SinkError};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use tidemark_connectors::ChangeEvent;
+
+pub struct FileSink {
+    dir: PathBuf,
+    max_file_bytes: u64,
+    index: u64,
+    file: File,
+    size: u64,
+    last_position: Option<String>,
+    buf: Vec<u8>,
+}
+
+fn file_name(index: u64) -> String {
+    format!("events-{index:010}.jsonl")
+}
+
+fn index_of(name: &str) -> Option<u64> {
+    name.strip_prefix("events-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+impl FileSink {
+    pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, SinkError> {
+        let io = |source| SinkError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut indexes: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| {
+                e.ok()
+                    .and_then(|e| e.file_name().to_str().and_then(index_of))
+            })
+            .collect();
+        indexes.sort_unstable();
+        let mut last_position = None;
+        for &index in indexes.iter().rev() {
+            if let Some(line) = recover(&dir.join(file_name(index))).map_err(io)? {
+                last_position = position_of(&line);
+                break;
+            }
+        }
+        let index = indexes.last().copied().unwrap_or(1);
+        let (file, size) = open_append(dir, index).map_err(io)?;
+        Ok(FileSink {
+            dir: dir.to_path_buf(),
+            max_file_bytes,
+            index,
+            file,
+            size,
+            last_position,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn last_position(&self) -> Option<&str> {
+        self.last_position.as_deref()
+    }
+
+    fn io(&self) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+        move |source| SinkError::Io {
+            path: self.dir.join(file_name(self.index)).display().to_string(),
+            source,
+        }
+    }
+
+    /// Writes the events, rotating by size, and fsyncs before returning.
+    pub fn write(&mut self, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        let mut start = 0;
+        while start < events.len() {
+            if self.size >= self.max_file_bytes {
+                self.rotate()?;
+            }
+            // Fill the current file up to its limit (at least one event per file).
+            self.buf.clear();
+            let mut end = start;
+            while end < events.len()
+                && (end == start || self.size + (self.buf.len() as u64) < self.max_file_bytes)
+            {
+                encode_lines(&events[end..=end], &mut self.buf)?;
+                end += 1;
+            }
+            self.file.write_all(&self.buf).map_err(self.io())?;
+            self.file.sync_data().map_err(self.io())?;
+            self.size += self.buf.len() as u64;
+            start = end;
+        }
+        if let Some(last) = events.last() {
+            self.last_position = Some(last.position.to_string());
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        self.index += 1;
+        let (file, size) = open_append(&self.dir, self.index).map_err(self.io())?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io())?;
+        self.file = file;
+        self.size = size;
+        Ok(())
+    }
+}
+
+fn open_append(dir: &Path, index: u64) -> std::io::Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(file_name(index)))?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}
+
+/// Cuts a torn last line off `path` and returns the last whole line, if any.
+fn recover(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    // Read backwards in growing windows until the last two newlines are found.
+    let mut window = 64 * 1024u64;
+    loop {
+        let from = len.saturating_sub(window);
+        let mut tail = Vec::with_capacity((len - from) as usize);
+        file.seek(SeekFrom::Start(from))?;
+        (&mut file).take(len - from).read_to_end(&mut tail)?;
+        let Some(last_nl) = tail.iter().rposition(|b| *b == b'\n') else {
+            if from == 0 {
+                // No whole line at all: whatever is there was never acknowledged.
+                if len > 0 {
+                    file.set_len(0)?;
+                    file.sync_all()?;
+                }
+                return Ok(None);
+            }
+            window *= 4;
+            continue;
+        };
+        let line_start = match tail[..last_nl].iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if from == 0 => 0,
+            None => {
+                window *= 4;
+                continue;
+            }
+        };
+        let whole = from + last_nl as u64 + 1;
+        if whole < len {
+            tracing::warn!(
+                "{}: cutting a torn last line ({} bytes)",
+                path.display(),
+                len - whole
+            );
+            file.set_len(whole)?;
+            file.sync_all()?;
+        }
+        return Ok(Some(tail[line_start..last_nl].to_vec()));
+    }
+}
+
+fn position_of(line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        position: String,
+    }
+    serde_json::from_slice::<Line>(line)
+        .ok()
+        .map(|l| l.position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn torn_line_is_cut_and_last_position_recovered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(file_name(1));
+        let mut f = File::create(&path).expect("create");
+        f.write_all(b"{\"position\":\"pg:1\"}\n{\"position\":\"pg:2\"}\n{\"posit")
+            .expect("write");
+        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(sink.last_position(), Some("pg:2"));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with("\"pg:2\"}\n"), "{text}");
+    }
+
+    #[test]
+    fn empty_newest_file_falls_back_to_previous() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(file_name(1)), b"{\"position\":\"pg:9\"}\n").expect("write");
+        std::fs::write(dir.path().join(file_name(2)), b"").expect("write");
+        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(sink.last_position(), Some("pg:9"));
+        assert_eq!(sink.index, 2);
+    }
+}

@@ -1,0 +1,64 @@
+//! Sinks: where change events go. `write` returns only once every event of the
+//! batch is durable (for a file: written and fsynced), which is what allows the
+//! cursor to move.
+
+mod file;
+mod stdout;
+
+pub use file::FileSink;
+pub use stdout::StdoutSink;
+
+use tidemark_connectors::ChangeEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("file sink {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stdout sink: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("cannot encode the event at {position}: {message}")]
+    Encode { position: String, message: String },
+}
+
+/// The configured sink. The set is fixed, so an enum reads plainer than a trait object.
+pub enum AnySink {
+    File(FileSink),
+    Stdout(StdoutSink),
+}
+
+impl AnySink {
+    pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self {
+            AnySink::File(sink) => tokio::task::block_in_place(|| sink.write(events)),
+            AnySink::Stdout(sink) => sink.write(events).await,
+        }
+    }
+
+    /// The position of the last event the sink already holds, when it can tell:
+    /// after a crash, events up to it are not written again.
+    pub fn last_position(&self) -> Option<&str> {
+        match self {
+            AnySink::File(sink) => sink.last_position(),
+            AnySink::Stdout(_) => None,
+        }
+    }
+}
+
+/// Appends each event as one JSON line.
+pub fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>) -> Result<(), SinkError> {
+    for event in events {
+        serde_json::to_writer(&mut *out, event).map_err(|e| SinkError::Encode {
+            position: event.position.to_string(),
+            message: e.to_string(),
+        })?;
+        out.push(b'\n');
+    }
+    Ok(())
+}
