@@ -10,7 +10,7 @@ use tokio_postgres::{Client, NoTls};
 
 /// Session settings that make value text forms predictable (see `values`).
 pub const SESSION_OPTIONS: &str =
-    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c extra_float_digits=1 -c IntervalStyle=postgres";
+    "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c extra_float_digits=1 -c IntervalStyle=postgres -c standard_conforming_strings=on";
 
 fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
     let what = what.into();

@@ -15,12 +15,20 @@ use crate::SourceError;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+
+/// A string literal, for the simple query protocol (standard_conforming_strings).
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
 
 struct TableReader {
     schema: TableSchema,
-    select_first: String,
-    select_next: String,
+    /// `SELECT ... FROM t`, then `WHERE (key) > (...)` when paging on.
+    select: String,
+    /// The paging key: its ORDER BY list and, per column, the type to cast to.
+    order: String,
+    key_types: Vec<String>,
     /// Text of the paging key of the last row read (`ctid` or the primary key).
     last_key: Option<Vec<String>>,
     /// Positions in the selected row of the paging key columns.
@@ -105,34 +113,47 @@ impl Snapshot {
                 return Ok(None);
             };
             let table = reader.schema.name.clone();
-            let rows = match &reader.last_key {
-                None => {
-                    self.client
-                        .query(&reader.select_first, &[&self.chunk_rows])
-                        .await
-                }
+            // The simple query protocol returns each value in its type's text
+            // output form, the same text pgoutput sends (a cast to text would not
+            // be: `bool::text` is `true`, pgoutput says `t`).
+            let bound = match &reader.last_key {
+                None => String::new(),
                 Some(key) => {
-                    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                        key.iter().map(|k| k as _).collect();
-                    params.push(&self.chunk_rows);
-                    self.client.query(&reader.select_next, &params).await
+                    let values: Vec<String> = key
+                        .iter()
+                        .zip(&reader.key_types)
+                        .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
+                        .collect();
+                    format!(" WHERE ({}) > ({})", reader.order, values.join(", "))
                 }
-            }
-            .map_err(|source| SourceError::Postgres {
-                what: format!(
-                    "read snapshot chunk of {table} after key {:?}",
-                    reader.last_key
-                ),
-                source,
-            })?;
+            };
+            let sql = format!(
+                "{}{bound} ORDER BY {} LIMIT {}",
+                reader.select, reader.order, self.chunk_rows
+            );
+            let rows: Vec<SimpleQueryRow> = self
+                .client
+                .simple_query(&sql)
+                .await
+                .map_err(|source| SourceError::Postgres {
+                    what: format!(
+                        "read snapshot chunk of {table} after key {:?}",
+                        reader.last_key
+                    ),
+                    source,
+                })?
+                .into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => Some(row),
+                    _ => None,
+                })
+                .collect();
             let finished = (rows.len() as i64) < self.chunk_rows;
             let mut events = Vec::with_capacity(rows.len());
             let ts_ms = now_ms();
             let ncols = reader.schema.columns.len();
             for row in &rows {
-                let after = reader
-                    .schema
-                    .row_from_text((0..ncols).map(|i| row.get::<_, Option<&str>>(i)));
+                let after = reader.schema.row_from_text((0..ncols).map(|i| row.get(i)));
                 self.row_ordinal += 1;
                 events.push(ChangeEvent {
                     op: Op::Read,
@@ -168,7 +189,7 @@ impl Snapshot {
                     reader
                         .paging
                         .iter()
-                        .map(|&i| last.get::<_, Option<String>>(i).unwrap_or_default())
+                        .map(|&i| last.get(i).unwrap_or_default().to_string())
                         .collect(),
                 );
             }
@@ -207,53 +228,48 @@ async fn plan(
             kind: kinds.kind(client, *oid).await?,
         });
     }
-    let select_list: Vec<String> = shape
-        .columns
-        .iter()
-        .map(|(name, _)| format!("{}::text", quote_ident(name)))
-        .collect();
     let index_of = |name: &str| shape.columns.iter().position(|(n, _)| n == name);
-    let (key, paging, order, bound) = if shape.primary_key.is_empty() {
+    let (key, paging, order, key_types) = if shape.primary_key.is_empty() {
         // No primary key: page by physical row id; the key is the whole row.
         let ctid = shape.columns.len();
         (
-            (0..shape.columns.len()).collect::<Vec<_>>(),
+            (0..ctid).collect::<Vec<_>>(),
             vec![ctid],
             "ctid".to_string(),
-            "ctid > $1::text::tid".to_string(),
+            vec!["tid".to_string()],
         )
     } else {
         let mut key = Vec::new();
-        let mut casts = Vec::new();
-        for (i, name) in shape.primary_key.iter().enumerate() {
+        let mut types = Vec::new();
+        for name in &shape.primary_key {
             let idx = index_of(name).ok_or_else(|| {
                 SourceError::Setup(format!(
                     "primary key column {name} of {} is not published",
                     shape.name
                 ))
             })?;
-            let type_name = catalog::type_name(client, shape.columns[idx].1, -1).await?;
-            casts.push(format!("${}::text::{type_name}", i + 1));
+            types.push(catalog::type_name(client, shape.columns[idx].1, -1).await?);
             key.push(idx);
         }
         let order: Vec<String> = shape.primary_key.iter().map(|n| quote_ident(n)).collect();
-        let order = order.join(", ");
-        let bound = format!("({order}) > ({})", casts.join(", "));
-        (key.clone(), key, order, bound)
+        (key.clone(), key, order.join(", "), types)
     };
-    let extra = if shape.primary_key.is_empty() {
-        ", ctid::text"
-    } else {
-        ""
-    };
-    let limit_param = paging.len() + 1;
-    let from = shape.name.quoted();
-    let select = select_list.join(", ");
+    let mut select_list: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|(name, _)| quote_ident(name))
+        .collect();
+    if shape.primary_key.is_empty() {
+        select_list.push("ctid".into());
+    }
     Ok(TableReader {
-        select_first: format!("SELECT {select}{extra} FROM {from} ORDER BY {order} LIMIT $1"),
-        select_next: format!(
-            "SELECT {select}{extra} FROM {from} WHERE {bound} ORDER BY {order} LIMIT ${limit_param}"
+        select: format!(
+            "SELECT {} FROM {}",
+            select_list.join(", "),
+            shape.name.quoted()
         ),
+        order,
+        key_types,
         schema: TableSchema {
             name: shape.name.clone(),
             columns,

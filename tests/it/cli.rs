@@ -1,0 +1,127 @@
+//! Bad configs and unfit sources: one clear line each, non-zero exit, no panic.
+
+use crate::common::*;
+
+fn write(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write");
+    path.display().to_string()
+}
+
+const BASE: &str = r#"[pipeline]
+name = "cli"
+[source]
+type = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/tm_cli"
+tables = ["public.good"]
+slot = "tm_cli"
+publication = "tm_cli"
+"#;
+
+fn assert_clear_error(code: i32, stderr: &str, needle: &str) {
+    assert_ne!(code, 0, "expected failure, stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert!(!errors.is_empty(), "no error line: {stderr}");
+    assert!(
+        errors.iter().any(|l| l.contains(needle)),
+        "no error line names {needle:?}: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_configs_name_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (BASE.replace("slot = ", "slott = "), "slott"),
+        (
+            BASE.replace("\"tm_cli\"\npub", "\"Tm-Cli\"\npub"),
+            "source.slot",
+        ),
+        (BASE.replace("[\"public.good\"]", "[]"), "source.tables"),
+        (
+            BASE.replace("type = \"postgres\"", "type = \"oracle\""),
+            "oracle",
+        ),
+        (
+            BASE.replace(
+                "postgres://postgres@127.0.0.1:5432/tm_cli",
+                "${TIDEMARK_NO_SUCH_VAR}",
+            ),
+            "TIDEMARK_NO_SUCH_VAR",
+        ),
+        (format!("{BASE}snapshot = \"sometimes\"\n"), "sometimes"),
+        ("[pipeline\nname=1".to_string(), "bad.toml"),
+    ];
+    for (text, needle) in cases {
+        let path = write(&dir, &text);
+        for command in ["run", "check"] {
+            let (code, stderr) = run_to_end(&[command, "--config", &path]);
+            assert_clear_error(code, &stderr, needle);
+        }
+    }
+    let (code, stderr) = run_to_end(&["run", "--config", "/nonexistent/tidemark.toml"]);
+    assert_clear_error(code, &stderr, "/nonexistent/tidemark.toml");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unfit_sources_are_refused_with_the_reason() {
+    let db = TestDb::new("tm_cli").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE good (id int PRIMARY KEY); CREATE TABLE nokey (v int);
+             DO $$ BEGIN CREATE ROLE tm_plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT SELECT ON good TO tm_plain;",
+        )
+        .await
+        .expect("setup");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // A healthy source passes `check`.
+    let (code, stderr) = run_to_end(&["check", "--config", &write(&dir, BASE)]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stderr) = run_to_end(&[
+        "check",
+        "--config",
+        &write(&dir, &BASE.replace("public.good", "public.missing")),
+    ]);
+    assert_clear_error(code, &stderr, "public.missing does not exist");
+
+    let (code, stderr) = run_to_end(&[
+        "run",
+        "--config",
+        &write(&dir, &BASE.replace("public.good", "public.nokey")),
+    ]);
+    assert_clear_error(code, &stderr, "public.nokey has no primary key");
+
+    let (code, stderr) = run_to_end(&[
+        "check",
+        "--config",
+        &write(
+            &dir,
+            &BASE.replace("postgres://postgres@", "postgres://tm_plain@"),
+        ),
+    ]);
+    assert_clear_error(code, &stderr, "REPLICATION");
+
+    // A server with wal_level=replica (scripts/setup-postgres.sh keeps one on 5433).
+    let replica = BASE
+        .replace("127.0.0.1:5432/tm_cli", "127.0.0.1:5433/postgres")
+        .replace("public.good", "pg_catalog.pg_class");
+    for command in ["check", "run"] {
+        let (code, stderr) = run_to_end(&[command, "--config", &write(&dir, &replica)]);
+        assert_clear_error(code, &stderr, "wal_level is 'replica'");
+    }
+
+    // Nothing reachable: one line naming what failed.
+    let (code, stderr) = run_to_end(&[
+        "run",
+        "--config",
+        &write(&dir, &BASE.replace("5432", "5999")),
+    ]);
+    assert_clear_error(code, &stderr, "connect to the source");
+}

@@ -1,0 +1,254 @@
+//! Shared test plumbing: a fresh database per test on the real PostgreSQL, the
+//! `tidemark` binary as a child process, and the file sink's events read back.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Connects to `db` on the local server, failing loudly when it is not there.
+pub async fn connect(db: &str) -> Client {
+    let url = format!("{PG}/{db}");
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {url} is not reachable ({e}); run scripts/setup-postgres.sh (scripts/test.sh does)")
+    });
+    tokio::spawn(connection);
+    client
+}
+
+/// A database of the test's own, created fresh (with its slots cleared).
+pub struct TestDb {
+    pub name: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(name: &str) -> TestDb {
+        let admin = connect("postgres").await;
+        let rows = admin
+            .query(
+                "SELECT slot_name::text, active_pid FROM pg_replication_slots WHERE database = $1",
+                &[&name],
+            )
+            .await
+            .expect("list slots");
+        for row in rows {
+            let slot: String = row.get(0);
+            if let Some(pid) = row.get::<_, Option<i32>>(1) {
+                let _ = admin
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await;
+            }
+            wait_until(
+                "old slot to be released",
+                Duration::from_secs(10),
+                || async {
+                    admin
+                        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                        .await
+                        .is_ok()
+                },
+            )
+            .await;
+        }
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("create the test database");
+        }
+        TestDb {
+            name: name.to_string(),
+            client: connect(name).await,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{PG}/{}", self.name)
+    }
+
+    pub fn events_dir(&self) -> PathBuf {
+        self.dir.path().join("events")
+    }
+
+    pub fn cursor_path(&self) -> PathBuf {
+        self.dir.path().join("cursor.json")
+    }
+
+    /// Writes a config for this database; `extra_source` lines go under `[source]`.
+    pub fn config(&self, tables: &[&str], extra_source: &str) -> PathBuf {
+        let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+        let text = format!(
+            "[pipeline]\nname = \"{name}\"\nmax_batch_events = 500\n\n[source]\ntype = \"postgres\"\nurl = \"{url}\"\ntables = [{tables}]\nslot = \"{name}\"\npublication = \"{name}\"\n{extra_source}\n\n[sink]\ntype = \"file\"\npath = \"{events}\"\nmax_file_bytes = 1048576\n\n[cursor]\ntype = \"file\"\npath = \"{cursor}\"\n",
+            name = self.name,
+            url = self.url(),
+            tables = tables.join(", "),
+            events = self.events_dir().display(),
+            cursor = self.cursor_path().display(),
+        );
+        let path = self.dir.path().join("tidemark.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Every event in the sink, in file order.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.events_dir())
+    }
+
+    pub fn cursor(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.cursor_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+pub fn read_events(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    let mut events = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read events file");
+        // A line still being written by a running daemon is not complete yet.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            events.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad event line {line:?}: {e}")),
+            );
+        }
+    }
+    events
+}
+
+/// Polls `check` until it holds, failing the test with `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        poll_until(limit, check).await,
+        "timed out waiting for {what}"
+    );
+}
+
+/// Polls `check` until it holds or `limit` passes; true when it held.
+pub async fn poll_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// The daemon under test.
+pub struct Daemon {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+pub fn tidemark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let stderr_path = config.with_extension(format!("stderr.{}", unique()));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = tidemark()
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start tidemark");
+        Daemon { child, stderr_path }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tidemark did not exit within {limit:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Like [`wait_until`], with the daemon's log in the failure message.
+    pub async fn wait_for<F, Fut>(&self, what: &str, limit: Duration, check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        assert!(
+            poll_until(limit, check).await,
+            "timed out waiting for {what}; tidemark said:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// SIGKILL, as a crash.
+    pub async fn crash(&mut self) {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(5)).await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Runs `tidemark` to completion with the given arguments: (exit code, stderr).
+pub fn run_to_end(args: &[&str]) -> (i32, String) {
+    let out = tidemark().args(args).output().expect("run tidemark");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
