@@ -5,35 +5,19 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const TYPES_DDL: &str = "
-CREATE TYPE mood AS ENUM ('sad', 'happy');
-CREATE TABLE alltypes (
-  id int PRIMARY KEY, i2 smallint, i8 bigint, n numeric(12,2), n_nan numeric,
-  f4 real, f8 double precision, f_inf double precision, f_ninf float8, f_nan float8,
-  b bool, t text, vc varchar(10), ch char(3), u uuid, by bytea,
-  d date, d_inf date, tm time, ts timestamp, ts_inf timestamp, tstz timestamptz, tstz_ninf timestamptz,
-  j json, jb jsonb, ia int[], ta text[], m mood, ma mood[], iv interval, nothing text
-)";
+const TYPES_DDL: &str = include_str!("../../fixtures/postgres/all_types.sql");
+const TYPES_VALUES: &str = include_str!("../../fixtures/postgres/all_types.values.sql");
 
-const TYPES_VALUES: &str = "32767, 9223372036854775807, 12.5, 'NaN',
-  1.5, 2.25, 'Infinity', '-Infinity', 'NaN',
-  true, 'hé', 'v', 'ab', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10',
-  '2026-11-21', 'infinity', '13:45:00.123456', '2026-11-21 13:45:00.5', 'infinity',
-  '2026-11-21 13:45:00.123456+02', '-infinity',
-  '{\"b\": 1,  \"a\":2}', '{\"b\":1,\"a\":2}', '{1,NULL,3}', '{\"x,y\",z}', 'happy', '{sad,happy}',
-  '1 day 02:00:00', NULL";
-
+/// The documented JSON form of every column (fixtures/postgres/all_types.expected.json).
 fn expected_types(id: i64) -> Value {
-    json!({
-        "id": id, "i2": 32767, "i8": 9223372036854775807i64, "n": "12.50", "n_nan": "NaN",
-        "f4": 1.5, "f8": 2.25, "f_inf": "Infinity", "f_ninf": "-Infinity", "f_nan": "NaN",
-        "b": true, "t": "hé", "vc": "v", "ch": "ab ", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "by": "AP8Q", "d": "2026-11-21", "d_inf": "infinity", "tm": "13:45:00.123456",
-        "ts": "2026-11-21T13:45:00.500000", "ts_inf": "infinity",
-        "tstz": "2026-11-21T11:45:00.123456Z", "tstz_ninf": "-infinity",
-        "j": "{\"b\": 1,  \"a\":2}", "jb": "{\"a\": 2, \"b\": 1}", "ia": [1, null, 3], "ta": ["x,y", "z"],
-        "m": "happy", "ma": ["sad", "happy"], "iv": "1 day 02:00:00", "nothing": null
-    })
+    let mut row: serde_json::Map<String, Value> = serde_json::from_str(include_str!(
+        "../../fixtures/postgres/all_types.expected.json"
+    ))
+    .expect("fixture");
+    let mut out = serde_json::Map::new();
+    out.insert("id".into(), json!(id));
+    out.append(&mut row);
+    Value::Object(out)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -429,7 +429,19 @@ impl PostgresSource {
                 })?;
                 self.apply(lsn, message).await?;
             }
-            ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                // The server has sent everything before `wal_end`: past the stop
+                // LSN and between transactions, there is nothing more to read.
+                if self.tx.is_none()
+                    && self
+                        .cfg
+                        .stop_at_lsn
+                        .is_some_and(|stop| wal_end.as_u64() >= stop)
+                {
+                    self.ended = true;
+                }
+            }
+            ReplicationEvent::Message { .. } => {}
             ReplicationEvent::StoppedAt { .. } => self.ended = true,
         }
         Ok(())
