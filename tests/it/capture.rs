@@ -65,22 +65,7 @@ async fn ops_identities_toast_and_schema_changes() {
         .expect("ddl");
     let daemon =
         Daemon::start(&db.config(&["public.dflt", "public.full_id"], "snapshot = \"never\""));
-    wait_until(
-        "the cursor after the slot is created",
-        Duration::from_secs(30),
-        || async {
-            db.client
-                .query_opt(
-                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'tm_ops' AND active",
-                    &[],
-                )
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        },
-    )
-    .await;
+    db.wait_for_slot(true).await;
     // A value large and random enough to be stored out of line (TOAST).
     let big: String = (0..200).map(|i| format!("{:x}", md5ish(i))).collect();
     db.client

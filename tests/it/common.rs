@@ -104,6 +104,28 @@ impl TestDb {
         read_events(&self.events_dir())
     }
 
+    /// Waits until the test's slot exists (and, with `active`, is streaming).
+    pub async fn wait_for_slot(&self, active: bool) {
+        let sql = format!(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = '{}'{}",
+            self.name,
+            if active { " AND active" } else { "" }
+        );
+        wait_until("the replication slot", Duration::from_secs(30), || async {
+            matches!(self.client.query_opt(&sql, &[]).await, Ok(Some(_)))
+        })
+        .await;
+    }
+
+    /// Waits until the sink holds the row with this `id` in an `after` image.
+    pub async fn wait_for_id(&self, daemon: &Daemon, id: i64) {
+        daemon
+            .wait_for(&format!("row {id}"), Duration::from_secs(120), || async {
+                self.events().iter().any(|e| e["after"]["id"] == id)
+            })
+            .await;
+    }
+
     pub fn cursor(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.cursor_path()).ok()?;
         serde_json::from_str(&text).ok()
@@ -221,6 +243,13 @@ impl Daemon {
             "timed out waiting for {what}; tidemark said:\n{}",
             self.stderr()
         );
+    }
+
+    /// SIGTERM, and the exit must be clean and within 10 s.
+    pub async fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(10)).await;
+        assert!(status.success(), "exit {status:?}: {}", self.stderr());
     }
 
     /// SIGKILL, as a crash.

@@ -3,7 +3,6 @@
 use crate::common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_under_concurrent_writes_has_no_gap_and_no_overlap() {
@@ -18,18 +17,7 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_overlap() {
     // Small chunks: the snapshot takes many round trips while the writer runs.
     let config = db.config(&["public.items"], "snapshot_chunk_rows = 300");
     let mut daemon = Daemon::start(&config);
-    wait_until("the slot", Duration::from_secs(30), || async {
-        db.client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'tm_snapshot'",
-                &[],
-            )
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
-    .await;
+    db.wait_for_slot(false).await;
     let writer_db = connect(&db.name).await;
     let writer = tokio::spawn(async move {
         for i in 0..400 {
@@ -54,17 +42,8 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_overlap() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     // The writer's last transaction inserts id 20400: wait for it.
-    daemon
-        .wait_for("the last write", Duration::from_secs(120), || async {
-            db.events().iter().any(|e| e["after"]["id"] == 20_400)
-        })
-        .await;
-    daemon.signal("TERM");
-    assert!(
-        daemon.wait(Duration::from_secs(10)).await.success(),
-        "{}",
-        daemon.stderr()
-    );
+    db.wait_for_id(&daemon, 20_400).await;
+    daemon.stop().await;
 
     let events = db.events();
     // Replay the events in position order, as a consumer would.
