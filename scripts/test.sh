@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-postgres.sh
+bash scripts/setup-mariadb.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use tidemark_connectors::mysql::MysqlConfig;
 use tidemark_connectors::postgres::{self, PostgresConfig, TableName};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,35 @@ fn default_max_batch_events() -> usize {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     Postgres(PostgresSource),
+    Mysql(MysqlSource),
+}
+
+/// MySQL and MariaDB alike.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSource {
+    pub url: String,
+    /// `database.table`.
+    pub tables: Vec<String>,
+    /// The replica id tidemark announces; unique among the server's replicas.
+    pub server_id: u32,
+    #[serde(default = "default_mysql_snapshot")]
+    pub snapshot: SnapshotMode,
+}
+
+fn default_mysql_snapshot() -> SnapshotMode {
+    SnapshotMode::Never
+}
+
+/// Never print the URL: it may carry a password.
+impl std::fmt::Debug for MysqlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlSource")
+            .field("url", &"<redacted>")
+            .field("tables", &self.tables)
+            .field("server_id", &self.server_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -218,6 +248,31 @@ impl Config {
                     return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
                 }
             }
+            SourceConfig::Mysql(my) => {
+                if !my.url.starts_with("mysql://") {
+                    return Err(invalid("source.url", "must be a mysql:// URL"));
+                }
+                if my.tables.is_empty() {
+                    return Err(invalid("source.tables", "lists no table"));
+                }
+                for table in &my.tables {
+                    if split_mysql_table(table).is_none() {
+                        return Err(invalid(
+                            "source.tables",
+                            format!("{table:?} is not `database.table`"),
+                        ));
+                    }
+                }
+                if my.server_id == 0 {
+                    return Err(invalid("source.server_id", "must be a non-zero replica id"));
+                }
+                if my.snapshot == SnapshotMode::Initial {
+                    return Err(invalid(
+                        "source.snapshot",
+                        "\"initial\" is not supported for MySQL yet; use \"never\" (streams from the current binlog end)",
+                    ));
+                }
+            }
         }
         if let SinkConfig::File { max_file_bytes, .. } = &self.sink {
             if *max_file_bytes < 4096 {
@@ -227,10 +282,30 @@ impl Config {
         Ok(())
     }
 
-    /// The connector's view of `[source]` (Postgres).
-    pub fn postgres(&self, stop_at_lsn: Option<u64>) -> PostgresConfig {
-        let SourceConfig::Postgres(pg) = &self.source;
-        PostgresConfig {
+    /// The connector's view of a MySQL `[source]`; `None` for other sources.
+    pub fn mysql(&self) -> Option<MysqlConfig> {
+        let SourceConfig::Mysql(my) = &self.source else {
+            return None;
+        };
+        Some(MysqlConfig {
+            pipeline: self.pipeline.name.clone(),
+            url: my.url.clone(),
+            tables: my
+                .tables
+                .iter()
+                .filter_map(|t| split_mysql_table(t))
+                .collect(),
+            server_id: my.server_id,
+            max_batch_events: self.pipeline.max_batch_events,
+        })
+    }
+
+    /// The connector's view of a Postgres `[source]`; `None` for other sources.
+    pub fn postgres(&self, stop_at_lsn: Option<u64>) -> Option<PostgresConfig> {
+        let SourceConfig::Postgres(pg) = &self.source else {
+            return None;
+        };
+        Some(PostgresConfig {
             pipeline: self.pipeline.name.clone(),
             url: pg.url.clone(),
             tables: pg
@@ -244,7 +319,7 @@ impl Config {
             snapshot_chunk_rows: pg.snapshot_chunk_rows,
             max_batch_events: self.pipeline.max_batch_events,
             stop_at_lsn,
-        }
+        })
     }
 }
 
@@ -259,6 +334,12 @@ fn unknown_key_line(text: &str, message: &str) -> Option<usize> {
                 .is_some_and(|r| r.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
+}
+
+fn split_mysql_table(text: &str) -> Option<(String, String)> {
+    let (db, table) = text.split_once('.')?;
+    (!db.is_empty() && !table.is_empty() && !table.contains('.'))
+        .then(|| (db.to_string(), table.to_string()))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -324,7 +405,7 @@ publication = "tidemark_demo"
         let config = parse(GOOD).expect("valid config");
         assert!(matches!(config.sink, SinkConfig::File { .. }));
         assert!(matches!(config.cursor, CursorConfig::File { .. }));
-        let pg = config.postgres(None);
+        let pg = config.postgres(None).expect("postgres source");
         assert!(pg.snapshot);
         assert_eq!(pg.tables[1].to_string(), "public.orders");
     }

@@ -9,6 +9,7 @@ use tidemark::cursor::{CursorStore, FileCursor};
 use tidemark::pipeline::{self, AnySource};
 use tidemark::sinks::{AnySink, FileSink, StdoutSink};
 use tidemark_connectors::event::{lsn_text, parse_lsn};
+use tidemark_connectors::mysql::{self, MysqlSource};
 use tidemark_connectors::postgres::{self, PostgresSource};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -129,7 +130,11 @@ fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
 
 async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let problems = postgres::check(&config.postgres(None)).await?;
+    let problems = match (config.postgres(None), config.mysql()) {
+        (Some(pg), _) => postgres::check(&pg).await?,
+        (None, Some(my)) => mysql::check(&my).await?,
+        (None, None) => Vec::new(),
+    };
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
@@ -143,7 +148,15 @@ async fn run(path: &Path, stop_at_lsn: Option<u64>) -> anyhow::Result<()> {
     let mut cursor = cursor_store(&config);
     let resume = cursor.load().await?;
     let (handle, control) = tidemark_connectors::control();
-    let source = PostgresSource::open(config.postgres(stop_at_lsn), resume, control).await?;
+    let source = match (config.postgres(stop_at_lsn), config.mysql()) {
+        (Some(pg), _) => {
+            AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
+        }
+        (None, Some(my)) => {
+            AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
+        }
+        (None, None) => bail!("source: no source configured"),
+    };
     tracing::info!("pipeline {} running", config.pipeline.name);
 
     let stop = handle.stop;
@@ -158,13 +171,7 @@ async fn run(path: &Path, stop_at_lsn: Option<u64>) -> anyhow::Result<()> {
         stop.send_replace(true);
     });
 
-    let summary = pipeline::run(
-        AnySource::Postgres(Box::new(source)),
-        handle.durable,
-        &mut sink,
-        &mut cursor,
-    )
-    .await?;
+    let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await?;
     tracing::info!(
         "stopped: {} events in {} batches; cursor at {}{}",
         summary.events,
@@ -176,7 +183,7 @@ async fn run(path: &Path, stop_at_lsn: Option<u64>) -> anyhow::Result<()> {
         match &summary.cursor {
             Some(tidemark_connectors::Position::Postgres { lsn, .. }) =>
                 format!(" (LSN {})", lsn_text(*lsn)),
-            None => String::new(),
+            _ => String::new(),
         }
     );
     Ok(())

@@ -10,6 +10,7 @@
 use crate::cursor::{CursorError, CursorStore};
 use crate::sinks::{AnySink, SinkError};
 use std::time::{Duration, Instant};
+use tidemark_connectors::mysql::MysqlSource;
 use tidemark_connectors::postgres::PostgresSource;
 use tidemark_connectors::{Batch, Position, SourceError};
 use tokio::sync::{mpsc, watch};
@@ -29,18 +30,21 @@ pub enum PipelineError {
 /// A configured source. The set is fixed, so an enum reads plainer than a trait object.
 pub enum AnySource {
     Postgres(Box<PostgresSource>),
+    Mysql(Box<MysqlSource>),
 }
 
 impl AnySource {
     async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         match self {
             AnySource::Postgres(source) => source.next_batch().await,
+            AnySource::Mysql(source) => source.next_batch().await,
         }
     }
 
     async fn close(self) {
         match self {
             AnySource::Postgres(source) => source.close().await,
+            AnySource::Mysql(source) => source.close().await,
         }
     }
 }

@@ -54,6 +54,23 @@ pub enum Position {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         snapshot_row: Option<u64>,
     },
+    /// A MySQL/MariaDB binlog position: `pos` is an event's start offset in
+    /// `file` (for a cursor: where reading resumes), `row` the row's index within
+    /// a rows event (events only).
+    Mysql {
+        file: String,
+        pos: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        row: Option<u64>,
+    },
+}
+
+/// The numeric suffix of a binlog file name (`mariadb-bin.000042` → 42).
+pub fn binlog_index(file: &str) -> u64 {
+    file.rsplit('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Position {
@@ -70,6 +87,7 @@ impl Position {
 /// The byte-comparable form: `pg:<commit lsn>:<lsn>`, fixed-width upper-case hex.
 /// Snapshot rows read at consistent point `P` are `pg:<P>:0000000000000000:<row>`,
 /// which sorts before every change streamed from `P` on (those have a non-zero lsn).
+/// MySQL: `my:<binlog file index>:<event offset>:<row index>`.
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -83,6 +101,16 @@ impl fmt::Display for Position {
                 lsn,
                 snapshot_row: Some(row),
             } => write!(f, "pg:{commit_lsn:016X}:{lsn:016X}:{row:016X}"),
+            Position::Mysql {
+                file,
+                pos,
+                row: None,
+            } => write!(f, "my:{:08X}:{pos:016X}", binlog_index(file)),
+            Position::Mysql {
+                file,
+                pos,
+                row: Some(row),
+            } => write!(f, "my:{:08X}:{pos:016X}:{row:08X}", binlog_index(file)),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! the connector let the source forget (for Postgres, the slot's flush LSN).
 
 pub mod event;
+pub mod mysql;
 pub mod postgres;
 
 pub use event::{Batch, ChangeEvent, Op, Position, Row};

@@ -71,5 +71,17 @@ pub fn compare(a: &Position, b: &Position) -> Option<std::cmp::Ordering> {
                 ..
             },
         ) => Some((ca, la).cmp(&(cb, lb))),
+        (
+            Position::Mysql {
+                file: fa, pos: pa, ..
+            },
+            Position::Mysql {
+                file: fb, pos: pb, ..
+            },
+        ) => {
+            use tidemark_connectors::event::binlog_index;
+            Some((binlog_index(fa), pa).cmp(&(binlog_index(fb), pb)))
+        }
+        _ => None,
     }
 }

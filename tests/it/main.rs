@@ -5,4 +5,5 @@ mod capture;
 mod cli;
 mod common;
 mod crash;
+mod mysql;
 mod snapshot;

@@ -186,6 +186,11 @@ impl PostgresSource {
                     .map_err(stream_error(lsn))?;
                 (repl, Phase::Streaming)
             }
+            Some(other) => {
+                return Err(SourceError::Setup(format!(
+                    "the cursor holds {other}, not a Postgres position: it belongs to another source"
+                )));
+            }
             None => {
                 if slot.is_some() && cfg.snapshot {
                     tracing::warn!(

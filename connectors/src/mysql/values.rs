@@ -1,0 +1,254 @@
+//! MySQL/MariaDB column values (binlog row images) to the JSON forms of EVENTS.md.
+//!
+//! `mysql_common` decodes the binary row image into `Value`s; what a value means
+//! (text or bytes, which ENUM label, which SET members) depends on the column,
+//! which the TABLE_MAP event describes. Zero dates (`0000-00-00`) are kept as the
+//! strings MySQL prints for them.
+
+use base64::Engine;
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::ColumnType;
+use mysql_async::Value as MyValue;
+use serde_json::{Number, Value};
+
+/// The charset id MySQL uses for binary strings (BINARY, VARBINARY, BLOB).
+const BINARY_CHARSET: u16 = 63;
+
+/// How one column's values map to JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MyKind {
+    Integer,
+    Float,
+    Decimal,
+    /// BIT(1): a boolean.
+    Bit1,
+    /// BIT(n>1), BINARY, VARBINARY, BLOB, GEOMETRY: base64.
+    Bytes,
+    /// CHAR, VARCHAR, TEXT (and MariaDB's JSON, a LONGTEXT): a string, decoded from
+    /// latin1 when the column's charset says so.
+    Text {
+        latin1: bool,
+    },
+    Json,
+    Enum(Vec<String>),
+    Set(Vec<String>),
+    Year,
+    Date,
+    Time,
+    /// DATETIME: no zone.
+    DateTime,
+    /// TIMESTAMP: UTC.
+    Timestamp,
+    /// Anything else: its bytes as text.
+    Other,
+}
+
+/// latin1 charset ids (latin1_swedish_ci, latin1_bin, latin1_general_ci, ...).
+fn is_latin1(charset: u16) -> bool {
+    matches!(charset, 5 | 8 | 15 | 31 | 47 | 48 | 49 | 94)
+}
+
+impl MyKind {
+    /// Chooses the kind from the TABLE_MAP column type and metadata.
+    pub fn of(
+        column_type: ColumnType,
+        meta: &[u8],
+        charset: u16,
+        labels: Option<Vec<String>>,
+    ) -> MyKind {
+        use ColumnType::*;
+        match column_type {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG => MyKind::Integer,
+            MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE => MyKind::Float,
+            MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => MyKind::Decimal,
+            MYSQL_TYPE_BIT => {
+                let bits = meta.get(1).copied().unwrap_or(0) as usize * 8
+                    + meta.first().copied().unwrap_or(0) as usize;
+                if bits == 1 {
+                    MyKind::Bit1
+                } else {
+                    MyKind::Bytes
+                }
+            }
+            MYSQL_TYPE_JSON => MyKind::Json,
+            MYSQL_TYPE_ENUM => MyKind::Enum(labels.unwrap_or_default()),
+            MYSQL_TYPE_SET => MyKind::Set(labels.unwrap_or_default()),
+            MYSQL_TYPE_YEAR => MyKind::Year,
+            MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => MyKind::Date,
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => MyKind::Time,
+            MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => MyKind::DateTime,
+            MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => MyKind::Timestamp,
+            MYSQL_TYPE_GEOMETRY => MyKind::Bytes,
+            MYSQL_TYPE_STRING
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB => {
+                if charset == BINARY_CHARSET {
+                    MyKind::Bytes
+                } else {
+                    MyKind::Text {
+                        latin1: is_latin1(charset),
+                    }
+                }
+            }
+            _ => MyKind::Other,
+        }
+    }
+
+    /// Converts one decoded binlog value.
+    pub fn to_json(&self, value: &BinlogValue<'_>) -> Value {
+        match value {
+            BinlogValue::Value(v) => self.value(v),
+            BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j.clone()) {
+                Ok(json) => Value::String(json.to_string()),
+                Err(e) => Value::String(format!("<undecodable json: {e}>")),
+            },
+            // Partial JSON updates (MySQL 8 PARTIAL_UPDATE_ROWS) are not applied here:
+            // the column is reported in `unchanged` by the caller.
+            BinlogValue::JsonDiff(_) => Value::Null,
+        }
+    }
+
+    fn value(&self, v: &MyValue) -> Value {
+        match (self, v) {
+            (_, MyValue::NULL) => Value::Null,
+            (_, MyValue::Int(i)) if !matches!(self, MyKind::Enum(_)) => Value::Number((*i).into()),
+            (_, MyValue::UInt(u)) => Value::Number((*u).into()),
+            (_, MyValue::Float(f)) => float(*f as f64, &f.to_string()),
+            (_, MyValue::Double(f)) => float(*f, &f.to_string()),
+            (MyKind::Enum(labels), MyValue::Int(i)) => {
+                match (*i as usize).checked_sub(1).and_then(|i| labels.get(i)) {
+                    Some(label) => Value::String(label.clone()),
+                    // Index 0 is MySQL's "invalid value" empty string.
+                    None if *i == 0 => Value::String(String::new()),
+                    None => Value::String(i.to_string()),
+                }
+            }
+            (MyKind::Bit1, MyValue::Bytes(b)) => Value::Bool(b.iter().any(|x| *x != 0)),
+            (MyKind::Set(labels), MyValue::Bytes(b)) => {
+                let mut mask = 0u64;
+                for (i, byte) in b.iter().enumerate().take(8) {
+                    mask |= (*byte as u64) << (8 * i);
+                }
+                Value::Array(
+                    labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, l)| Value::String(l.clone()))
+                        .collect(),
+                )
+            }
+            (MyKind::Year, MyValue::Bytes(b)) => match String::from_utf8_lossy(b).parse::<u16>() {
+                Ok(year) => Value::Number(year.into()),
+                Err(_) => Value::String(String::from_utf8_lossy(b).into_owned()),
+            },
+            (MyKind::Bytes, MyValue::Bytes(b)) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            (MyKind::Text { latin1: true }, MyValue::Bytes(b)) => {
+                Value::String(b.iter().map(|c| *c as char).collect())
+            }
+            (MyKind::Timestamp, MyValue::Bytes(b)) => {
+                Value::String(epoch_to_utc(&String::from_utf8_lossy(b)))
+            }
+            (_, MyValue::Bytes(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
+            (MyKind::Date, MyValue::Date(y, m, d, ..)) => {
+                Value::String(format!("{y:04}-{m:02}-{d:02}"))
+            }
+            (MyKind::Timestamp, MyValue::Date(y, mo, d, h, mi, s, us)) => Value::String(format!(
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z"
+            )),
+            (_, MyValue::Date(y, mo, d, h, mi, s, us)) => Value::String(format!(
+                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}"
+            )),
+            (_, MyValue::Time(neg, days, h, m, s, us)) => {
+                let hours = *days as u64 * 24 + *h as u64;
+                let sign = if *neg { "-" } else { "" };
+                Value::String(format!("{sign}{hours:02}:{m:02}:{s:02}.{us:06}"))
+            }
+            (_, MyValue::Int(i)) => Value::Number((*i).into()),
+        }
+    }
+}
+
+fn float(f: f64, text: &str) -> Value {
+    match Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None if f.is_nan() => Value::String("NaN".into()),
+        None if f > 0.0 => Value::String("Infinity".into()),
+        None if f < 0.0 => Value::String("-Infinity".into()),
+        None => Value::String(text.to_string()),
+    }
+}
+
+/// `1763737200.123456` (seconds since the epoch, as the binlog gives TIMESTAMP)
+/// → `2025-11-21T15:00:00.123456Z`. A zero TIMESTAMP is `0000-00-00T00:00:00.000000Z`.
+pub fn epoch_to_utc(text: &str) -> String {
+    let (secs, micros) = match text.split_once('.') {
+        Some((s, f)) => (s, format!("{f:0<6}")),
+        None => (text, "000000".to_string()),
+    };
+    let Ok(secs) = secs.parse::<i64>() else {
+        return text.to_string();
+    };
+    if secs == 0 && micros.trim_end_matches('0').is_empty() {
+        return "0000-00-00T00:00:00.000000Z".into();
+    }
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_are_utc() {
+        assert_eq!(epoch_to_utc("1795276897.5"), "2026-11-21T16:01:37.500000Z");
+        assert_eq!(epoch_to_utc("0"), "0000-00-00T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn enums_sets_and_bits() {
+        let e = MyKind::Enum(vec!["sad".into(), "happy".into()]);
+        assert_eq!(e.value(&MyValue::Int(2)), json!("happy"));
+        let s = MyKind::Set(vec!["a".into(), "b".into(), "c".into()]);
+        assert_eq!(s.value(&MyValue::Bytes(vec![0b101])), json!(["a", "c"]));
+        assert_eq!(MyKind::Bit1.value(&MyValue::Bytes(vec![1])), json!(true));
+        assert_eq!(
+            MyKind::Integer.value(&MyValue::UInt(u64::MAX)),
+            json!(u64::MAX)
+        );
+        assert_eq!(
+            MyKind::Text { latin1: true }.value(&MyValue::Bytes(vec![0xE9])),
+            json!("é")
+        );
+    }
+}
