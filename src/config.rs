@@ -78,12 +78,10 @@ pub struct MysqlSource {
     pub tables: Vec<String>,
     /// The replica id tidemark announces; unique among the server's replicas.
     pub server_id: u32,
-    #[serde(default = "default_mysql_snapshot")]
+    #[serde(default)]
     pub snapshot: SnapshotMode,
-}
-
-fn default_mysql_snapshot() -> SnapshotMode {
-    SnapshotMode::Never
+    #[serde(default = "default_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
 }
 
 /// Never print the URL: it may carry a password.
@@ -266,11 +264,8 @@ impl Config {
                 if my.server_id == 0 {
                     return Err(invalid("source.server_id", "must be a non-zero replica id"));
                 }
-                if my.snapshot == SnapshotMode::Initial {
-                    return Err(invalid(
-                        "source.snapshot",
-                        "\"initial\" is not supported for MySQL yet; use \"never\" (streams from the current binlog end)",
-                    ));
+                if my.snapshot_chunk_rows == 0 {
+                    return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
                 }
             }
         }
@@ -296,6 +291,8 @@ impl Config {
                 .filter_map(|t| split_mysql_table(t))
                 .collect(),
             server_id: my.server_id,
+            snapshot: my.snapshot == SnapshotMode::Initial,
+            snapshot_chunk_rows: my.snapshot_chunk_rows,
             max_batch_events: self.pipeline.max_batch_events,
         })
     }

@@ -62,6 +62,10 @@ pub enum Position {
         pos: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         row: Option<u64>,
+        /// Cursors only: the GTID state at this point (MariaDB `domain-server-seq`
+        /// list), for resuming when the file is gone or unknown.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gtid: Option<String>,
     },
 }
 
@@ -105,11 +109,13 @@ impl fmt::Display for Position {
                 file,
                 pos,
                 row: None,
+                ..
             } => write!(f, "my:{:08X}:{pos:016X}", binlog_index(file)),
             Position::Mysql {
                 file,
                 pos,
                 row: Some(row),
+                ..
             } => write!(f, "my:{:08X}:{pos:016X}:{row:08X}", binlog_index(file)),
         }
     }

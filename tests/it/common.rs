@@ -180,6 +180,73 @@ where
     true
 }
 
+/// Writes 20,000 rows as 1,000 transactions of 20 (`insert(first)` writes ids
+/// `first..first+20`) while SIGKILLing the daemon at a quarter, half and three
+/// quarters of the writes, each time once the restarted daemon has written
+/// something: the writer may not run more than a quarter ahead of the kills, so
+/// every kill lands while rows still flow. Returns the daemon of the last restart.
+pub async fn insert_while_killing<F, Fut>(
+    mut daemon: Daemon,
+    config: &Path,
+    events_dir: &Path,
+    insert: F,
+) -> Daemon
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let kills = Arc::new(AtomicUsize::new(0));
+    let (written, killed) = (progress.clone(), kills.clone());
+    let writer = tokio::spawn(async move {
+        for tx in 0..1000usize {
+            while tx >= 250 * (killed.load(Ordering::SeqCst) + 1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            insert(tx * 20 + 1).await;
+            written.store(tx + 1, Ordering::SeqCst);
+        }
+    });
+    for quarter in 1..=3 {
+        let at_restart = read_events(events_dir).len();
+        daemon
+            .wait_for("events to flow", Duration::from_secs(60), || async {
+                progress.load(Ordering::SeqCst) >= quarter * 250 - 100
+                    && read_events(events_dir).len() > at_restart
+            })
+            .await;
+        daemon.crash().await;
+        kills.fetch_add(1, Ordering::SeqCst);
+        daemon = Daemon::start(config);
+    }
+    writer.await.expect("writer");
+    daemon
+}
+
+/// Counts `after.id` over the events: every id in 1..=n exactly once.
+pub fn assert_each_id_once(events: &[Value], n: usize) {
+    let mut ids = vec![0u32; n + 1];
+    for event in events {
+        if let Some(id) = event["after"]["id"].as_u64() {
+            ids[id as usize] += 1;
+        }
+    }
+    let missing: Vec<usize> = (1..=n).filter(|&i| ids[i] == 0).collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(
+        ids.iter().filter(|c| **c > 1).count(),
+        0,
+        "a row was emitted twice"
+    );
+}
+
 /// The daemon under test.
 pub struct Daemon {
     pub child: Child,

@@ -1,20 +1,23 @@
 //! Binlog capture on the real MariaDB (scripts/setup-mariadb.sh turns on log_bin,
-//! ROW format, FULL row image and metadata).
+//! ROW format, FULL row image and metadata). Each test has its own database and
+//! its own replica server_id.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Runs SQL through the `mariadb` client, failing loudly when the server is absent.
-fn sql(statements: &str) {
+/// Runs SQL through the `mariadb` client and returns its tab-separated output,
+/// failing loudly when the server is absent.
+fn sql_as(user: &str, statements: &str) -> String {
     let out = Command::new("mariadb")
         .args([
             "--default-character-set=utf8mb4",
-            "-uroot",
+            "-N",
+            "-u",
+            user,
             "-h127.0.0.1",
             "-P3306",
             "-e",
@@ -27,6 +30,11 @@ fn sql(statements: &str) {
         "MariaDB at 127.0.0.1:3306 failed ({}); run scripts/setup-mariadb.sh (scripts/test.sh does)",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sql(statements: &str) -> String {
+    sql_as("root", statements)
 }
 
 struct MyDb {
@@ -45,9 +53,9 @@ impl MyDb {
         }
     }
 
-    fn config(&self, table: &str, server_id: u32) -> PathBuf {
+    fn config(&self, table: &str, server_id: u32, extra: &str) -> PathBuf {
         let text = format!(
-            "[pipeline]\nname = \"{name}\"\nmax_batch_events = 500\n[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/{name}\"\ntables = [\"{name}.{table}\"]\nserver_id = {server_id}\n[sink]\ntype = \"file\"\npath = \"{dir}/events\"\nmax_file_bytes = 1048576\n[cursor]\ntype = \"file\"\npath = \"{dir}/cursor.json\"\n",
+            "[pipeline]\nname = \"{name}\"\nmax_batch_events = 500\n[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/{name}\"\ntables = [\"{name}.{table}\"]\nserver_id = {server_id}\n{extra}\n[sink]\ntype = \"file\"\npath = \"{dir}/events\"\nmax_file_bytes = 1048576\n[cursor]\ntype = \"file\"\npath = \"{dir}/cursor.json\"\n",
             name = self.name,
             dir = self.dir.path().display()
         );
@@ -56,10 +64,19 @@ impl MyDb {
         path
     }
 
-    fn events(&self) -> Vec<serde_json::Value> {
-        read_events(&self.dir.path().join("events"))
+    fn events_dir(&self) -> PathBuf {
+        self.dir.path().join("events")
     }
 
+    fn events(&self) -> Vec<Value> {
+        read_events(&self.events_dir())
+    }
+
+    fn cursor_path(&self) -> PathBuf {
+        self.dir.path().join("cursor.json")
+    }
+
+    /// Starts the daemon and waits until it streams the binlog.
     async fn start(&self, config: &Path) -> Daemon {
         let daemon = Daemon::start(config);
         daemon
@@ -69,10 +86,50 @@ impl MyDb {
             .await;
         daemon
     }
+
+    async fn wait_for_events(&self, daemon: &Daemon, n: usize) {
+        daemon
+            .wait_for(&format!("{n} events"), Duration::from_secs(60), || async {
+                self.events().len() >= n
+            })
+            .await;
+    }
+}
+
+fn ops(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["op"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+fn column_names(event: &Value) -> Vec<&str> {
+    event["columns"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| c["name"].as_str().unwrap_or("?"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const TYPES_VALUES: &str = "'x', 18446744073709551615, -128, 'happy', 'a,c', 1, b'10100101', '2026-11-21', '0000-00-00',
+    '2026-11-21 13:45:00.123456', '2026-11-21 13:45:00.5', '-13:45:00.000001',
+    12345678901234567890123456789012345.123456789012345678901234567890, 1.5, 2.25, '{\"a\": 1}', X'00ff', 2026, 'café', '😀 hé'";
+
+fn expected_types(id: i64) -> Value {
+    json!({
+        "id": id, "name": "x", "big": 18446744073709551615u64, "small": -128, "e": "happy", "s": ["a", "c"],
+        "b1": true, "b8": "pQ==", "d": "2026-11-21", "dz": "0000-00-00", "dt": "2026-11-21T13:45:00.123456",
+        "ts": "2026-11-21T11:45:00.500000Z", "tm": "-13:45:00.000001",
+        "dec1": "12345678901234567890123456789012345.123456789012345678901234567890",
+        "f": 1.5, "dbl": 2.25, "j": "{\"a\": 1}", "bin": "AP8=", "yr": 2026, "l1": "café", "emo": "😀 hé"
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mysql_ops_and_value_forms() {
+async fn mysql_ops_and_value_forms_in_snapshot_and_stream() {
     let db = MyDb::new(
         "tm_my_types",
         "CREATE TABLE t (id int PRIMARY KEY, name varchar(20), big bigint unsigned, small tinyint, e enum('sad','happy'),
@@ -80,56 +137,174 @@ async fn mysql_ops_and_value_forms() {
            dec1 decimal(65,30), f float, dbl double, j json, bin varbinary(10), yr year, l1 varchar(10) CHARACTER SET latin1,
            emo text)",
     );
-    let mut daemon = db.start(&db.config("t", 4301)).await;
-    sql(
-        "SET time_zone = '+02:00'; SET sql_mode = ''; USE tm_my_types;
-         INSERT INTO t VALUES (1, 'x', 18446744073709551615, -128, 'happy', 'a,c', 1, b'10100101', '2026-11-21', '0000-00-00',
-           '2026-11-21 13:45:00.123456', '2026-11-21 13:45:00.5', '-13:45:00.000001',
-           12345678901234567890123456789012345.123456789012345678901234567890, 1.5, 2.25, '{\"a\": 1}', X'00ff', 2026, 'café', '😀 hé');
-         UPDATE t SET name = 'y' WHERE id = 1;
+    let insert = |id: i64| {
+        format!("SET time_zone = '+02:00'; SET sql_mode = ''; INSERT INTO tm_my_types.t VALUES ({id}, {TYPES_VALUES});")
+    };
+    sql(&insert(1));
+    let mut daemon = db.start(&db.config("t", 4301, "")).await;
+    sql(&format!(
+        "{} USE tm_my_types;
+         UPDATE t SET name = 'y' WHERE id = 3;
          ALTER TABLE t ADD COLUMN extra int;
          INSERT INTO t (id, extra) VALUES (2, 7);
-         DELETE FROM t WHERE id = 1;",
-    );
-    daemon
-        .wait_for("all changes", Duration::from_secs(30), || async {
-            db.events().len() >= 5
-        })
-        .await;
+         DELETE FROM t WHERE id = 3;
+         TRUNCATE TABLE t;",
+        insert(3)
+    ));
+    db.wait_for_events(&daemon, 7).await;
     daemon.stop().await;
     let events = db.events();
-    let ops: Vec<&str> = events
-        .iter()
-        .map(|e| e["op"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(ops, ["c", "u", "s", "c", "d"]);
-    let after = &events[0]["after"];
-    let expected = json!({
-        "id": 1, "name": "x", "big": 18446744073709551615u64, "small": -128, "e": "happy", "s": ["a", "c"],
-        "b1": true, "b8": "pQ==", "d": "2026-11-21", "dz": "0000-00-00", "dt": "2026-11-21T13:45:00.123456",
-        "ts": "2026-11-21T11:45:00.500000Z", "tm": "-13:45:00.000001",
-        "dec1": "12345678901234567890123456789012345.123456789012345678901234567890",
-        "f": 1.5, "dbl": 2.25, "j": "{\"a\": 1}", "bin": "AP8=", "yr": 2026, "l1": "café", "emo": "😀 hé"
-    });
-    assert_eq!(after, &expected);
-    assert_eq!(events[1]["before"]["name"], "x");
-    assert_eq!(events[1]["after"]["name"], "y");
-    assert_eq!(events[2]["ddl"], "ALTER TABLE t ADD COLUMN extra int");
-    // Names after the DDL come from the new TABLE_MAP.
-    assert_eq!(events[3]["after"]["extra"], 7);
-    assert_eq!(events[4]["before"]["extra"], serde_json::Value::Null);
-    assert_eq!(events[4]["key"], json!({"id": 1}));
+    assert_eq!(
+        ops(&events),
+        ["r", "c", "u", "s", "c", "d", "t"],
+        "{events:#?}"
+    );
+    // The same values read by the snapshot and decoded from the binlog.
+    assert_eq!(events[0]["after"], expected_types(1));
+    assert_eq!(events[0]["source"]["snapshot"], true);
+    assert_eq!(events[1]["after"], expected_types(3));
+    assert_eq!(events[2]["before"]["name"], "x");
+    assert_eq!(events[2]["after"]["name"], "y");
+    assert_eq!(events[3]["ddl"], "ALTER TABLE t ADD COLUMN extra int");
+    assert_eq!(column_names(&events[3]).last(), Some(&"extra"));
+    assert_eq!(
+        events[3]["columns"][0],
+        json!({"name": "id", "type": "int(11)", "key": true})
+    );
+    assert_eq!(events[4]["after"]["extra"], 7);
+    assert_eq!(events[5]["before"]["extra"], Value::Null);
+    assert_eq!(events[5]["key"], json!({"id": 3}));
+    assert_eq!(events[6]["source"]["table"], "t");
     let positions: Vec<&str> = events
         .iter()
         .map(|e| e["position"].as_str().unwrap_or(""))
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
-    assert!(
-        events[0]["transaction"]["id"]
-            .as_str()
-            .is_some_and(|g| g.split('-').count() == 3),
-        "GTID"
+    let gtid = events[1]["transaction"]["id"].as_str().unwrap_or("");
+    assert_eq!(
+        gtid.split('-').count(),
+        3,
+        "MariaDB GTID as transaction id, got {gtid:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_ddl_mid_stream_keeps_names_right_on_both_sides() {
+    let db = MyDb::new(
+        "tm_my_ddl",
+        "CREATE TABLE t (id int PRIMARY KEY, a int, b varchar(10))",
+    );
+    let mut daemon = db.start(&db.config("t", 4304, "")).await;
+    // One DDL at a time: the schema event's columns come from the schema history
+    // as the connector reads it.
+    let steps = [
+        "INSERT INTO t VALUES (1, 10, 'x')",
+        "ALTER TABLE t ADD COLUMN c int",
+        "INSERT INTO t VALUES (2, 20, 'y', 5)",
+        "ALTER TABLE t DROP COLUMN a",
+        "UPDATE t SET b = 'z' WHERE id = 1",
+        "ALTER TABLE t RENAME COLUMN b TO bb",
+        "INSERT INTO t VALUES (3, 'w', 6)",
+        "ALTER TABLE t MODIFY c bigint",
+        "INSERT INTO t VALUES (4, 'v', 9223372036854775807)",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        sql(&format!("USE tm_my_ddl; {step}"));
+        db.wait_for_events(&daemon, i + 1).await;
+    }
+    daemon.stop().await;
+    let events = db.events();
+    assert_eq!(ops(&events), ["c", "s", "c", "s", "u", "s", "c", "s", "c"]);
+    assert_eq!(events[0]["after"], json!({"id": 1, "a": 10, "b": "x"}));
+    assert_eq!(column_names(&events[1]), ["id", "a", "b", "c"]);
+    assert_eq!(
+        events[2]["after"],
+        json!({"id": 2, "a": 20, "b": "y", "c": 5})
+    );
+    assert_eq!(column_names(&events[3]), ["id", "b", "c"]);
+    assert_eq!(events[4]["before"], json!({"id": 1, "b": "x", "c": null}));
+    assert_eq!(events[4]["after"], json!({"id": 1, "b": "z", "c": null}));
+    assert_eq!(column_names(&events[5]), ["id", "bb", "c"]);
+    assert_eq!(events[6]["after"], json!({"id": 3, "bb": "w", "c": 6}));
+    assert_eq!(events[7]["columns"][2]["type"], "bigint(20)");
+    assert_eq!(events[8]["after"]["c"], json!(9223372036854775807i64));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_snapshot_under_concurrent_writes_has_no_gap_and_no_overlap() {
+    let db = MyDb::new(
+        "tm_my_snap",
+        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO items SELECT seq, 0 FROM seq_1_to_20000;",
+    );
+    let daemon = Daemon::start(&db.config("items", 4305, "snapshot_chunk_rows = 300"));
+    daemon
+        .wait_for("the snapshot to start", Duration::from_secs(30), || async {
+            daemon.stderr().contains("snapshot at binlog")
+        })
+        .await;
+    let writer = tokio::task::spawn_blocking(|| {
+        for i in 0..400 {
+            sql(&format!(
+                "USE tm_my_snap; BEGIN; INSERT INTO items VALUES ({}, 1); UPDATE items SET v = v + 1 WHERE id = {}; DELETE FROM items WHERE id = {}; COMMIT;",
+                20001 + i,
+                1 + (i * 37) % 20000,
+                19000 + i
+            ));
+        }
+    });
+    writer.await.expect("writer");
+    let final_rows: BTreeMap<i64, i64> = sql("SELECT id, v FROM tm_my_snap.items")
+        .lines()
+        .filter_map(|l| {
+            let (id, v) = l.split_once('\t')?;
+            Some((id.parse().ok()?, v.parse().ok()?))
+        })
+        .collect();
+    let mut daemon = daemon;
+    daemon
+        .wait_for("the last write", Duration::from_secs(120), || async {
+            db.events().iter().any(|e| e["after"]["id"] == 20_400)
+        })
+        .await;
+    daemon.stop().await;
+
+    let mut state: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut reads: HashMap<i64, usize> = HashMap::new();
+    let mut created: HashMap<i64, usize> = HashMap::new();
+    let mut last = String::new();
+    for event in db.events() {
+        let position = event["position"].as_str().expect("position").to_string();
+        assert!(position > last, "positions out of order at {position}");
+        last = position;
+        let id = |row: &Value| row["id"].as_i64().expect("id");
+        match event["op"].as_str() {
+            Some("r") => *reads.entry(id(&event["after"])).or_default() += 1,
+            Some("c") => *created.entry(id(&event["after"])).or_default() += 1,
+            _ => {}
+        }
+        match event["op"].as_str() {
+            Some("d") => {
+                state.remove(&id(&event["before"]));
+            }
+            _ => {
+                state.insert(
+                    id(&event["after"]),
+                    event["after"]["v"].as_i64().expect("v"),
+                );
+            }
+        }
+    }
+    assert!(
+        reads.values().chain(created.values()).all(|n| *n == 1),
+        "a row was read or inserted twice"
+    );
+    let overlap: Vec<_> = created.keys().filter(|id| reads.contains_key(id)).collect();
+    assert!(
+        overlap.is_empty(),
+        "rows both snapshotted and streamed as inserts: {overlap:?}"
+    );
+    assert_eq!(state, final_rows);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,76 +313,93 @@ async fn mysql_sigkill_three_times_loses_nothing() {
         "tm_my_crash",
         "CREATE TABLE r (id int PRIMARY KEY, payload varchar(200))",
     );
-    let config = db.config("r", 4302);
-    let mut daemon = db.start(&config).await;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let kills = Arc::new(AtomicUsize::new(0));
-    let (written, killed) = (progress.clone(), kills.clone());
-    let writer = tokio::spawn(async move {
-        for tx in 0..1000usize {
-            while tx >= 250 * (killed.load(Ordering::SeqCst) + 1) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let values: Vec<String> = (tx * 20 + 1..=tx * 20 + 20)
-                .map(|i| format!("({i}, REPEAT('x', 100))"))
-                .collect();
-            let statement = format!("INSERT INTO tm_my_crash.r VALUES {}", values.join(", "));
-            tokio::task::spawn_blocking(move || sql(&statement))
-                .await
-                .expect("insert");
-            written.store(tx + 1, Ordering::SeqCst);
-        }
-    });
-    for quarter in 1..=3 {
-        let at_restart = db.events().len();
-        daemon
-            .wait_for("events to flow", Duration::from_secs(60), || async {
-                progress.load(Ordering::SeqCst) >= quarter * 250 - 100
-                    && db.events().len() > at_restart
-            })
-            .await;
-        daemon.crash().await;
-        kills.fetch_add(1, Ordering::SeqCst);
-        daemon = Daemon::start(&config);
-    }
-    writer.await.expect("writer");
+    let config = db.config("r", 4302, "");
+    let daemon = db.start(&config).await;
+    let mut daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| async move {
+        let values: Vec<String> = (first..first + 20)
+            .map(|i| format!("({i}, REPEAT('x', 100))"))
+            .collect();
+        let statement = format!("INSERT INTO tm_my_crash.r VALUES {}", values.join(", "));
+        tokio::task::spawn_blocking(move || sql(&statement))
+            .await
+            .expect("insert");
+    })
+    .await;
     daemon
         .wait_for("the last row", Duration::from_secs(120), || async {
             db.events().iter().any(|e| e["after"]["id"] == 20_000)
         })
         .await;
     daemon.stop().await;
-    let mut ids = vec![0u32; 20_001];
-    for event in db.events() {
-        ids[event["after"]["id"].as_u64().expect("id") as usize] += 1;
-    }
-    let missing: Vec<usize> = (1..=20_000).filter(|&i| ids[i] == 0).collect();
-    assert!(
-        missing.is_empty(),
-        "{} rows missing, first {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert_eq!(
-        ids.iter().filter(|n| **n > 1).count(),
-        0,
-        "a row was emitted twice"
-    );
+    assert_each_id_once(&db.events(), 20_000);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mysql_purged_binlog_and_bad_sources_are_refused() {
+async fn mysql_resumes_from_file_offset_and_from_gtid() {
+    let db = MyDb::new("tm_my_resume", "CREATE TABLE r (id int PRIMARY KEY)");
+    let config = db.config("r", 4306, "");
+    let insert = |from: usize| {
+        let rows: Vec<String> = (from..from + 10).map(|i| format!("({i})")).collect();
+        sql(&format!(
+            "INSERT INTO tm_my_resume.r VALUES {}",
+            rows.join(", ")
+        ));
+    };
+    let mut daemon = db.start(&config).await;
+    insert(1);
+    db.wait_for_events(&daemon, 10).await;
+    daemon.stop().await;
+
+    // Written while stopped: resumed from the cursor's file and offset.
+    insert(11);
+    let cursor: Value =
+        serde_json::from_str(&std::fs::read_to_string(db.cursor_path()).expect("cursor"))
+            .expect("json");
+    assert!(cursor["position"]["mysql"]["file"]
+        .as_str()
+        .is_some_and(|f| !f.is_empty()));
+    let mut daemon = db.start(&config).await;
+    db.wait_for_events(&daemon, 20).await;
+    daemon.stop().await;
+
+    // A cursor with only the GTID state (say, copied from another server).
+    let mut cursor: Value =
+        serde_json::from_str(&std::fs::read_to_string(db.cursor_path()).expect("cursor"))
+            .expect("json");
+    let gtid = cursor["position"]["mysql"]["gtid"]
+        .as_str()
+        .expect("cursor has a GTID state")
+        .to_string();
+    cursor["position"]["mysql"]["file"] = json!("");
+    cursor["position"]["mysql"]["pos"] = json!(0);
+    std::fs::write(db.cursor_path(), cursor.to_string()).expect("cursor");
+    insert(21);
+    let mut daemon = db.start(&config).await;
+    db.wait_for_events(&daemon, 30).await;
+    daemon.stop().await;
+    assert!(
+        daemon
+            .stderr()
+            .contains(&format!("resuming from GTID state {gtid}")),
+        "{}",
+        daemon.stderr()
+    );
+    assert_each_id_once(&db.events(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_purged_binlog_missing_grants_and_bad_sources_are_refused() {
     let db = MyDb::new(
         "tm_my_bad",
         "CREATE TABLE k (id int PRIMARY KEY); CREATE TABLE nokey (v int)",
     );
-    let config = db.config("k", 4303);
+    let config = db.config("k", 4303, "");
+    let path = config.display().to_string();
     std::fs::write(
-        db.dir.path().join("cursor.json"),
+        db.cursor_path(),
         r#"{"pipeline":"tm_my_bad","position":{"mysql":{"file":"mariadb-bin.000000","pos":4}},"position_text":"x","updated_at_ms":0}"#,
     )
     .expect("cursor");
-    let path = config.display().to_string();
     let (code, stderr) = run_to_end(&["run", "--config", &path]);
     assert_ne!(code, 0);
     assert!(
@@ -216,16 +408,38 @@ async fn mysql_purged_binlog_and_bad_sources_are_refused() {
     );
 
     let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, text.replace("server_id = 4303", "server_id = 1")).expect("config");
-    let (code, stderr) = run_to_end(&["check", "--config", &path]);
-    assert_ne!(code, 0);
-    assert!(stderr.contains("source.server_id"), "{stderr}");
+    let check_with = |config_text: String, needle: &str| {
+        std::fs::write(&config, config_text).expect("config");
+        let (code, stderr) = run_to_end(&["check", "--config", &path]);
+        assert_ne!(code, 0, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("error: ") && l.contains(needle)),
+            "no line with {needle:?}: {stderr}"
+        );
+    };
+    check_with(
+        text.replace("server_id = 4303", "server_id = 1"),
+        "source.server_id",
+    );
+    check_with(
+        text.replace("tm_my_bad.k", "tm_my_bad.nokey"),
+        "tm_my_bad.nokey has no primary key",
+    );
+    check_with(
+        text.replace("tm_my_bad.k", "tm_my_bad.missing"),
+        "tm_my_bad.missing does not exist",
+    );
 
-    std::fs::write(&config, text.replace("tm_my_bad.k", "tm_my_bad.nokey")).expect("config");
-    let (code, stderr) = run_to_end(&["check", "--config", &path]);
-    assert_ne!(code, 0);
-    assert!(
-        stderr.contains("tm_my_bad.nokey has no primary key"),
-        "{stderr}"
+    sql("CREATE USER IF NOT EXISTS 'tm_limited'@'%'; GRANT SELECT ON tm_my_bad.* TO 'tm_limited'@'%';");
+    let limited = text.replace("mysql://root@", "mysql://tm_limited@");
+    check_with(limited.clone(), "lacks REPLICATION SLAVE");
+    check_with(limited, "lacks REPLICATION CLIENT");
+    // The restricted user itself can read: the refusal is about the grants only.
+    assert_eq!(
+        sql_as("tm_limited", "SELECT COUNT(*) FROM tm_my_bad.k").trim(),
+        "0"
     );
 }

@@ -1,17 +1,19 @@
 //! MySQL/MariaDB capture from the binlog (row events), with `mysql_async`'s
 //! binlog stream and `mysql_common`'s event parsing.
 //!
-//! The connector registers as a replica, announces `@mariadb_slave_capability=4`
-//! so MariaDB sends its own GTID events (decoded here: they are small), verifies
-//! each event's CRC32, and turns WRITE/UPDATE/DELETE_ROWS of the captured tables
-//! into events, using the TABLE_MAP metadata (`binlog_row_metadata=FULL`) for
-//! column names, signedness, ENUM/SET labels and the primary key. Batches end at
-//! XID (or COMMIT) events; the cursor is the binlog file and the offset after
-//! the commit, and resuming first checks that the file still exists.
-//!
-//! Not yet here (issue 3 continues): the initial snapshot, resume from a GTID,
-//! the schema history cross-check, MySQL 8 GTID/PARTIAL_UPDATE_ROWS paths.
+//! The connector registers as a replica and announces
+//! `@mariadb_slave_capability=4`, so MariaDB sends its own GTID events (decoded
+//! here: they are small) instead of dummies. Every event's CRC32 is verified.
+//! WRITE/UPDATE/DELETE_ROWS of the captured tables become events; column names,
+//! signedness, ENUM/SET labels and the primary key come from the TABLE_MAP
+//! metadata (`binlog_row_metadata=FULL`), else from the schema history read from
+//! `information_schema` (see `schema`). Batches end at XID (or COMMIT) events; the
+//! cursor is the binlog file and the offset after the commit, plus the GTID state.
+//! Resuming checks first that the file still exists, and never skips ahead.
 
+pub mod checks;
+pub mod schema;
+pub mod snapshot;
 pub mod values;
 
 use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, Row, SourceInfo, TransactionInfo};
@@ -23,7 +25,9 @@ use mysql_async::binlog::events::{
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
-use std::collections::HashMap;
+use schema::{read_columns, TableColumns};
+use snapshot::Snapshot;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use values::MyKind;
@@ -38,6 +42,8 @@ pub struct MysqlConfig {
     pub tables: Vec<(String, String)>,
     /// The replica id tidemark announces; must differ from every server's.
     pub server_id: u32,
+    pub snapshot: bool,
+    pub snapshot_chunk_rows: usize,
     pub max_batch_events: usize,
 }
 
@@ -57,111 +63,39 @@ async fn connect(url: &str) -> Result<Conn, SourceError> {
 /// The pre-flight problems `tidemark check` reports; empty when capture can run.
 pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
     let mut conn = connect(&cfg.url).await?;
-    problems(&mut conn, cfg).await
+    checks::problems(&mut conn, cfg).await
 }
 
-async fn variable(conn: &mut Conn, name: &str) -> Result<String, SourceError> {
-    let row: Option<mysql_async::Row> = conn
-        .query_first(format!("SHOW GLOBAL VARIABLES LIKE '{name}'"))
-        .await
-        .map_err(my_error(format!("read {name}")))?;
-    Ok(row
-        .and_then(|r| r.get_opt::<String, _>(1))
-        .and_then(Result::ok)
-        .unwrap_or_default())
+/// MariaDB's GTID event type.
+const MARIADB_GTID_EVENT: u8 = 162;
+
+enum Phase {
+    Snapshot(Box<Snapshot>),
+    Streaming,
 }
 
-async fn problems(conn: &mut Conn, cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
-    let mut problems = Vec::new();
-    if variable(conn, "log_bin").await? != "ON" {
-        problems.push("source: log_bin is OFF; binlog capture needs log_bin = ON (set it in the server config and restart)".to_string());
-    }
-    let format = variable(conn, "binlog_format").await?;
-    if format != "ROW" {
-        problems.push(format!(
-            "source: binlog_format is {format}, capture needs binlog_format = ROW"
-        ));
-    }
-    let image = variable(conn, "binlog_row_image").await?;
-    if image != "FULL" {
-        tracing::warn!(
-            "binlog_row_image is {image}: columns the server leaves out are listed in `unchanged`"
-        );
-    }
-    let metadata = variable(conn, "binlog_row_metadata").await?;
-    if metadata != "FULL" {
-        problems.push(format!(
-            "source: binlog_row_metadata is {metadata}; set binlog_row_metadata = FULL so the binlog carries column names"
-        ));
-    }
-    let server_id = variable(conn, "server_id").await?;
-    if server_id == cfg.server_id.to_string() {
-        problems.push(format!(
-            "source.server_id: {} is the server's own server_id; pick another",
-            cfg.server_id
-        ));
-    }
-    let grants: Vec<mysql_async::Row> = conn
-        .query("SHOW GRANTS")
-        .await
-        .map_err(my_error("read grants"))?;
-    let grants = grants
-        .iter()
-        .filter_map(|r| r.get_opt::<String, _>(0).and_then(Result::ok))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_uppercase();
-    let can_replicate = ["ALL PRIVILEGES", "REPLICATION SLAVE", "REPLICATION REPLICA"]
-        .iter()
-        .any(|g| grants.contains(g));
-    if !can_replicate {
-        problems.push("source: the user lacks REPLICATION SLAVE (GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO ...)".to_string());
-    }
-    for (db, table) in &cfg.tables {
-        let row: Option<mysql_async::Row> = conn
-            .exec_first(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(CONSTRAINT_TYPE = 'PRIMARY KEY'), 0) AS SIGNED) FROM information_schema.TABLES t \
-                 LEFT JOIN information_schema.TABLE_CONSTRAINTS c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME \
-                 WHERE t.TABLE_SCHEMA = ? AND t.TABLE_NAME = ?",
-                (db, table),
-            )
-            .await
-            .map_err(my_error(format!("look up table {db}.{table}")))?;
-        let count = |r: &mysql_async::Row, i: usize| {
-            r.get_opt::<i64, _>(i).and_then(Result::ok).unwrap_or(0)
-        };
-        let keys = row.map(|r| (count(&r, 0), count(&r, 1)));
-        match keys {
-            Some((0, _)) | None => {
-                problems.push(format!("source.tables: table {db}.{table} does not exist"))
-            }
-            Some((_, 0)) => {
-                problems.push(format!("source.tables: {db}.{table} has no primary key"))
-            }
-            _ => {}
-        }
-    }
-    Ok(problems)
-}
-
-/// A captured table as its latest TABLE_MAP describes it.
-struct TableInfo {
-    db: Arc<str>,
-    table: Arc<str>,
-    names: Vec<Arc<str>>,
-    kinds: Vec<MyKind>,
-    key: Vec<usize>,
+/// Where the stream starts: a file and offset, or (MariaDB) a GTID state.
+enum Start {
+    File(String, u64),
+    Gtid(String),
 }
 
 pub struct MysqlSource {
     cfg: MysqlConfig,
     pipeline: Arc<str>,
-    stream: BinlogStream,
+    phase: Phase,
+    stream: Option<BinlogStream>,
     control: SourceControl,
-    captured: Vec<(String, String)>,
-    tables: HashMap<u64, TableInfo>,
+    /// For schema-history lookups while streaming.
+    catalog: Conn,
+    /// Layouts by TABLE_MAP table id (captured tables only).
+    tables: HashMap<u64, TableColumns>,
+    /// The schema history by `(db, table)`.
+    history: HashMap<(String, String), TableColumns>,
     file: String,
-    gtid: Option<String>,
+    /// GTID state by domain (`domain-server-seq`), as of the last commit.
+    gtid_state: BTreeMap<u32, String>,
+    gtid: Option<(u32, String)>,
     tx_seq: u64,
     in_tx: bool,
     events: Vec<ChangeEvent>,
@@ -169,19 +103,16 @@ pub struct MysqlSource {
     end: Option<Position>,
 }
 
-/// MariaDB's GTID event type.
-const MARIADB_GTID_EVENT: u8 = 162;
-
 impl MysqlSource {
-    /// Checks the server, then streams from `resume` (the cursor) or, with no
-    /// cursor, from the server's current binlog position.
+    /// Checks the server, then positions the stream: at the cursor, or with no
+    /// cursor after a consistent snapshot (or at the binlog's current end).
     pub async fn open(
         cfg: MysqlConfig,
         resume: Option<Position>,
         control: SourceControl,
     ) -> Result<Self, SourceError> {
         let mut conn = connect(&cfg.url).await?;
-        let found = problems(&mut conn, &cfg).await?;
+        let found = checks::problems(&mut conn, &cfg).await?;
         if !found.is_empty() {
             return Err(SourceError::Setup(found.join("\n")));
         }
@@ -189,7 +120,7 @@ impl MysqlSource {
         let logs: Vec<(String, u64)> = conn
             .query::<mysql_async::Row, _>("SHOW BINARY LOGS")
             .await
-            .map_err(my_error("list binary logs (needs REPLICATION CLIENT)"))?
+            .map_err(my_error("list binary logs"))?
             .into_iter()
             .filter_map(|row| {
                 Some((
@@ -198,19 +129,61 @@ impl MysqlSource {
                 ))
             })
             .collect();
-        let (file, pos) = match resume {
-            Some(Position::Mysql { file, pos, .. }) => {
-                if !logs.iter().any(|(name, _)| *name == file) {
-                    return Err(SourceError::Setup(format!(
-                        "source: binlog {file} (cursor at {file}:{pos}) was purged from the server; the changes after the cursor are gone. Delete the cursor to take a new snapshot"
-                    )));
+        let mut history = HashMap::new();
+        for (db, table) in &cfg.tables {
+            history.insert(
+                (db.clone(), table.clone()),
+                read_columns(&mut conn, db, table).await?,
+            );
+        }
+        let pipeline: Arc<str> = cfg.pipeline.as_str().into();
+        let mut gtid_state = BTreeMap::new();
+        let mut phase = Phase::Streaming;
+        let start = match resume {
+            Some(Position::Mysql {
+                file, pos, gtid, ..
+            }) => {
+                for entry in gtid
+                    .iter()
+                    .flat_map(|g| g.split(','))
+                    .filter(|e| !e.is_empty())
+                {
+                    if let Some(domain) = entry.split('-').next().and_then(|d| d.parse().ok()) {
+                        gtid_state.insert(domain, entry.to_string());
+                    }
                 }
-                (file, pos)
+                if !file.is_empty() {
+                    if !logs.iter().any(|(name, _)| *name == file) {
+                        return Err(SourceError::Setup(format!(
+                            "source: binlog {file} (cursor at {file}:{pos}) was purged from the server; the changes after the cursor are gone. Delete the cursor to take a new snapshot"
+                        )));
+                    }
+                    Start::File(file, pos)
+                } else if let Some(gtid) = gtid.filter(|g| !g.is_empty()) {
+                    tracing::info!("resuming from GTID state {gtid}");
+                    Start::Gtid(gtid)
+                } else {
+                    return Err(SourceError::Setup(
+                        "cursor names neither a binlog file nor a GTID state".into(),
+                    ));
+                }
             }
             Some(other) => {
                 return Err(SourceError::Setup(format!(
                     "cursor holds {other}, not a MySQL binlog position"
                 )));
+            }
+            None if cfg.snapshot => {
+                let snapshot = Snapshot::begin(
+                    &cfg.url,
+                    &cfg.tables,
+                    cfg.snapshot_chunk_rows,
+                    pipeline.clone(),
+                )
+                .await?;
+                let (file, pos) = snapshot.position();
+                phase = Phase::Snapshot(Box::new(snapshot));
+                Start::File(file, pos)
             }
             None => {
                 // The last binary log's size is where the server writes next.
@@ -218,37 +191,66 @@ impl MysqlSource {
                     SourceError::Setup("source: the server lists no binary logs".into())
                 })?;
                 tracing::info!("no cursor: streaming from the current binlog end {file}:{pos}");
-                (file, pos)
+                Start::File(file, pos)
             }
         };
-        conn.query_drop("SET @mariadb_slave_capability = 4")
-            .await
-            .map_err(my_error("announce MariaDB replica capabilities"))?;
-        conn.query_drop("SET @master_heartbeat_period = 1000000000")
-            .await
-            .map_err(my_error("set the heartbeat period"))?;
-        let request = BinlogStreamRequest::new(cfg.server_id)
-            .with_filename(file.as_bytes())
-            .with_pos(pos);
-        let stream = conn
-            .get_binlog_stream(request)
-            .await
-            .map_err(my_error(format!("start the binlog stream at {file}:{pos}")))?;
-        Ok(MysqlSource {
-            pipeline: cfg.pipeline.as_str().into(),
-            captured: cfg.tables.clone(),
+        let mut source = MysqlSource {
             cfg,
-            stream,
+            pipeline,
+            phase,
+            stream: None,
             control,
+            catalog: conn,
             tables: HashMap::new(),
-            file,
+            history,
+            file: String::new(),
+            gtid_state,
             gtid: None,
             tx_seq: 0,
             in_tx: false,
             events: Vec::new(),
             complete: 0,
             end: None,
-        })
+        };
+        match start {
+            // The stream opens once the snapshot is read.
+            Start::File(file, _) if matches!(source.phase, Phase::Snapshot(_)) => {
+                source.file = file
+            }
+            start => source.open_stream(start).await?,
+        }
+        Ok(source)
+    }
+
+    async fn open_stream(&mut self, start: Start) -> Result<(), SourceError> {
+        let mut conn = connect(&self.cfg.url).await?;
+        for sql in [
+            "SET @mariadb_slave_capability = 4",
+            "SET @master_heartbeat_period = 1000000000",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(my_error(format!("run {sql}")))?;
+        }
+        let (file, pos, at) = match &start {
+            Start::File(file, pos) => (file.clone(), *pos, format!("{file}:{pos}")),
+            Start::Gtid(gtid) => {
+                conn.exec_drop("SET @slave_connect_state = ?", (gtid,))
+                    .await
+                    .map_err(my_error("set the GTID to resume from"))?;
+                (String::new(), 4, format!("GTID {gtid}"))
+            }
+        };
+        let request = BinlogStreamRequest::new(self.cfg.server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(pos);
+        self.stream = Some(
+            conn.get_binlog_stream(request)
+                .await
+                .map_err(my_error(format!("start the binlog stream at {at}")))?,
+        );
+        self.file = file;
+        Ok(())
     }
 
     fn take_all(&mut self) -> Batch {
@@ -261,6 +263,30 @@ impl MysqlSource {
 
     /// The next batch, or `None` once stopped.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        if let Phase::Snapshot(snapshot) = &mut self.phase {
+            if *self.control.stop.borrow() {
+                tracing::info!(
+                    "stopping during the snapshot: it restarts from the beginning next time"
+                );
+                return Ok(None);
+            }
+            if let Some(events) = snapshot.next_chunk().await? {
+                return Ok(Some(Batch { events, end: None }));
+            }
+            let (file, pos) = snapshot.position();
+            self.phase = Phase::Streaming;
+            self.open_stream(Start::File(file.clone(), pos)).await?;
+            tracing::info!("snapshot complete; streaming from {file}:{pos}");
+            return Ok(Some(Batch {
+                events: Vec::new(),
+                end: Some(Position::Mysql {
+                    file,
+                    pos,
+                    row: None,
+                    gtid: None,
+                }),
+            }));
+        }
         loop {
             if *self.control.stop.borrow() {
                 self.events.truncate(self.complete);
@@ -270,9 +296,12 @@ impl MysqlSource {
             if self.events.len() >= self.cfg.max_batch_events.max(1) {
                 return Ok(Some(self.take_all()));
             }
-            let ready = !self.in_tx && self.end.is_some();
-            let next = if ready {
-                match tokio::time::timeout(Duration::ZERO, self.stream.next()).await {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(SourceError::Setup("binlog stream not open".into()));
+            };
+            let next = if !self.in_tx && self.end.is_some() {
+                // Something to hand on: take more only if it is already here.
+                match tokio::time::timeout(Duration::ZERO, stream.next()).await {
                     Ok(next) => next,
                     Err(_) => return Ok(Some(self.take_all())),
                 }
@@ -280,20 +309,20 @@ impl MysqlSource {
                 tokio::select! {
                     biased;
                     Ok(()) = self.control.stop.changed() => continue,
-                    next = self.stream.next() => next,
+                    next = stream.next() => next,
                 }
             };
             match next {
                 Some(Ok(event)) => self.handle(event).await?,
                 Some(Err(e)) => {
                     return Err(SourceError::Replication {
-                        at: format!("{}:{}", self.file, self.end_pos()),
+                        at: self.at(None),
                         message: e.to_string(),
                     })
                 }
                 None => {
                     return Err(SourceError::Replication {
-                        at: self.file.clone(),
+                        at: self.at(None),
                         message: "the server ended the binlog stream".into(),
                     })
                 }
@@ -301,10 +330,15 @@ impl MysqlSource {
         }
     }
 
-    fn end_pos(&self) -> u64 {
-        match &self.end {
-            Some(Position::Mysql { pos, .. }) => *pos,
-            _ => 0,
+    /// `file:offset` for messages: of an event, or of the last commit.
+    fn at(&self, pos: Option<u64>) -> String {
+        let pos = pos.or(match &self.end {
+            Some(Position::Mysql { pos, .. }) => Some(*pos),
+            _ => None,
+        });
+        match pos {
+            Some(pos) => format!("binlog {}:{pos}", self.file),
+            None => format!("binlog {}", self.file),
         }
     }
 
@@ -312,62 +346,46 @@ impl MysqlSource {
         let header = event.header();
         let next_pos = header.log_pos() as u64;
         let start = next_pos.saturating_sub(header.event_size() as u64);
-        let at = |file: &str| format!("{file}:{start}");
         if let (Some(sum), Ok(Some(alg))) = (event.checksum(), event.footer().get_checksum_alg()) {
             if event.calc_checksum(alg) != u32::from_le_bytes(sum) {
                 return Err(SourceError::Decode {
-                    at: at(&self.file),
+                    at: self.at(Some(start)),
                     message: "CRC32 checksum mismatch".into(),
                 });
             }
         }
         if header.event_type_raw() == MARIADB_GTID_EVENT {
-            // seq_no (8 bytes LE), domain_id (4 bytes LE), flags; server id from the header.
+            // seq_no (8 bytes LE), domain_id (4 bytes LE), flags; the server id is
+            // the event header's.
             let data = event.data();
-            if data.len() >= 12 {
-                let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
-                let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
-                self.gtid = Some(format!("{domain}-{}-{seq}", header.server_id()));
+            if let (Some(seq), Some(domain)) = (data.get(0..8), data.get(8..12)) {
+                let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
+                let domain = u32::from_le_bytes(domain.try_into().unwrap_or_default());
+                self.gtid = Some((domain, format!("{domain}-{}-{seq}", header.server_id())));
             }
             self.in_tx = true;
             self.tx_seq = 0;
             return Ok(());
         }
         let data = event.read_data().map_err(|e| SourceError::Decode {
-            at: at(&self.file),
+            at: self.at(Some(start)),
             message: e.to_string(),
         })?;
+        let ts = header.timestamp();
         match data {
-            Some(EventData::RotateEvent(rotate)) => {
-                self.file = binlog_name(&rotate.name());
-            }
-            Some(EventData::QueryEvent(query)) => {
-                let sql = query.query();
-                match sql.trim() {
-                    "BEGIN" => {
-                        self.in_tx = true;
-                    }
-                    "COMMIT" => self.commit(next_pos),
-                    ddl => {
-                        let schema = query.schema().to_string();
-                        self.ddl(&schema, ddl, start, header.timestamp()).await;
-                        self.commit(next_pos);
-                    }
+            Some(EventData::RotateEvent(rotate)) => self.file = binlog_name(&rotate.name()),
+            Some(EventData::QueryEvent(query)) => match query.query().trim() {
+                "BEGIN" => self.in_tx = true,
+                "COMMIT" => self.commit(next_pos),
+                statement => {
+                    let statement = statement.to_string();
+                    let schema = query.schema().to_string();
+                    self.ddl(&schema, &statement, start, ts).await?;
+                    self.commit(next_pos);
                 }
-            }
+            },
             Some(EventData::XidEvent(_)) => self.commit(next_pos),
-            Some(EventData::TableMapEvent(tme)) => {
-                let key = (
-                    tme.database_name().to_string(),
-                    tme.table_name().to_string(),
-                );
-                if self.captured.contains(&key) {
-                    let info = table_info(&tme);
-                    self.tables.insert(tme.table_id(), info);
-                } else {
-                    self.tables.remove(&tme.table_id());
-                }
-            }
+            Some(EventData::TableMapEvent(tme)) => self.table_map(&tme, start)?,
             Some(EventData::RowsEvent(rows)) => {
                 let op = match &rows {
                     RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
@@ -384,9 +402,9 @@ impl MysqlSource {
                 if !self.tables.contains_key(&table_id) {
                     return Ok(());
                 }
-                let Some(tme) = self.stream.get_tme(table_id) else {
+                let Some(tme) = self.stream.as_ref().and_then(|s| s.get_tme(table_id)) else {
                     return Err(SourceError::Decode {
-                        at: at(&self.file),
+                        at: self.at(Some(start)),
                         message: format!(
                             "rows event for table id {table_id} without its TABLE_MAP"
                         ),
@@ -395,13 +413,13 @@ impl MysqlSource {
                 let mut decoded = Vec::new();
                 for (i, pair) in rows.rows(tme).enumerate() {
                     let (before, after) = pair.map_err(|e| SourceError::Decode {
-                        at: format!("{} row {i}", at(&self.file)),
+                        at: format!("{} row {i}", self.at(Some(start))),
                         message: e.to_string(),
                     })?;
-                    decoded.push((i as u64, before, after));
+                    decoded.push((before, after));
                 }
-                for (i, before, after) in decoded {
-                    self.push_row(op, table_id, start, i, before, after, header.timestamp());
+                for (i, (before, after)) in decoded.into_iter().enumerate() {
+                    self.push_row(op, table_id, start, i as u64, before, after, ts);
                 }
             }
             _ => {}
@@ -411,12 +429,63 @@ impl MysqlSource {
 
     fn commit(&mut self, next_pos: u64) {
         self.in_tx = false;
+        if let Some((domain, gtid)) = self.gtid.take() {
+            self.gtid_state.insert(domain, gtid);
+        }
         self.complete = self.events.len();
+        let gtid: Vec<&str> = self.gtid_state.values().map(String::as_str).collect();
         self.end = Some(Position::Mysql {
             file: self.file.clone(),
             pos: next_pos,
             row: None,
+            gtid: (!gtid.is_empty()).then(|| gtid.join(",")),
         });
+    }
+
+    /// Records the layout a captured table's rows events are written with: names
+    /// from the TABLE_MAP metadata, else from the schema history when it fits.
+    fn table_map(&mut self, tme: &TableMapEvent<'_>, start: u64) -> Result<(), SourceError> {
+        let key = (
+            tme.database_name().to_string(),
+            tme.table_name().to_string(),
+        );
+        if !self.cfg.tables.contains(&key) {
+            self.tables.remove(&tme.table_id());
+            return Ok(());
+        }
+        let mut columns = from_table_map(tme);
+        let history = self.history.get(&key);
+        if columns.names.is_empty() {
+            // No metadata: the history must describe exactly this many columns.
+            let Some(history) = history.filter(|h| h.names.len() == columns.kinds.len()) else {
+                return Err(SourceError::Decode {
+                    at: self.at(Some(start)),
+                    message: format!(
+                        "{}.{}: the binlog carries no column names and the schema history has {} columns where the binlog has {}; set binlog_row_metadata = FULL",
+                        key.0,
+                        key.1,
+                        history.map_or(0, |h| h.names.len()),
+                        columns.kinds.len()
+                    ),
+                });
+            };
+            columns.names = history.names.clone();
+            if columns.key.is_empty() {
+                columns.key = history.key.clone();
+            }
+        } else if let Some(history) = history.filter(|h| h.names != columns.names) {
+            // The binlog is authoritative for its own rows; the history catches up.
+            tracing::debug!(
+                "{}.{}: binlog columns {:?} differ from the schema history {:?} at {}",
+                key.0,
+                key.1,
+                columns.names,
+                history.names,
+                self.at(Some(start))
+            );
+        }
+        self.tables.insert(tme.table_id(), columns);
+        Ok(())
     }
 
     fn source(&self, db: &Arc<str>, table: &Arc<str>, ts: u32) -> SourceInfo {
@@ -436,11 +505,12 @@ impl MysqlSource {
 
     fn transaction(&mut self) -> Option<TransactionInfo> {
         self.tx_seq += 1;
+        let id = match &self.gtid {
+            Some((_, gtid)) => gtid.clone(),
+            None => self.at(None),
+        };
         Some(TransactionInfo {
-            id: self
-                .gtid
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", self.file, self.end_pos())),
+            id,
             seq: self.tx_seq,
         })
     }
@@ -459,67 +529,21 @@ impl MysqlSource {
         let Some(info) = self.tables.get(&table_id) else {
             return;
         };
-        let convert = |row: &BinlogRow| -> (Row, Vec<Arc<str>>) {
-            let mut out = Vec::with_capacity(row.len());
-            let present: Vec<String> = row
-                .columns_ref()
-                .iter()
-                .map(|c| c.name_str().into_owned())
-                .collect();
-            for (j, column) in row.columns_ref().iter().enumerate() {
-                let name = column.name_str();
-                let idx = info.names.iter().position(|n| **n == *name).unwrap_or(j);
-                let per_charset;
-                let kind = if column.column_type().is_character_type() {
-                    per_charset =
-                        MyKind::of(column.column_type(), &[], column.character_set(), None);
-                    &per_charset
-                } else {
-                    info.kinds.get(idx).unwrap_or(&MyKind::Other)
-                };
-                let value = row
-                    .as_ref(j)
-                    .map_or(serde_json::Value::Null, |v| kind.to_json(v));
-                out.push((
-                    info.names
-                        .get(idx)
-                        .cloned()
-                        .unwrap_or_else(|| name.as_ref().into()),
-                    value,
-                ));
-            }
-            let missing = info
-                .names
-                .iter()
-                .filter(|n| !present.iter().any(|p| p.as_str() == &***n))
-                .cloned()
-                .collect();
-            (Row(out), missing)
-        };
-        let before = before.as_ref().map(|r| convert(r).0);
-        let (after, unchanged) = match after.as_ref().map(convert) {
+        let before = before.as_ref().map(|r| convert(info, r).0);
+        let (after, unchanged) = match after.as_ref().map(|r| convert(info, r)) {
             Some((row, missing)) => (Some(row), missing),
             None => (None, Vec::new()),
         };
-        let key_of = |row: &Row| -> Option<Row> {
-            info.key
-                .iter()
-                .map(|&i| {
-                    let name = info.names.get(i)?;
-                    Some((name.clone(), row.get(name)?.clone()))
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(Row)
-        };
         let key = after
             .as_ref()
-            .and_then(key_of)
-            .or_else(|| before.as_ref().and_then(key_of));
+            .and_then(|r| info.key_of(r))
+            .or_else(|| before.as_ref().and_then(|r| info.key_of(r)));
         let source = self.source(&info.db, &info.table, ts);
         let position = Position::Mysql {
             file: self.file.clone(),
             pos: start,
             row: Some(index),
+            gtid: None,
         };
         let transaction = self.transaction();
         self.events.push(ChangeEvent {
@@ -537,30 +561,41 @@ impl MysqlSource {
         });
     }
 
-    /// A DDL statement touching a captured table becomes an `op: "s"` event.
-    async fn ddl(&mut self, default_db: &str, sql: &str, start: u64, ts: u32) {
-        let lower = sql.to_lowercase();
-        let touched: Vec<(String, String)> = self
-            .captured
-            .iter()
-            .filter(|(db, table)| {
-                let t = table.to_lowercase();
-                let qualified = format!("{}.{}", db.to_lowercase(), t);
-                lower.contains(&qualified)
-                    || lower.contains(&format!("`{}`.`{}`", db.to_lowercase(), t))
-                    || (db == default_db
-                        && (lower.contains(&format!(" {t} "))
-                            || lower.contains(&format!("`{t}`"))
-                            || lower.ends_with(&format!(" {t}"))))
-            })
-            .cloned()
-            .collect();
+    /// A DDL statement on a captured table: the schema history is read again and
+    /// an `op: "s"` event carries the statement and the columns after it;
+    /// `TRUNCATE` becomes an `op: "t"` event.
+    async fn ddl(
+        &mut self,
+        default_db: &str,
+        sql: &str,
+        start: u64,
+        ts: u32,
+    ) -> Result<(), SourceError> {
+        let touched = ddl_tables(default_db, sql, &self.cfg.tables);
+        let truncate = sql
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("TRUNCATE");
         for (i, (db, table)) in touched.into_iter().enumerate() {
+            let columns = if truncate {
+                None
+            } else {
+                let fresh = read_columns(&mut self.catalog, &db, &table).await.ok();
+                match fresh {
+                    Some(fresh) => {
+                        let infos = fresh.infos();
+                        self.history.insert((db.clone(), table.clone()), fresh);
+                        Some(infos)
+                    }
+                    // Dropped (or renamed away): no columns left.
+                    None => Some(Vec::new()),
+                }
+            };
             let (db, table): (Arc<str>, Arc<str>) = (db.as_str().into(), table.as_str().into());
             let source = self.source(&db, &table, ts);
             let transaction = self.transaction();
             self.events.push(ChangeEvent {
-                op: Op::Schema,
+                op: if truncate { Op::Truncate } else { Op::Schema },
                 before: None,
                 after: None,
                 unchanged: Vec::new(),
@@ -570,21 +605,96 @@ impl MysqlSource {
                     file: self.file.clone(),
                     pos: start,
                     row: Some(i as u64),
+                    gtid: None,
                 },
                 transaction,
                 ts_ms: now_ms(),
-                ddl: Some(sql.to_string()),
-                // The column list after the change needs the schema history (not yet).
-                columns: None,
+                ddl: (!truncate).then(|| sql.to_string()),
+                columns,
             });
         }
+        Ok(())
     }
 
     pub async fn close(self) {
-        if let Err(e) = self.stream.close().await {
-            tracing::debug!("binlog stream closed with: {e}");
+        if let Some(stream) = self.stream {
+            if let Err(e) = stream.close().await {
+                tracing::debug!("binlog stream closed with: {e}");
+            }
         }
     }
+}
+
+/// Converts a binlog row with the table's layout; columns the image leaves out
+/// are returned as the second value (they go to `unchanged`).
+fn convert(info: &TableColumns, row: &BinlogRow) -> (Row, Vec<Arc<str>>) {
+    let mut out = Vec::with_capacity(row.len());
+    let mut present = vec![false; info.names.len()];
+    for (j, column) in row.columns_ref().iter().enumerate() {
+        let name = column.name_str();
+        let idx = info.names.iter().position(|n| **n == *name).unwrap_or(j);
+        if let Some(p) = present.get_mut(idx) {
+            *p = true;
+        }
+        let per_charset;
+        let kind = if column.column_type().is_character_type() {
+            // Text or bytes, latin1 or not: the row's column knows its charset.
+            per_charset = MyKind::of(column.column_type(), &[], column.character_set(), None);
+            &per_charset
+        } else {
+            info.kinds.get(idx).unwrap_or(&MyKind::Other)
+        };
+        let value = row
+            .as_ref(j)
+            .map_or(serde_json::Value::Null, |v| kind.to_json(v));
+        out.push((
+            info.names
+                .get(idx)
+                .cloned()
+                .unwrap_or_else(|| name.as_ref().into()),
+            value,
+        ));
+    }
+    let missing = info
+        .names
+        .iter()
+        .zip(&present)
+        .filter(|(_, p)| !**p)
+        .map(|(n, _)| n.clone())
+        .collect();
+    (Row(out), missing)
+}
+
+/// The captured tables a DDL statement names (`db.table`, or `table` in the
+/// statement's default database), for ALTER/CREATE/DROP/RENAME/TRUNCATE.
+fn ddl_tables(default_db: &str, sql: &str, captured: &[(String, String)]) -> Vec<(String, String)> {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    if !["ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE"]
+        .iter()
+        .any(|k| upper.starts_with(k))
+    {
+        return Vec::new();
+    }
+    let names: Vec<(String, String)> = sql
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')' || c == ';')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let t = t.replace('`', "");
+            match t.split_once('.') {
+                Some((db, table)) => (db.to_string(), table.to_string()),
+                None => (default_db.to_string(), t),
+            }
+        })
+        .collect();
+    captured
+        .iter()
+        .filter(|(db, table)| {
+            names
+                .iter()
+                .any(|(d, t)| d.eq_ignore_ascii_case(db) && t.eq_ignore_ascii_case(table))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The artificial first ROTATE event's name can carry trailing checksum bytes:
@@ -600,8 +710,9 @@ fn binlog_name(raw: &str) -> String {
     raw.to_string()
 }
 
-/// Column names, kinds and key from a TABLE_MAP event's metadata.
-fn table_info(tme: &TableMapEvent<'_>) -> TableInfo {
+/// Column names, kinds and key from a TABLE_MAP event's metadata (names empty
+/// when the server sent none).
+fn from_table_map(tme: &TableMapEvent<'_>) -> TableColumns {
     let mut names = Vec::new();
     let mut enums: Vec<Vec<String>> = Vec::new();
     let mut sets: Vec<Vec<String>> = Vec::new();
@@ -664,15 +775,14 @@ fn table_info(tme: &TableMapEvent<'_>) -> TableInfo {
         // mysql_common resolves for the row's columns.
         kinds.push(MyKind::of(ty, meta, 0, labels));
     }
-    while names.len() < count {
-        names.push(format!("@{}", names.len()).into());
-    }
-    TableInfo {
+    TableColumns {
         db: tme.database_name().as_ref().into(),
         table: tme.table_name().as_ref().into(),
         names,
         kinds,
+        types: Vec::new(),
         key,
+        estimated_rows: 0,
     }
 }
 
@@ -687,5 +797,20 @@ mod tests {
             "mariadb-bin.000003"
         );
         assert_eq!(binlog_name("mariadb-bin.000003"), "mariadb-bin.000003");
+    }
+
+    #[test]
+    fn ddl_names_captured_tables_only() {
+        let captured = vec![("shop".to_string(), "orders".to_string())];
+        assert_eq!(
+            ddl_tables("shop", "ALTER TABLE `orders` ADD COLUMN x int", &captured),
+            captured
+        );
+        assert_eq!(
+            ddl_tables("other", "ALTER TABLE shop.orders DROP x", &captured),
+            captured
+        );
+        assert!(ddl_tables("shop", "ALTER TABLE orders_archive ADD y int", &captured).is_empty());
+        assert!(ddl_tables("shop", "INSERT INTO orders VALUES (1)", &captured).is_empty());
     }
 }

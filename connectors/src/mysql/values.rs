@@ -32,6 +32,8 @@ pub enum MyKind {
     Json,
     Enum(Vec<String>),
     Set(Vec<String>),
+    /// A SET read by a query: its text form (`a,c`).
+    SetText,
     Year,
     Date,
     Time,
@@ -99,6 +101,29 @@ impl MyKind {
         }
     }
 
+    /// Chooses the kind from `information_schema` (`DATA_TYPE`, `COLUMN_TYPE`), for
+    /// values read by queries, where the server already turned ENUMs and SETs into
+    /// text and any charset into the connection's utf8mb4.
+    pub fn from_sql(data_type: &str, column_type: &str) -> MyKind {
+        match data_type.to_ascii_lowercase().as_str() {
+            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => MyKind::Integer,
+            "decimal" => MyKind::Decimal,
+            "float" | "double" => MyKind::Float,
+            "bit" if column_type.eq_ignore_ascii_case("bit(1)") => MyKind::Bit1,
+            "bit" | "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
+            | "geometry" => MyKind::Bytes,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "json"
+            | "enum" => MyKind::Text { latin1: false },
+            "set" => MyKind::SetText,
+            "year" => MyKind::Year,
+            "date" => MyKind::Date,
+            "time" => MyKind::Time,
+            "datetime" => MyKind::DateTime,
+            "timestamp" => MyKind::Timestamp,
+            _ => MyKind::Other,
+        }
+    }
+
     /// Converts one decoded binlog value.
     pub fn to_json(&self, value: &BinlogValue<'_>) -> Value {
         match value {
@@ -113,7 +138,8 @@ impl MyKind {
         }
     }
 
-    fn value(&self, v: &MyValue) -> Value {
+    /// Converts one value (from a binlog row or a query).
+    pub fn value(&self, v: &MyValue) -> Value {
         match (self, v) {
             (_, MyValue::NULL) => Value::Null,
             (_, MyValue::Int(i)) if !matches!(self, MyKind::Enum(_)) => Value::Number((*i).into()),
@@ -147,6 +173,13 @@ impl MyKind {
                 Ok(year) => Value::Number(year.into()),
                 Err(_) => Value::String(String::from_utf8_lossy(b).into_owned()),
             },
+            (MyKind::SetText, MyValue::Bytes(b)) => Value::Array(
+                String::from_utf8_lossy(b)
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(|m| Value::String(m.to_string()))
+                    .collect(),
+            ),
             (MyKind::Bytes, MyValue::Bytes(b)) => {
                 Value::String(base64::engine::general_purpose::STANDARD.encode(b))
             }

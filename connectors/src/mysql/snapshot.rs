@@ -1,0 +1,257 @@
+//! The initial snapshot of MySQL/MariaDB tables, consistent with the binlog.
+//!
+//! `START TRANSACTION WITH CONSISTENT SNAPSHOT` gives a read view; MariaDB reports
+//! the binlog position matching it (`binlog_snapshot_file`/`_position`) without a
+//! global lock. Where the server does not (MySQL), a brief `FLUSH TABLES WITH READ
+//! LOCK` pins the position while the transaction starts. Rows are read in
+//! primary-key chunks inside that transaction and the stream then starts at the
+//! recorded position: what committed before it is in the snapshot, what committed
+//! after it is in the stream.
+
+use super::schema::{read_columns, TableColumns};
+use super::{connect, my_error};
+use crate::event::{now_ms, ChangeEvent, Op, Position, Row, SourceInfo};
+use crate::SourceError;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value as MyValue};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+struct TableReader {
+    columns: TableColumns,
+    select_first: String,
+    select_next: String,
+    last_key: Option<Vec<MyValue>>,
+    rows_done: u64,
+}
+
+pub struct Snapshot {
+    conn: Conn,
+    pending: VecDeque<TableReader>,
+    file: String,
+    pos: u64,
+    ordinal: u64,
+    chunk_rows: usize,
+    pipeline: Arc<str>,
+    last_log: Instant,
+}
+
+/// `SHOW STATUS`-style rows (name, value) as pairs of strings.
+async fn name_values(conn: &mut Conn, sql: &str) -> Result<Vec<(String, String)>, SourceError> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query(sql)
+        .await
+        .map_err(my_error(format!("run {sql}")))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get_opt::<String, _>(0)?.ok()?,
+                r.get_opt::<String, _>(1)?.ok()?,
+            ))
+        })
+        .collect())
+}
+
+impl Snapshot {
+    /// Starts the snapshot transaction and records the matching binlog position.
+    pub async fn begin(
+        url: &str,
+        tables: &[(String, String)],
+        chunk_rows: usize,
+        pipeline: Arc<str>,
+    ) -> Result<Self, SourceError> {
+        let mut conn = connect(url).await?;
+        for sql in [
+            "SET SESSION time_zone = '+00:00'",
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(my_error(format!("run {sql}")))?;
+        }
+        let status = name_values(&mut conn, "SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+        let get = |name: &str| {
+            status
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let (file, pos) = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+            (Some(file), Some(pos)) if !file.is_empty() => (file, pos.parse().unwrap_or(4)),
+            _ => {
+                // No snapshot position from the server: hold a global read lock just
+                // long enough to start the transaction and read the position.
+                for sql in [
+                    "COMMIT",
+                    "FLUSH TABLES WITH READ LOCK",
+                    "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+                ] {
+                    conn.query_drop(sql)
+                        .await
+                        .map_err(my_error(format!("run {sql}")))?;
+                }
+                let row: Option<mysql_async::Row> = conn
+                    .query_first("SHOW MASTER STATUS")
+                    .await
+                    .map_err(my_error("read SHOW MASTER STATUS"))?;
+                conn.query_drop("UNLOCK TABLES")
+                    .await
+                    .map_err(my_error("run UNLOCK TABLES"))?;
+                row.and_then(|r| {
+                    Some((
+                        r.get_opt::<String, _>(0)?.ok()?,
+                        r.get_opt::<u64, _>(1)?.ok()?,
+                    ))
+                })
+                .ok_or_else(|| {
+                    SourceError::Setup("source: the server reports no binlog position".into())
+                })?
+            }
+        };
+        let mut pending = VecDeque::new();
+        for (db, table) in tables {
+            let columns = read_columns(&mut conn, db, table).await?;
+            let names: Vec<String> = columns.names.iter().map(|n| quote(n)).collect();
+            let key: Vec<String> = columns
+                .key
+                .iter()
+                .map(|&i| quote(&columns.names[i]))
+                .collect();
+            if key.is_empty() {
+                return Err(SourceError::Setup(format!(
+                    "source.tables: {db}.{table} has no primary key"
+                )));
+            }
+            let from = format!("{}.{}", quote(db), quote(table));
+            let (select, order) = (names.join(", "), key.join(", "));
+            let marks = vec!["?"; key.len()].join(", ");
+            pending.push_back(TableReader {
+                select_first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT {chunk_rows}"),
+                select_next: format!(
+                    "SELECT {select} FROM {from} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT {chunk_rows}"
+                ),
+                columns,
+                last_key: None,
+                rows_done: 0,
+            });
+        }
+        tracing::info!("snapshot at binlog {file}:{pos}");
+        Ok(Snapshot {
+            conn,
+            pending,
+            file,
+            pos,
+            ordinal: 0,
+            chunk_rows: chunk_rows.max(1),
+            pipeline,
+            last_log: Instant::now(),
+        })
+    }
+
+    /// The binlog position the snapshot matches: streaming starts there.
+    pub fn position(&self) -> (String, u64) {
+        (self.file.clone(), self.pos)
+    }
+
+    /// Reads the next chunk as `op: "r"` events; `None` once every table is read.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<ChangeEvent>>, SourceError> {
+        loop {
+            let Some(reader) = self.pending.front_mut() else {
+                self.conn
+                    .query_drop("COMMIT")
+                    .await
+                    .map_err(my_error("end the snapshot"))?;
+                return Ok(None);
+            };
+            let cols = &reader.columns;
+            let what = format!("read a snapshot chunk of {}.{}", cols.db, cols.table);
+            let rows: Vec<mysql_async::Row> = match &reader.last_key {
+                None => self.conn.exec(&reader.select_first, ()).await,
+                Some(key) => self.conn.exec(&reader.select_next, key.clone()).await,
+            }
+            .map_err(my_error(what))?;
+            let finished = rows.len() < self.chunk_rows;
+            let ts_ms = now_ms();
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let after = Row(cols
+                    .names
+                    .iter()
+                    .zip(&cols.kinds)
+                    .enumerate()
+                    .map(|(i, (name, kind))| {
+                        let value = row
+                            .as_ref(i)
+                            .map_or(serde_json::Value::Null, |v| kind.value(v));
+                        (name.clone(), value)
+                    })
+                    .collect());
+                self.ordinal += 1;
+                events.push(ChangeEvent {
+                    op: Op::Read,
+                    before: None,
+                    key: cols.key_of(&after),
+                    after: Some(after),
+                    unchanged: Vec::new(),
+                    source: SourceInfo {
+                        connector: "mysql",
+                        name: self.pipeline.clone(),
+                        db: cols.db.clone(),
+                        schema: cols.db.clone(),
+                        table: cols.table.clone(),
+                        ts_ms,
+                        snapshot: true,
+                        lsn: None,
+                        commit_lsn: None,
+                        tx_id: None,
+                    },
+                    // Just before the snapshot position: no binlog event starts
+                    // there, and it sorts before everything streamed after it.
+                    position: Position::Mysql {
+                        file: self.file.clone(),
+                        pos: self.pos.saturating_sub(1),
+                        row: Some(self.ordinal),
+                        gtid: None,
+                    },
+                    transaction: None,
+                    ts_ms,
+                    ddl: None,
+                    columns: None,
+                });
+            }
+            if let Some(last) = rows.last() {
+                reader.last_key = Some(
+                    cols.key
+                        .iter()
+                        .map(|&i| last.as_ref(i).cloned().unwrap_or(MyValue::NULL))
+                        .collect(),
+                );
+            }
+            reader.rows_done += rows.len() as u64;
+            if finished || self.last_log.elapsed() > Duration::from_secs(10) {
+                tracing::info!(
+                    "snapshot {}.{}: {} of ~{} rows{}",
+                    cols.db,
+                    cols.table,
+                    reader.rows_done,
+                    cols.estimated_rows.max(reader.rows_done),
+                    if finished { ", done" } else { "" }
+                );
+                self.last_log = Instant::now();
+            }
+            if finished {
+                self.pending.pop_front();
+            }
+            if !events.is_empty() {
+                return Ok(Some(events));
+            }
+        }
+    }
+}
