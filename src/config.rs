@@ -278,7 +278,7 @@ impl Config {
     }
 
     /// The connector's view of a MySQL `[source]`; `None` for other sources.
-    pub fn mysql(&self) -> Option<MysqlConfig> {
+    pub fn mysql(&self, stop_at: Option<(String, u64)>) -> Option<MysqlConfig> {
         let SourceConfig::Mysql(my) = &self.source else {
             return None;
         };
@@ -294,6 +294,7 @@ impl Config {
             snapshot: my.snapshot == SnapshotMode::Initial,
             snapshot_chunk_rows: my.snapshot_chunk_rows,
             max_batch_events: self.pipeline.max_batch_events,
+            stop_at,
         })
     }
 

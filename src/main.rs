@@ -33,6 +33,9 @@ enum Command {
         /// Stop after the first transaction that ends at or past this LSN (e.g. 0/16B3748).
         #[arg(long, value_parser = parse_lsn_arg)]
         stop_at_lsn: Option<u64>,
+        /// MySQL: stop after the first transaction that ends at or past FILE:OFFSET.
+        #[arg(long, value_parser = parse_binlog_arg)]
+        stop_at_binlog: Option<(String, u64)>,
     },
     /// Validate the config and check the source without changing anything.
     Check {
@@ -57,6 +60,16 @@ enum CursorCommand {
 
 fn parse_lsn_arg(text: &str) -> Result<u64, String> {
     parse_lsn(text).ok_or_else(|| format!("{text:?} is not an LSN like 0/16B3748"))
+}
+
+fn parse_binlog_arg(text: &str) -> Result<(String, u64), String> {
+    let (file, pos) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not FILE:OFFSET"))?;
+    let pos = pos
+        .parse()
+        .map_err(|_| format!("{pos:?} is not a binlog offset"))?;
+    Ok((file.to_string(), pos))
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,7 +108,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run {
             config,
             stop_at_lsn,
-        } => run(&config, stop_at_lsn).await,
+            stop_at_binlog,
+        } => run(&config, stop_at_lsn, stop_at_binlog).await,
         Command::Check { config } => check(&config).await,
         Command::Cursor {
             command: CursorCommand::Show { config },
@@ -130,7 +144,7 @@ fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
 
 async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let problems = match (config.postgres(None), config.mysql()) {
+    let problems = match (config.postgres(None), config.mysql(None)) {
         (Some(pg), _) => postgres::check(&pg).await?,
         (None, Some(my)) => mysql::check(&my).await?,
         (None, None) => Vec::new(),
@@ -142,13 +156,17 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(path: &Path, stop_at_lsn: Option<u64>) -> anyhow::Result<()> {
+async fn run(
+    path: &Path,
+    stop_at_lsn: Option<u64>,
+    stop_at_binlog: Option<(String, u64)>,
+) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let mut sink = open_sink(&config)?;
     let mut cursor = cursor_store(&config);
     let resume = cursor.load().await?;
     let (handle, control) = tidemark_connectors::control();
-    let source = match (config.postgres(stop_at_lsn), config.mysql()) {
+    let source = match (config.postgres(stop_at_lsn), config.mysql(stop_at_binlog)) {
         (Some(pg), _) => {
             AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
         }

@@ -12,6 +12,7 @@
 //! Resuming checks first that the file still exists, and never skips ahead.
 
 pub mod checks;
+pub mod rows;
 pub mod schema;
 pub mod snapshot;
 pub mod values;
@@ -45,6 +46,9 @@ pub struct MysqlConfig {
     pub snapshot: bool,
     pub snapshot_chunk_rows: usize,
     pub max_batch_events: usize,
+    /// Stop after the transaction that ends at or past this binlog file and
+    /// offset (benchmarks, bounded replays).
+    pub stop_at: Option<(String, u64)>,
 }
 
 fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SourceError {
@@ -101,6 +105,7 @@ pub struct MysqlSource {
     events: Vec<ChangeEvent>,
     complete: usize,
     end: Option<Position>,
+    ended: bool,
 }
 
 impl MysqlSource {
@@ -211,6 +216,7 @@ impl MysqlSource {
             events: Vec::new(),
             complete: 0,
             end: None,
+            ended: false,
         };
         match start {
             // The stream opens once the snapshot is read.
@@ -288,7 +294,7 @@ impl MysqlSource {
             }));
         }
         loop {
-            if *self.control.stop.borrow() {
+            if self.ended || *self.control.stop.borrow() {
                 self.events.truncate(self.complete);
                 let batch = self.take_all();
                 return Ok((!batch.events.is_empty() || batch.end.is_some()).then_some(batch));
@@ -399,27 +405,66 @@ impl MysqlSource {
                     }
                 };
                 let table_id = rows.table_id();
-                if !self.tables.contains_key(&table_id) {
+                let Some(info) = self.tables.get(&table_id) else {
                     return Ok(());
-                }
-                let Some(tme) = self.stream.as_ref().and_then(|s| s.get_tme(table_id)) else {
-                    return Err(SourceError::Decode {
-                        at: self.at(Some(start)),
-                        message: format!(
-                            "rows event for table id {table_id} without its TABLE_MAP"
-                        ),
-                    });
                 };
-                let mut decoded = Vec::new();
-                for (i, pair) in rows.rows(tme).enumerate() {
-                    let (before, after) = pair.map_err(|e| SourceError::Decode {
-                        at: format!("{} row {i}", self.at(Some(start))),
-                        message: e.to_string(),
-                    })?;
-                    decoded.push((before, after));
-                }
+                let decoded = if let RowsEventData::PartialUpdateRowsEvent(_) = &rows {
+                    // MySQL 8 partial JSON updates: mysql_common's row reader
+                    // knows that format (untested here: no MySQL 8).
+                    let Some(tme) = self.stream.as_ref().and_then(|s| s.get_tme(table_id)) else {
+                        return Err(SourceError::Decode {
+                            at: self.at(Some(start)),
+                            message: format!(
+                                "rows event for table id {table_id} without its TABLE_MAP"
+                            ),
+                        });
+                    };
+                    let mut decoded = Vec::new();
+                    for pair in rows.rows(tme) {
+                        let (before, after) = pair.map_err(|e| SourceError::Decode {
+                            at: self.at(Some(start)),
+                            message: e.to_string(),
+                        })?;
+                        decoded.push((
+                            before.map(|r| convert(info, &r)),
+                            after.map(|r| convert(info, &r)),
+                        ));
+                    }
+                    decoded
+                } else {
+                    let before_cols: Option<Vec<bool>> = rows
+                        .columns_before_image()
+                        .map(|b| b.iter().map(|x| *x).collect());
+                    let after_cols: Option<Vec<bool>> = rows
+                        .columns_after_image()
+                        .map(|b| b.iter().map(|x| *x).collect());
+                    let mut buf = mysql_common::io::ParseBuf(rows.rows_data());
+                    let mut decoded = Vec::new();
+                    while !buf.is_empty() {
+                        let mut image = |cols: &Option<Vec<bool>>| {
+                            cols.as_ref()
+                                .map(|c| rows::read_image(&mut buf, c, info))
+                                .transpose()
+                        };
+                        let pair = image(&before_cols)
+                            .and_then(|before| Ok((before, image(&after_cols)?)));
+                        decoded.push(pair.map_err(|e| SourceError::Decode {
+                            at: format!("{} row {}", self.at(Some(start)), decoded.len()),
+                            message: e.to_string(),
+                        })?);
+                    }
+                    decoded
+                };
                 for (i, (before, after)) in decoded.into_iter().enumerate() {
-                    self.push_row(op, table_id, start, i as u64, before, after, ts);
+                    self.push_row(
+                        op,
+                        table_id,
+                        start,
+                        i as u64,
+                        before.map(|(row, _)| row),
+                        after,
+                        ts,
+                    );
                 }
             }
             _ => {}
@@ -440,6 +485,12 @@ impl MysqlSource {
             row: None,
             gtid: (!gtid.is_empty()).then(|| gtid.join(",")),
         });
+        if let Some((file, pos)) = &self.cfg.stop_at {
+            use crate::event::binlog_index;
+            if (binlog_index(&self.file), next_pos) >= (binlog_index(file), *pos) {
+                self.ended = true;
+            }
+        }
     }
 
     /// Records the layout a captured table's rows events are written with: names
@@ -453,7 +504,10 @@ impl MysqlSource {
             self.tables.remove(&tme.table_id());
             return Ok(());
         }
-        let mut columns = from_table_map(tme);
+        let mut columns = from_table_map(tme).map_err(|e| SourceError::Decode {
+            at: self.at(Some(start)),
+            message: format!("TABLE_MAP of {}.{}: {e}", key.0, key.1),
+        })?;
         let history = self.history.get(&key);
         if columns.names.is_empty() {
             // No metadata: the history must describe exactly this many columns.
@@ -522,15 +576,14 @@ impl MysqlSource {
         table_id: u64,
         start: u64,
         index: u64,
-        before: Option<BinlogRow>,
-        after: Option<BinlogRow>,
+        before: Option<Row>,
+        after: Option<(Row, Vec<Arc<str>>)>,
         ts: u32,
     ) {
         let Some(info) = self.tables.get(&table_id) else {
             return;
         };
-        let before = before.as_ref().map(|r| convert(info, r).0);
-        let (after, unchanged) = match after.as_ref().map(|r| convert(info, r)) {
+        let (after, unchanged) = match after {
             Some((row, missing)) => (Some(row), missing),
             None => (None, Vec::new()),
         };
@@ -710,9 +763,9 @@ fn binlog_name(raw: &str) -> String {
     raw.to_string()
 }
 
-/// Column names, kinds and key from a TABLE_MAP event's metadata (names empty
-/// when the server sent none).
-fn from_table_map(tme: &TableMapEvent<'_>) -> TableColumns {
+/// Column names, kinds, wire layout and key from a TABLE_MAP event's metadata
+/// (names empty when the server sent none).
+fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
     let mut names = Vec::new();
     let mut enums: Vec<Vec<String>> = Vec::new();
     let mut sets: Vec<Vec<String>> = Vec::new();
@@ -753,29 +806,18 @@ fn from_table_map(tme: &TableMapEvent<'_>) -> TableColumns {
             _ => {}
         }
     }
-    let count = tme.columns_count() as usize;
-    let mut kinds = Vec::with_capacity(count);
-    let (mut e, mut s) = (0usize, 0usize);
-    for i in 0..count {
-        let Ok(Some(ty)) = tme.get_column_type(i) else {
-            kinds.push(MyKind::Other);
-            continue;
-        };
-        let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-        let labels = if ty.is_enum_type() {
-            e += 1;
-            enums.get(e - 1).cloned()
+    let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    let wire = rows::wire_layout(tme, &mut |ty| {
+        if ty.is_enum_type() {
+            enums.next()
         } else if ty.is_enum_or_set_type() {
-            s += 1;
-            sets.get(s - 1).cloned()
+            sets.next()
         } else {
             None
-        };
-        // Character columns get their kind per value, from the charset that
-        // mysql_common resolves for the row's columns.
-        kinds.push(MyKind::of(ty, meta, 0, labels));
-    }
-    TableColumns {
+        }
+    })?;
+    let kinds = wire.iter().map(|w| w.kind.clone()).collect();
+    Ok(TableColumns {
         db: tme.database_name().as_ref().into(),
         table: tme.table_name().as_ref().into(),
         names,
@@ -783,7 +825,8 @@ fn from_table_map(tme: &TableMapEvent<'_>) -> TableColumns {
         types: Vec::new(),
         key,
         estimated_rows: 0,
-    }
+        wire,
+    })
 }
 
 #[cfg(test)]

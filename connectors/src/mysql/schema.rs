@@ -3,6 +3,7 @@
 //! events, and for column names when the server sends no metadata).
 
 use super::my_error;
+use super::rows::WireColumn;
 use super::values::MyKind;
 use crate::event::{ColumnInfo, Row};
 use crate::SourceError;
@@ -22,6 +23,8 @@ pub struct TableColumns {
     /// Indexes into `names` of the primary key.
     pub key: Vec<usize>,
     pub estimated_rows: u64,
+    /// How rows events lay the columns out (from a TABLE_MAP; empty otherwise).
+    pub wire: Vec<WireColumn>,
 }
 
 impl TableColumns {
@@ -91,6 +94,7 @@ pub async fn read_columns(
         types: Vec::new(),
         key: Vec::new(),
         estimated_rows: 0,
+        wire: Vec::new(),
     };
     for (i, row) in rows.iter().enumerate() {
         let column_type = text(row, 2);
