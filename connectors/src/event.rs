@@ -94,31 +94,60 @@ impl Position {
 /// MySQL: `my:<binlog file index>:<event offset>:<row index>`.
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Formatted by hand: this runs for every event written.
+        let mut buf = [0u8; 64];
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
         match self {
             Position::Postgres {
                 commit_lsn,
                 lsn,
-                snapshot_row: None,
-            } => write!(f, "pg:{commit_lsn:016X}:{lsn:016X}"),
-            Position::Postgres {
-                commit_lsn,
-                lsn,
-                snapshot_row: Some(row),
-            } => write!(f, "pg:{commit_lsn:016X}:{lsn:016X}:{row:016X}"),
-            Position::Mysql {
-                file,
-                pos,
-                row: None,
-                ..
-            } => write!(f, "my:{:08X}:{pos:016X}", binlog_index(file)),
-            Position::Mysql {
-                file,
-                pos,
-                row: Some(row),
-                ..
-            } => write!(f, "my:{:08X}:{pos:016X}:{row:08X}", binlog_index(file)),
+                snapshot_row,
+            } => {
+                put(b"pg:");
+                put(&hex::<16>(*commit_lsn));
+                put(b":");
+                put(&hex::<16>(*lsn));
+                if let Some(row) = snapshot_row {
+                    put(b":");
+                    put(&hex::<16>(*row));
+                }
+            }
+            Position::Mysql { file, pos, row, .. } => {
+                put(b"my:");
+                put(&hex::<8>(binlog_index(file)));
+                put(b":");
+                put(&hex::<16>(*pos));
+                match row {
+                    Some(row) if *row > u32::MAX as u64 => {
+                        put(b":");
+                        put(&hex::<16>(*row));
+                    }
+                    Some(row) => {
+                        put(b":");
+                        put(&hex::<8>(*row));
+                    }
+                    None => {}
+                }
+            }
         }
+        // Only ASCII hex digits and separators were written.
+        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
     }
+}
+
+/// Upper-case hex of the low `N * 4` bits, zero-padded to `N` digits.
+fn hex<const N: usize>(mut value: u64) -> [u8; N] {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = [b'0'; N];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value & 0xF) as usize];
+        value >>= 4;
+    }
+    out
 }
 
 /// A Postgres LSN in its usual `XXX/XXXXXXXX` text form.

@@ -496,6 +496,17 @@ impl MysqlSource {
     /// Records the layout a captured table's rows events are written with: names
     /// from the TABLE_MAP metadata, else from the schema history when it fits.
     fn table_map(&mut self, tme: &TableMapEvent<'_>, start: u64) -> Result<(), SourceError> {
+        // Most transactions repeat the same TABLE_MAP: keep the layout built for it.
+        if let Some(known) = self.tables.get(&tme.table_id()) {
+            let same = known.wire.len() == tme.columns_count() as usize
+                && known.wire.iter().enumerate().all(|(i, w)| {
+                    matches!(tme.get_column_type(i), Ok(Some(t)) if t == w.column_type)
+                        && tme.get_column_metadata(i).unwrap_or(&[]) == &w.meta[..]
+                });
+            if same {
+                return Ok(());
+            }
+        }
         let key = (
             tme.database_name().to_string(),
             tme.table_name().to_string(),
