@@ -5,9 +5,11 @@
 //! through [`SourceControl`], which position downstream holds, and only then may
 //! the connector let the source forget (for Postgres, the slot's flush LSN).
 
+pub mod batcher;
 pub mod event;
 pub mod mysql;
 pub mod postgres;
+pub mod progress;
 
 pub use event::{Batch, ChangeEvent, Op, Position, Row};
 

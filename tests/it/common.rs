@@ -342,7 +342,13 @@ fn unique() -> u128 {
 
 /// Runs `tidemark` to completion with the given arguments: (exit code, stderr).
 pub fn run_to_end(args: &[&str]) -> (i32, String) {
-    let out = tidemark().args(args).output().expect("run tidemark");
+    // In a scratch folder: configs without [sink]/[cursor] use ./tidemark-state.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = tidemark()
+        .args(args)
+        .current_dir(scratch.path())
+        .output()
+        .expect("run tidemark");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod values;
 
+use crate::batcher::Batcher;
 use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, Row, SourceInfo, TransactionInfo};
 use crate::{SourceControl, SourceError};
 use futures_util::StreamExt;
@@ -70,8 +71,25 @@ pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
     checks::problems(&mut conn, cfg).await
 }
 
-/// MariaDB's GTID event type.
+/// MariaDB's GTID and GTID_LIST event types.
 const MARIADB_GTID_EVENT: u8 = 162;
+const MARIADB_GTID_LIST_EVENT: u8 = 163;
+
+/// Decodes a MariaDB GTID_LIST event body into `(domain, "domain-server-seq")`.
+fn parse_gtid_list(data: &[u8]) -> Vec<(u32, String)> {
+    let le32 = |b: &[u8]| b.try_into().map(u32::from_le_bytes).unwrap_or_default();
+    let Some(count) = data.get(0..4).map(|b| le32(b) & 0x0FFF_FFFF) else {
+        return Vec::new();
+    };
+    (0..count as usize)
+        .map_while(|i| {
+            let entry = data.get(4 + i * 16..4 + (i + 1) * 16)?;
+            let (domain, server) = (le32(&entry[0..4]), le32(&entry[4..8]));
+            let seq = u64::from_le_bytes(entry[8..16].try_into().ok()?);
+            Some((domain, format!("{domain}-{server}-{seq}")))
+        })
+        .collect()
+}
 
 enum Phase {
     Snapshot(Box<Snapshot>),
@@ -102,9 +120,7 @@ pub struct MysqlSource {
     gtid: Option<(u32, String)>,
     tx_seq: u64,
     in_tx: bool,
-    events: Vec<ChangeEvent>,
-    complete: usize,
-    end: Option<Position>,
+    batch: Batcher,
     ended: bool,
 }
 
@@ -213,9 +229,7 @@ impl MysqlSource {
             gtid: None,
             tx_seq: 0,
             in_tx: false,
-            events: Vec::new(),
-            complete: 0,
-            end: None,
+            batch: Batcher::default(),
             ended: false,
         };
         match start {
@@ -259,14 +273,6 @@ impl MysqlSource {
         Ok(())
     }
 
-    fn take_all(&mut self) -> Batch {
-        self.complete = 0;
-        Batch {
-            events: std::mem::take(&mut self.events),
-            end: self.end.take(),
-        }
-    }
-
     /// The next batch, or `None` once stopped.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         if let Phase::Snapshot(snapshot) = &mut self.phase {
@@ -295,21 +301,19 @@ impl MysqlSource {
         }
         loop {
             if self.ended || *self.control.stop.borrow() {
-                self.events.truncate(self.complete);
-                let batch = self.take_all();
-                return Ok((!batch.events.is_empty() || batch.end.is_some()).then_some(batch));
+                return Ok(self.batch.take_complete());
             }
-            if self.events.len() >= self.cfg.max_batch_events.max(1) {
-                return Ok(Some(self.take_all()));
+            if self.batch.len() >= self.cfg.max_batch_events.max(1) {
+                return Ok(Some(self.batch.take()));
             }
             let Some(stream) = self.stream.as_mut() else {
                 return Err(SourceError::Setup("binlog stream not open".into()));
             };
-            let next = if !self.in_tx && self.end.is_some() {
+            let next = if !self.in_tx && self.batch.end().is_some() {
                 // Something to hand on: take more only if it is already here.
                 match tokio::time::timeout(Duration::ZERO, stream.next()).await {
                     Ok(next) => next,
-                    Err(_) => return Ok(Some(self.take_all())),
+                    Err(_) => return Ok(Some(self.batch.take())),
                 }
             } else {
                 tokio::select! {
@@ -338,7 +342,7 @@ impl MysqlSource {
 
     /// `file:offset` for messages: of an event, or of the last commit.
     fn at(&self, pos: Option<u64>) -> String {
-        let pos = pos.or(match &self.end {
+        let pos = pos.or(match self.batch.end() {
             Some(Position::Mysql { pos, .. }) => Some(*pos),
             _ => None,
         });
@@ -371,6 +375,14 @@ impl MysqlSource {
             }
             self.in_tx = true;
             self.tx_seq = 0;
+            return Ok(());
+        }
+        if header.event_type_raw() == MARIADB_GTID_LIST_EVENT {
+            // The GTID state at the start of a binlog file: count (low 28 bits of
+            // a u32 LE), then (domain u32, server u32, seq u64) entries.
+            for (domain, gtid) in parse_gtid_list(event.data()) {
+                self.gtid_state.insert(domain, gtid);
+            }
             return Ok(());
         }
         let data = event.read_data().map_err(|e| SourceError::Decode {
@@ -477,9 +489,8 @@ impl MysqlSource {
         if let Some((domain, gtid)) = self.gtid.take() {
             self.gtid_state.insert(domain, gtid);
         }
-        self.complete = self.events.len();
         let gtid: Vec<&str> = self.gtid_state.values().map(String::as_str).collect();
-        self.end = Some(Position::Mysql {
+        self.batch.commit(Position::Mysql {
             file: self.file.clone(),
             pos: next_pos,
             row: None,
@@ -610,7 +621,7 @@ impl MysqlSource {
             gtid: None,
         };
         let transaction = self.transaction();
-        self.events.push(ChangeEvent {
+        self.batch.push(ChangeEvent {
             op,
             before,
             after,
@@ -658,7 +669,7 @@ impl MysqlSource {
             let (db, table): (Arc<str>, Arc<str>) = (db.as_str().into(), table.as_str().into());
             let source = self.source(&db, &table, ts);
             let transaction = self.transaction();
-            self.events.push(ChangeEvent {
+            self.batch.push(ChangeEvent {
                 op: if truncate { Op::Truncate } else { Op::Schema },
                 before: None,
                 after: None,
@@ -851,6 +862,21 @@ mod tests {
             "mariadb-bin.000003"
         );
         assert_eq!(binlog_name("mariadb-bin.000003"), "mariadb-bin.000003");
+    }
+
+    #[test]
+    fn gtid_list_entries_decode() {
+        let mut data = 2u32.to_le_bytes().to_vec();
+        for (domain, server, seq) in [(0u32, 1u32, 42u64), (3, 7, 9)] {
+            data.extend(domain.to_le_bytes());
+            data.extend(server.to_le_bytes());
+            data.extend(seq.to_le_bytes());
+        }
+        assert_eq!(
+            parse_gtid_list(&data),
+            vec![(0, "0-1-42".to_string()), (3, "3-7-9".to_string())]
+        );
+        assert!(parse_gtid_list(&data[..10]).is_empty());
     }
 
     #[test]

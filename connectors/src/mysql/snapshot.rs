@@ -11,12 +11,12 @@
 use super::schema::{read_columns, TableColumns};
 use super::{connect, my_error};
 use crate::event::{now_ms, ChangeEvent, Op, Position, Row, SourceInfo};
+use crate::progress::SnapshotProgress;
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -38,7 +38,7 @@ pub struct Snapshot {
     ordinal: u64,
     chunk_rows: usize,
     pipeline: Arc<str>,
-    last_log: Instant,
+    progress: SnapshotProgress,
 }
 
 /// `SHOW STATUS`-style rows (name, value) as pairs of strings.
@@ -151,7 +151,7 @@ impl Snapshot {
             ordinal: 0,
             chunk_rows: chunk_rows.max(1),
             pipeline,
-            last_log: Instant::now(),
+            progress: SnapshotProgress::default(),
         })
     }
 
@@ -235,17 +235,12 @@ impl Snapshot {
                 );
             }
             reader.rows_done += rows.len() as u64;
-            if finished || self.last_log.elapsed() > Duration::from_secs(10) {
-                tracing::info!(
-                    "snapshot {}.{}: {} of ~{} rows{}",
-                    cols.db,
-                    cols.table,
-                    reader.rows_done,
-                    cols.estimated_rows.max(reader.rows_done),
-                    if finished { ", done" } else { "" }
-                );
-                self.last_log = Instant::now();
-            }
+            self.progress.chunk(
+                &format_args!("{}.{}", cols.db, cols.table),
+                reader.rows_done,
+                cols.estimated_rows,
+                finished,
+            );
             if finished {
                 self.pending.pop_front();
             }

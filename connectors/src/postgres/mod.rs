@@ -24,6 +24,7 @@ pub mod values;
 
 pub use table::TableName;
 
+use crate::batcher::Batcher;
 use crate::event::{
     lsn_text, now_ms, Batch, ChangeEvent, ColumnInfo, Op, Position, Row, SourceInfo,
     TransactionInfo,
@@ -114,12 +115,7 @@ pub struct PostgresSource {
     phase: Phase,
     relations: HashMap<u32, TableSchema>,
     tx: Option<Transaction>,
-    /// Events read but not yet handed on; the first `complete` of them belong to
-    /// transactions whose commit has been read.
-    events: Vec<ChangeEvent>,
-    complete: usize,
-    /// End of the last complete transaction not yet handed on, and since when.
-    end: Option<(Position, Instant)>,
+    batch: Batcher,
     /// Where the stream is, for error messages.
     last_lsn: u64,
     /// Schema events waiting for their table's next change, by relation id.
@@ -293,9 +289,7 @@ impl PostgresSource {
             phase,
             relations: HashMap::new(),
             tx: None,
-            events: Vec::new(),
-            complete: 0,
-            end: None,
+            batch: Batcher::default(),
             last_lsn: 0,
             pending_schema: HashMap::new(),
             ended: false,
@@ -329,23 +323,24 @@ impl PostgresSource {
     async fn next_stream_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         loop {
             if self.ended || *self.control.stop.borrow() {
-                return Ok(self.take_complete());
+                self.tx = None;
+                return Ok(self.batch.take_complete());
             }
             let at_boundary = self.tx.is_none();
-            if self.events.len() >= self.cfg.max_batch_events.max(1) {
-                return Ok(Some(self.take_all()));
+            if self.batch.len() >= self.cfg.max_batch_events.max(1) {
+                return Ok(Some(self.batch.take()));
             }
-            let received = if at_boundary && self.complete > 0 {
+            let received = if at_boundary && self.batch.has_complete_events() {
                 // Something to hand on: take more only if it is already here.
                 match tokio::time::timeout(Duration::ZERO, self.repl.recv()).await {
                     Ok(received) => received,
-                    Err(_) => return Ok(Some(self.take_all())),
+                    Err(_) => return Ok(Some(self.batch.take())),
                 }
             } else {
                 let flush_empty_at = self
-                    .end
-                    .as_ref()
-                    .map(|(_, since)| *since + EMPTY_BATCH_DELAY);
+                    .batch
+                    .end_since()
+                    .map(|since| since + EMPTY_BATCH_DELAY);
                 tokio::select! {
                     biased;
                     Ok(()) = self.control.stop.changed() => continue,
@@ -354,7 +349,7 @@ impl PostgresSource {
                         continue;
                     }
                     _ = tokio::time::sleep_until(flush_empty_at.unwrap_or_else(Instant::now)), if flush_empty_at.is_some() && at_boundary => {
-                        return Ok(Some(self.take_all()));
+                        return Ok(Some(self.batch.take()));
                     }
                     received = self.repl.recv() => received,
                 }
@@ -375,24 +370,6 @@ impl PostgresSource {
         }
     }
 
-    /// Everything read so far; `end` covers the complete transactions in it.
-    fn take_all(&mut self) -> Batch {
-        self.complete = 0;
-        Batch {
-            events: std::mem::take(&mut self.events),
-            end: self.end.take().map(|(p, _)| p),
-        }
-    }
-
-    /// On stop: only complete transactions, so the cursor lands on the last
-    /// event written. The rest is read again on the next start.
-    fn take_complete(&mut self) -> Option<Batch> {
-        self.events.truncate(self.complete);
-        self.tx = None;
-        let batch = self.take_all();
-        (!batch.events.is_empty() || batch.end.is_some()).then_some(batch)
-    }
-
     async fn handle(&mut self, event: ReplicationEvent) -> Result<(), SourceError> {
         match event {
             ReplicationEvent::Begin {
@@ -409,11 +386,8 @@ impl PostgresSource {
             }
             ReplicationEvent::Commit { lsn, end_lsn, .. } => {
                 self.tx = None;
-                self.complete = self.events.len();
-                self.end = Some((
-                    Position::postgres(lsn.as_u64(), end_lsn.as_u64()),
-                    Instant::now(),
-                ));
+                self.batch
+                    .commit(Position::postgres(lsn.as_u64(), end_lsn.as_u64()));
                 self.last_lsn = end_lsn.as_u64();
                 if self
                     .cfg
@@ -628,7 +602,7 @@ impl PostgresSource {
             // handed to changes are record starts, so no change has that LSN.
             let at = lsn.saturating_sub(1);
             tx.seq += 1;
-            self.events.push(ChangeEvent {
+            self.batch.push(ChangeEvent {
                 op: Op::Schema,
                 before: None,
                 after: None,
@@ -649,7 +623,7 @@ impl PostgresSource {
             });
         }
         tx.seq += 1;
-        self.events.push(ChangeEvent {
+        self.batch.push(ChangeEvent {
             op,
             before,
             after,

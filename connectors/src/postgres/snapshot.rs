@@ -11,10 +11,10 @@
 use super::catalog::{self, quote_ident, TableShape, TypeKinds};
 use super::table::{Column, TableSchema};
 use crate::event::{now_ms, ChangeEvent, Op, Position, SourceInfo};
+use crate::progress::SnapshotProgress;
 use crate::SourceError;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 /// A string literal, for the simple query protocol (standard_conforming_strings).
@@ -45,7 +45,7 @@ pub struct Snapshot {
     chunk_rows: i64,
     pipeline: Arc<str>,
     db: Arc<str>,
-    last_log: Instant,
+    progress: SnapshotProgress,
 }
 
 impl Snapshot {
@@ -91,7 +91,7 @@ impl Snapshot {
             chunk_rows: chunk_rows.max(1) as i64,
             pipeline,
             db,
-            last_log: Instant::now(),
+            progress: SnapshotProgress::default(),
         })
     }
 
@@ -194,15 +194,12 @@ impl Snapshot {
                 );
             }
             reader.rows_done += rows.len() as u64;
-            if finished || self.last_log.elapsed() > Duration::from_secs(10) {
-                tracing::info!(
-                    "snapshot {table}: {} of ~{} rows{}",
-                    reader.rows_done,
-                    reader.estimated_rows.max(reader.rows_done as i64),
-                    if finished { ", done" } else { "" }
-                );
-                self.last_log = Instant::now();
-            }
+            self.progress.chunk(
+                &table,
+                reader.rows_done,
+                reader.estimated_rows.max(0) as u64,
+                finished,
+            );
             if finished {
                 self.pending.pop_front();
             }

@@ -1,0 +1,74 @@
+//! Collects a source's events into batches that end on transaction boundaries,
+//! the same way for every connector.
+//!
+//! Events of a transaction still being read may ride along in a batch (a large
+//! transaction is split), but a batch's `end` always names the end of the last
+//! transaction completed in it, so the cursor never lands mid-transaction.
+
+use crate::event::{Batch, ChangeEvent, Position};
+use tokio::time::Instant;
+
+#[derive(Default)]
+pub struct Batcher {
+    events: Vec<ChangeEvent>,
+    /// How many of `events` belong to transactions whose commit was read.
+    complete: usize,
+    /// End of the last complete transaction not yet handed on, and since when.
+    end: Option<(Position, Instant)>,
+}
+
+impl Batcher {
+    pub fn push(&mut self, event: ChangeEvent) {
+        self.events.push(event);
+    }
+
+    pub fn last_mut(&mut self) -> Option<&mut ChangeEvent> {
+        self.events.last_mut()
+    }
+
+    /// A transaction's commit was read; `end` is where reading resumes after it.
+    pub fn commit(&mut self, end: Position) {
+        self.complete = self.events.len();
+        self.end = Some((end, Instant::now()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// True when complete transactions with events wait to be handed on.
+    pub fn has_complete_events(&self) -> bool {
+        self.complete > 0
+    }
+
+    /// The end of the last complete transaction not yet handed on.
+    pub fn end(&self) -> Option<&Position> {
+        self.end.as_ref().map(|(p, _)| p)
+    }
+
+    /// Since when an end has been waiting.
+    pub fn end_since(&self) -> Option<Instant> {
+        self.end.as_ref().map(|(_, since)| *since)
+    }
+
+    /// Everything read so far; `end` covers the complete transactions in it.
+    pub fn take(&mut self) -> Batch {
+        self.complete = 0;
+        Batch {
+            events: std::mem::take(&mut self.events),
+            end: self.end.take().map(|(p, _)| p),
+        }
+    }
+
+    /// On stop: only complete transactions, so the cursor lands on the last
+    /// event written; the rest is read again on the next start.
+    pub fn take_complete(&mut self) -> Option<Batch> {
+        self.events.truncate(self.complete);
+        let batch = self.take();
+        (!batch.events.is_empty() || batch.end.is_some()).then_some(batch)
+    }
+}
