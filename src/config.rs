@@ -59,7 +59,7 @@ pub struct PipelineConfig {
 }
 
 fn default_max_batch_events() -> usize {
-    4096
+    1024
 }
 
 #[derive(Debug, Deserialize)]
