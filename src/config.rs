@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tidemark_connectors::mysql::MysqlConfig;
+use tidemark_connectors::poll::{PollConfig, PollTable};
 use tidemark_connectors::postgres::{self, PostgresConfig, TableName};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,71 @@ fn default_max_batch_events() -> usize {
 pub enum SourceConfig {
     Postgres(PostgresSource),
     Mysql(MysqlSource),
+    Poll(PollSource),
+}
+
+/// Query-based capture (PostgreSQL for now).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSource {
+    pub url: String,
+    /// Pause between polls that found nothing (`500ms`, `2s`, `1m`).
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    pub table: Vec<PollTableSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollTableSource {
+    pub name: String,
+    pub cursor_column: String,
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// How far behind the watermark each poll reads again (timestamp cursors).
+    #[serde(default = "default_lag_window")]
+    pub lag_window: String,
+    pub deleted_column: Option<String>,
+}
+
+fn default_interval() -> String {
+    "2s".into()
+}
+
+fn default_page_size() -> usize {
+    1000
+}
+
+fn default_lag_window() -> String {
+    "5s".into()
+}
+
+/// Never print the URL: it may carry a password.
+impl std::fmt::Debug for PollSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollSource")
+            .field("url", &"<redacted>")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `250ms`, `2s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// MySQL and MariaDB alike.
@@ -246,6 +312,41 @@ impl Config {
                     return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
                 }
             }
+            SourceConfig::Poll(poll) => {
+                if !poll.url.starts_with("postgres://") && !poll.url.starts_with("postgresql://") {
+                    return Err(invalid(
+                        "source.url",
+                        "poll sources read PostgreSQL for now (postgres://)",
+                    ));
+                }
+                postgres::parse_url(&poll.url).map_err(|e| invalid("source.url", e.to_string()))?;
+                if parse_duration(&poll.interval).is_none_or(|d| d.is_zero()) {
+                    return Err(invalid(
+                        "source.interval",
+                        format!("{:?} is not a duration like 2s or 500ms", poll.interval),
+                    ));
+                }
+                if poll.page_size == 0 {
+                    return Err(invalid("source.page_size", "must be at least 1"));
+                }
+                if poll.table.is_empty() {
+                    return Err(invalid("source.table", "lists no table ([[source.table]])"));
+                }
+                for table in &poll.table {
+                    if TableName::parse(&table.name).is_none() {
+                        return Err(invalid(
+                            "source.table.name",
+                            format!("{:?} is not `schema.table`", table.name),
+                        ));
+                    }
+                    if parse_duration(&table.lag_window).is_none() {
+                        return Err(invalid(
+                            "source.table.lag_window",
+                            format!("{:?} is not a duration like 5s", table.lag_window),
+                        ));
+                    }
+                }
+            }
             SourceConfig::Mysql(my) => {
                 if !my.url.starts_with("mysql://") {
                     return Err(invalid("source.url", "must be a mysql:// URL"));
@@ -275,6 +376,32 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The connector's view of a poll `[source]`; `None` for other sources.
+    pub fn poll(&self) -> Option<PollConfig> {
+        let SourceConfig::Poll(poll) = &self.source else {
+            return None;
+        };
+        Some(PollConfig {
+            pipeline: self.pipeline.name.clone(),
+            url: poll.url.clone(),
+            tables: poll
+                .table
+                .iter()
+                .filter_map(|t| {
+                    Some(PollTable {
+                        name: TableName::parse(&t.name)?,
+                        cursor_column: t.cursor_column.clone(),
+                        key: t.key.clone(),
+                        lag_window: parse_duration(&t.lag_window)?,
+                        deleted_column: t.deleted_column.clone(),
+                    })
+                })
+                .collect(),
+            interval: parse_duration(&poll.interval).unwrap_or(std::time::Duration::from_secs(2)),
+            page_size: poll.page_size,
+        })
     }
 
     /// The connector's view of a MySQL `[source]`; `None` for other sources.

@@ -10,6 +10,7 @@ use tidemark::pipeline::{self, AnySource};
 use tidemark::sinks::{AnySink, FileSink, StdoutSink};
 use tidemark_connectors::event::{lsn_text, parse_lsn};
 use tidemark_connectors::mysql::{self, MysqlSource};
+use tidemark_connectors::poll::PollSource;
 use tidemark_connectors::postgres::{self, PostgresSource};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -150,10 +151,16 @@ fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
 
 async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let problems = match (config.postgres(None), config.mysql(None)) {
-        (Some(pg), _) => postgres::check(&pg).await?,
-        (None, Some(my)) => mysql::check(&my).await?,
-        (None, None) => Vec::new(),
+    let problems = match (config.postgres(None), config.mysql(None), config.poll()) {
+        (Some(pg), _, _) => postgres::check(&pg).await?,
+        (_, Some(my), _) => mysql::check(&my).await?,
+        // Opening a poll source checks every table and column without writing.
+        (_, _, Some(poll)) => {
+            let (_handle, control) = tidemark_connectors::control();
+            PollSource::open(poll, None, control).await?;
+            Vec::new()
+        }
+        _ => Vec::new(),
     };
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
@@ -172,14 +179,21 @@ async fn run(
     let mut cursor = cursor_store(&config);
     let resume = cursor.load().await?;
     let (handle, control) = tidemark_connectors::control();
-    let source = match (config.postgres(stop_at_lsn), config.mysql(stop_at_binlog)) {
-        (Some(pg), _) => {
+    let source = match (
+        config.postgres(stop_at_lsn),
+        config.mysql(stop_at_binlog),
+        config.poll(),
+    ) {
+        (Some(pg), _, _) => {
             AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
         }
-        (None, Some(my)) => {
+        (_, Some(my), _) => {
             AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
         }
-        (None, None) => bail!("source: no source configured"),
+        (_, _, Some(poll)) => {
+            AnySource::Poll(Box::new(PollSource::open(poll, resume, control).await?))
+        }
+        _ => bail!("source: no source configured"),
     };
     tracing::info!("pipeline {} running", config.pipeline.name);
 

@@ -11,6 +11,7 @@ use crate::cursor::{CursorError, CursorStore};
 use crate::sinks::{AnySink, SinkError};
 use std::time::{Duration, Instant};
 use tidemark_connectors::mysql::MysqlSource;
+use tidemark_connectors::poll::PollSource;
 use tidemark_connectors::postgres::PostgresSource;
 use tidemark_connectors::{Batch, Position, SourceError};
 use tokio::sync::{mpsc, watch};
@@ -31,6 +32,7 @@ pub enum PipelineError {
 pub enum AnySource {
     Postgres(Box<PostgresSource>),
     Mysql(Box<MysqlSource>),
+    Poll(Box<PollSource>),
 }
 
 impl AnySource {
@@ -38,6 +40,7 @@ impl AnySource {
         match self {
             AnySource::Postgres(source) => source.next_batch().await,
             AnySource::Mysql(source) => source.next_batch().await,
+            AnySource::Poll(source) => source.next_batch().await,
         }
     }
 
@@ -45,8 +48,21 @@ impl AnySource {
         match self {
             AnySource::Postgres(source) => source.close().await,
             AnySource::Mysql(source) => source.close().await,
+            AnySource::Poll(source) => source.close().await,
         }
     }
+}
+
+/// The part of a position string within which positions are ordered: the
+/// whole log for Postgres and MySQL (`pg`, `my`), one table for polling
+/// (`poll:schema.table`).
+fn dedup_scope(position: &str) -> &str {
+    let end = if position.starts_with("poll:") {
+        position.find('=')
+    } else {
+        position.find(':')
+    };
+    &position[..end.unwrap_or(position.len())]
 }
 
 /// What a run did.
@@ -90,11 +106,18 @@ pub async fn run(
         while let Some(mut batch) = rx.recv().await {
             if let Some(last) = &resume_after {
                 let before = batch.events.len();
-                batch
-                    .events
-                    .retain(|e| e.position.to_string().as_str() > last.as_str());
+                let mut passed = false;
+                batch.events.retain(|e| {
+                    let position = e.position.to_string();
+                    if dedup_scope(&position) != dedup_scope(last) {
+                        return true;
+                    }
+                    let keep = position.as_str() > last.as_str();
+                    passed |= keep;
+                    keep
+                });
                 summary.skipped_duplicates += (before - batch.events.len()) as u64;
-                if !batch.events.is_empty() {
+                if passed {
                     resume_after = None;
                 }
             }
@@ -140,4 +163,19 @@ pub async fn run(
         );
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dedup_scope;
+
+    #[test]
+    fn positions_compare_only_within_their_log_or_table() {
+        assert_eq!(dedup_scope("pg:0000000000000100:0000000000000090"), "pg");
+        assert_eq!(dedup_scope("my:00000001:0000000000000004:00000000"), "my");
+        assert_eq!(
+            dedup_scope("poll:public.a=2026-11-21T00:00:00.000000Z:1"),
+            "poll:public.a"
+        );
+    }
 }

@@ -57,6 +57,10 @@ pub enum Position {
     /// A MySQL/MariaDB binlog position: `pos` is an event's start offset in
     /// `file` (for a cursor: where reading resumes), `row` the row's index within
     /// a rows event (events only).
+    /// Query-based capture: the watermark of every polled table.
+    Poll {
+        tables: std::collections::BTreeMap<String, Watermark>,
+    },
     Mysql {
         file: String,
         pos: u64,
@@ -67,6 +71,17 @@ pub enum Position {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gtid: Option<String>,
     },
+}
+
+/// Where polling a table has got to: the last `(cursor value, key)` read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The cursor column's value as the database prints it (used in queries).
+    pub value: String,
+    /// The same value in a form that sorts byte-wise (fixed-width).
+    pub sort: String,
+    /// The key columns' values, as the database prints them.
+    pub key: Vec<String>,
 }
 
 /// The numeric suffix of a binlog file name (`mariadb-bin.000042` → 42).
@@ -115,6 +130,30 @@ impl fmt::Display for Position {
                     put(b":");
                     put(&hex::<16>(*row));
                 }
+            }
+            Position::Poll { tables } => {
+                // Per table: `table=<sortable cursor value>:<key>...`; numeric key
+                // values are zero-padded so ties on the cursor sort by key.
+                let parts: Vec<String> = tables
+                    .iter()
+                    .map(|(t, w)| {
+                        let mut part = format!("{t}={}", w.sort);
+                        for k in &w.key {
+                            match k.parse::<i64>() {
+                                Ok(n) => part.push_str(&format!(
+                                    ":{:020}",
+                                    (n as i128 + i64::MAX as i128 + 1) as u128
+                                )),
+                                Err(_) => {
+                                    part.push(':');
+                                    part.push_str(k);
+                                }
+                            }
+                        }
+                        part
+                    })
+                    .collect();
+                return write!(f, "poll:{}", parts.join(","));
             }
             Position::Mysql { file, pos, row, .. } => {
                 put(b"my:");
@@ -210,6 +249,8 @@ pub struct SourceInfo {
     pub lsn: Option<u64>,
     pub commit_lsn: Option<u64>,
     pub tx_id: Option<u32>,
+    /// Query-based capture: the cursor column's value.
+    pub watermark: Option<String>,
 }
 
 impl Serialize for SourceInfo {
@@ -230,6 +271,9 @@ impl Serialize for SourceInfo {
         }
         if let Some(tx_id) = self.tx_id {
             st.serialize_field("txId", &tx_id)?;
+        }
+        if let Some(watermark) = &self.watermark {
+            st.serialize_field("watermark", watermark)?;
         }
         st.end()
     }

@@ -8,6 +8,7 @@
 pub mod batcher;
 pub mod event;
 pub mod mysql;
+pub mod poll;
 pub mod postgres;
 pub mod progress;
 

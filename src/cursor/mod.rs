@@ -82,6 +82,22 @@ pub fn compare(a: &Position, b: &Position) -> Option<std::cmp::Ordering> {
             use tidemark_connectors::event::binlog_index;
             Some((binlog_index(fa), pa).cmp(&(binlog_index(fb), pb)))
         }
+        // Every table's watermark must stay or move forward.
+        (Position::Poll { tables: ta }, Position::Poll { tables: tb }) => {
+            let mut order = std::cmp::Ordering::Equal;
+            for (table, wa) in ta {
+                let Some(wb) = tb.get(table) else { continue };
+                match (&wa.sort, &wa.key).cmp(&(&wb.sort, &wb.key)) {
+                    std::cmp::Ordering::Greater => return Some(std::cmp::Ordering::Greater),
+                    std::cmp::Ordering::Less => order = std::cmp::Ordering::Less,
+                    std::cmp::Ordering::Equal => {}
+                }
+            }
+            if order == std::cmp::Ordering::Equal && tb.len() > ta.len() {
+                order = std::cmp::Ordering::Less;
+            }
+            Some(order)
+        }
         _ => None,
     }
 }

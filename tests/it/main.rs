@@ -6,4 +6,5 @@ mod cli;
 mod common;
 mod crash;
 mod mysql;
+mod poll;
 mod snapshot;

@@ -576,6 +576,7 @@ impl MysqlSource {
             lsn: None,
             commit_lsn: None,
             tx_id: None,
+            watermark: None,
         }
     }
 

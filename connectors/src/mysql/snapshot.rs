@@ -211,6 +211,7 @@ impl Snapshot {
                         lsn: None,
                         commit_lsn: None,
                         tx_id: None,
+                        watermark: None,
                     },
                     // Just before the snapshot position: no binlog event starts
                     // there, and it sorts before everything streamed after it.

@@ -595,6 +595,7 @@ impl PostgresSource {
             lsn: Some(lsn),
             commit_lsn: Some(tx.commit_lsn),
             tx_id: Some(tx.xid),
+            watermark: None,
         };
         if let Some(columns) = self.pending_schema.remove(&relation) {
             // A table's schema event comes just before its first change under the

@@ -172,6 +172,7 @@ impl Snapshot {
                         lsn: Some(self.consistent_point),
                         commit_lsn: Some(self.consistent_point),
                         tx_id: None,
+                        watermark: None,
                     },
                     position: Position::Postgres {
                         commit_lsn: self.consistent_point,
