@@ -81,6 +81,10 @@ pub struct PollSource {
     pub interval: String,
     #[serde(default = "default_page_size")]
     pub page_size: usize,
+    /// Timestamp cursors: never read past the start of the oldest open writing
+    /// transaction, so late commits cannot be missed.
+    #[serde(default)]
+    pub wait_for_open_transactions: bool,
     pub table: Vec<PollTableSource>,
 }
 
@@ -401,6 +405,7 @@ impl Config {
                 .collect(),
             interval: parse_duration(&poll.interval).unwrap_or(std::time::Duration::from_secs(2)),
             page_size: poll.page_size,
+            wait_for_open_transactions: poll.wait_for_open_transactions,
         })
     }
 

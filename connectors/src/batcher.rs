@@ -6,7 +6,11 @@
 //! transaction completed in it, so the cursor never lands mid-transaction.
 
 use crate::event::{Batch, ChangeEvent, Position};
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// See [`Batcher::empty_end_due`].
+pub const EMPTY_BATCH_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Batcher {
@@ -50,9 +54,13 @@ impl Batcher {
         self.end.as_ref().map(|(p, _)| p)
     }
 
-    /// Since when an end has been waiting.
-    pub fn end_since(&self) -> Option<Instant> {
-        self.end.as_ref().map(|(_, since)| *since)
+    /// When a batch holding only the end of transactions without captured
+    /// changes is due: a moment after that end was read, so that a busy server's
+    /// foreign transactions do not cost one cursor write each.
+    pub fn empty_end_due(&self) -> Option<Instant> {
+        self.end
+            .as_ref()
+            .map(|(_, since)| *since + EMPTY_BATCH_DELAY)
     }
 
     /// Everything read so far; `end` covers the complete transactions in it.

@@ -118,6 +118,58 @@ async fn poll_late_commit_inside_the_window_appears_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn poll_waiting_for_open_transactions_misses_no_late_commit_without_a_window() {
+    let db = TestDb::new("tm_poll_wait").await;
+    db.client
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT now(), deleted_at timestamptz)")
+        .await
+        .expect("ddl");
+    // No lag window at all: only the bound on open transactions keeps row 100.
+    let config = poll_config(
+        &db,
+        &ORDERS.replace("lag_window = \"5s\"", "lag_window = \"0s\""),
+    );
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "page_size = 10",
+        "page_size = 10\nwait_for_open_transactions = true",
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut daemon = Daemon::start(&config);
+    let late = connect(&db.name).await;
+    late.batch_execute("BEGIN; INSERT INTO orders (id) VALUES (100)")
+        .await
+        .expect("begin");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    db.client
+        .batch_execute("INSERT INTO orders (id) VALUES (101)")
+        .await
+        .expect("insert");
+    // Row 101 waits while the older transaction is open...
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        count_id(&db.events(), 101),
+        0,
+        "read past an open transaction"
+    );
+    late.batch_execute("COMMIT").await.expect("commit");
+    // ...and both arrive, in stamp order, once it commits.
+    daemon
+        .wait_for("both rows", Duration::from_secs(30), || async {
+            db.events().len() >= 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.stop().await;
+    let events = db.events();
+    assert_eq!(
+        (count_id(&events, 100), count_id(&events, 101)),
+        (1, 1),
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["key"]["id"], 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn poll_sigkill_three_times_loses_nothing() {
     let db = TestDb::new("tm_poll_crash").await;
     db.client

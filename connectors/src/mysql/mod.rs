@@ -309,16 +309,20 @@ impl MysqlSource {
             let Some(stream) = self.stream.as_mut() else {
                 return Err(SourceError::Setup("binlog stream not open".into()));
             };
-            let next = if !self.in_tx && self.batch.end().is_some() {
+            let next = if !self.in_tx && self.batch.has_complete_events() {
                 // Something to hand on: take more only if it is already here.
                 match tokio::time::timeout(Duration::ZERO, stream.next()).await {
                     Ok(next) => next,
                     Err(_) => return Ok(Some(self.batch.take())),
                 }
             } else {
+                let due = self.batch.empty_end_due().filter(|_| !self.in_tx);
                 tokio::select! {
                     biased;
                     Ok(()) = self.control.stop.changed() => continue,
+                    _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                        return Ok(Some(self.batch.take()));
+                    }
                     next = stream.next() => next,
                 }
             };
@@ -391,7 +395,7 @@ impl MysqlSource {
         })?;
         let ts = header.timestamp();
         match data {
-            Some(EventData::RotateEvent(rotate)) => self.file = binlog_name(&rotate.name()),
+            Some(EventData::RotateEvent(_)) => self.file = rotate_name(&event),
             Some(EventData::QueryEvent(query)) => match query.query().trim() {
                 "BEGIN" => self.in_tx = true,
                 "COMMIT" => self.commit(next_pos),
@@ -773,17 +777,30 @@ fn ddl_tables(default_db: &str, sql: &str, captured: &[(String, String)]) -> Vec
         .collect()
 }
 
-/// The artificial first ROTATE event's name can carry trailing checksum bytes:
-/// keep `<base>.<digits>` only.
-fn binlog_name(raw: &str) -> String {
-    if let Some(dot) = raw.rfind('.') {
-        let digits: String = raw[dot + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
-        return format!("{}.{digits}", &raw[..dot]);
+/// The file a ROTATE event names. The artificial first one arrives before the
+/// format description, so the reader does not know checksums are on and leaves
+/// the 4 CRC32 bytes at the end of the name: they are cut when they are the
+/// checksum of the event, which only checksum bytes can be.
+fn rotate_name(event: &Event) -> String {
+    let header = event.header();
+    let body = event.data();
+    let name =
+        |end: usize| String::from_utf8_lossy(body.get(8..end).unwrap_or_default()).into_owned();
+    if body.len() >= 12 {
+        let (payload, crc) = body.split_at(body.len() - 4);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header.timestamp().to_le_bytes());
+        hasher.update(&[header.event_type_raw()]);
+        hasher.update(&header.server_id().to_le_bytes());
+        hasher.update(&header.event_size().to_le_bytes());
+        hasher.update(&header.log_pos().to_le_bytes());
+        hasher.update(&header.flags_raw().to_le_bytes());
+        hasher.update(payload);
+        if crc.try_into().map(u32::from_le_bytes).ok() == Some(hasher.finalize()) {
+            return name(payload.len());
+        }
     }
-    raw.to_string()
+    name(body.len())
 }
 
 /// Column names, kinds, wire layout and key from a TABLE_MAP event's metadata
@@ -855,15 +872,6 @@ fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rotate_names_lose_trailing_checksum_bytes() {
-        assert_eq!(
-            binlog_name("mariadb-bin.000003\u{1}\u{2}x"),
-            "mariadb-bin.000003"
-        );
-        assert_eq!(binlog_name("mariadb-bin.000003"), "mariadb-bin.000003");
-    }
 
     #[test]
     fn gtid_list_entries_decode() {

@@ -18,6 +18,11 @@
 //!   emitted again, with the same `position` (at-least-once).
 //! - Only the latest state of a row is seen; intermediate updates between two
 //!   polls are not.
+//! - With `wait_for_open_transactions`, each poll of a timestamp cursor stops
+//!   before the start time of the oldest transaction that holds a transaction id
+//!   (a writer): rows stamped by a transaction are stamped at or after its start,
+//!   so none can commit behind the watermark. This assumes the cursor column is
+//!   set from the transaction's clock (`now()`, a trigger), not by the client.
 
 use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, SourceInfo, Watermark};
 use crate::postgres::catalog::{self, quote_ident, TypeKinds};
@@ -49,6 +54,10 @@ pub struct PollConfig {
     /// Pause between polls that found nothing new (doubled while idle, up to 8x).
     pub interval: Duration,
     pub page_size: usize,
+    /// Timestamp cursors: read only rows stamped before the start of the oldest
+    /// transaction still writing, so no late commit can land behind the
+    /// watermark (immune to long transactions, at the cost of lag while one runs).
+    pub wait_for_open_transactions: bool,
 }
 
 /// A table being polled: its layout, queries and watermark.
@@ -164,6 +173,24 @@ impl PollSource {
                 .map_err(err(format!("check the type of {}.{}", table.name, table.cursor_column)))?
                 .get(0);
             let cursor_type = catalog::type_name(&client, cursor_oid, -1).await?;
+            let indexed: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+                     AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2)",
+                    &[&table.name.quoted(), &table.cursor_column],
+                )
+                .await
+                .map_err(err(format!("look up the indexes of {}", table.name)))?
+                .get(0);
+            if !indexed {
+                tracing::warn!(
+                    "source.table.cursor_column: no index on {} starts with {}: every poll scans the table (CREATE INDEX ON {} ({}, ...))",
+                    table.name,
+                    table.cursor_column,
+                    table.name,
+                    quote_ident(&table.cursor_column)
+                );
+            }
             if !orderable {
                 return Err(SourceError::Setup(format!(
                     "source.table.cursor_column: {}.{} is of type {cursor_type}, which cannot be ordered; use a timestamp or an increasing number",
@@ -299,6 +326,18 @@ impl PollSource {
                 &table.key_types,
             )),
             (None, None) => None,
+        };
+        let bound = if table.timed && self.cfg.wait_for_open_transactions {
+            let oldest = format!(
+                "{cursor_col} < (SELECT coalesce(min(xact_start), clock_timestamp()) FROM pg_stat_activity \
+                 WHERE backend_xid IS NOT NULL AND datname = current_database() AND pid <> pg_backend_pid())"
+            );
+            Some(match bound {
+                Some(b) => format!("{b} AND {oldest}"),
+                None => oldest,
+            })
+        } else {
+            bound
         };
         let select: Vec<String> = table
             .schema

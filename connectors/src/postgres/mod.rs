@@ -46,11 +46,6 @@ use tokio_postgres::Client;
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MS: i64 = 946_684_800_000;
 
-/// How long a batch holding only the end of filtered transactions (no events)
-/// waits before it is handed on, so that idle-but-busy servers do not cost one
-/// cursor write per foreign transaction.
-const EMPTY_BATCH_DELAY: Duration = Duration::from_secs(1);
-
 /// What the Postgres connector needs to know.
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
@@ -337,10 +332,7 @@ impl PostgresSource {
                     Err(_) => return Ok(Some(self.batch.take())),
                 }
             } else {
-                let flush_empty_at = self
-                    .batch
-                    .end_since()
-                    .map(|since| since + EMPTY_BATCH_DELAY);
+                let flush_empty_at = self.batch.empty_end_due();
                 tokio::select! {
                     biased;
                     Ok(()) = self.control.stop.changed() => continue,
