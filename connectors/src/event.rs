@@ -84,6 +84,26 @@ pub struct Watermark {
     pub key: Vec<String>,
 }
 
+impl Watermark {
+    /// What orders two watermarks of one table: the sortable cursor value, then
+    /// the key values with integers zero-padded (so `9` sorts before `10`).
+    pub fn order(&self) -> (&str, Vec<String>) {
+        (
+            &self.sort,
+            self.key.iter().map(|k| sortable_key(k)).collect(),
+        )
+    }
+}
+
+/// A key value in a byte-comparable form: integers offset and zero-padded to 20
+/// digits, anything else as is.
+pub fn sortable_key(key: &str) -> String {
+    match key.parse::<i64>() {
+        Ok(n) => format!("{:020}", (n as i128 + i64::MAX as i128 + 1) as u128),
+        Err(_) => key.to_string(),
+    }
+}
+
 /// The numeric suffix of a binlog file name (`mariadb-bin.000042` → 42).
 pub fn binlog_index(file: &str) -> u64 {
     file.rsplit('.')

@@ -87,7 +87,7 @@ pub fn compare(a: &Position, b: &Position) -> Option<std::cmp::Ordering> {
             let mut order = std::cmp::Ordering::Equal;
             for (table, wa) in ta {
                 let Some(wb) = tb.get(table) else { continue };
-                match (&wa.sort, &wa.key).cmp(&(&wb.sort, &wb.key)) {
+                match wa.order().cmp(&wb.order()) {
                     std::cmp::Ordering::Greater => return Some(std::cmp::Ordering::Greater),
                     std::cmp::Ordering::Less => order = std::cmp::Ordering::Less,
                     std::cmp::Ordering::Equal => {}
@@ -99,5 +99,45 @@ pub fn compare(a: &Position, b: &Position) -> Option<std::cmp::Ordering> {
             Some(order)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare;
+    use std::cmp::Ordering;
+    use tidemark_connectors::event::Watermark;
+    use tidemark_connectors::Position;
+
+    fn poll(sort: &str, key: &str) -> Position {
+        Position::Poll {
+            tables: [(
+                "public.t".to_string(),
+                Watermark {
+                    value: String::new(),
+                    sort: sort.into(),
+                    key: vec![key.into()],
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn poll_watermarks_order_numeric_keys_as_numbers() {
+        let ts = "2026-11-21T10:00:00.000000Z";
+        assert_eq!(
+            compare(&poll(ts, "9"), &poll(ts, "10")),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            compare(&poll(ts, "10"), &poll(ts, "9")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            compare(&poll(ts, "10"), &poll("2026-11-21T10:00:01.000000Z", "1")),
+            Some(Ordering::Less)
+        );
+        assert!(poll(ts, "9").to_string() < poll(ts, "10").to_string());
     }
 }

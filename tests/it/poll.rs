@@ -82,6 +82,42 @@ async fn poll_sees_changes_soft_deletes_and_ties_across_pages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn poll_without_a_window_continues_ties_by_key_exactly() {
+    let db = TestDb::new("tm_poll_ties").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, updated_at timestamptz NOT NULL, deleted_at timestamptz);
+             INSERT INTO orders SELECT g, '2026-11-21 10:00:00+00', NULL FROM generate_series(1, 35) g;",
+        )
+        .await
+        .expect("seed");
+    let mut daemon = Daemon::start(&poll_config(
+        &db,
+        &ORDERS.replace("lag_window = \"5s\"", "lag_window = \"0s\""),
+    ));
+    daemon
+        .wait_for("the tied rows", Duration::from_secs(30), || async {
+            db.events().len() >= 35
+        })
+        .await;
+    db.client
+        .batch_execute("INSERT INTO orders VALUES (36, '2026-11-21 10:00:00+00', NULL)")
+        .await
+        .expect("insert");
+    daemon
+        .wait_for("the next tied row", Duration::from_secs(30), || async {
+            db.events().len() >= 36
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.stop().await;
+    let events = db.events();
+    // The watermark continues after key 35 (not after "9", as text order would say).
+    assert_eq!(events.len(), 36, "{events:#?}");
+    assert_each_id_once(&events, 36);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn poll_late_commit_inside_the_window_appears_once() {
     let db = TestDb::new("tm_poll_late").await;
     db.client

@@ -384,16 +384,17 @@ impl PollSource {
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default(),
             );
-            let advance = table
+            let candidate = Watermark {
+                value: value.clone(),
+                sort: sort.clone(),
+                key: key.clone(),
+            };
+            if table
                 .watermark
                 .as_ref()
-                .is_none_or(|w| (sort.as_str(), &key) > (w.sort.as_str(), &w.key));
-            if advance {
-                table.watermark = Some(Watermark {
-                    value: value.clone(),
-                    sort: sort.clone(),
-                    key: key.clone(),
-                });
+                .is_none_or(|w| candidate.order() > w.order())
+            {
+                table.watermark = Some(candidate);
             }
             if table.timed && !table.cfg.lag_window.is_zero() {
                 table.seen.insert(marker.clone());
