@@ -225,6 +225,18 @@ where
     daemon
 }
 
+/// One call of an [`insert_while_killing`] writer on PostgreSQL: rows
+/// `first..first+20` of `table (id int, payload text)` in one transaction.
+pub async fn pg_insert_rows(client: std::sync::Arc<Client>, table: &'static str, first: usize) {
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} SELECT g, repeat('x', 100) || g FROM generate_series({first}, {}) g",
+            first + 19
+        ))
+        .await
+        .expect("insert");
+}
+
 /// Counts `after.id` over the events: every id in 1..=n exactly once.
 pub fn assert_each_id_once(events: &[Value], n: usize) {
     let mut ids = vec![0u32; n + 1];

@@ -20,18 +20,9 @@ async fn sigkill_three_times_loses_nothing() {
     )
     .await;
 
-    let writer_db = std::sync::Arc::new(connect(&db.name).await);
+    let writer = std::sync::Arc::new(connect(&db.name).await);
     let daemon = insert_while_killing(daemon, &config, &db.events_dir(), move |first| {
-        let client = writer_db.clone();
-        async move {
-            client
-                .batch_execute(&format!(
-                    "INSERT INTO rows SELECT g, repeat('x', 100) || g FROM generate_series({first}, {}) g",
-                    first + 19
-                ))
-                .await
-                .expect("insert");
-        }
+        pg_insert_rows(writer.clone(), "rows", first)
     })
     .await;
     let mut daemon = daemon;

@@ -24,6 +24,22 @@ fn count_id(events: &[Value], id: i64) -> usize {
     events.iter().filter(|e| e["key"]["id"] == id).count()
 }
 
+/// Starts a transaction that stamps row 100 at its start and stays open, then
+/// commits row 101 (stamped later) beside it; returns the open transaction's
+/// connection, to commit later.
+async fn begin_late_commit(db: &TestDb) -> tokio_postgres::Client {
+    let late = connect(&db.name).await;
+    late.batch_execute("BEGIN; INSERT INTO orders (id) VALUES (100)")
+        .await
+        .expect("begin");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    db.client
+        .batch_execute("INSERT INTO orders (id) VALUES (101)")
+        .await
+        .expect("insert");
+    late
+}
+
 const ORDERS: &str = "[[source.table]]\nname = \"public.orders\"\ncursor_column = \"updated_at\"\ndeleted_column = \"deleted_at\"\nlag_window = \"5s\"";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,16 +141,7 @@ async fn poll_late_commit_inside_the_window_appears_once() {
         .await
         .expect("ddl");
     let mut daemon = Daemon::start(&poll_config(&db, ORDERS));
-    // A transaction stamps its row at its start and commits later.
-    let late = connect(&db.name).await;
-    late.batch_execute("BEGIN; INSERT INTO orders (id) VALUES (100)")
-        .await
-        .expect("begin");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    db.client
-        .batch_execute("INSERT INTO orders (id) VALUES (101)")
-        .await
-        .expect("insert");
+    let late = begin_late_commit(&db).await;
     daemon
         .wait_for("the later-stamped row", Duration::from_secs(30), || async {
             count_id(&db.events(), 101) == 1
@@ -171,15 +178,7 @@ async fn poll_waiting_for_open_transactions_misses_no_late_commit_without_a_wind
     );
     std::fs::write(&config, text).expect("config");
     let mut daemon = Daemon::start(&config);
-    let late = connect(&db.name).await;
-    late.batch_execute("BEGIN; INSERT INTO orders (id) VALUES (100)")
-        .await
-        .expect("begin");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    db.client
-        .batch_execute("INSERT INTO orders (id) VALUES (101)")
-        .await
-        .expect("insert");
+    let late = begin_late_commit(&db).await;
     // Row 101 waits while the older transaction is open...
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -223,16 +222,7 @@ async fn poll_sigkill_three_times_loses_nothing() {
     let daemon = Daemon::start(&config);
     let writer = Arc::new(connect(&db.name).await);
     let daemon = insert_while_killing(daemon, &config, &db.events_dir(), move |first| {
-        let client = writer.clone();
-        async move {
-            client
-                .batch_execute(&format!(
-                    "INSERT INTO r SELECT g, 'x' FROM generate_series({first}, {}) g",
-                    first + 19
-                ))
-                .await
-                .expect("insert");
-        }
+        pg_insert_rows(writer.clone(), "r", first)
     })
     .await;
     let mut daemon = daemon;
