@@ -75,6 +75,28 @@ pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
 const MARIADB_GTID_EVENT: u8 = 162;
 const MARIADB_GTID_LIST_EVENT: u8 = 163;
 
+/// The GTID-state key of a cursor entry: the MariaDB domain (`0` of `0-1-5`) or
+/// the MySQL source UUID (before `:`).
+fn gtid_key(entry: &str) -> &str {
+    match entry.split_once(':') {
+        Some((uuid, _)) => uuid,
+        None => entry.split('-').next().unwrap_or(entry),
+    }
+}
+
+/// A MySQL server UUID in its usual 8-4-4-4-12 form.
+fn uuid_text(sid: &[u8; 16]) -> String {
+    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// Decodes a MariaDB GTID_LIST event body into `(domain, "domain-server-seq")`.
 fn parse_gtid_list(data: &[u8]) -> Vec<(u32, String)> {
     let le32 = |b: &[u8]| b.try_into().map(u32::from_le_bytes).unwrap_or_default();
@@ -116,8 +138,11 @@ pub struct MysqlSource {
     history: HashMap<(String, String), TableColumns>,
     file: String,
     /// GTID state by domain (`domain-server-seq`), as of the last commit.
-    gtid_state: BTreeMap<u32, String>,
-    gtid: Option<(u32, String)>,
+    /// By MariaDB domain (`"0"`) or MySQL source UUID: `domain-server-seq`, or
+    /// `uuid:1-gno` (MySQL, assuming a gap-free history per source).
+    gtid_state: BTreeMap<String, String>,
+    /// The open transaction's GTID: its state key, state entry and id.
+    gtid: Option<(String, String, String)>,
     tx_seq: u64,
     in_tx: bool,
     batch: Batcher,
@@ -169,9 +194,7 @@ impl MysqlSource {
                     .flat_map(|g| g.split(','))
                     .filter(|e| !e.is_empty())
                 {
-                    if let Some(domain) = entry.split('-').next().and_then(|d| d.parse().ok()) {
-                        gtid_state.insert(domain, entry.to_string());
-                    }
+                    gtid_state.insert(gtid_key(entry).to_string(), entry.to_string());
                 }
                 if !file.is_empty() {
                     if !logs.iter().any(|(name, _)| *name == file) {
@@ -181,6 +204,11 @@ impl MysqlSource {
                     }
                     Start::File(file, pos)
                 } else if let Some(gtid) = gtid.filter(|g| !g.is_empty()) {
+                    if gtid.contains(':') {
+                        return Err(SourceError::Setup(format!(
+                            "cursor holds the MySQL GTID set {gtid} without a binlog file; resuming MySQL from a GTID set alone is not supported yet"
+                        )));
+                    }
                     tracing::info!("resuming from GTID state {gtid}");
                     Start::Gtid(gtid)
                 } else {
@@ -375,7 +403,8 @@ impl MysqlSource {
             if let (Some(seq), Some(domain)) = (data.get(0..8), data.get(8..12)) {
                 let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
                 let domain = u32::from_le_bytes(domain.try_into().unwrap_or_default());
-                self.gtid = Some((domain, format!("{domain}-{}-{seq}", header.server_id())));
+                let id = format!("{domain}-{}-{seq}", header.server_id());
+                self.gtid = Some((domain.to_string(), id.clone(), id));
             }
             self.in_tx = true;
             self.tx_seq = 0;
@@ -385,7 +414,7 @@ impl MysqlSource {
             // The GTID state at the start of a binlog file: count (low 28 bits of
             // a u32 LE), then (domain u32, server u32, seq u64) entries.
             for (domain, gtid) in parse_gtid_list(event.data()) {
-                self.gtid_state.insert(domain, gtid);
+                self.gtid_state.insert(domain.to_string(), gtid);
             }
             return Ok(());
         }
@@ -407,6 +436,18 @@ impl MysqlSource {
                 }
             },
             Some(EventData::XidEvent(_)) => self.commit(next_pos),
+            // MySQL 5.6+/8 GTIDs (untested here: MariaDB sends its own events).
+            Some(EventData::GtidEvent(g)) => {
+                let uuid = uuid_text(&g.sid());
+                let gno = g.gno();
+                self.gtid = Some((
+                    uuid.clone(),
+                    format!("{uuid}:1-{gno}"),
+                    format!("{uuid}:{gno}"),
+                ));
+                self.in_tx = true;
+                self.tx_seq = 0;
+            }
             Some(EventData::TableMapEvent(tme)) => self.table_map(&tme, start)?,
             Some(EventData::RowsEvent(rows)) => {
                 let op = match &rows {
@@ -490,8 +531,8 @@ impl MysqlSource {
 
     fn commit(&mut self, next_pos: u64) {
         self.in_tx = false;
-        if let Some((domain, gtid)) = self.gtid.take() {
-            self.gtid_state.insert(domain, gtid);
+        if let Some((key, entry, _)) = self.gtid.take() {
+            self.gtid_state.insert(key, entry);
         }
         let gtid: Vec<&str> = self.gtid_state.values().map(String::as_str).collect();
         self.batch.commit(Position::Mysql {
@@ -587,7 +628,7 @@ impl MysqlSource {
     fn transaction(&mut self) -> Option<TransactionInfo> {
         self.tx_seq += 1;
         let id = match &self.gtid {
-            Some((_, gtid)) => gtid.clone(),
+            Some((_, _, id)) => id.clone(),
             None => self.at(None),
         };
         Some(TransactionInfo {
@@ -872,6 +913,20 @@ fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtid_keys_and_uuids() {
+        assert_eq!(gtid_key("0-1-42"), "0");
+        assert_eq!(
+            gtid_key("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-23"),
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+        );
+        let sid = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ];
+        assert_eq!(uuid_text(&sid), "3e11fa47-71ca-11e1-9e33-c80aa9429562");
+    }
 
     #[test]
     fn gtid_list_entries_decode() {
