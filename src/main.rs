@@ -157,7 +157,7 @@ async fn check(path: &Path) -> anyhow::Result<()> {
         // Opening a poll source checks every table and column without writing.
         (_, _, Some(poll)) => {
             let (_handle, control) = tidemark_connectors::control();
-            PollSource::open(poll, None, control).await?;
+            PollSource::open(poll, None, None, control).await?;
             Vec::new()
         }
         _ => Vec::new(),
@@ -190,9 +190,9 @@ async fn run(
         (_, Some(my), _) => {
             AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
         }
-        (_, _, Some(poll)) => {
-            AnySource::Poll(Box::new(PollSource::open(poll, resume, control).await?))
-        }
+        (_, _, Some(poll)) => AnySource::Poll(Box::new(
+            PollSource::open(poll, resume, sink.last_position(), control).await?,
+        )),
         _ => bail!("source: no source configured"),
     };
     tracing::info!("pipeline {} running", config.pipeline.name);

@@ -53,16 +53,16 @@ impl AnySource {
     }
 }
 
-/// The part of a position string within which positions are ordered: the
-/// whole log for Postgres and MySQL (`pg`, `my`), one table for polling
-/// (`poll:schema.table`).
-fn dedup_scope(position: &str) -> &str {
-    let end = if position.starts_with("poll:") {
-        position.find('=')
-    } else {
-        position.find(':')
-    };
-    &position[..end.unwrap_or(position.len())]
+/// The log a position string belongs to (`pg`, `my`), within which positions
+/// only grow, so an event at or before the sink's last line was written before.
+/// `None` for polling: a late commit re-read inside the lag window sorts before
+/// rows already written, so only the poll source can tell a repeat (it does, for
+/// tables where positions only grow).
+fn dedup_scope(position: &str) -> Option<&str> {
+    if position.starts_with("poll:") {
+        return None;
+    }
+    position.find(':').map(|end| &position[..end])
 }
 
 /// What a run did.
@@ -109,7 +109,8 @@ pub async fn run(
                 let mut passed = false;
                 batch.events.retain(|e| {
                     let position = e.position.to_string();
-                    if dedup_scope(&position) != dedup_scope(last) {
+                    let scope = dedup_scope(&position);
+                    if scope.is_none() || scope != dedup_scope(last) {
                         return true;
                     }
                     let keep = position.as_str() > last.as_str();
@@ -170,12 +171,19 @@ mod tests {
     use super::dedup_scope;
 
     #[test]
-    fn positions_compare_only_within_their_log_or_table() {
-        assert_eq!(dedup_scope("pg:0000000000000100:0000000000000090"), "pg");
-        assert_eq!(dedup_scope("my:00000001:0000000000000004:00000000"), "my");
+    fn positions_compare_only_within_a_log_and_never_for_polling() {
+        assert_eq!(
+            dedup_scope("pg:0000000000000100:0000000000000090"),
+            Some("pg")
+        );
+        assert_eq!(
+            dedup_scope("my:00000001:0000000000000004:00000000"),
+            Some("my")
+        );
+        // Polled positions are left to the poll source, which knows when they only grow.
         assert_eq!(
             dedup_scope("poll:public.a=2026-11-21T00:00:00.000000Z:1"),
-            "poll:public.a"
+            None
         );
     }
 }

@@ -79,6 +79,9 @@ struct Polled {
     seen_order: VecDeque<(String, (Vec<String>, String))>,
     /// The next page continues after this `(cursor, key)` within one poll.
     page_after: Option<(String, Vec<String>)>,
+    /// After a crash: the sink's last position for this table, when this table's
+    /// positions only grow (no lag window); events up to it are not written again.
+    replay_after: Option<String>,
 }
 
 pub struct PollSource {
@@ -108,6 +111,7 @@ impl PollSource {
     pub async fn open(
         cfg: PollConfig,
         resume: Option<Position>,
+        sink_last: Option<&str>,
         control: SourceControl,
     ) -> Result<Self, SourceError> {
         let pg = crate::postgres::parse_url(&cfg.url)?;
@@ -231,7 +235,15 @@ impl PollSource {
                 seen: HashSet::new(),
                 seen_order: VecDeque::new(),
                 page_after: None,
+                replay_after: None,
             });
+        }
+        for table in &mut tables {
+            let scope = format!("poll:{}=", table.cfg.name);
+            let grows = !table.timed || table.cfg.lag_window.is_zero();
+            table.replay_after = sink_last
+                .filter(|last| grows && last.starts_with(&scope))
+                .map(str::to_owned);
         }
         Ok(PollSource {
             pipeline: cfg.pipeline.as_str().into(),
@@ -412,6 +424,22 @@ impl PollSource {
             } else {
                 (Op::Update, None, Some(after))
             };
+            let position = Position::Poll {
+                tables: BTreeMap::from([(
+                    table.cfg.name.to_string(),
+                    Watermark {
+                        value: String::new(),
+                        sort,
+                        key,
+                    },
+                )]),
+            };
+            if let Some(last) = &table.replay_after {
+                if position.to_string().as_str() <= last.as_str() {
+                    continue;
+                }
+                table.replay_after = None;
+            }
             events.push(ChangeEvent {
                 op,
                 before,
@@ -431,16 +459,7 @@ impl PollSource {
                     tx_id: None,
                     watermark: Some(value),
                 },
-                position: Position::Poll {
-                    tables: BTreeMap::from([(
-                        table.cfg.name.to_string(),
-                        Watermark {
-                            value: String::new(),
-                            sort,
-                            key,
-                        },
-                    )]),
-                },
+                position,
                 transaction: None,
                 ts_ms,
                 ddl: None,
