@@ -5,10 +5,10 @@
 //! says where in the source log an event (or a cursor) is; its [`Display`] form is
 //! the byte-comparable `position` string consumers use to drop duplicates.
 
-use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
+use std::io::Write as _;
 use std::sync::Arc;
 
 /// What happened to the row.
@@ -62,7 +62,7 @@ pub enum Position {
         tables: std::collections::BTreeMap<String, Watermark>,
     },
     Mysql {
-        file: String,
+        file: Arc<str>,
         pos: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         row: Option<u64>,
@@ -233,16 +233,6 @@ impl Row {
     }
 }
 
-impl Serialize for Row {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(&**name, value)?;
-        }
-        map.end()
-    }
-}
-
 /// A column as described by a schema-change event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ColumnInfo {
@@ -273,36 +263,10 @@ pub struct SourceInfo {
     pub watermark: Option<String>,
 }
 
-impl Serialize for SourceInfo {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("source", 11)?;
-        st.serialize_field("connector", self.connector)?;
-        st.serialize_field("name", &*self.name)?;
-        st.serialize_field("db", &*self.db)?;
-        st.serialize_field("schema", &*self.schema)?;
-        st.serialize_field("table", &*self.table)?;
-        st.serialize_field("ts_ms", &self.ts_ms)?;
-        st.serialize_field("snapshot", &self.snapshot)?;
-        if let Some(lsn) = self.lsn {
-            st.serialize_field("lsn", &lsn)?;
-        }
-        if let Some(commit_lsn) = self.commit_lsn {
-            st.serialize_field("commit_lsn", &commit_lsn)?;
-        }
-        if let Some(tx_id) = self.tx_id {
-            st.serialize_field("txId", &tx_id)?;
-        }
-        if let Some(watermark) = &self.watermark {
-            st.serialize_field("watermark", watermark)?;
-        }
-        st.end()
-    }
-}
-
 /// The source transaction and the event's 1-based ordinal within it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransactionInfo {
-    pub id: String,
+    pub id: Arc<str>,
     pub seq: u64,
 }
 
@@ -333,32 +297,165 @@ impl ChangeEvent {
     }
 }
 
-impl Serialize for ChangeEvent {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("event", 11)?;
-        st.serialize_field("op", self.op.code())?;
+impl ChangeEvent {
+    /// Appends the event's JSON envelope (EVENTS.md), without a newline.
+    ///
+    /// Written by hand rather than through `Serialize`: this runs for every event
+    /// and most of the envelope is fixed keys, which are copied as they are.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(self.op.code().as_bytes());
+        out.push(b'"');
         if self.op != Op::Schema {
-            st.serialize_field("before", &self.before)?;
-            st.serialize_field("after", &self.after)?;
+            out.extend_from_slice(b",\"before\":");
+            write_row(out, self.before.as_ref());
+            out.extend_from_slice(b",\"after\":");
+            write_row(out, self.after.as_ref());
         }
         if !self.unchanged.is_empty() {
-            let names: Vec<&str> = self.unchanged.iter().map(|n| &**n).collect();
-            st.serialize_field("unchanged", &names)?;
+            out.extend_from_slice(b",\"unchanged\":[");
+            for (i, name) in self.unchanged.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::string(out, name);
+            }
+            out.push(b']');
         }
         if let Some(key) = &self.key {
-            st.serialize_field("key", key)?;
+            out.extend_from_slice(b",\"key\":");
+            write_row(out, Some(key));
         }
-        st.serialize_field("source", &self.source)?;
-        st.serialize_field("position", &self.position.to_string())?;
+        let source = &self.source;
+        out.extend_from_slice(b",\"source\":{\"connector\":");
+        json::string(out, source.connector);
+        out.extend_from_slice(b",\"name\":");
+        json::string(out, &source.name);
+        out.extend_from_slice(b",\"db\":");
+        json::string(out, &source.db);
+        out.extend_from_slice(b",\"schema\":");
+        json::string(out, &source.schema);
+        out.extend_from_slice(b",\"table\":");
+        json::string(out, &source.table);
+        out.extend_from_slice(b",\"ts_ms\":");
+        json::integer(out, source.ts_ms);
+        out.extend_from_slice(if source.snapshot {
+            b",\"snapshot\":true"
+        } else {
+            b",\"snapshot\":false"
+        });
+        if let Some(lsn) = source.lsn {
+            out.extend_from_slice(b",\"lsn\":");
+            json::integer(out, lsn);
+        }
+        if let Some(commit_lsn) = source.commit_lsn {
+            out.extend_from_slice(b",\"commit_lsn\":");
+            json::integer(out, commit_lsn);
+        }
+        if let Some(tx_id) = source.tx_id {
+            out.extend_from_slice(b",\"txId\":");
+            json::integer(out, tx_id);
+        }
+        if let Some(watermark) = &source.watermark {
+            out.extend_from_slice(b",\"watermark\":");
+            json::string(out, watermark);
+        }
+        out.extend_from_slice(b"},\"position\":");
+        match &self.position {
+            // Poll positions hold key values, which may need escaping.
+            Position::Poll { .. } => json::string(out, &self.position.to_string()),
+            // The others are hex digits and colons: written in place.
+            position => {
+                out.push(b'"');
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{position}");
+                out.push(b'"');
+            }
+        }
         if let Some(tx) = &self.transaction {
-            st.serialize_field("transaction", tx)?;
+            out.extend_from_slice(b",\"transaction\":{\"id\":");
+            json::string(out, &tx.id);
+            out.extend_from_slice(b",\"seq\":");
+            json::integer(out, tx.seq);
+            out.push(b'}');
         }
-        st.serialize_field("ts_ms", &self.ts_ms)?;
+        out.extend_from_slice(b",\"ts_ms\":");
+        json::integer(out, self.ts_ms);
         if self.op == Op::Schema {
-            st.serialize_field("ddl", &self.ddl)?;
-            st.serialize_field("columns", &self.columns)?;
+            out.extend_from_slice(b",\"ddl\":");
+            match &self.ddl {
+                Some(ddl) => json::string(out, ddl),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"columns\":[");
+            for (i, column) in self.columns.iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"name\":");
+                json::string(out, &column.name);
+                out.extend_from_slice(b",\"type\":");
+                json::string(out, &column.type_name);
+                out.extend_from_slice(if column.key {
+                    b",\"key\":true}"
+                } else {
+                    b",\"key\":false}"
+                });
+            }
+            out.push(b']');
         }
-        st.end()
+        out.push(b'}');
+    }
+}
+
+fn write_row(out: &mut Vec<u8>, row: Option<&Row>) {
+    let Some(row) = row else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    out.push(b'{');
+    for (i, (name, value)) in row.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::string(out, name);
+        out.push(b':');
+        json::value(out, value);
+    }
+    out.push(b'}');
+}
+
+/// JSON scalars, written straight into a buffer.
+mod json {
+    use serde_json::Value;
+
+    /// A string; escaped by serde_json only when it holds a character that needs it.
+    pub fn string(out: &mut Vec<u8>, s: &str) {
+        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            // Writing a &str to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        } else {
+            out.reserve(s.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+    }
+
+    pub fn integer(out: &mut Vec<u8>, n: impl itoa::Integer) {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    pub fn value(out: &mut Vec<u8>, value: &Value) {
+        match value {
+            Value::String(s) => string(out, s),
+            Value::Null => out.extend_from_slice(b"null"),
+            // Numbers, booleans, arrays and objects: serde_json's own forms.
+            // Writing a Value to a Vec cannot fail.
+            other => {
+                let _ = serde_json::to_writer(&mut *out, other);
+            }
+        }
     }
 }
 

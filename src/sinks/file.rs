@@ -95,7 +95,7 @@ impl FileSink {
             while end < events.len()
                 && (end == start || self.size + (self.buf.len() as u64) < self.max_file_bytes)
             {
-                encode_lines(&events[end..=end], &mut self.buf)?;
+                encode_lines(&events[end..=end], &mut self.buf);
                 end += 1;
             }
             self.file.write_all(&self.buf).map_err(self.io())?;

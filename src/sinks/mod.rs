@@ -20,8 +20,6 @@ pub enum SinkError {
     },
     #[error("stdout sink: {0}")]
     Stdout(#[source] std::io::Error),
-    #[error("cannot encode the event at {position}: {message}")]
-    Encode { position: String, message: String },
 }
 
 /// The configured sink. The set is fixed, so an enum reads plainer than a trait object.
@@ -52,13 +50,9 @@ impl AnySink {
 }
 
 /// Appends each event as one JSON line.
-pub fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>) -> Result<(), SinkError> {
+pub fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>) {
     for event in events {
-        serde_json::to_writer(&mut *out, event).map_err(|e| SinkError::Encode {
-            position: event.position.to_string(),
-            message: e.to_string(),
-        })?;
+        event.write_json(out);
         out.push(b'\n');
     }
-    Ok(())
 }

@@ -21,7 +21,7 @@ impl StdoutSink {
 
     pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), SinkError> {
         self.buf.clear();
-        encode_lines(events, &mut self.buf)?;
+        encode_lines(events, &mut self.buf);
         self.out
             .write_all(&self.buf)
             .await

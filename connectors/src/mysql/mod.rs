@@ -52,12 +52,12 @@ pub struct MysqlConfig {
     pub stop_at: Option<(String, u64)>,
 }
 
-fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SourceError {
+pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SourceError {
     let what = what.into();
     move |e| SourceError::Setup(format!("mysql: cannot {what}: {e}"))
 }
 
-async fn connect(url: &str) -> Result<Conn, SourceError> {
+pub(crate) async fn connect(url: &str) -> Result<Conn, SourceError> {
     let opts = Opts::from_url(url)
         .map_err(|e| SourceError::Setup(format!("source.url: not a valid MySQL URL ({e})")))?;
     Conn::new(opts)
@@ -136,14 +136,18 @@ pub struct MysqlSource {
     tables: HashMap<u64, TableColumns>,
     /// The schema history by `(db, table)`.
     history: HashMap<(String, String), TableColumns>,
-    file: String,
+    file: Arc<str>,
     /// GTID state by domain (`domain-server-seq`), as of the last commit.
     /// By MariaDB domain (`"0"`) or MySQL source UUID: `domain-server-seq`, or
     /// `uuid:1-gno` (MySQL, assuming a gap-free history per source).
     gtid_state: BTreeMap<String, String>,
     /// The open transaction's GTID: its state key, state entry and id.
-    gtid: Option<(String, String, String)>,
+    gtid: Option<(String, String, Arc<str>)>,
+    /// The open transaction's id, once an event of it asked.
+    tx_id: Option<Arc<str>>,
     tx_seq: u64,
+    /// When the rows event being read was decoded (the events' `ts_ms`).
+    emitted_ms: i64,
     in_tx: bool,
     batch: Batcher,
     ended: bool,
@@ -197,12 +201,12 @@ impl MysqlSource {
                     gtid_state.insert(gtid_key(entry).to_string(), entry.to_string());
                 }
                 if !file.is_empty() {
-                    if !logs.iter().any(|(name, _)| *name == file) {
+                    if !logs.iter().any(|(name, _)| **name == *file) {
                         return Err(SourceError::Setup(format!(
                             "source: binlog {file} (cursor at {file}:{pos}) was purged from the server; the changes after the cursor are gone. Delete the cursor to take a new snapshot"
                         )));
                     }
-                    Start::File(file, pos)
+                    Start::File(file.to_string(), pos)
                 } else if let Some(gtid) = gtid.filter(|g| !g.is_empty()) {
                     if gtid.contains(':') {
                         return Err(SourceError::Setup(format!(
@@ -252,9 +256,11 @@ impl MysqlSource {
             catalog: conn,
             tables: HashMap::new(),
             history,
-            file: String::new(),
+            file: "".into(),
             gtid_state,
             gtid: None,
+            tx_id: None,
+            emitted_ms: 0,
             tx_seq: 0,
             in_tx: false,
             batch: Batcher::default(),
@@ -263,7 +269,7 @@ impl MysqlSource {
         match start {
             // The stream opens once the snapshot is read.
             Start::File(file, _) if matches!(source.phase, Phase::Snapshot(_)) => {
-                source.file = file
+                source.file = file.into()
             }
             start => source.open_stream(start).await?,
         }
@@ -297,7 +303,7 @@ impl MysqlSource {
                 .await
                 .map_err(my_error(format!("start the binlog stream at {at}")))?,
         );
-        self.file = file;
+        self.file = file.into();
         Ok(())
     }
 
@@ -320,7 +326,7 @@ impl MysqlSource {
             return Ok(Some(Batch {
                 events: Vec::new(),
                 end: Some(Position::Mysql {
-                    file,
+                    file: file.into(),
                     pos,
                     row: None,
                     gtid: None,
@@ -404,7 +410,8 @@ impl MysqlSource {
                 let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
                 let domain = u32::from_le_bytes(domain.try_into().unwrap_or_default());
                 let id = format!("{domain}-{}-{seq}", header.server_id());
-                self.gtid = Some((domain.to_string(), id.clone(), id));
+                self.gtid = Some((domain.to_string(), id.clone(), id.into()));
+                self.tx_id = None;
             }
             self.in_tx = true;
             self.tx_seq = 0;
@@ -424,7 +431,7 @@ impl MysqlSource {
         })?;
         let ts = header.timestamp();
         match data {
-            Some(EventData::RotateEvent(_)) => self.file = rotate_name(&event),
+            Some(EventData::RotateEvent(_)) => self.file = rotate_name(&event).into(),
             Some(EventData::QueryEvent(query)) => match query.query().trim() {
                 "BEGIN" => self.in_tx = true,
                 "COMMIT" => self.commit(next_pos),
@@ -443,7 +450,7 @@ impl MysqlSource {
                 self.gtid = Some((
                     uuid.clone(),
                     format!("{uuid}:1-{gno}"),
-                    format!("{uuid}:{gno}"),
+                    format!("{uuid}:{gno}").into(),
                 ));
                 self.in_tx = true;
                 self.tx_seq = 0;
@@ -462,6 +469,7 @@ impl MysqlSource {
                     }
                 };
                 let table_id = rows.table_id();
+                self.emitted_ms = now_ms();
                 let Some(info) = self.tables.get(&table_id) else {
                     return Ok(());
                 };
@@ -531,6 +539,7 @@ impl MysqlSource {
 
     fn commit(&mut self, next_pos: u64) {
         self.in_tx = false;
+        self.tx_id = None;
         if let Some((key, entry, _)) = self.gtid.take() {
             self.gtid_state.insert(key, entry);
         }
@@ -627,9 +636,13 @@ impl MysqlSource {
 
     fn transaction(&mut self) -> Option<TransactionInfo> {
         self.tx_seq += 1;
-        let id = match &self.gtid {
-            Some((_, _, id)) => id.clone(),
-            None => self.at(None),
+        let id = match (&self.gtid, &self.tx_id) {
+            (Some((_, _, id)), _) | (None, Some(id)) => id.clone(),
+            (None, None) => {
+                let id: Arc<str> = self.at(None).into();
+                self.tx_id = Some(id.clone());
+                id
+            }
         };
         Some(TransactionInfo {
             id,
@@ -676,7 +689,7 @@ impl MysqlSource {
             source,
             position,
             transaction,
-            ts_ms: now_ms(),
+            ts_ms: self.emitted_ms,
             ddl: None,
             columns: None,
         });
@@ -767,7 +780,7 @@ fn convert(info: &TableColumns, row: &BinlogRow) -> (Row, Vec<Arc<str>>) {
         };
         let value = row
             .as_ref(j)
-            .map_or(serde_json::Value::Null, |v| kind.to_json(v));
+            .map_or(serde_json::Value::Null, |v| kind.to_json(v.clone()));
         out.push((
             info.names
                 .get(idx)

@@ -99,7 +99,7 @@ pub fn read_image<'a>(
         } else {
             let value: BinlogValue<'_> =
                 buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
-            column.kind.to_json(&value)
+            column.kind.to_json(value)
         };
         row.push((name.clone(), value));
     }

@@ -33,7 +33,7 @@ struct TableReader {
 pub struct Snapshot {
     conn: Conn,
     pending: VecDeque<TableReader>,
-    file: String,
+    file: Arc<str>,
     pos: u64,
     ordinal: u64,
     chunk_rows: usize,
@@ -146,7 +146,7 @@ impl Snapshot {
         Ok(Snapshot {
             conn,
             pending,
-            file,
+            file: file.into(),
             pos,
             ordinal: 0,
             chunk_rows: chunk_rows.max(1),
@@ -157,7 +157,7 @@ impl Snapshot {
 
     /// The binlog position the snapshot matches: streaming starts there.
     pub fn position(&self) -> (String, u64) {
-        (self.file.clone(), self.pos)
+        (self.file.to_string(), self.pos)
     }
 
     /// Reads the next chunk as `op: "r"` events; `None` once every table is read.
@@ -180,7 +180,16 @@ impl Snapshot {
             let finished = rows.len() < self.chunk_rows;
             let ts_ms = now_ms();
             let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
+            let read = rows.len() as u64;
+            if let Some(last) = rows.last() {
+                reader.last_key = Some(
+                    cols.key
+                        .iter()
+                        .map(|&i| last.as_ref(i).cloned().unwrap_or(MyValue::NULL))
+                        .collect(),
+                );
+            }
+            for mut row in rows {
                 let after = Row(cols
                     .names
                     .iter()
@@ -188,7 +197,7 @@ impl Snapshot {
                     .enumerate()
                     .map(|(i, (name, kind))| {
                         let value = row
-                            .as_ref(i)
+                            .take::<MyValue, _>(i)
                             .map_or(serde_json::Value::Null, |v| kind.value(v));
                         (name.clone(), value)
                     })
@@ -227,15 +236,7 @@ impl Snapshot {
                     columns: None,
                 });
             }
-            if let Some(last) = rows.last() {
-                reader.last_key = Some(
-                    cols.key
-                        .iter()
-                        .map(|&i| last.as_ref(i).cloned().unwrap_or(MyValue::NULL))
-                        .collect(),
-                );
-            }
-            reader.rows_done += rows.len() as u64;
+            reader.rows_done += read;
             self.progress.chunk(
                 &format_args!("{}.{}", cols.db, cols.table),
                 reader.rows_done,

@@ -125,10 +125,10 @@ impl MyKind {
     }
 
     /// Converts one decoded binlog value.
-    pub fn to_json(&self, value: &BinlogValue<'_>) -> Value {
+    pub fn to_json(&self, value: BinlogValue<'_>) -> Value {
         match value {
             BinlogValue::Value(v) => self.value(v),
-            BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j.clone()) {
+            BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j) {
                 Ok(json) => Value::String(json.to_string()),
                 Err(e) => Value::String(format!("<undecodable json: {e}>")),
             },
@@ -139,18 +139,18 @@ impl MyKind {
     }
 
     /// Converts one value (from a binlog row or a query).
-    pub fn value(&self, v: &MyValue) -> Value {
+    pub fn value(&self, v: MyValue) -> Value {
         match (self, v) {
             (_, MyValue::NULL) => Value::Null,
-            (_, MyValue::Int(i)) if !matches!(self, MyKind::Enum(_)) => Value::Number((*i).into()),
-            (_, MyValue::UInt(u)) => Value::Number((*u).into()),
-            (_, MyValue::Float(f)) => float(*f as f64, &f.to_string()),
-            (_, MyValue::Double(f)) => float(*f, &f.to_string()),
+            (_, MyValue::Int(i)) if !matches!(self, MyKind::Enum(_)) => Value::Number(i.into()),
+            (_, MyValue::UInt(u)) => Value::Number(u.into()),
+            (_, MyValue::Float(f)) => float(f as f64, &f.to_string()),
+            (_, MyValue::Double(f)) => float(f, &f.to_string()),
             (MyKind::Enum(labels), MyValue::Int(i)) => {
-                match (*i as usize).checked_sub(1).and_then(|i| labels.get(i)) {
+                match (i as usize).checked_sub(1).and_then(|i| labels.get(i)) {
                     Some(label) => Value::String(label.clone()),
                     // Index 0 is MySQL's "invalid value" empty string.
-                    None if *i == 0 => Value::String(String::new()),
+                    None if i == 0 => Value::String(String::new()),
                     None => Value::String(i.to_string()),
                 }
             }
@@ -169,44 +169,88 @@ impl MyKind {
                         .collect(),
                 )
             }
-            (MyKind::Year, MyValue::Bytes(b)) => match String::from_utf8_lossy(b).parse::<u16>() {
+            (MyKind::Year, MyValue::Bytes(b)) => match String::from_utf8_lossy(&b).parse::<u16>() {
                 Ok(year) => Value::Number(year.into()),
-                Err(_) => Value::String(String::from_utf8_lossy(b).into_owned()),
+                Err(_) => Value::String(String::from_utf8_lossy(&b).into_owned()),
             },
             (MyKind::SetText, MyValue::Bytes(b)) => Value::Array(
-                String::from_utf8_lossy(b)
+                String::from_utf8_lossy(&b)
                     .split(',')
                     .filter(|m| !m.is_empty())
                     .map(|m| Value::String(m.to_string()))
                     .collect(),
             ),
             (MyKind::Bytes, MyValue::Bytes(b)) => {
-                Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&b))
             }
             (MyKind::Text { latin1: true }, MyValue::Bytes(b)) => {
                 Value::String(b.iter().map(|c| *c as char).collect())
             }
             (MyKind::Timestamp, MyValue::Bytes(b)) => {
-                Value::String(epoch_to_utc(&String::from_utf8_lossy(b)))
+                Value::String(epoch_to_utc(&String::from_utf8_lossy(&b)))
             }
-            (_, MyValue::Bytes(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
+            // Text: the bytes become the string, copied only when not UTF-8.
+            (_, MyValue::Bytes(b)) => Value::String(
+                String::from_utf8(b)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
             (MyKind::Date, MyValue::Date(y, m, d, ..)) => {
-                Value::String(format!("{y:04}-{m:02}-{d:02}"))
+                let mut text = String::with_capacity(10);
+                push_date(&mut text, y, m, d);
+                Value::String(text)
             }
-            (MyKind::Timestamp, MyValue::Date(y, mo, d, h, mi, s, us)) => Value::String(format!(
-                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z"
-            )),
-            (_, MyValue::Date(y, mo, d, h, mi, s, us)) => Value::String(format!(
-                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}"
-            )),
+            (kind, MyValue::Date(y, mo, d, h, mi, s, us)) => {
+                // Formatted by hand: DATETIME columns are common and this runs per value.
+                let mut text = String::with_capacity(27);
+                push_date(&mut text, y, mo, d);
+                text.push('T');
+                push_clock(&mut text, h as u64, mi, s, us);
+                if *kind == MyKind::Timestamp {
+                    text.push('Z');
+                }
+                Value::String(text)
+            }
             (_, MyValue::Time(neg, days, h, m, s, us)) => {
-                let hours = *days as u64 * 24 + *h as u64;
-                let sign = if *neg { "-" } else { "" };
-                Value::String(format!("{sign}{hours:02}:{m:02}:{s:02}.{us:06}"))
+                let mut text = String::with_capacity(16);
+                if neg {
+                    text.push('-');
+                }
+                push_clock(&mut text, days as u64 * 24 + h as u64, m, s, us);
+                Value::String(text)
             }
-            (_, MyValue::Int(i)) => Value::Number((*i).into()),
+            (_, MyValue::Int(i)) => Value::Number(i.into()),
         }
     }
+}
+
+/// Appends `n` in decimal, zero-padded to `width` digits.
+fn push_padded(text: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width {
+        text.push('0');
+    }
+    text.push_str(digits);
+}
+
+/// `YYYY-MM-DD`.
+fn push_date(text: &mut String, y: u16, m: u8, d: u8) {
+    push_padded(text, y as u64, 4);
+    text.push('-');
+    push_padded(text, m as u64, 2);
+    text.push('-');
+    push_padded(text, d as u64, 2);
+}
+
+/// `HH:MM:SS.ffffff` (hours may exceed 24 for TIME).
+fn push_clock(text: &mut String, h: u64, m: u8, s: u8, us: u32) {
+    push_padded(text, h, 2);
+    text.push(':');
+    push_padded(text, m as u64, 2);
+    text.push(':');
+    push_padded(text, s as u64, 2);
+    text.push('.');
+    push_padded(text, us as u64, 6);
 }
 
 fn float(f: f64, text: &str) -> Value {
@@ -271,16 +315,16 @@ mod tests {
     #[test]
     fn enums_sets_and_bits() {
         let e = MyKind::Enum(vec!["sad".into(), "happy".into()]);
-        assert_eq!(e.value(&MyValue::Int(2)), json!("happy"));
+        assert_eq!(e.value(MyValue::Int(2)), json!("happy"));
         let s = MyKind::Set(vec!["a".into(), "b".into(), "c".into()]);
-        assert_eq!(s.value(&MyValue::Bytes(vec![0b101])), json!(["a", "c"]));
-        assert_eq!(MyKind::Bit1.value(&MyValue::Bytes(vec![1])), json!(true));
+        assert_eq!(s.value(MyValue::Bytes(vec![0b101])), json!(["a", "c"]));
+        assert_eq!(MyKind::Bit1.value(MyValue::Bytes(vec![1])), json!(true));
         assert_eq!(
-            MyKind::Integer.value(&MyValue::UInt(u64::MAX)),
+            MyKind::Integer.value(MyValue::UInt(u64::MAX)),
             json!(u64::MAX)
         );
         assert_eq!(
-            MyKind::Text { latin1: true }.value(&MyValue::Bytes(vec![0xE9])),
+            MyKind::Text { latin1: true }.value(MyValue::Bytes(vec![0xE9])),
             json!("é")
         );
     }

@@ -89,6 +89,8 @@ pub async fn check(cfg: &PostgresConfig) -> Result<Vec<String>, SourceError> {
 /// The open transaction being read from the stream.
 struct Transaction {
     xid: u32,
+    /// `xid` as text, shared by the transaction's events.
+    id: Arc<str>,
     commit_lsn: u64,
     ts_ms: i64,
     seq: u64,
@@ -371,6 +373,7 @@ impl PostgresSource {
             } => {
                 self.tx = Some(Transaction {
                     xid,
+                    id: xid.to_string().into(),
                     commit_lsn: final_lsn.as_u64(),
                     ts_ms: commit_time_micros / 1000 + PG_EPOCH_OFFSET_MS,
                     seq: 0,
@@ -607,7 +610,7 @@ impl PostgresSource {
                 },
                 position: Position::postgres(tx.commit_lsn, at),
                 transaction: Some(TransactionInfo {
-                    id: tx.xid.to_string(),
+                    id: tx.id.clone(),
                     seq: tx.seq,
                 }),
                 ts_ms: now_ms(),
@@ -625,7 +628,7 @@ impl PostgresSource {
             source,
             position: Position::postgres(tx.commit_lsn, lsn),
             transaction: Some(TransactionInfo {
-                id: tx.xid.to_string(),
+                id: tx.id.clone(),
                 seq: tx.seq,
             }),
             ts_ms: now_ms(),
