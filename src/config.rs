@@ -71,7 +71,7 @@ pub enum SourceConfig {
     Poll(PollSource),
 }
 
-/// Query-based capture (PostgreSQL for now).
+/// Query-based capture from PostgreSQL or MySQL/MariaDB.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollSource {
@@ -99,6 +99,15 @@ pub struct PollTableSource {
     #[serde(default = "default_lag_window")]
     pub lag_window: String,
     pub deleted_column: Option<String>,
+    /// `"keyscan"`: find deleted rows by comparing the table's keys with the keys
+    /// seen, every `keyscan_interval`.
+    pub delete_detection: Option<String>,
+    #[serde(default = "default_keyscan_interval")]
+    pub keyscan_interval: String,
+}
+
+fn default_keyscan_interval() -> String {
+    "1m".into()
 }
 
 fn default_interval() -> String {
@@ -317,13 +326,25 @@ impl Config {
                 }
             }
             SourceConfig::Poll(poll) => {
-                if !poll.url.starts_with("postgres://") && !poll.url.starts_with("postgresql://") {
+                let mysql = poll.url.starts_with("mysql://");
+                if mysql {
+                    if poll.wait_for_open_transactions {
+                        return Err(invalid(
+                            "source.wait_for_open_transactions",
+                            "is for PostgreSQL sources only; use lag_window for MySQL",
+                        ));
+                    }
+                } else if poll.url.starts_with("postgres://")
+                    || poll.url.starts_with("postgresql://")
+                {
+                    postgres::parse_url(&poll.url)
+                        .map_err(|e| invalid("source.url", e.to_string()))?;
+                } else {
                     return Err(invalid(
                         "source.url",
-                        "poll sources read PostgreSQL for now (postgres://)",
+                        "poll sources read postgres:// or mysql:// URLs",
                     ));
                 }
-                postgres::parse_url(&poll.url).map_err(|e| invalid("source.url", e.to_string()))?;
                 if parse_duration(&poll.interval).is_none_or(|d| d.is_zero()) {
                     return Err(invalid(
                         "source.interval",
@@ -347,6 +368,20 @@ impl Config {
                         return Err(invalid(
                             "source.table.lag_window",
                             format!("{:?} is not a duration like 5s", table.lag_window),
+                        ));
+                    }
+                    if let Some(mode) = &table.delete_detection {
+                        if mode != "keyscan" {
+                            return Err(invalid(
+                                "source.table.delete_detection",
+                                format!("{mode:?} is not a mode; the one mode is \"keyscan\""),
+                            ));
+                        }
+                    }
+                    if parse_duration(&table.keyscan_interval).is_none_or(|d| d.is_zero()) {
+                        return Err(invalid(
+                            "source.table.keyscan_interval",
+                            format!("{:?} is not a duration like 1m", table.keyscan_interval),
                         ));
                     }
                 }
@@ -400,12 +435,23 @@ impl Config {
                         key: t.key.clone(),
                         lag_window: parse_duration(&t.lag_window)?,
                         deleted_column: t.deleted_column.clone(),
+                        keyscan_every: t
+                            .delete_detection
+                            .is_some()
+                            .then(|| parse_duration(&t.keyscan_interval))
+                            .flatten(),
                     })
                 })
                 .collect(),
             interval: parse_duration(&poll.interval).unwrap_or(std::time::Duration::from_secs(2)),
             page_size: poll.page_size,
             wait_for_open_transactions: poll.wait_for_open_transactions,
+            state_dir: match &self.cursor {
+                CursorConfig::File { path } => match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                    _ => PathBuf::from("."),
+                },
+            },
         })
     }
 

@@ -82,6 +82,13 @@ pub struct Watermark {
     pub sort: String,
     /// The key columns' values, as the database prints them.
     pub key: Vec<String>,
+    /// Key scans (`delete_detection = "keyscan"`) whose deletes were emitted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scans: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Watermark {

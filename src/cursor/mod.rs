@@ -117,6 +117,7 @@ mod tests {
                     value: String::new(),
                     sort: sort.into(),
                     key: vec![key.into()],
+                    scans: 0,
                 },
             )]
             .into(),

@@ -7,4 +7,5 @@ mod common;
 mod crash;
 mod mysql;
 mod poll;
+mod poll_mysql;
 mod snapshot;

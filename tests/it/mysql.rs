@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Runs SQL through the `mariadb` client and returns its tab-separated output,
 /// failing loudly when the server is absent.
-fn sql_as(user: &str, statements: &str) -> String {
+pub fn sql_as(user: &str, statements: &str) -> String {
     let out = Command::new("mariadb")
         .args([
             "--default-character-set=utf8mb4",
@@ -33,17 +33,17 @@ fn sql_as(user: &str, statements: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn sql(statements: &str) -> String {
+pub fn sql(statements: &str) -> String {
     sql_as("root", statements)
 }
 
-struct MyDb {
-    name: String,
-    dir: tempfile::TempDir,
+pub struct MyDb {
+    pub name: String,
+    pub dir: tempfile::TempDir,
 }
 
 impl MyDb {
-    fn new(name: &str, ddl: &str) -> MyDb {
+    pub fn new(name: &str, ddl: &str) -> MyDb {
         sql(&format!(
             "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; USE {name}; {ddl}"
         ));
@@ -64,16 +64,21 @@ impl MyDb {
         path
     }
 
-    fn events_dir(&self) -> PathBuf {
+    pub fn events_dir(&self) -> PathBuf {
         self.dir.path().join("events")
     }
 
-    fn events(&self) -> Vec<Value> {
+    pub fn events(&self) -> Vec<Value> {
         read_events(&self.events_dir())
     }
 
-    fn cursor_path(&self) -> PathBuf {
+    pub fn cursor_path(&self) -> PathBuf {
         self.dir.path().join("cursor.json")
+    }
+
+    pub fn cursor(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.cursor_path()).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// Starts the daemon and waits until it streams the binlog.

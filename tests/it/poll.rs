@@ -232,6 +232,49 @@ async fn poll_waiting_for_open_transactions_misses_no_late_commit_without_a_wind
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn poll_keyscan_emits_deletes_once() {
+    let db = TestDb::new("tm_poll_keys").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, name text);
+             INSERT INTO items SELECT g, 'item-' || g FROM generate_series(1, 5) g;",
+        )
+        .await
+        .expect("seed");
+    let config = poll_config(
+        &db,
+        "[[source.table]]\nname = \"public.items\"\ncursor_column = \"id\"\ndelete_detection = \"keyscan\"\nkeyscan_interval = \"200ms\"",
+    );
+    let name = db.name.clone();
+    crate::poll_mysql::keyscan_scenario(
+        &config,
+        || db.events(),
+        &move |statement: &str| {
+            let out = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    &name,
+                    "-c",
+                    statement,
+                ])
+                .output()
+                .expect("run psql");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        },
+        &db.dir.path().join(format!("{}.public.items.keys", db.name)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn poll_sigkill_three_times_loses_nothing() {
     let db = TestDb::new("tm_poll_crash").await;
     db.client

@@ -1,6 +1,7 @@
 //! Query-based capture: poll tables by a cursor column (an `updated_at`
 //! timestamp or an increasing id) with a watermark, for sources where log-based
-//! capture is not allowed. PostgreSQL for now.
+//! capture is not allowed. PostgreSQL and MySQL/MariaDB; what differs between
+//! them (catalog checks, SQL) lives in `postgres.rs` and `mysql.rs`.
 //!
 //! Each page is one indexed range query, `WHERE (c, k) > (last c, last k) ORDER
 //! BY c, k LIMIT n`, and the watermark `(last c, last k)` is the cursor, so a
@@ -9,7 +10,8 @@
 //! What polling cannot see, and what it does about it:
 //! - Inserts and updates look the same: every row is `op: "u"` with `before: null`.
 //! - Deletes are invisible unless a soft-delete column marks them
-//!   (`deleted_column`: a non-null, non-false value emits `op: "d"`).
+//!   (`deleted_column`: a non-null, non-false value emits `op: "d"`), or a key
+//!   scan finds them (`delete_detection = "keyscan"`, see `keyset.rs`).
 //! - A row stamped before the watermark can commit after it (a long transaction).
 //!   With a timestamp cursor, every poll reads `lag_window` behind the watermark
 //!   again and drops rows already emitted (a set of `(key, cursor value)` kept for
@@ -18,25 +20,30 @@
 //!   emitted again, with the same `position` (at-least-once).
 //! - Only the latest state of a row is seen; intermediate updates between two
 //!   polls are not.
-//! - With `wait_for_open_transactions`, each poll of a timestamp cursor stops
-//!   before the start time of the oldest transaction that holds a transaction id
-//!   (a writer): rows stamped by a transaction are stamped at or after its start,
-//!   so none can commit behind the watermark. This assumes the cursor column is
-//!   set from the transaction's clock (`now()`, a trigger), not by the client.
+//! - With `wait_for_open_transactions` (PostgreSQL), each poll of a timestamp
+//!   cursor stops before the start time of the oldest transaction that holds a
+//!   transaction id (a writer): rows stamped by a transaction are stamped at or
+//!   after its start, so none can commit behind the watermark. This assumes the
+//!   cursor column is set from the transaction's clock (`now()`, a trigger), not
+//!   by the client.
 
-use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, SourceInfo, Watermark};
-use crate::postgres::catalog::{self, quote_ident, TypeKinds};
-use crate::postgres::table::{Column, TableName, TableSchema};
-use crate::postgres::values::ValueKind;
+mod keyset;
+mod mysql;
+mod postgres;
+
+use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, Row, SourceInfo, Watermark};
+use crate::postgres::table::TableName;
 use crate::{SourceControl, SourceError};
+use keyset::KeySet;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// One polled table.
 #[derive(Debug, Clone)]
 pub struct PollTable {
+    /// `schema.table` (PostgreSQL) or `database.table` (MySQL).
     pub name: TableName,
     pub cursor_column: String,
     /// Tie-break key; the primary key when empty.
@@ -44,35 +51,193 @@ pub struct PollTable {
     /// How far behind the watermark each poll reads again (timestamp cursors).
     pub lag_window: Duration,
     pub deleted_column: Option<String>,
+    /// `delete_detection = "keyscan"`: how often to compare the table's keys
+    /// with the keys seen.
+    pub keyscan_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub pipeline: String,
+    /// `postgres://...` or `mysql://...`.
     pub url: String,
     pub tables: Vec<PollTable>,
     /// Pause between polls that found nothing new (doubled while idle, up to 8x).
     pub interval: Duration,
     pub page_size: usize,
-    /// Timestamp cursors: read only rows stamped before the start of the oldest
-    /// transaction still writing, so no late commit can land behind the
-    /// watermark (immune to long transactions, at the cost of lag while one runs).
+    /// Timestamp cursors (PostgreSQL): read only rows stamped before the start of
+    /// the oldest transaction still writing, so no late commit can land behind
+    /// the watermark (immune to long transactions, at the cost of lag while one
+    /// runs).
     pub wait_for_open_transactions: bool,
+    /// Where key-scan sets are kept (next to the cursor).
+    pub state_dir: PathBuf,
 }
 
-/// A table being polled: its layout, queries and watermark.
-struct Polled {
-    cfg: PollTable,
-    schema: TableSchema,
-    /// Index in `schema.columns` of the cursor column, the key columns and the
+/// A polled table's columns, as both databases describe it.
+pub(crate) struct Described {
+    /// For messages.
+    table: String,
+    names: Vec<Arc<str>>,
+    /// Indexes into `names` of the cursor column, the key columns and the
     /// soft-delete column.
     cursor: usize,
     key: Vec<usize>,
     deleted: Option<usize>,
-    cursor_type: String,
-    key_types: Vec<String>,
     /// True for timestamp cursors, where `lag_window` applies.
     timed: bool,
+}
+
+impl Described {
+    /// Finds the configured columns among `names`; errors name the key at fault.
+    fn new(
+        table: &PollTable,
+        names: Vec<Arc<str>>,
+        primary_key: &[String],
+    ) -> Result<Self, SourceError> {
+        let find = |column: &str, key: &str| {
+            names.iter().position(|n| **n == *column).ok_or_else(|| {
+                SourceError::Setup(format!(
+                    "source.table.{key}: {} has no column {column:?}",
+                    table.name
+                ))
+            })
+        };
+        let cursor = find(&table.cursor_column, "cursor_column")?;
+        let key_names = if table.key.is_empty() {
+            primary_key
+        } else {
+            &table.key[..]
+        };
+        if key_names.is_empty() {
+            return Err(SourceError::Setup(format!(
+                "source.table.key: {} has no primary key; name the tie-break key columns",
+                table.name
+            )));
+        }
+        let key = key_names
+            .iter()
+            .map(|k| find(k, "key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deleted = table
+            .deleted_column
+            .as_deref()
+            .map(|d| find(d, "deleted_column"))
+            .transpose()?;
+        Ok(Described {
+            table: table.name.to_string(),
+            cursor,
+            key,
+            deleted,
+            timed: false,
+            names,
+        })
+    }
+
+    fn not_orderable(&self, type_name: &str) -> SourceError {
+        SourceError::Setup(format!(
+            "source.table.cursor_column: {}.{} is of type {type_name}, which cannot be ordered; use a timestamp or an increasing number",
+            self.table, self.names[self.cursor]
+        ))
+    }
+
+    fn warn_unindexed(&self, fix: &str) {
+        tracing::warn!(
+            "source.table.cursor_column: no index on {} starts with {}: every poll scans the table ({fix})",
+            self.table,
+            self.names[self.cursor]
+        );
+    }
+}
+
+/// Which rows a page reads, before `ORDER BY cursor, key LIMIT n`.
+pub(crate) enum Bound<'a> {
+    All,
+    /// Strictly after `(cursor value, key)`.
+    After(&'a str, &'a [String]),
+    /// Cursor at or after the value minus the lag window.
+    Since(&'a str, Duration),
+}
+
+/// One row read by a page: its values, and the cursor and key as the database
+/// prints them (used in the next query).
+pub(crate) struct Fetched {
+    row: Row,
+    cursor: String,
+    key: Vec<String>,
+}
+
+/// The database being polled.
+enum Backend {
+    Postgres(postgres::PgPoll),
+    Mysql(mysql::MyPoll),
+}
+
+/// What one table's queries need, per database.
+enum Plan {
+    Postgres(postgres::PgTable),
+    Mysql(mysql::MyTable),
+}
+
+impl Backend {
+    async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
+        if url.starts_with("mysql://") {
+            let (my, db) = mysql::MyPoll::connect(url).await?;
+            Ok((Backend::Mysql(my), db))
+        } else {
+            let (pg, db) = postgres::PgPoll::connect(url).await?;
+            Ok((Backend::Postgres(pg), db))
+        }
+    }
+
+    async fn describe(&mut self, table: &PollTable) -> Result<(Described, Plan), SourceError> {
+        Ok(match self {
+            Backend::Postgres(pg) => {
+                let (d, t) = pg.describe(table).await?;
+                (d, Plan::Postgres(t))
+            }
+            Backend::Mysql(my) => {
+                let (d, t) = my.describe(table).await?;
+                (d, Plan::Mysql(t))
+            }
+        })
+    }
+
+    async fn page(
+        &mut self,
+        plan: &Plan,
+        described: &Described,
+        bound: Bound<'_>,
+        before_oldest_tx: bool,
+        limit: usize,
+    ) -> Result<Vec<Fetched>, SourceError> {
+        match (self, plan) {
+            (Backend::Postgres(pg), Plan::Postgres(t)) => {
+                pg.page(t, described, bound, before_oldest_tx, limit).await
+            }
+            (Backend::Mysql(my), Plan::Mysql(t)) => my.page(t, described, bound, limit).await,
+            _ => Err(SourceError::Setup("poll plan of another database".into())),
+        }
+    }
+
+    async fn keys(
+        &mut self,
+        plan: &Plan,
+        described: &Described,
+    ) -> Result<Vec<Vec<serde_json::Value>>, SourceError> {
+        match (self, plan) {
+            (Backend::Postgres(pg), Plan::Postgres(t)) => pg.keys(t, described).await,
+            (Backend::Mysql(my), Plan::Mysql(t)) => my.keys(t, described).await,
+            _ => Err(SourceError::Setup("poll plan of another database".into())),
+        }
+    }
+}
+
+/// A table being polled: its layout and watermark.
+struct Polled {
+    cfg: PollTable,
+    described: Described,
+    plan: Plan,
     watermark: Option<Watermark>,
     /// `(key, cursor value)` of rows emitted inside the lag window.
     seen: HashSet<(Vec<String>, String)>,
@@ -82,13 +247,14 @@ struct Polled {
     /// After a crash: the sink's last position for this table, when this table's
     /// positions only grow (no lag window); events up to it are not written again.
     replay_after: Option<String>,
+    keyset: Option<KeySet>,
 }
 
 pub struct PollSource {
     cfg: PollConfig,
     pipeline: Arc<str>,
     db: Arc<str>,
-    client: Client,
+    backend: Backend,
     tables: Vec<Polled>,
     control: SourceControl,
     /// Index of the table the next page is read from.
@@ -96,14 +262,6 @@ pub struct PollSource {
     /// Pages in the current round that came back full.
     busy: bool,
     idle_rounds: u32,
-}
-
-fn err(what: String) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
-    move |source| SourceError::Postgres { what, source }
-}
-
-fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 impl PollSource {
@@ -114,8 +272,7 @@ impl PollSource {
         sink_last: Option<&str>,
         control: SourceControl,
     ) -> Result<Self, SourceError> {
-        let pg = crate::postgres::parse_url(&cfg.url)?;
-        let client = catalog::connect(&pg).await?;
+        let (mut backend, db) = Backend::connect(&cfg.url).await?;
         let mut stored = match resume {
             Some(Position::Poll { tables }) => tables,
             Some(other) => {
@@ -125,131 +282,39 @@ impl PollSource {
             }
             None => BTreeMap::new(),
         };
-        let mut kinds = TypeKinds::default();
         let mut tables = Vec::new();
         for table in &cfg.tables {
-            let shape = catalog::table_shape(&client, &table.name)
-                .await?
-                .ok_or_else(|| {
-                    SourceError::Setup(format!("source.table: table {} does not exist", table.name))
-                })?;
-            let find = |column: &str, key: &str| {
-                shape
-                    .columns
-                    .iter()
-                    .position(|(n, _)| n == column)
-                    .ok_or_else(|| {
-                        SourceError::Setup(format!(
-                            "source.table.{key}: {} has no column {column:?}",
-                            table.name
-                        ))
-                    })
+            let (described, plan) = backend.describe(table).await?;
+            let scope = format!("poll:{}=", table.name);
+            let grows = !described.timed || table.lag_window.is_zero();
+            let keyset = match table.keyscan_every {
+                Some(every) => Some(KeySet::open(
+                    &cfg.state_dir,
+                    &cfg.pipeline,
+                    &table.name.to_string(),
+                    every,
+                )?),
+                None => None,
             };
-            let cursor = find(&table.cursor_column, "cursor_column")?;
-            let key_names = if table.key.is_empty() {
-                shape.primary_key.clone()
-            } else {
-                table.key.clone()
-            };
-            if key_names.is_empty() {
-                return Err(SourceError::Setup(format!(
-                    "source.table.key: {} has no primary key; name the tie-break key columns",
-                    table.name
-                )));
-            }
-            let key = key_names
-                .iter()
-                .map(|k| find(k, "key"))
-                .collect::<Result<Vec<_>, _>>()?;
-            let deleted = table
-                .deleted_column
-                .as_deref()
-                .map(|d| find(d, "deleted_column"))
-                .transpose()?;
-            let cursor_oid = shape.columns[cursor].1;
-            let orderable: bool = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_opclass c JOIN pg_am a ON a.oid = c.opcmethod \
-                     WHERE a.amname = 'btree' AND c.opcdefault AND c.opcintype = $1)",
-                    &[&cursor_oid],
-                )
-                .await
-                .map_err(err(format!("check the type of {}.{}", table.name, table.cursor_column)))?
-                .get(0);
-            let cursor_type = catalog::type_name(&client, cursor_oid, -1).await?;
-            let indexed: bool = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
-                     AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = $2)",
-                    &[&table.name.quoted(), &table.cursor_column],
-                )
-                .await
-                .map_err(err(format!("look up the indexes of {}", table.name)))?
-                .get(0);
-            if !indexed {
-                tracing::warn!(
-                    "source.table.cursor_column: no index on {} starts with {}: every poll scans the table (CREATE INDEX ON {} ({}, ...))",
-                    table.name,
-                    table.cursor_column,
-                    table.name,
-                    quote_ident(&table.cursor_column)
-                );
-            }
-            if !orderable {
-                return Err(SourceError::Setup(format!(
-                    "source.table.cursor_column: {}.{} is of type {cursor_type}, which cannot be ordered; use a timestamp or an increasing number",
-                    table.name, table.cursor_column
-                )));
-            }
-            let mut columns = Vec::new();
-            let mut key_types = Vec::new();
-            for (name, oid) in &shape.columns {
-                columns.push(Column {
-                    name: name.as_str().into(),
-                    type_oid: *oid,
-                    type_modifier: -1,
-                    kind: kinds.kind(&client, *oid).await?,
-                });
-            }
-            for &k in &key {
-                key_types.push(catalog::type_name(&client, shape.columns[k].1, -1).await?);
-            }
-            let timed = matches!(
-                columns[cursor].kind,
-                ValueKind::Timestamp | ValueKind::TimestampTz | ValueKind::Date
-            );
             tables.push(Polled {
                 watermark: stored.remove(&table.name.to_string()),
                 cfg: table.clone(),
-                schema: TableSchema {
-                    name: table.name.clone(),
-                    columns,
-                    key: key.clone(),
-                },
-                cursor,
-                key,
-                deleted,
-                cursor_type,
-                key_types,
-                timed,
+                described,
+                plan,
                 seen: HashSet::new(),
                 seen_order: VecDeque::new(),
                 page_after: None,
-                replay_after: None,
+                replay_after: sink_last
+                    .filter(|last| grows && last.starts_with(&scope))
+                    .map(str::to_owned),
+                keyset,
             });
-        }
-        for table in &mut tables {
-            let scope = format!("poll:{}=", table.cfg.name);
-            let grows = !table.timed || table.cfg.lag_window.is_zero();
-            table.replay_after = sink_last
-                .filter(|last| grows && last.starts_with(&scope))
-                .map(str::to_owned);
         }
         Ok(PollSource {
             pipeline: cfg.pipeline.as_str().into(),
-            db: pg.get_dbname().unwrap_or("postgres").into(),
+            db,
             cfg,
-            client,
+            backend,
             tables,
             control,
             next: 0,
@@ -274,6 +339,15 @@ impl PollSource {
             if *self.control.stop.borrow() {
                 return Ok(None);
             }
+            self.save_durable_keysets()?;
+            if self.next == 0 {
+                if let Some(events) = self.scan_keys().await? {
+                    return Ok(Some(Batch {
+                        events,
+                        end: Some(self.position()),
+                    }));
+                }
+            }
             if self.next == self.tables.len() {
                 // A round over every table is done: pause if nothing was waiting.
                 self.next = 0;
@@ -288,6 +362,7 @@ impl PollSource {
                     }
                 }
                 self.busy = false;
+                continue;
             }
             let index = self.next;
             let (events, full) = self.read_page(index).await?;
@@ -306,140 +381,198 @@ impl PollSource {
         }
     }
 
-    async fn read_page(&mut self, index: usize) -> Result<(Vec<ChangeEvent>, bool), SourceError> {
-        let page_size = self.cfg.page_size.max(1);
-        let table = &mut self.tables[index];
-        let cursor_col = quote_ident(&table.cfg.cursor_column);
-        let key_cols: Vec<String> = table
-            .key
-            .iter()
-            .map(|&k| quote_ident(&table.schema.columns[k].name))
-            .collect();
-        let order = format!("{cursor_col}, {}", key_cols.join(", "));
-        let bound = match (&table.page_after, &table.watermark) {
-            (Some((value, key)), _) => Some(tuple_bound(
-                &order,
-                value,
-                key,
-                &table.cursor_type,
-                &table.key_types,
-            )),
-            (None, Some(w)) if table.timed && !table.cfg.lag_window.is_zero() => Some(format!(
-                "{cursor_col} >= {}::{} - interval '{} milliseconds'",
-                literal(&w.value),
-                table.cursor_type,
-                table.cfg.lag_window.as_millis()
-            )),
-            (None, Some(w)) => Some(tuple_bound(
-                &order,
-                &w.value,
-                &w.key,
-                &table.cursor_type,
-                &table.key_types,
-            )),
-            (None, None) => None,
-        };
-        let bound = if table.timed && self.cfg.wait_for_open_transactions {
-            let oldest = format!(
-                "{cursor_col} < (SELECT coalesce(min(xact_start), clock_timestamp()) FROM pg_stat_activity \
-                 WHERE backend_xid IS NOT NULL AND datname = current_database() AND pid <> pg_backend_pid())"
-            );
-            Some(match bound {
-                Some(b) => format!("{b} AND {oldest}"),
-                None => oldest,
-            })
-        } else {
-            bound
-        };
-        let select: Vec<String> = table
-            .schema
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {order} LIMIT {page_size}",
-            select.join(", "),
-            table.cfg.name.quoted(),
-            bound.map(|b| format!(" WHERE {b}")).unwrap_or_default()
-        );
-        let rows: Vec<_> = self
-            .client
-            .simple_query(&sql)
-            .await
-            .map_err(err(format!("poll {}", table.cfg.name)))?
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => Some(row),
-                _ => None,
-            })
-            .collect();
-        let full = rows.len() >= page_size;
-        let ncols = table.schema.columns.len();
-        let mut events = Vec::new();
-        let ts_ms = now_ms();
-        for row in &rows {
-            let text = |i: usize| row.get(i).unwrap_or_default().to_string();
-            let value = text(table.cursor);
-            let key: Vec<String> = table.key.iter().map(|&k| text(k)).collect();
-            table.page_after = Some((value.clone(), key.clone()));
-            let marker = (key.clone(), value.clone());
-            if table.seen.contains(&marker) {
+    /// Key scans that are due: keys gone since the last scan become `op: "d"`
+    /// events (one table per batch).
+    async fn scan_keys(&mut self) -> Result<Option<Vec<ChangeEvent>>, SourceError> {
+        for index in 0..self.tables.len() {
+            let table = &mut self.tables[index];
+            let Some(keyset) = table.keyset.as_mut().filter(|k| k.due()) else {
+                continue;
+            };
+            if table.watermark.is_none() {
+                // Nothing polled yet: no key can be known to be gone.
+                keyset.postpone();
                 continue;
             }
-            let after = table.schema.row_from_text((0..ncols).map(|i| row.get(i)));
+            let table = &self.tables[index];
+            let keys = self.backend.keys(&table.plan, &table.described).await?;
+            let source = self.source(index, now_ms());
+            let table = &mut self.tables[index];
+            let (Some(keyset), Some(watermark)) = (table.keyset.as_mut(), table.watermark.as_mut())
+            else {
+                continue;
+            };
+            let scan = watermark.scans + 1;
+            let gone = keyset.compare(keys, scan)?;
+            if gone.is_empty() {
+                continue;
+            }
+            tracing::info!(
+                "key scan of {}: {} rows deleted since the last scan",
+                table.cfg.name,
+                gone.len()
+            );
+            watermark.scans = scan;
+            let events = gone
+                .into_iter()
+                .map(|key| {
+                    // At the watermark the scan ran at, then the scan number and
+                    // the key: after every event written before the scan.
+                    let mut at = watermark.key.clone();
+                    at.push(format!("~scan{scan}"));
+                    at.extend(key.iter().map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }));
+                    let key_row = Row(table
+                        .described
+                        .key
+                        .iter()
+                        .map(|&k| table.described.names[k].clone())
+                        .zip(key)
+                        .collect());
+                    ChangeEvent {
+                        op: Op::Delete,
+                        before: Some(key_row.clone()),
+                        after: None,
+                        unchanged: Vec::new(),
+                        key: Some(key_row),
+                        source: source.clone(),
+                        position: single_table(&table.cfg.name, watermark.sort.clone(), at),
+                        transaction: None,
+                        ts_ms: source.ts_ms,
+                        ddl: None,
+                        columns: None,
+                    }
+                })
+                .collect();
+            return Ok(Some(events));
+        }
+        Ok(None)
+    }
+
+    /// Writes the key sets of scans whose deletes the sink has made durable.
+    fn save_durable_keysets(&mut self) -> Result<(), SourceError> {
+        let durable = self.control.durable.borrow().clone();
+        let Some(Position::Poll { tables }) = durable else {
+            return Ok(());
+        };
+        for table in &mut self.tables {
+            let scans = tables
+                .get(&table.cfg.name.to_string())
+                .map_or(0, |w| w.scans);
+            if let Some(keyset) = table.keyset.as_mut() {
+                keyset.durable(scans)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `source` block of a table's events.
+    fn source(&self, index: usize, ts_ms: i64) -> SourceInfo {
+        let name = &self.tables[index].cfg.name;
+        SourceInfo {
+            connector: "poll",
+            name: self.pipeline.clone(),
+            db: self.db.clone(),
+            schema: name.schema.clone(),
+            table: name.table.clone(),
+            ts_ms,
+            snapshot: false,
+            lsn: None,
+            commit_lsn: None,
+            tx_id: None,
+            watermark: None,
+        }
+    }
+
+    async fn read_page(&mut self, index: usize) -> Result<(Vec<ChangeEvent>, bool), SourceError> {
+        let page_size = self.cfg.page_size.max(1);
+        let table = &self.tables[index];
+        let bound = match (&table.page_after, &table.watermark) {
+            (Some((value, key)), _) => Bound::After(value, key),
+            (None, Some(w)) if table.described.timed && !table.cfg.lag_window.is_zero() => {
+                Bound::Since(&w.value, table.cfg.lag_window)
+            }
+            (None, Some(w)) => Bound::After(&w.value, &w.key),
+            (None, None) => Bound::All,
+        };
+        let before_oldest_tx = table.described.timed && self.cfg.wait_for_open_transactions;
+        let rows = self
+            .backend
+            .page(
+                &table.plan,
+                &table.described,
+                bound,
+                before_oldest_tx,
+                page_size,
+            )
+            .await?;
+        let full = rows.len() >= page_size;
+        let ts_ms = now_ms();
+        let mut events = Vec::new();
+        let source = self.source(index, ts_ms);
+        let polled = &mut self.tables[index];
+        for Fetched {
+            row: after,
+            cursor: value,
+            key,
+        } in rows
+        {
+            polled.page_after = Some((value.clone(), key.clone()));
+            let marker = (key.clone(), value.clone());
+            if polled.seen.contains(&marker) {
+                continue;
+            }
+            let described = &polled.described;
             let sort = sortable(
-                &table.schema.columns[table.cursor].kind,
                 after
                     .0
-                    .get(table.cursor)
+                    .get(described.cursor)
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default(),
             );
+            let scans = polled.watermark.as_ref().map_or(0, |w| w.scans);
             let candidate = Watermark {
                 value: value.clone(),
                 sort: sort.clone(),
                 key: key.clone(),
+                scans,
             };
-            if table
+            if polled
                 .watermark
                 .as_ref()
                 .is_none_or(|w| candidate.order() > w.order())
             {
-                table.watermark = Some(candidate);
+                polled.watermark = Some(candidate);
             }
-            if table.timed && !table.cfg.lag_window.is_zero() {
-                table.seen.insert(marker.clone());
-                table.seen_order.push_back((sort.clone(), marker));
+            if described.timed && !polled.cfg.lag_window.is_zero() {
+                polled.seen.insert(marker.clone());
+                polled.seen_order.push_back((sort.clone(), marker));
             }
-            let deleted = table.deleted.is_some_and(|d| {
+            let deleted = described.deleted.is_some_and(|d| {
                 !matches!(
                     after.0.get(d).map(|(_, v)| v),
                     None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false))
                 )
             });
-            let key_row = table.schema.key_of(&after);
+            let key_row = key_of(described, &after);
+            let position = single_table(&polled.cfg.name, sort, key.clone());
+            if let Some(last) = &polled.replay_after {
+                if position.to_string().as_str() <= last.as_str() {
+                    continue;
+                }
+                polled.replay_after = None;
+            }
+            if let (Some(keyset), Some(key)) = (polled.keyset.as_mut(), &key_row) {
+                let values: Vec<serde_json::Value> = key.0.iter().map(|(_, v)| v.clone()).collect();
+                keyset.saw(&values);
+            }
             let (op, before, after) = if deleted {
                 (Op::Delete, Some(after), None)
             } else {
                 (Op::Update, None, Some(after))
             };
-            let position = Position::Poll {
-                tables: BTreeMap::from([(
-                    table.cfg.name.to_string(),
-                    Watermark {
-                        value: String::new(),
-                        sort,
-                        key,
-                    },
-                )]),
-            };
-            if let Some(last) = &table.replay_after {
-                if position.to_string().as_str() <= last.as_str() {
-                    continue;
-                }
-                table.replay_after = None;
-            }
             events.push(ChangeEvent {
                 op,
                 before,
@@ -447,17 +580,8 @@ impl PollSource {
                 unchanged: Vec::new(),
                 key: key_row,
                 source: SourceInfo {
-                    connector: "poll",
-                    name: self.pipeline.clone(),
-                    db: self.db.clone(),
-                    schema: table.schema.name.schema.clone(),
-                    table: table.schema.name.table.clone(),
-                    ts_ms,
-                    snapshot: false,
-                    lsn: None,
-                    commit_lsn: None,
-                    tx_id: None,
                     watermark: Some(value),
+                    ..source.clone()
                 },
                 position,
                 transaction: None,
@@ -467,14 +591,14 @@ impl PollSource {
             });
         }
         // Forget what fell out of the window behind the watermark.
-        if let Some(w) = &table.watermark {
-            let horizon = table.cfg.lag_window.as_micros() as i64;
-            while let Some((sort, _)) = table.seen_order.front() {
+        if let Some(w) = &polled.watermark {
+            let horizon = polled.cfg.lag_window.as_micros() as i64;
+            while let Some((sort, _)) = polled.seen_order.front() {
                 if micros_between(sort, &w.sort).is_some_and(|d| d <= horizon) {
                     break;
                 }
-                if let Some((_, marker)) = table.seen_order.pop_front() {
-                    table.seen.remove(&marker);
+                if let Some((_, marker)) = polled.seen_order.pop_front() {
+                    polled.seen.remove(&marker);
                 }
             }
         }
@@ -484,33 +608,42 @@ impl PollSource {
     pub async fn close(self) {}
 }
 
-fn tuple_bound(
-    order: &str,
-    value: &str,
-    key: &[String],
-    cursor_type: &str,
-    key_types: &[String],
-) -> String {
-    let mut values = vec![format!("{}::{cursor_type}", literal(value))];
-    values.extend(
-        key.iter()
-            .zip(key_types)
-            .map(|(k, t)| format!("{}::{t}", literal(k))),
-    );
-    format!("({order}) > ({})", values.join(", "))
+/// The key columns of a row.
+fn key_of(described: &Described, row: &Row) -> Option<Row> {
+    described
+        .key
+        .iter()
+        .map(|&k| row.0.get(k).cloned())
+        .collect::<Option<Vec<_>>>()
+        .map(Row)
+}
+
+/// An event's position: the one table's `(sortable cursor value, key)`.
+fn single_table(table: &TableName, sort: String, key: Vec<String>) -> Position {
+    Position::Poll {
+        tables: BTreeMap::from([(
+            table.to_string(),
+            Watermark {
+                value: String::new(),
+                sort,
+                key,
+                scans: 0,
+            },
+        )]),
+    }
 }
 
 /// The cursor value in a form that sorts byte-wise: timestamps in their fixed
 /// ISO form, numbers zero-padded, text as is.
-fn sortable(kind: &ValueKind, value: serde_json::Value) -> String {
-    match (kind, value) {
-        (ValueKind::Integer, serde_json::Value::Number(n)) => match n.as_i64() {
+fn sortable(value: serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) => match n.as_i64() {
             // Offset so negative numbers sort first, then pad.
             Some(i) => format!("{:020}", (i as i128 + i64::MAX as i128 + 1) as u128),
             None => n.to_string(),
         },
-        (_, serde_json::Value::String(s)) => s,
-        (_, other) => other.to_string(),
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
     }
 }
 
@@ -546,9 +679,9 @@ mod tests {
 
     #[test]
     fn sortable_forms_order_like_their_values() {
-        let a = sortable(&ValueKind::Integer, json!(-5));
-        let b = sortable(&ValueKind::Integer, json!(3));
-        let c = sortable(&ValueKind::Integer, json!(12));
+        let a = sortable(json!(-5));
+        let b = sortable(json!(3));
+        let c = sortable(json!(12));
         assert!(a < b && b < c);
         assert_eq!(
             micros_between("2026-11-21T13:45:00.000000Z", "2026-11-21T13:45:05.500000Z"),
