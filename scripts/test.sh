@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-postgres.sh
 bash scripts/setup-mariadb.sh
+bash scripts/setup-aws-emulators.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

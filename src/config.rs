@@ -220,6 +220,38 @@ pub enum SinkConfig {
         max_file_bytes: u64,
     },
     Stdout,
+    /// Amazon Kinesis Data Streams.
+    Kinesis {
+        stream: String,
+        /// Else the standard AWS chain (`AWS_REGION`, profile).
+        region: Option<String>,
+        /// Else `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL`, else AWS.
+        endpoint: Option<String>,
+        #[serde(default = "default_max_record_bytes")]
+        max_record_bytes: usize,
+        #[serde(default)]
+        oversized: OversizedPolicy,
+        /// Pack consecutive events of one partition key into one record (JSON lines).
+        #[serde(default)]
+        aggregate: bool,
+    },
+}
+
+/// What the Kinesis sink does with an event larger than a record may be.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OversizedPolicy {
+    #[default]
+    Fail,
+    SkipAndCount,
+}
+
+fn default_max_record_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_lease_duration() -> String {
+    "10s".into()
 }
 
 fn default_max_file_bytes() -> u64 {
@@ -238,7 +270,18 @@ impl Default for SinkConfig {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CursorConfig {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
+    /// A DynamoDB table (key `pipeline`), with a single-owner lease.
+    Dynamodb {
+        table: String,
+        #[serde(default = "default_lease_duration")]
+        lease_duration: String,
+        region: Option<String>,
+        /// Else `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`, else AWS.
+        endpoint: Option<String>,
+    },
 }
 
 impl Default for CursorConfig {
@@ -414,6 +457,39 @@ impl Config {
                 return Err(invalid("sink.max_file_bytes", "must be at least 4096"));
             }
         }
+        if let SinkConfig::Kinesis {
+            stream,
+            max_record_bytes,
+            ..
+        } = &self.sink
+        {
+            if stream.is_empty() {
+                return Err(invalid("sink.stream", "names no stream"));
+            }
+            if !(1024..=10 * 1024 * 1024).contains(max_record_bytes) {
+                return Err(invalid(
+                    "sink.max_record_bytes",
+                    "must be between 1024 and 10485760",
+                ));
+            }
+        }
+        if let CursorConfig::Dynamodb {
+            table,
+            lease_duration,
+            ..
+        } = &self.cursor
+        {
+            if table.is_empty() {
+                return Err(invalid("cursor.table", "names no table"));
+            }
+            if parse_duration(lease_duration).is_none_or(|d| d < std::time::Duration::from_secs(1))
+            {
+                return Err(invalid(
+                    "cursor.lease_duration",
+                    format!("{lease_duration:?} is not a duration of at least 1s, like 10s"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -451,6 +527,7 @@ impl Config {
                     Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
                     _ => PathBuf::from("."),
                 },
+                CursorConfig::Dynamodb { .. } => state_dir(),
             },
         })
     }

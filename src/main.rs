@@ -4,10 +4,10 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tidemark::config::{Config, CursorConfig, SinkConfig};
-use tidemark::cursor::{CursorStore, FileCursor};
+use tidemark::config::{parse_duration, Config, CursorConfig, OversizedPolicy, SinkConfig};
+use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
 use tidemark::pipeline::{self, AnySource};
-use tidemark::sinks::{AnySink, FileSink, StdoutSink};
+use tidemark::sinks::{AnySink, FileSink, KinesisSink, Oversized, StdoutSink};
 use tidemark_connectors::event::{lsn_text, parse_lsn};
 use tidemark_connectors::mysql::{self, MysqlSource};
 use tidemark_connectors::poll::PollSource;
@@ -60,6 +60,11 @@ enum Command {
 enum CursorCommand {
     /// Print the stored cursor.
     Show {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create the cursor store (the DynamoDB table); nothing to do for a file.
+    Init {
         #[arg(long)]
         config: PathBuf,
     },
@@ -122,30 +127,109 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             command: CursorCommand::Show { config },
         } => {
             let config = Config::load(&config)?;
-            match cursor_store(&config).describe()? {
+            match cursor_store(&config).await?.describe().await? {
                 Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
                 None => println!("no cursor yet for pipeline {}", config.pipeline.name),
+            }
+            Ok(())
+        }
+        Command::Cursor {
+            command: CursorCommand::Init { config },
+        } => {
+            let config = Config::load(&config)?;
+            match cursor_store(&config).await? {
+                CursorStore::Dynamo(store) => {
+                    let what = if store.init().await? {
+                        "created"
+                    } else {
+                        "already exists"
+                    };
+                    if let CursorConfig::Dynamodb { table, .. } = &config.cursor {
+                        println!("dynamodb table {table} {what}");
+                    }
+                }
+                CursorStore::File(_) => println!("file cursors need no set-up"),
             }
             Ok(())
         }
     }
 }
 
-fn cursor_store(config: &Config) -> CursorStore {
-    match &config.cursor {
+/// The AWS settings of the standard chain, with a region set in the config
+/// taking precedence; a missing region is an error naming the key.
+async fn aws(region: &Option<String>, key: &str) -> anyhow::Result<aws_config::SdkConfig> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        bail!("{key}: no AWS region (set {key} or AWS_REGION)");
+    }
+    Ok(sdk)
+}
+
+async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore> {
+    Ok(match &config.cursor {
         CursorConfig::File { path } => {
             CursorStore::File(FileCursor::new(path, &config.pipeline.name))
         }
-    }
+        CursorConfig::Dynamodb {
+            table,
+            lease_duration,
+            region,
+            endpoint,
+        } => {
+            let sdk = aws(region, "cursor.region").await?;
+            let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
+            if let Some(endpoint) = endpoint {
+                builder = builder.endpoint_url(endpoint);
+            }
+            let lease =
+                parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
+            CursorStore::Dynamo(Box::new(DynamoCursor::new(
+                aws_sdk_dynamodb::Client::from_conf(builder.build()),
+                table,
+                &config.pipeline.name,
+                lease,
+            )))
+        }
+    })
 }
 
-fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
+async fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
     Ok(match &config.sink {
         SinkConfig::File {
             path,
             max_file_bytes,
         } => AnySink::File(FileSink::open(path, *max_file_bytes)?),
         SinkConfig::Stdout => AnySink::Stdout(StdoutSink::new()),
+        SinkConfig::Kinesis {
+            stream,
+            region,
+            endpoint,
+            max_record_bytes,
+            oversized,
+            aggregate,
+        } => {
+            let sdk = aws(region, "sink.region").await?;
+            let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk);
+            if let Some(endpoint) = endpoint {
+                builder = builder.endpoint_url(endpoint);
+            }
+            let sink = KinesisSink::new(
+                aws_sdk_kinesis::Client::from_conf(builder.build()),
+                stream,
+                *max_record_bytes,
+                match oversized {
+                    OversizedPolicy::Fail => Oversized::Fail,
+                    OversizedPolicy::SkipAndCount => Oversized::SkipAndCount,
+                },
+                *aggregate,
+            );
+            sink.check().await?;
+            AnySink::Kinesis(Box::new(sink))
+        }
     })
 }
 
@@ -165,6 +249,11 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
+    // The sink and the cursor store must be reachable (a Kinesis stream must exist).
+    if let SinkConfig::Kinesis { .. } = config.sink {
+        open_sink(&config).await?;
+    }
+    cursor_store(&config).await?.describe().await?;
     println!("ok: {} is ready for capture", config.pipeline.name);
     Ok(())
 }
@@ -175,10 +264,29 @@ async fn run(
     stop_at_binlog: Option<(String, u64)>,
 ) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let mut sink = open_sink(&config)?;
-    let mut cursor = cursor_store(&config);
-    let resume = cursor.load().await?;
     let (handle, control) = tidemark_connectors::control();
+    // Signals first: a standby may wait for its lease for a long time.
+    let stop = handle.stop;
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: finishing the current batch");
+        stop.send_replace(true);
+    });
+    let mut sink = open_sink(&config).await?;
+    let mut cursor = cursor_store(&config).await?;
+    let mut stopped = control.stop.clone();
+    let resume = tokio::select! {
+        resume = cursor.load() => resume?,
+        _ = stopped.wait_for(|stop| *stop) => {
+            tracing::info!("stopped before holding the cursor");
+            return Ok(());
+        }
+    };
     let source = match (
         config.postgres(stop_at_lsn),
         config.mysql(stop_at_binlog),
@@ -197,19 +305,9 @@ async fn run(
     };
     tracing::info!("pipeline {} running", config.pipeline.name);
 
-    let stop = handle.stop;
-    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("stopping: finishing the current batch");
-        stop.send_replace(true);
-    });
-
-    let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await?;
+    let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await;
+    cursor.release().await;
+    let summary = summary?;
     tracing::info!(
         "stopped: {} events in {} batches; cursor at {}{}",
         summary.events,

@@ -2,8 +2,10 @@
 //! durable. A commit never moves backward and happens only after the sink
 //! acknowledged everything up to the position.
 
+mod dynamodb;
 mod file;
 
+pub use dynamodb::DynamoCursor;
 pub use file::FileCursor;
 
 use tidemark_connectors::Position;
@@ -28,30 +30,47 @@ pub enum CursorError {
     },
     #[error("cursor refuses to move backward from {stored} to {attempted}")]
     Backward { stored: String, attempted: String },
+    #[error("{0}")]
+    Store(String),
+    #[error("lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now; this commit was refused")]
+    LeaseLost { pipeline: String, table: String },
 }
 
 /// The configured store. The set is fixed, so an enum reads plainer than a trait object.
 pub enum CursorStore {
     File(FileCursor),
+    Dynamo(Box<DynamoCursor>),
 }
 
 impl CursorStore {
+    /// The stored position. For DynamoDB this first takes the pipeline's lease,
+    /// waiting as a standby while another instance holds it.
     pub async fn load(&mut self) -> Result<Option<Position>, CursorError> {
         match self {
             CursorStore::File(store) => store.load(),
+            CursorStore::Dynamo(store) => store.acquire().await,
         }
     }
 
     pub async fn commit(&mut self, position: &Position) -> Result<(), CursorError> {
         match self {
             CursorStore::File(store) => tokio::task::block_in_place(|| store.commit(position)),
+            CursorStore::Dynamo(store) => store.commit(position).await,
+        }
+    }
+
+    /// On a clean stop: lets a standby take over at once.
+    pub async fn release(&mut self) {
+        if let CursorStore::Dynamo(store) = self {
+            store.release().await;
         }
     }
 
     /// The stored record as JSON, for `tidemark cursor show`.
-    pub fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
+    pub async fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
         match self {
             CursorStore::File(store) => store.describe(),
+            CursorStore::Dynamo(store) => store.describe().await,
         }
     }
 }

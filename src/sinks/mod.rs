@@ -3,9 +3,11 @@
 //! cursor to move.
 
 mod file;
+mod kinesis;
 mod stdout;
 
 pub use file::FileSink;
+pub use kinesis::{partition_key, KinesisSink, Oversized};
 pub use stdout::StdoutSink;
 
 use tidemark_connectors::ChangeEvent;
@@ -20,12 +22,23 @@ pub enum SinkError {
     },
     #[error("stdout sink: {0}")]
     Stdout(#[source] std::io::Error),
+    #[error("kinesis sink: {0}")]
+    Kinesis(String),
+    #[error("kinesis sink: the event at {position} on {table} (partition key {key}) is {size} bytes, over the record limit of {limit} (sink.oversized = \"fail\"; \"skip-and-count\" skips such events)")]
+    Oversized {
+        table: String,
+        key: String,
+        size: usize,
+        limit: usize,
+        position: String,
+    },
 }
 
 /// The configured sink. The set is fixed, so an enum reads plainer than a trait object.
 pub enum AnySink {
     File(FileSink),
     Stdout(StdoutSink),
+    Kinesis(Box<KinesisSink>),
 }
 
 impl AnySink {
@@ -36,6 +49,7 @@ impl AnySink {
         match self {
             AnySink::File(sink) => tokio::task::block_in_place(|| sink.write(events)),
             AnySink::Stdout(sink) => sink.write(events).await,
+            AnySink::Kinesis(sink) => sink.write(events).await,
         }
     }
 
@@ -44,7 +58,7 @@ impl AnySink {
     pub fn last_position(&self) -> Option<&str> {
         match self {
             AnySink::File(sink) => sink.last_position(),
-            AnySink::Stdout(_) => None,
+            AnySink::Stdout(_) | AnySink::Kinesis(_) => None,
         }
     }
 }

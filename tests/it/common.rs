@@ -265,8 +265,21 @@ pub struct Daemon {
     pub stderr_path: PathBuf,
 }
 
+/// The local AWS emulators (scripts/setup-aws-emulators.sh starts them).
+pub const KINESIS: &str = "http://127.0.0.1:4567";
+pub const DYNAMODB: &str = "http://127.0.0.1:4568";
+
+/// The binary, with AWS settings pointing at the emulators through the standard
+/// variables (the daemon reads them like any AWS tool).
 pub fn tidemark() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    command
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_KINESIS", KINESIS)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", DYNAMODB);
+    command
 }
 
 impl Daemon {
