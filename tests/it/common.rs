@@ -237,6 +237,35 @@ pub async fn pg_insert_rows(client: std::sync::Arc<Client>, table: &'static str,
         .expect("insert");
 }
 
+/// `check` and `run` both refuse the config: non-zero exit, no panic, and an
+/// `error: ` line containing `needle`.
+pub fn assert_refused(config: &Path, needle: &str) {
+    let path = config.display().to_string();
+    for command in ["check", "run"] {
+        let (code, stderr) = run_to_end(&[command, "--config", &path]);
+        assert_ne!(code, 0, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("error: ") && l.contains(needle)),
+            "no {needle:?} in {stderr}"
+        );
+    }
+}
+
+/// Waits until row 20,000 was written, stops the daemon, and checks that every
+/// row of a crash test came exactly once.
+pub async fn finish_crash_test(mut daemon: Daemon, events: impl Fn() -> Vec<Value>) {
+    daemon
+        .wait_for("the last row", Duration::from_secs(120), || async {
+            events().iter().any(|e| e["after"]["id"] == 20_000)
+        })
+        .await;
+    daemon.stop().await;
+    assert_each_id_once(&events(), 20_000);
+}
+
 /// Counts `after.id` over the events: every id in 1..=n exactly once.
 pub fn assert_each_id_once(events: &[Value], n: usize) {
     let mut ids = vec![0u32; n + 1];

@@ -320,7 +320,7 @@ async fn mysql_sigkill_three_times_loses_nothing() {
     );
     let config = db.config("r", 4302, "");
     let daemon = db.start(&config).await;
-    let mut daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| async move {
+    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| async move {
         let values: Vec<String> = (first..first + 20)
             .map(|i| format!("({i}, REPEAT('x', 100))"))
             .collect();
@@ -330,13 +330,7 @@ async fn mysql_sigkill_three_times_loses_nothing() {
             .expect("insert");
     })
     .await;
-    daemon
-        .wait_for("the last row", Duration::from_secs(120), || async {
-            db.events().iter().any(|e| e["after"]["id"] == 20_000)
-        })
-        .await;
-    daemon.stop().await;
-    assert_each_id_once(&db.events(), 20_000);
+    finish_crash_test(daemon, || db.events()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -328,18 +328,7 @@ async fn poll_bad_configs_name_table_and_column() {
             &db,
             &format!("[[source.table]]\nname = \"public.t\"\n{lines}"),
         );
-        let path = config.display().to_string();
-        for command in ["check", "run"] {
-            let (code, stderr) = run_to_end(&[command, "--config", &path]);
-            assert_ne!(code, 0, "{stderr}");
-            assert!(!stderr.contains("panicked"), "{stderr}");
-            assert!(
-                stderr
-                    .lines()
-                    .any(|l| l.starts_with("error: ") && l.contains(needle)),
-                "no {needle:?} in {stderr}"
-            );
-        }
+        assert_refused(&config, needle);
     }
     let config = poll_config(
         &db,

@@ -216,7 +216,7 @@ async fn mysql_poll_sigkill_three_times_loses_nothing() {
         "[[source.table]]\nname = \"tm_mypoll_crash.r\"\ncursor_column = \"id\"",
     );
     let daemon = Daemon::start(&config);
-    let mut daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| async move {
+    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| async move {
         let statement = format!(
             "USE tm_mypoll_crash; INSERT INTO r SELECT seq, REPEAT('x', 100) FROM seq_{first}_to_{}",
             first + 19
@@ -226,13 +226,7 @@ async fn mysql_poll_sigkill_three_times_loses_nothing() {
             .expect("insert");
     })
     .await;
-    daemon
-        .wait_for("the last row", Duration::from_secs(120), || async {
-            db.events().iter().any(|e| e["after"]["id"] == 20_000)
-        })
-        .await;
-    daemon.stop().await;
-    assert_each_id_once(&db.events(), 20_000);
+    finish_crash_test(daemon, || db.events()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -262,18 +256,7 @@ async fn mysql_poll_bad_configs_name_table_and_column() {
             10,
             &format!("[[source.table]]\nname = \"tm_mypoll_bad.t\"\n{lines}"),
         );
-        let path = config.display().to_string();
-        for command in ["check", "run"] {
-            let (code, stderr) = run_to_end(&[command, "--config", &path]);
-            assert_ne!(code, 0, "{stderr}");
-            assert!(!stderr.contains("panicked"), "{stderr}");
-            assert!(
-                stderr
-                    .lines()
-                    .any(|l| l.starts_with("error: ") && l.contains(needle)),
-                "no {needle:?} in {stderr}"
-            );
-        }
+        assert_refused(&config, needle);
     }
     let config = poll_config(
         &db,

@@ -6,10 +6,11 @@
 //! `op: "d"` event (its `before` and `key` hold the key columns only).
 //!
 //! The known set is kept on disk next to the cursor, one key per line as a JSON
-//! array, sorted (`<pipeline>.<schema.table>.keys`). The file may hold more keys
-//! than the table (a superset only costs a repeated delete), never fewer: after a
-//! scan that found deletes it is rewritten only once the sink has made those
-//! deletes durable (the cursor's per-table `scans` count says so). A crash before
+//! array (`<pipeline>.<schema.table>.keys`): rewritten sorted at scans, and the
+//! keys of each page appended (fsynced) before the page goes to the sink. The
+//! file may hold more keys than the table (a superset only costs a repeated
+//! delete), never fewer: after a scan that found deletes it is rewritten only
+//! once the sink has made those deletes durable (the cursor's per-table `scans` count says so). A crash before
 //! that emits the same deletes again on the next scan (at-least-once, same key).
 //! The set is held in memory: about the size of the keys' JSON text.
 
@@ -29,6 +30,8 @@ pub struct KeySet {
     known: BTreeSet<String>,
     /// The last scan whose deletes are not yet known to be durable.
     pending: Option<u64>,
+    /// Keys seen since the last append to the file.
+    unsaved: Vec<String>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
@@ -56,6 +59,7 @@ impl KeySet {
             next_scan: Instant::now(),
             known,
             pending: None,
+            unsaved: Vec::new(),
         })
     }
 
@@ -68,9 +72,38 @@ impl KeySet {
         self.next_scan = Instant::now() + self.every;
     }
 
-    /// A row with this key was emitted.
+    /// A row with this key is about to be emitted.
     pub fn saw(&mut self, key: &[Value]) {
-        self.known.insert(Value::from(key.to_vec()).to_string());
+        let line = Value::from(key.to_vec()).to_string();
+        if self.known.insert(line.clone()) {
+            self.unsaved.push(line);
+        }
+    }
+
+    /// Appends the keys seen since the last call to the file (fsynced), before
+    /// their events go to the sink: a key whose row is deleted while tidemark is
+    /// down is then still known at the next start.
+    pub fn append_seen(&mut self) -> Result<(), SourceError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let mut body = String::new();
+        for key in self.unsaved.drain(..) {
+            body.push_str(&key);
+            body.push('\n');
+        }
+        let append = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            file.write_all(body.as_bytes())?;
+            file.sync_data()
+        };
+        append().map_err(io_error(&self.path))
     }
 
     /// Compares the table's keys now with the known ones; returns the keys gone.

@@ -557,16 +557,16 @@ impl PollSource {
                 )
             });
             let key_row = key_of(described, &after);
+            if let (Some(keyset), Some(key)) = (polled.keyset.as_mut(), &key_row) {
+                let values: Vec<serde_json::Value> = key.0.iter().map(|(_, v)| v.clone()).collect();
+                keyset.saw(&values);
+            }
             let position = single_table(&polled.cfg.name, sort, key.clone());
             if let Some(last) = &polled.replay_after {
                 if position.to_string().as_str() <= last.as_str() {
                     continue;
                 }
                 polled.replay_after = None;
-            }
-            if let (Some(keyset), Some(key)) = (polled.keyset.as_mut(), &key_row) {
-                let values: Vec<serde_json::Value> = key.0.iter().map(|(_, v)| v.clone()).collect();
-                keyset.saw(&values);
             }
             let (op, before, after) = if deleted {
                 (Op::Delete, Some(after), None)
@@ -589,6 +589,9 @@ impl PollSource {
                 ddl: None,
                 columns: None,
             });
+        }
+        if let Some(keyset) = polled.keyset.as_mut() {
+            keyset.append_seen()?;
         }
         // Forget what fell out of the window behind the watermark.
         if let Some(w) = &polled.watermark {
