@@ -416,20 +416,26 @@ impl ChangeEvent {
 }
 
 fn write_row(out: &mut Vec<u8>, row: Option<&Row>) {
-    let Some(row) = row else {
-        out.extend_from_slice(b"null");
-        return;
-    };
-    out.push(b'{');
-    for (i, (name, value)) in row.0.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json::string(out, name);
-        out.push(b':');
-        json::value(out, value);
+    match row {
+        Some(row) => row.write_json(out),
+        None => out.extend_from_slice(b"null"),
     }
-    out.push(b'}');
+}
+
+impl Row {
+    /// Appends the row as a JSON object, columns in order.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::string(out, name);
+            out.push(b':');
+            json::value(out, value);
+        }
+        out.push(b'}');
+    }
 }
 
 /// JSON scalars, written straight into a buffer.

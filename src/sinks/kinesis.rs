@@ -65,25 +65,20 @@ pub struct KinesisSink {
 struct Record {
     partition_key: String,
     data: Vec<u8>,
-    /// Position of the record's last event, for messages.
-    position: String,
+    /// Index in the batch of the record's last event (its position names the
+    /// record in messages).
+    last_event: usize,
 }
 
 /// `schema.table` plus the key, hashed when too long.
 pub fn partition_key(event: &ChangeEvent) -> String {
-    let mut key = event.table_name();
+    let mut key = event.table_name().into_bytes();
     if let Some(row) = &event.key {
-        key.push('{');
-        for (i, (name, value)) in row.0.iter().enumerate() {
-            if i > 0 {
-                key.push(',');
-            }
-            key.push_str(&serde_json::Value::String(name.to_string()).to_string());
-            key.push(':');
-            key.push_str(&value.to_string());
-        }
-        key.push('}');
+        row.write_json(&mut key);
     }
+    // Built from `&str`s and JSON text: valid UTF-8.
+    let key = String::from_utf8(key)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     if key.len() <= MAX_PARTITION_KEY_BYTES {
         return key;
     }
@@ -149,7 +144,7 @@ impl KinesisSink {
     /// The batch's events as records: one per event, or packed per key.
     fn records(&mut self, events: &[ChangeEvent]) -> Result<Vec<Record>, SinkError> {
         let mut records: Vec<Record> = Vec::new();
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             let mut data = Vec::with_capacity(512);
             event.write_json(&mut data);
             let partition_key = partition_key(event);
@@ -177,7 +172,6 @@ impl KinesisSink {
                     }
                 }
             }
-            let position = event.position.to_string();
             if self.aggregate {
                 if let Some(last) = records.last_mut() {
                     if last.partition_key == partition_key
@@ -186,7 +180,7 @@ impl KinesisSink {
                     {
                         last.data.push(b'\n');
                         last.data.extend_from_slice(&data);
-                        last.position = position;
+                        last.last_event = index;
                         continue;
                     }
                 }
@@ -194,7 +188,7 @@ impl KinesisSink {
             records.push(Record {
                 partition_key,
                 data,
-                position,
+                last_event: index,
             });
         }
         Ok(records)
@@ -297,7 +291,8 @@ impl KinesisSink {
                     (_, code) => {
                         let position = pending[i]
                             .as_ref()
-                            .map_or(String::new(), |r| r.position.clone());
+                            .and_then(|r| events.get(r.last_event))
+                            .map_or(String::new(), |e| e.position.to_string());
                         return Err(SinkError::Kinesis(format!(
                             "PutRecords to {} refused the record at {position}: {} {}",
                             self.stream,

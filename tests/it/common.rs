@@ -240,18 +240,24 @@ pub async fn pg_insert_rows(client: std::sync::Arc<Client>, table: &'static str,
 /// `check` and `run` both refuse the config: non-zero exit, no panic, and an
 /// `error: ` line containing `needle`.
 pub fn assert_refused(config: &Path, needle: &str) {
-    let path = config.display().to_string();
     for command in ["check", "run"] {
-        let (code, stderr) = run_to_end(&[command, "--config", &path]);
-        assert_ne!(code, 0, "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(
-            stderr
-                .lines()
-                .any(|l| l.starts_with("error: ") && l.contains(needle)),
-            "no {needle:?} in {stderr}"
-        );
+        assert_command_refused(command, config, needle);
     }
+}
+
+/// `tidemark <command> --config <config>` exits non-zero without a panic, with
+/// an `error: ` line containing `needle`.
+pub fn assert_command_refused(command: &str, config: &Path, needle: &str) {
+    let path = config.display().to_string();
+    let (code, stderr) = run_to_end(&[command, "--config", &path]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains(needle)),
+        "no {needle:?} in {stderr}"
+    );
 }
 
 /// Waits until row 20,000 was written, stops the daemon, and checks that every

@@ -3,7 +3,7 @@
 //! detection, SIGKILL, bad configs. Each test has its own database.
 
 use crate::common::*;
-use crate::mysql::{sql, MyDb};
+use crate::mysql::{my_insert_rows, sql, MyDb};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -216,14 +216,8 @@ async fn mysql_poll_sigkill_three_times_loses_nothing() {
         "[[source.table]]\nname = \"tm_mypoll_crash.r\"\ncursor_column = \"id\"",
     );
     let daemon = Daemon::start(&config);
-    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| async move {
-        let statement = format!(
-            "USE tm_mypoll_crash; INSERT INTO r SELECT seq, REPEAT('x', 100) FROM seq_{first}_to_{}",
-            first + 19
-        );
-        tokio::task::spawn_blocking(move || sql(&statement))
-            .await
-            .expect("insert");
+    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| {
+        my_insert_rows("tm_mypoll_crash", first)
     })
     .await;
     finish_crash_test(daemon, || db.events()).await;

@@ -14,6 +14,7 @@
 //! that emits the same deletes again on the next scan (at-least-once, same key).
 //! The set is held in memory: about the size of the keys' JSON text.
 
+use crate::event::Row;
 use crate::SourceError;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -73,8 +74,10 @@ impl KeySet {
     }
 
     /// A row with this key is about to be emitted.
-    pub fn saw(&mut self, key: &[Value]) {
-        let line = Value::from(key.to_vec()).to_string();
+    pub fn saw(&mut self, key: &Row) {
+        // The same compact form as `Value::Array(...).to_string()` in `compare`.
+        let values: Vec<&Value> = key.0.iter().map(|(_, v)| v).collect();
+        let line = serde_json::to_string(&values).unwrap_or_default();
         if self.known.insert(line.clone()) {
             self.unsaved.push(line);
         }

@@ -558,8 +558,7 @@ impl PollSource {
             });
             let key_row = key_of(described, &after);
             if let (Some(keyset), Some(key)) = (polled.keyset.as_mut(), &key_row) {
-                let values: Vec<serde_json::Value> = key.0.iter().map(|(_, v)| v.clone()).collect();
-                keyset.saw(&values);
+                keyset.saw(key);
             }
             let position = single_table(&polled.cfg.name, sort, key.clone());
             if let Some(last) = &polled.replay_after {
