@@ -213,7 +213,10 @@ async fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
             aggregate,
         } => {
             let sdk = aws(region, "sink.region").await?;
-            let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk);
+            // The sink retries on its own (without a time limit, per record, in
+            // key order); SDK retries would hide throttling from its log and metrics.
+            let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk)
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
             if let Some(endpoint) = endpoint {
                 builder = builder.endpoint_url(endpoint);
             }
@@ -307,6 +310,9 @@ async fn run(
 
     let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await;
     cursor.release().await;
+    if let Some(report) = sink.report() {
+        tracing::info!("{report}");
+    }
     let summary = summary?;
     tracing::info!(
         "stopped: {} events in {} batches; cursor at {}{}",

@@ -334,7 +334,7 @@ impl DynamoCursor {
             }
         }
         let body = serde_json::to_string(position).map_err(|e| self.error("encode", e))?;
-        let guard = self.counter.lock().await;
+        let mut guard = self.counter.lock().await;
         let Some(mine) = *guard else {
             return Err(self.error("commit", "the lease is not held"));
         };
@@ -354,16 +354,19 @@ impl DynamoCursor {
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .await;
-        drop(guard);
         match result {
             Ok(_) => {
                 self.stored = Some(position.clone());
                 Ok(())
             }
-            Err(e) if conditional_failed(&e) => Err(CursorError::LeaseLost {
-                pipeline: self.pipeline.clone(),
-                table: self.table.clone(),
-            }),
+            Err(e) if conditional_failed(&e) => {
+                // Not ours any more: stop renewing too.
+                *guard = None;
+                Err(CursorError::LeaseLost {
+                    pipeline: self.pipeline.clone(),
+                    table: self.table.clone(),
+                })
+            }
             Err(e) => Err(self.error(
                 "commit the cursor",
                 aws_sdk_dynamodb::error::DisplayErrorContext(&e),

@@ -17,7 +17,9 @@
 //! **Retries**: throttling (`ProvisionedThroughputExceededException`,
 //! `KMSThrottlingException`), `InternalFailure` and 5xx answers are retried with
 //! exponential backoff and jitter, without a time limit: a throttled pipeline
-//! slows down and drops nothing. Any other error stops the pipeline.
+//! slows down and drops nothing. The wait grows while calls write nothing and
+//! starts over once a call writes something. Any other error stops the pipeline.
+//! The SDK's own retries are off, so every retry shows in the log.
 //!
 //! **Acknowledgement**: `write` returns only when every record of the batch has a
 //! sequence number.
@@ -29,6 +31,7 @@
 //! must split records into lines.
 
 use super::SinkError;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
@@ -59,6 +62,9 @@ pub struct KinesisSink {
     aggregate: bool,
     /// Events skipped as oversized (policy `skip-and-count`).
     pub skipped_oversized: u64,
+    /// `PutRecords` calls made and records written, for the mean per call.
+    pub calls: u64,
+    pub records_written: u64,
 }
 
 /// One record waiting for its sequence number.
@@ -92,6 +98,23 @@ pub fn partition_key(event: &ChangeEvent) -> String {
     }
 }
 
+/// An SDK error in one line: the service's code and message when it answered,
+/// else the whole chain of causes.
+fn describe<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("unknown error"),
+            service.message().unwrap_or("no message")
+        ),
+        None => aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
 fn retryable_code(code: &str) -> bool {
     matches!(
         code,
@@ -114,6 +137,8 @@ impl KinesisSink {
             oversized,
             aggregate,
             skipped_oversized: 0,
+            calls: 0,
+            records_written: 0,
         }
     }
 
@@ -127,7 +152,7 @@ impl KinesisSink {
             .await
             .map(|_| ())
             .map_err(|e| {
-                let detail = aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string();
+                let detail = describe(&e);
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception())
                 {
@@ -235,6 +260,7 @@ impl KinesisSink {
                         .map_err(|e| SinkError::Kinesis(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            self.calls += 1;
             let answer = self
                 .client
                 .put_records()
@@ -258,7 +284,7 @@ impl KinesisSink {
                                 | aws_sdk_kinesis::error::SdkError::TimeoutError(_)
                                 | aws_sdk_kinesis::error::SdkError::ResponseError(_)
                         );
-                    let detail = aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string();
+                    let detail = describe(&e);
                     if !transient {
                         return Err(SinkError::Kinesis(format!(
                             "PutRecords to {} failed: {detail}",
@@ -286,7 +312,10 @@ impl KinesisSink {
             let mut failed = 0;
             for (&i, result) in chosen.iter().zip(results) {
                 match (result.sequence_number(), result.error_code()) {
-                    (Some(_), None) => pending[i] = None,
+                    (Some(_), None) => {
+                        pending[i] = None;
+                        self.records_written += 1;
+                    }
                     (_, Some(code)) if retryable_code(code) => failed += 1,
                     (_, code) => {
                         let position = pending[i]
@@ -302,6 +331,10 @@ impl KinesisSink {
                     }
                 }
             }
+            if failed < chosen.len() {
+                // Progress: the wait grows only while calls write nothing.
+                retry.reset();
+            }
             if failed > 0 {
                 let wait = retry.next_backoff().unwrap_or_default();
                 tracing::warn!(
@@ -310,8 +343,6 @@ impl KinesisSink {
                     self.stream
                 );
                 tokio::time::sleep(wait).await;
-            } else {
-                retry.reset();
             }
             while first < pending.len() && pending[first].is_none() {
                 first += 1;

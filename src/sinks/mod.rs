@@ -53,6 +53,20 @@ impl AnySink {
         }
     }
 
+    /// What the sink did, for the stop log line (Kinesis: records per call).
+    pub fn report(&self) -> Option<String> {
+        match self {
+            AnySink::Kinesis(sink) => Some(format!(
+                "kinesis: {} records in {} PutRecords calls ({:.1} per call), {} oversized events skipped",
+                sink.records_written,
+                sink.calls,
+                sink.records_written as f64 / sink.calls.max(1) as f64,
+                sink.skipped_oversized
+            )),
+            AnySink::File(_) | AnySink::Stdout(_) => None,
+        }
+    }
+
     /// The position of the last event the sink already holds, when it can tell:
     /// after a crash, events up to it are not written again.
     pub fn last_position(&self) -> Option<&str> {

@@ -3,11 +3,15 @@
 //! real PostgreSQL source.
 
 use crate::common::*;
+use crate::fault_proxy::{self, Faults};
+use crate::mysql::{sql, MyDb};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn kinesis() -> aws_sdk_kinesis::Client {
@@ -125,15 +129,25 @@ async fn read_stream(name: &str) -> BTreeMap<String, Vec<Value>> {
     shards
 }
 
-fn config(db: &TestDb, stream: &str, extra_sink: &str) -> PathBuf {
+/// A Kinesis + DynamoDB config for `source` (a `[source]` body), with the
+/// stream and the cursor table both named `stream`.
+fn aws_config(dir: &Path, pipeline: &str, source: &str, stream: &str, extra_sink: &str) -> PathBuf {
     let text = format!(
-        "[pipeline]\nname = \"{name}\"\n[source]\ntype = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.items\"]\nslot = \"{name}\"\npublication = \"{name}\"\n[sink]\ntype = \"kinesis\"\nstream = \"{stream}\"\n{extra_sink}\n[cursor]\ntype = \"dynamodb\"\ntable = \"{stream}\"\nlease_duration = \"2s\"\n",
+        "[pipeline]\nname = \"{pipeline}\"\n[source]\n{source}\n[sink]\ntype = \"kinesis\"\nstream = \"{stream}\"\n{extra_sink}\n[cursor]\ntype = \"dynamodb\"\ntable = \"{stream}\"\nlease_duration = \"2s\"\n",
+    );
+    let path = dir.join("aws.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// [`aws_config`] for `public.items` of a PostgreSQL test database.
+fn config(db: &TestDb, stream: &str, extra_sink: &str) -> PathBuf {
+    let source = format!(
+        "type = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.items\"]\nslot = \"{name}\"\npublication = \"{name}\"",
         name = db.name,
         url = db.url(),
     );
-    let path = db.dir.path().join("aws.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    aws_config(db.dir.path(), &db.name, &source, stream, extra_sink)
 }
 
 fn cursor_init(config: &std::path::Path) -> String {
@@ -152,6 +166,40 @@ fn cursor_init(config: &std::path::Path) -> String {
 
 fn all_events(shards: &BTreeMap<String, Vec<Value>>) -> Vec<&Value> {
     shards.values().flatten().collect()
+}
+
+/// Rows `1..=rows` were inserted with `n = 0` and then updated to `n = 1..=updates`:
+/// the stream holds each row's versions exactly once and in that order.
+fn assert_versions_in_order(shards: &BTreeMap<String, Vec<Value>>, rows: i64, updates: i64) {
+    let mut per_key: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for event in all_events(shards) {
+        let id = event["key"]["id"].as_i64().expect("key id");
+        per_key
+            .entry(id)
+            .or_default()
+            .push(event["after"]["n"].as_i64().expect("n"));
+    }
+    assert_eq!(per_key.len() as i64, rows, "rows missing");
+    let expected: Vec<i64> = (0..=updates).collect();
+    for (id, ns) in per_key {
+        assert_eq!(
+            ns, expected,
+            "row {id} out of order, incomplete or repeated"
+        );
+    }
+}
+
+/// Starts the daemon and waits until it holds the lease and streams.
+async fn start_streaming(config: &Path) -> Daemon {
+    let daemon = Daemon::start(config);
+    daemon
+        .wait_for(
+            "the lease and the stream",
+            Duration::from_secs(30),
+            || async { daemon.stderr().contains("running") },
+        )
+        .await;
+    daemon
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,22 +240,7 @@ async fn postgres_to_kinesis_keeps_each_key_in_order_with_a_dynamodb_cursor() {
         shards.values().filter(|s| !s.is_empty()).count() > 1,
         "keys spread over shards"
     );
-    let mut per_key: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for event in all_events(&shards) {
-        let id = event["key"]["id"].as_i64().expect("key id");
-        per_key
-            .entry(id)
-            .or_default()
-            .push(event["after"]["n"].as_i64().expect("n"));
-    }
-    assert_eq!(per_key.len(), 50);
-    for (id, ns) in per_key {
-        assert_eq!(
-            ns,
-            vec![0, 1, 2, 3, 4, 5],
-            "row {id} out of order or incomplete"
-        );
-    }
+    assert_versions_in_order(&shards, 50, 5);
     // The cursor is in DynamoDB, at the last event, and the lease was given up.
     let out = tidemark()
         .args(["cursor", "show", "--config"])
@@ -357,4 +390,194 @@ async fn oversized_events_fail_or_are_skipped_and_counted() {
     );
     let events = read_stream(&db.name).await;
     assert!(all_events(&events).iter().all(|e| e["key"]["id"] != 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_and_partial_failures_keep_each_key_in_order_and_lose_nothing() {
+    let db = TestDb::new("tm_aws_faults").await;
+    fresh_aws(&db.name, 4).await;
+    db.client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        .await
+        .expect("ddl");
+    let faults = Faults {
+        throttle_every_call: 4,
+        error_every_call: 7,
+        fail_every_record: 5,
+    };
+    let (proxy, injected) = fault_proxy::start(KINESIS, faults).await;
+    let config = config(&db, &db.name, &format!("endpoint = \"{proxy}\""));
+    cursor_init(&config);
+    let mut daemon = start_streaming(&config).await;
+    db.client
+        .batch_execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, 60) g")
+        .await
+        .expect("insert");
+    for n in 1..=5 {
+        // Updates of single rows and of all rows, so batches hold one key many
+        // times as well as many keys once.
+        db.client
+            .batch_execute(&format!(
+                "UPDATE items SET n = {n} WHERE id <= 30; UPDATE items SET n = {n} WHERE id > 30"
+            ))
+            .await
+            .expect("update");
+    }
+    daemon
+        .wait_for("360 events", Duration::from_secs(120), || async {
+            all_events(&read_stream(&db.name).await).len() >= 360
+        })
+        .await;
+    daemon.stop().await;
+    assert_versions_in_order(&read_stream(&db.name).await, 60, 5);
+    let injected_faults = [
+        injected.throttled_calls.load(Ordering::SeqCst),
+        injected.failed_calls.load(Ordering::SeqCst),
+        injected.failed_records.load(Ordering::SeqCst),
+    ];
+    assert!(
+        injected_faults.iter().all(|n| *n > 0),
+        "the proxy injected no faults of some kind: {injected_faults:?}"
+    );
+    let stderr = daemon.stderr();
+    assert!(stderr.contains("throttled"), "{stderr}");
+    assert!(stderr.contains("will be retried"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_to_kinesis_keeps_each_key_in_order() {
+    let db = MyDb::new(
+        "tm_aws_mariadb",
+        "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)",
+    );
+    fresh_aws(&db.name, 4).await;
+    let source = format!(
+        "type = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/{name}\"\ntables = [\"{name}.items\"]\nserver_id = 4501",
+        name = db.name
+    );
+    let config = aws_config(db.dir.path(), &db.name, &source, &db.name, "");
+    cursor_init(&config);
+    let mut daemon = start_streaming(&config).await;
+    let mut statements = format!(
+        "USE {}; INSERT INTO items SELECT seq, 0 FROM seq_1_to_40;",
+        db.name
+    );
+    for n in 1..=5 {
+        statements.push_str(&format!("UPDATE items SET n = {n};"));
+    }
+    sql(&statements);
+    daemon
+        .wait_for("240 events", Duration::from_secs(60), || async {
+            all_events(&read_stream(&db.name).await).len() >= 240
+        })
+        .await;
+    daemon.stop().await;
+    let shards = read_stream(&db.name).await;
+    assert!(
+        all_events(&shards)
+            .iter()
+            .all(|e| e["source"]["connector"] == "mysql"),
+        "not binlog events"
+    );
+    assert_versions_in_order(&shards, 40, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_three_times_with_kinesis_and_dynamodb_leaves_no_gap() {
+    let db = TestDb::new("tm_aws_crash").await;
+    fresh_aws(&db.name, 2).await;
+    db.client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, payload text)")
+        .await
+        .expect("ddl");
+    let config = config(&db, &db.name, "");
+    cursor_init(&config);
+    let daemon = start_streaming(&config).await;
+    let writer = std::sync::Arc::new(connect(&db.name).await);
+    let stream = db.name.clone();
+    let mut daemon = insert_while_killing(
+        daemon,
+        &config,
+        || async { all_events(&read_stream(&stream).await).len() },
+        move |first| pg_insert_rows(writer.clone(), "items", first),
+    )
+    .await;
+    daemon
+        .wait_for("the last row", Duration::from_secs(180), || async {
+            all_events(&read_stream(&db.name).await)
+                .iter()
+                .any(|e| e["after"]["id"] == 20_000)
+        })
+        .await;
+    daemon.stop().await;
+    // At least once: every row is there; a row written twice (sent before a
+    // crash, its cursor not yet committed) carries the same position both times,
+    // which is what a consumer drops repeats by.
+    let shards = read_stream(&db.name).await;
+    let mut positions: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+    for event in all_events(&shards) {
+        let id = event["after"]["id"].as_i64().expect("id");
+        positions
+            .entry(id)
+            .or_default()
+            .push(event["position"].as_str().expect("position"));
+    }
+    let missing: Vec<i64> = (1..=20_000)
+        .filter(|id| !positions.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows missing: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    for (id, seen) in &positions {
+        assert!(
+            seen.iter().all(|p| p == &seen[0]),
+            "row {id} came with different positions: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_owner_cannot_commit() {
+    use tidemark::connectors::Position;
+    use tidemark::cursor::DynamoCursor;
+    let table = "tm_aws_stale";
+    fresh_aws(table, 1).await;
+    let cursor = |lease| DynamoCursor::new(dynamodb(), table, "stale", lease);
+    let mut first = cursor(Duration::from_secs(60));
+    first.init().await.expect("create the cursor table");
+    first.acquire().await.expect("first owner");
+    first
+        .commit(&Position::postgres(100, 100))
+        .await
+        .expect("the owner commits");
+    // Another instance takes the lease over (as after the first froze past its
+    // lease): the first one's next commit is refused and changes nothing.
+    dynamodb()
+        .update_item()
+        .table_name(table)
+        .key("pipeline", AttributeValue::S("stale".into()))
+        .update_expression("SET #owner = :other, lease_counter = lease_counter + :one")
+        .expression_attribute_names("#owner", "owner")
+        .expression_attribute_values(":other", AttributeValue::S("another-instance".into()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("take the lease over");
+    let refused = first.commit(&Position::postgres(200, 200)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(tidemark::cursor::CursorError::LeaseLost { .. })
+        ),
+        "{refused:?}"
+    );
+    let stored = first.describe().await.expect("describe").expect("item");
+    assert_eq!(stored["owner"], "another-instance");
+    assert_eq!(
+        stored["position_text"],
+        Position::postgres(100, 100).to_string()
+    );
 }

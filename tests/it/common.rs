@@ -185,36 +185,39 @@ where
 /// quarters of the writes, each time once the restarted daemon has written
 /// something: the writer may not run more than a quarter ahead of the kills, so
 /// every kill lands while rows still flow. Returns the daemon of the last restart.
-pub async fn insert_while_killing<F, Fut>(
+/// `written` counts the events the sink holds.
+pub async fn insert_while_killing<F, Fut, C, CFut>(
     mut daemon: Daemon,
     config: &Path,
-    events_dir: &Path,
+    written: C,
     insert: F,
 ) -> Daemon
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
+    C: Fn() -> CFut,
+    CFut: std::future::Future<Output = usize>,
 {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let progress = Arc::new(AtomicUsize::new(0));
     let kills = Arc::new(AtomicUsize::new(0));
-    let (written, killed) = (progress.clone(), kills.clone());
+    let (done, killed) = (progress.clone(), kills.clone());
     let writer = tokio::spawn(async move {
         for tx in 0..1000usize {
             while tx >= 250 * (killed.load(Ordering::SeqCst) + 1) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             insert(tx * 20 + 1).await;
-            written.store(tx + 1, Ordering::SeqCst);
+            done.store(tx + 1, Ordering::SeqCst);
         }
     });
     for quarter in 1..=3 {
-        let at_restart = read_events(events_dir).len();
+        let at_restart = written().await;
         daemon
             .wait_for("events to flow", Duration::from_secs(60), || async {
                 progress.load(Ordering::SeqCst) >= quarter * 250 - 100
-                    && read_events(events_dir).len() > at_restart
+                    && written().await > at_restart
             })
             .await;
         daemon.crash().await;

@@ -21,9 +21,12 @@ async fn sigkill_three_times_loses_nothing() {
     .await;
 
     let writer = std::sync::Arc::new(connect(&db.name).await);
-    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), move |first| {
-        pg_insert_rows(writer.clone(), "rows", first)
-    })
+    let daemon = insert_while_killing(
+        daemon,
+        &config,
+        || async { db.events().len() },
+        move |first| pg_insert_rows(writer.clone(), "rows", first),
+    )
     .await;
     let mut daemon = daemon;
     db.wait_for_id(&daemon, 20_000).await;

@@ -6,6 +6,7 @@ mod capture;
 mod cli;
 mod common;
 mod crash;
+mod fault_proxy;
 mod mysql;
 mod poll;
 mod poll_mysql;

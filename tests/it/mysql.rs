@@ -332,9 +332,12 @@ async fn mysql_sigkill_three_times_loses_nothing() {
     );
     let config = db.config("r", 4302, "");
     let daemon = db.start(&config).await;
-    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| {
-        my_insert_rows("tm_my_crash", first)
-    })
+    let daemon = insert_while_killing(
+        daemon,
+        &config,
+        || async { db.events().len() },
+        |first| my_insert_rows("tm_my_crash", first),
+    )
     .await;
     finish_crash_test(daemon, || db.events()).await;
 }

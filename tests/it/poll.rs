@@ -291,9 +291,12 @@ async fn poll_sigkill_three_times_loses_nothing() {
     std::fs::write(&config, text).expect("config");
     let daemon = Daemon::start(&config);
     let writer = Arc::new(connect(&db.name).await);
-    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), move |first| {
-        pg_insert_rows(writer.clone(), "r", first)
-    })
+    let daemon = insert_while_killing(
+        daemon,
+        &config,
+        || async { db.events().len() },
+        move |first| pg_insert_rows(writer.clone(), "r", first),
+    )
     .await;
     let mut daemon = daemon;
     db.wait_for_id(&daemon, 20_000).await;

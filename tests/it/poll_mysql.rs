@@ -216,9 +216,12 @@ async fn mysql_poll_sigkill_three_times_loses_nothing() {
         "[[source.table]]\nname = \"tm_mypoll_crash.r\"\ncursor_column = \"id\"",
     );
     let daemon = Daemon::start(&config);
-    let daemon = insert_while_killing(daemon, &config, &db.events_dir(), |first| {
-        my_insert_rows("tm_mypoll_crash", first)
-    })
+    let daemon = insert_while_killing(
+        daemon,
+        &config,
+        || async { db.events().len() },
+        |first| my_insert_rows("tm_mypoll_crash", first),
+    )
     .await;
     finish_crash_test(daemon, || db.events()).await;
 }
