@@ -48,6 +48,106 @@ pub struct Config {
     pub sink: SinkConfig,
     #[serde(default)]
     pub cursor: CursorConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The health, readiness and metrics endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port`, or `"off"`. The environment variable `TIDEMARK_HTTP_LISTEN`
+    /// overrides it (one port per instance of a templated unit).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+
+impl HttpConfig {
+    /// The address to listen on; `None` when turned off.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let listen = std::env::var("TIDEMARK_HTTP_LISTEN").unwrap_or_else(|_| self.listen.clone());
+        if listen == "off" {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            invalid(
+                "http.listen",
+                format!("{listen:?} is not host:port (like 127.0.0.1:9187) or \"off\""),
+            )
+        })
+    }
+}
+
+/// Watching the source's log retention, so a lagging cursor is seen before its
+/// changes are removed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "default_check_interval")]
+    pub check_interval: String,
+    /// Postgres: not ready once the slot retains more WAL than this (bytes);
+    /// 0 leaves only `max_slot_wal_keep_size` to judge.
+    #[serde(default)]
+    pub max_retained_bytes: u64,
+    /// MySQL/MariaDB: not ready once the cursor's binlog may be purged within this.
+    #[serde(default = "default_warn_before_purge")]
+    pub warn_before_purge: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            check_interval: default_check_interval(),
+            max_retained_bytes: 0,
+            warn_before_purge: default_warn_before_purge(),
+        }
+    }
+}
+
+fn default_check_interval() -> String {
+    "30s".into()
+}
+
+fn default_warn_before_purge() -> String {
+    "6h".into()
+}
+
+/// Logging; `level` is read again on SIGHUP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `tidemark=debug,info`. `RUST_LOG`,
+    /// when set, wins at start.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +285,17 @@ pub struct PostgresSource {
     pub snapshot: SnapshotMode,
     #[serde(default = "default_chunk_rows")]
     pub snapshot_chunk_rows: usize,
+    /// How often to write a heartbeat into the WAL (`pg_logical_emit_message`),
+    /// so the slot moves on idle or filtered databases; `"off"` to never.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: String,
+    /// A statement to run as the heartbeat instead (say, an UPDATE of a captured
+    /// heartbeat table), for roles that may not call `pg_logical_emit_message`.
+    pub heartbeat_statement: Option<String>,
+}
+
+fn default_heartbeat_interval() -> String {
+    "30s".into()
 }
 
 /// Never print the URL: it may carry a password.
@@ -367,6 +478,17 @@ impl Config {
                 if pg.snapshot_chunk_rows == 0 {
                     return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
                 }
+                if pg.heartbeat_interval != "off"
+                    && parse_duration(&pg.heartbeat_interval).is_none_or(|d| d.is_zero())
+                {
+                    return Err(invalid(
+                        "source.heartbeat_interval",
+                        format!(
+                            "{:?} is not a duration like 30s, or \"off\"",
+                            pg.heartbeat_interval
+                        ),
+                    ));
+                }
             }
             SourceConfig::Poll(poll) => {
                 let mysql = poll.url.starts_with("mysql://");
@@ -451,6 +573,30 @@ impl Config {
                     return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
                 }
             }
+        }
+        self.http.address()?;
+        for (key, value) in [
+            ("retention.check_interval", &self.retention.check_interval),
+            (
+                "retention.warn_before_purge",
+                &self.retention.warn_before_purge,
+            ),
+        ] {
+            if parse_duration(value).is_none_or(|d| d.is_zero()) {
+                return Err(invalid(
+                    key,
+                    format!("{value:?} is not a duration like 30s"),
+                ));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a level or filter like info or tidemark=debug",
+                    self.log.level
+                ),
+            ));
         }
         if let SinkConfig::File { max_file_bytes, .. } = &self.sink {
             if *max_file_bytes < 4096 {
@@ -572,6 +718,10 @@ impl Config {
             snapshot_chunk_rows: pg.snapshot_chunk_rows,
             max_batch_events: self.pipeline.max_batch_events,
             stop_at_lsn,
+            heartbeat: parse_duration(&pg.heartbeat_interval).map(|every| postgres::Heartbeat {
+                every,
+                statement: pg.heartbeat_statement.clone(),
+            }),
         })
     }
 }

@@ -3,10 +3,12 @@
 //! The flow is one way: a connector (`tidemark_connectors`) reads the source log
 //! into batches, the [`pipeline`] hands each batch to a [`sinks`] sink, and once
 //! the sink has made it durable the [`cursor`] store commits the batch's end;
-//! only then is the source told it may forget what came before.
+//! only then is the source told it may forget what came before. [`ops`] is what
+//! operators see: health, metrics, the HTTP endpoint, systemd, retention.
 
 pub mod config;
 pub mod cursor;
+pub mod ops;
 pub mod pipeline;
 pub mod sinks;
 

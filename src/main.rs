@@ -1,11 +1,16 @@
-//! The `tidemark` command: `run`, `check` and `cursor show`.
+//! The `tidemark` command: `run`, `check` and `cursor show|init|reset`.
 //! Errors are reported as one line each, with a non-zero exit code.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tidemark::config::{parse_duration, Config, CursorConfig, OversizedPolicy, SinkConfig};
+use tidemark::config::{
+    parse_duration, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
+};
 use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
+use tidemark::ops::logging::{self, LogFormat};
+use tidemark::ops::retention::Watch;
+use tidemark::ops::{self, health, Phase};
 use tidemark::pipeline::{self, AnySource};
 use tidemark::sinks::{AnySink, FileSink, KinesisSink, Oversized, StdoutSink};
 use tidemark_connectors::event::{lsn_text, parse_lsn};
@@ -27,6 +32,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Change-data capture: database logs to durable sinks"
 )]
 struct Cli {
+    /// Log lines as text (the default, for journald) or JSON (for log shippers).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +76,12 @@ enum CursorCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Forget the stored position (the pipeline must be stopped): the next start
+    /// takes a new snapshot. The way back after a lost slot or a purged binlog.
+    Reset {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn parse_lsn_arg(text: &str) -> Result<u64, String> {
@@ -86,12 +100,7 @@ fn parse_binlog_arg(text: &str) -> Result<(String, u64), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -134,6 +143,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cursor {
+            command: CursorCommand::Reset { config },
+        } => {
+            let config = Config::load(&config)?;
+            if cursor_store(&config).await?.reset().await? {
+                println!(
+                    "cursor of pipeline {} reset: the next start takes a new snapshot",
+                    config.pipeline.name
+                );
+            } else {
+                println!("no cursor for pipeline {}", config.pipeline.name);
+            }
+            Ok(())
+        }
+        Command::Cursor {
             command: CursorCommand::Init { config },
         } => {
             let config = Config::load(&config)?;
@@ -167,6 +190,23 @@ async fn aws(region: &Option<String>, key: &str) -> anyhow::Result<aws_config::S
         bail!("{key}: no AWS region (set {key} or AWS_REGION)");
     }
     Ok(sdk)
+}
+
+/// What the retention watch looks at, for log-based sources.
+fn retention_watch(config: &Config) -> Option<Watch> {
+    let warn_before_purge = parse_duration(&config.retention.warn_before_purge).unwrap_or_default();
+    match &config.source {
+        SourceConfig::Postgres(pg) => Some(Watch::Postgres {
+            url: pg.url.clone(),
+            slot: pg.slot.clone(),
+            max_retained_bytes: config.retention.max_retained_bytes,
+        }),
+        SourceConfig::Mysql(my) => Some(Watch::Mysql {
+            url: my.url.clone(),
+            warn_before_purge,
+        }),
+        SourceConfig::Poll(_) => None,
+    }
 }
 
 async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore> {
@@ -215,8 +255,14 @@ async fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
             let sdk = aws(region, "sink.region").await?;
             // The sink retries on its own (without a time limit, per record, in
             // key order); SDK retries would hide throttling from its log and metrics.
+            // A call that hangs is given up after 30 s and retried like a 5xx.
             let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk)
-                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
+                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+                .timeout_config(
+                    aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                        .build(),
+                );
             if let Some(endpoint) = endpoint {
                 builder = builder.endpoint_url(endpoint);
             }
@@ -261,24 +307,78 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the pipeline; an error names the pipeline and its cursor position.
 async fn run(
     path: &Path,
     stop_at_lsn: Option<u64>,
     stop_at_binlog: Option<(String, u64)>,
 ) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    let name = config.pipeline.name.clone();
+    run_pipeline(path, config, stop_at_lsn, stop_at_binlog)
+        .await
+        .map_err(|e| {
+            let position = health().position();
+            let at = if position.is_empty() {
+                "no cursor yet".to_string()
+            } else {
+                format!("cursor at {position}")
+            };
+            e.context(format!("pipeline {name} ({at})"))
+        })
+}
+
+async fn run_pipeline(
+    path: &Path,
+    config: Config,
+    stop_at_lsn: Option<u64>,
+    stop_at_binlog: Option<(String, u64)>,
+) -> anyhow::Result<()> {
+    if let Err(e) = logging::set_level(&config.log.level) {
+        bail!("{e}");
+    }
+    ops::metrics::install();
+    if let Some(address) = config.http.address()? {
+        ops::http::serve(address).await?;
+    }
+    // Until the pipeline loop runs, a ticker keeps health and watchdog alive
+    // (a standby may wait for its lease for a long time).
+    tokio::spawn(async {
+        let mut ticker = tokio::time::interval(ops::health::tick_every());
+        while matches!(health().phase(), Phase::Starting | Phase::Standby) {
+            health().tick();
+            ticker.tick().await;
+        }
+    });
     let (handle, control) = tidemark_connectors::control();
     // Signals first: a standby may wait for its lease for a long time.
-    let stop = handle.stop;
+    let stop = handle.stop.clone();
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
         tracing::info!("stopping: finishing the current batch");
+        ops::health::notify_stopping();
         stop.send_replace(true);
+    });
+    let config_path = path.to_path_buf();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // Only the log level is re-read; the pipeline keeps running as it is.
+            match Config::load(&config_path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    logging::set_level(&c.log.level)?;
+                    Ok(c.log.level)
+                }) {
+                Ok(level) => tracing::info!("SIGHUP: log level is now {level}"),
+                Err(e) => tracing::warn!("SIGHUP: kept the log level: {e}"),
+            }
+        }
     });
     let mut sink = open_sink(&config).await?;
     let mut cursor = cursor_store(&config).await?;
@@ -290,6 +390,9 @@ async fn run(
             return Ok(());
         }
     };
+    if let Some(position) = &resume {
+        health().resumed_at(position.to_string());
+    }
     let source = match (
         config.postgres(stop_at_lsn),
         config.mysql(stop_at_binlog),
@@ -306,10 +409,26 @@ async fn run(
         )),
         _ => bail!("source: no source configured"),
     };
+    health().set_phase(Phase::Streaming);
+    ops::health::notify_ready();
     tracing::info!("pipeline {} running", config.pipeline.name);
+    if let Some(watch) = retention_watch(&config) {
+        let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
+        let recovery = format!("tidemark cursor reset --config {}", path.display());
+        tokio::spawn(ops::retention::run(
+            watch,
+            every,
+            handle.durable.subscribe(),
+            handle.stop.clone(),
+            recovery,
+        ));
+    }
 
     let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await;
     cursor.release().await;
+    if let Some(fatal) = health().take_fatal() {
+        bail!("{fatal}");
+    }
     if let Some(report) = sink.report() {
         tracing::info!("{report}");
     }

@@ -8,6 +8,8 @@
 //! moves past it.
 
 use crate::cursor::{CursorError, CursorStore};
+use crate::ops::health::tick_every;
+use crate::ops::{health, metrics, Phase};
 use crate::sinks::{AnySink, SinkError};
 use std::time::{Duration, Instant};
 use tidemark_connectors::mysql::MysqlSource;
@@ -87,6 +89,14 @@ pub async fn run(
         let result = loop {
             match source.next_batch().await {
                 Ok(Some(batch)) => {
+                    metrics::count_events("tidemark_events_read_total", &batch.events);
+                    if let Some(first) = batch.events.first() {
+                        health().set_phase(if first.source.snapshot {
+                            Phase::Snapshot
+                        } else {
+                            Phase::Streaming
+                        });
+                    }
                     if tx.send(batch).await.is_err() {
                         break Ok(());
                     }
@@ -102,8 +112,25 @@ pub async fn run(
     // After a crash the sink may already hold events past the cursor: skip them.
     let mut resume_after = sink.last_position().map(str::to_owned);
     let mut last_log = Instant::now();
+    let mut ticker = tokio::time::interval(tick_every());
     let written = async {
-        while let Some(mut batch) = rx.recv().await {
+        loop {
+            // The loop ticks between batches and while waiting for one, so the
+            // health (and systemd's watchdog) sees it stop only when it is stuck.
+            let mut batch = tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => batch,
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    health().tick();
+                    continue;
+                }
+            };
+            health().tick();
+            if let Some(first) = batch.events.first() {
+                health().read(first.source.ts_ms);
+            }
             if let Some(last) = &resume_after {
                 let before = batch.events.len();
                 let mut passed = false;
@@ -122,11 +149,23 @@ pub async fn run(
                     resume_after = None;
                 }
             }
-            sink.write(&batch.events).await?;
+            let started = Instant::now();
+            if let Err(e) = sink.write(&batch.events).await {
+                metrics::count_events("tidemark_events_failed_total", &batch.events);
+                return Err(e.into());
+            }
+            ::metrics::histogram!("tidemark_sink_write_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            ::metrics::histogram!("tidemark_batch_size_events").record(batch.events.len() as f64);
+            ::metrics::counter!("tidemark_batches_total").increment(1);
+            metrics::count_events("tidemark_events_written_total", &batch.events);
+            health().written(batch.events.last().map_or(0, |e| e.source.ts_ms));
             summary.events += batch.events.len() as u64;
             summary.batches += 1;
             if let Some(end) = batch.end {
                 cursor.commit(&end).await?;
+                ::metrics::counter!("tidemark_cursor_commits_total").increment(1);
+                health().committed(end.to_string());
                 durable.send_replace(Some(end.clone()));
                 summary.cursor = Some(end);
             }

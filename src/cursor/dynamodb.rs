@@ -20,6 +20,7 @@
 //! losing the lease moved the cursor.
 
 use super::{compare, CursorError};
+use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
@@ -216,6 +217,7 @@ impl DynamoCursor {
                             seen = Some((owner.clone(), counter, tokio::time::Instant::now()));
                         }
                         if !announced {
+                            health().set_phase(Phase::Standby);
                             tracing::info!(
                                 "standby: pipeline {} is owned by {owner} (lease counter {counter}); taking over when its lease lapses",
                                 self.pipeline
@@ -228,6 +230,8 @@ impl DynamoCursor {
             };
             if let Some(counter) = taken {
                 *self.counter.lock().await = Some(counter);
+                health().set_phase(Phase::Starting);
+                metrics::gauge!("tidemark_lease_held").set(1.0);
                 tracing::info!(
                     "holding the lease on pipeline {} as {} (lease counter {counter})",
                     self.pipeline,
@@ -309,15 +313,19 @@ impl DynamoCursor {
                 match result {
                     Ok(_) => *guard = Some(mine + 1),
                     Err(e) if conditional_failed(&e) => {
+                        metrics::gauge!("tidemark_lease_held").set(0.0);
                         eprintln!(
                             "error: lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now; stopping"
                         );
                         std::process::exit(3);
                     }
-                    Err(e) => tracing::warn!(
-                        "renewing the lease on pipeline {pipeline} failed (will retry): {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                    ),
+                    Err(e) => {
+                        crate::ops::metrics::retry("dynamodb_lease_renew");
+                        tracing::warn!(
+                            "renewing the lease on pipeline {pipeline} failed (will retry): {}",
+                            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                        )
+                    }
                 }
             }
         });
@@ -362,6 +370,7 @@ impl DynamoCursor {
             Err(e) if conditional_failed(&e) => {
                 // Not ours any more: stop renewing too.
                 *guard = None;
+                metrics::gauge!("tidemark_lease_held").set(0.0);
                 Err(CursorError::LeaseLost {
                     pipeline: self.pipeline.clone(),
                     table: self.table.clone(),
@@ -378,6 +387,7 @@ impl DynamoCursor {
     pub async fn release(&mut self) {
         let mut guard = self.counter.lock().await;
         let Some(mine) = guard.take() else { return };
+        metrics::gauge!("tidemark_lease_held").set(0.0);
         let result = self
             .client
             .update_item()
@@ -401,6 +411,43 @@ impl DynamoCursor {
                 self.pipeline,
                 aws_sdk_dynamodb::error::DisplayErrorContext(&e)
             );
+        }
+    }
+
+    /// Forgets the position (`tidemark cursor reset`), only while no instance
+    /// holds the lease; true when there was an item.
+    pub async fn reset(&self) -> Result<bool, CursorError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pipeline", s(&self.pipeline))
+            .update_expression("REMOVE #position, position_text")
+            .condition_expression(
+                "attribute_exists(pipeline) AND (#owner = :released OR lease_expires_at < :now)",
+            )
+            .expression_attribute_names("#position", "position")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":released", s(RELEASED))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => match self.item().await? {
+                None => Ok(false),
+                Some(item) => Err(self.error(
+                    "reset",
+                    format!(
+                        "instance {} holds the lease; stop it first",
+                        text(&item, "owner")
+                    ),
+                )),
+            },
+            Err(e) => Err(self.error(
+                "reset the cursor",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e),
+            )),
         }
     }
 

@@ -64,6 +64,15 @@ impl FileCursor {
         Ok(self.stored.clone())
     }
 
+    /// Forgets the position (`tidemark cursor reset`); true when there was one.
+    pub fn reset(&self) -> Result<bool, CursorError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io()(e)),
+        }
+    }
+
     pub fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
         Ok(self.read()?.and_then(|r| serde_json::to_value(r).ok()))
     }

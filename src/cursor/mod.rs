@@ -66,6 +66,14 @@ impl CursorStore {
         }
     }
 
+    /// Forgets the stored position, so the next start takes a new snapshot.
+    pub async fn reset(&self) -> Result<bool, CursorError> {
+        match self {
+            CursorStore::File(store) => store.reset(),
+            CursorStore::Dynamo(store) => store.reset().await,
+        }
+    }
+
     /// The stored record as JSON, for `tidemark cursor show`.
     pub async fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
         match self {

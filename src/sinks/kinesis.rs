@@ -31,6 +31,7 @@
 //! must split records into lines.
 
 use super::SinkError;
+use crate::ops::{self, health};
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
@@ -187,6 +188,12 @@ impl KinesisSink {
                     }
                     Oversized::SkipAndCount => {
                         self.skipped_oversized += 1;
+                        metrics::counter!(
+                            "tidemark_events_skipped_total",
+                            "table" => event.table_name(),
+                            "reason" => "oversized"
+                        )
+                        .increment(1);
                         tracing::warn!(
                             "kinesis: skipped an event of {} bytes (limit {}) on {} at {position}",
                             data.len(),
@@ -291,6 +298,22 @@ impl KinesisSink {
                             self.stream
                         )));
                     }
+                    ops::metrics::retry(if throttled {
+                        "kinesis_throttled"
+                    } else if status.is_some() {
+                        "kinesis_server_error"
+                    } else {
+                        "kinesis_unreachable"
+                    });
+                    if !throttled {
+                        health().set_problem(
+                            "sink",
+                            Some(format!("PutRecords to {} fails: {detail}", self.stream)),
+                        );
+                    }
+                    // Retrying is progress of a kind: a throttled pipeline is
+                    // slow, not stuck, and the watchdog must not restart it.
+                    health().tick();
                     let wait = retry.next_backoff().unwrap_or_default();
                     tracing::warn!(
                         "kinesis: PutRecords to {} will be retried in {wait:?}: {detail}",
@@ -300,6 +323,8 @@ impl KinesisSink {
                     continue;
                 }
             };
+            health().set_problem("sink", None);
+            health().tick();
             let results = output.records();
             if results.len() != chosen.len() {
                 return Err(SinkError::Kinesis(format!(
@@ -336,6 +361,7 @@ impl KinesisSink {
                 retry.reset();
             }
             if failed > 0 {
+                ops::metrics::retry("kinesis_record_throttled");
                 let wait = retry.next_backoff().unwrap_or_default();
                 tracing::warn!(
                     "kinesis: {failed} of {} records throttled on {}; retrying in {wait:?}",

@@ -316,7 +316,9 @@ pub fn tidemark() -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL_KINESIS", KINESIS)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", DYNAMODB);
+        .env("AWS_ENDPOINT_URL_DYNAMODB", DYNAMODB)
+        // Tests run side by side: each daemon serves HTTP on a port of its own.
+        .env("TIDEMARK_HTTP_LISTEN", "127.0.0.1:0");
     command
 }
 

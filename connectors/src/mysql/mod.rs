@@ -12,6 +12,7 @@
 //! Resuming checks first that the file still exists, and never skips ahead.
 
 pub mod checks;
+pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod snapshot;
@@ -63,6 +64,23 @@ pub(crate) async fn connect(url: &str) -> Result<Conn, SourceError> {
     Conn::new(opts)
         .await
         .map_err(my_error("connect to the source"))
+}
+
+/// `SHOW BINARY LOGS`: each binlog's name and size, oldest first.
+pub(crate) async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, SourceError> {
+    // MySQL 8 adds columns: read the first two by index.
+    Ok(conn
+        .query::<mysql_async::Row, _>("SHOW BINARY LOGS")
+        .await
+        .map_err(my_error("list binary logs"))?
+        .into_iter()
+        .filter_map(|row| {
+            Some((
+                row.get_opt::<String, _>(0)?.ok()?,
+                row.get_opt::<u64, _>(1)?.ok()?,
+            ))
+        })
+        .collect())
 }
 
 /// The pre-flight problems `tidemark check` reports; empty when capture can run.
@@ -166,19 +184,7 @@ impl MysqlSource {
         if !found.is_empty() {
             return Err(SourceError::Setup(found.join("\n")));
         }
-        // MySQL 8 adds columns to SHOW BINARY LOGS: read the first two by index.
-        let logs: Vec<(String, u64)> = conn
-            .query::<mysql_async::Row, _>("SHOW BINARY LOGS")
-            .await
-            .map_err(my_error("list binary logs"))?
-            .into_iter()
-            .filter_map(|row| {
-                Some((
-                    row.get_opt::<String, _>(0)?.ok()?,
-                    row.get_opt::<u64, _>(1)?.ok()?,
-                ))
-            })
-            .collect();
+        let logs = binary_logs(&mut conn).await?;
         let mut history = HashMap::new();
         for (db, table) in &cfg.tables {
             history.insert(

@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod pgoutput;
+pub mod retention;
 pub mod snapshot;
 pub mod table;
 pub mod values;
@@ -63,7 +64,22 @@ pub struct PostgresConfig {
     /// Stop once a transaction ending at or after this LSN is read (benchmarks,
     /// bounded replays).
     pub stop_at_lsn: Option<u64>,
+    /// Write a heartbeat into the WAL this often, so the slot moves on idle or
+    /// filtered databases (PostgreSQL 15 sends nothing for transactions that
+    /// touch no published table, so without it the slot pins WAL).
+    pub heartbeat: Option<Heartbeat>,
 }
+
+/// The heartbeat: by default a non-transactional `pg_logical_emit_message` with
+/// prefix [`HEARTBEAT_PREFIX`], which reaches the stream at once and becomes a
+/// cursor position with no event; or a statement of the user's.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub every: Duration,
+    pub statement: Option<String>,
+}
+
+pub const HEARTBEAT_PREFIX: &str = "tidemark.heartbeat";
 
 /// Slot and publication names are interpolated into replication commands: keep
 /// them to plain lower-case identifiers.
@@ -118,6 +134,7 @@ pub struct PostgresSource {
     /// Schema events waiting for their table's next change, by relation id.
     pending_schema: HashMap<u32, Vec<ColumnInfo>>,
     ended: bool,
+    next_heartbeat: Instant,
 }
 
 impl PostgresSource {
@@ -290,6 +307,7 @@ impl PostgresSource {
             last_lsn: 0,
             pending_schema: HashMap::new(),
             ended: false,
+            next_heartbeat: Instant::now(),
         })
     }
 
@@ -345,6 +363,10 @@ impl PostgresSource {
                     _ = tokio::time::sleep_until(flush_empty_at.unwrap_or_else(Instant::now)), if flush_empty_at.is_some() && at_boundary => {
                         return Ok(Some(self.batch.take()));
                     }
+                    _ = tokio::time::sleep_until(self.next_heartbeat), if self.cfg.heartbeat.is_some() => {
+                        self.heartbeat().await;
+                        continue;
+                    }
                     received = self.repl.recv() => received,
                 }
             };
@@ -352,6 +374,24 @@ impl PostgresSource {
                 Some(event) => self.handle(event).await?,
                 None => self.ended = true,
             }
+        }
+    }
+
+    /// Writes the heartbeat; a failure is logged, never fatal (the stream is fine).
+    async fn heartbeat(&mut self) {
+        let Some(heartbeat) = &self.cfg.heartbeat else {
+            return;
+        };
+        self.next_heartbeat = Instant::now() + heartbeat.every;
+        let statement = heartbeat.statement.clone().unwrap_or_else(|| {
+            format!("SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', '')")
+        });
+        if let Err(e) = self.catalog.batch_execute(&statement).await {
+            tracing::warn!(
+                "heartbeat on slot {} failed (set source.heartbeat_statement, or grant the role EXECUTE on pg_logical_emit_message): {}",
+                self.cfg.slot,
+                crate::postgres_detail(&e)
+            );
         }
     }
 
@@ -413,6 +453,20 @@ impl PostgresSource {
                         .is_some_and(|stop| wal_end.as_u64() >= stop)
                 {
                     self.ended = true;
+                }
+            }
+            ReplicationEvent::Message {
+                transactional: false,
+                lsn,
+                prefix,
+                ..
+            } if prefix == HEARTBEAT_PREFIX && self.tx.is_none() => {
+                // Everything before the heartbeat was read: the cursor may move
+                // to it (as after a transaction with no captured change).
+                let lsn = lsn.as_u64();
+                if lsn > self.last_lsn {
+                    self.batch.commit(Position::postgres(lsn, lsn));
+                    self.last_lsn = lsn;
                 }
             }
             ReplicationEvent::Message { .. } => {}

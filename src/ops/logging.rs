@@ -1,0 +1,42 @@
+//! Logs to stderr (journald picks them up): human-readable by default, JSON
+//! lines with `--log-format json`. The level filter can be replaced while
+//! running (SIGHUP re-reads `[log] level`).
+
+use std::sync::OnceLock;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up logging at `RUST_LOG`, else `info`.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => registry.with(layer).try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
+    };
+    let _ = FILTER.set(handle);
+}
+
+/// Replaces the level filter (`info`, `tidemark=debug,warn`), unless `RUST_LOG`
+/// is set, which wins.
+pub fn set_level(level: &str) -> Result<(), String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(());
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
+    match FILTER.get() {
+        Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
