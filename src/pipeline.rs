@@ -90,13 +90,6 @@ pub async fn run(
             match source.next_batch().await {
                 Ok(Some(batch)) => {
                     metrics::count_events("tidemark_events_read_total", &batch.events);
-                    if let Some(first) = batch.events.first() {
-                        health().set_phase(if first.source.snapshot {
-                            Phase::Snapshot
-                        } else {
-                            Phase::Streaming
-                        });
-                    }
                     if tx.send(batch).await.is_err() {
                         break Ok(());
                     }
@@ -128,6 +121,14 @@ pub async fn run(
                 }
             };
             health().tick();
+            // The phase of what is being delivered: snapshot events say so;
+            // anything else (the empty batch that ends a snapshot, too) streams.
+            let snapshot = batch.events.first().is_some_and(|e| e.source.snapshot);
+            health().set_phase(if snapshot {
+                Phase::Snapshot
+            } else {
+                Phase::Streaming
+            });
             if let Some(first) = batch.events.first() {
                 health().read(first.source.ts_ms);
             }

@@ -23,7 +23,7 @@ use super::{compare, CursorError};
 use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
@@ -101,8 +101,34 @@ impl DynamoCursor {
         ))
     }
 
-    /// Creates the table; an existing one is left as it is.
+    /// Creates the table (an existing one is left as it is) and waits until it
+    /// is active; true when it was created.
     pub async fn init(&self) -> Result<bool, CursorError> {
+        let created = self.create_table().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .ok()
+                .and_then(|d| d.table?.table_status);
+            match status {
+                Some(TableStatus::Active) => return Ok(created),
+                _ if tokio::time::Instant::now() > deadline => {
+                    return Err(self.error(
+                        "create the table",
+                        format!("still not active after 120 s (status {status:?})"),
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn create_table(&self) -> Result<bool, CursorError> {
         let result = self
             .client
             .create_table()

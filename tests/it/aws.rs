@@ -38,7 +38,7 @@ fn dynamodb() -> aws_sdk_dynamodb::Client {
 
 /// A fresh stream of `shards` shards and no DynamoDB table named `name`; fails
 /// loudly when the emulators are not running.
-async fn fresh_aws(name: &str, shards: i32) {
+pub async fn fresh_aws(name: &str, shards: i32) {
     let client = kinesis();
     let _ = client.delete_stream().stream_name(name).send().await;
     wait_until("the old stream to go", Duration::from_secs(10), || async {
@@ -80,7 +80,17 @@ async fn fresh_aws(name: &str, shards: i32) {
         },
     )
     .await;
-    let _ = dynamodb().delete_table().table_name(name).send().await;
+    let dynamo = dynamodb();
+    let _ = dynamo.delete_table().table_name(name).send().await;
+    wait_until("the old table to go", Duration::from_secs(10), || async {
+        dynamo
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
 }
 
 /// Every event in the stream, per shard in sequence order.
@@ -131,7 +141,13 @@ async fn read_stream(name: &str) -> BTreeMap<String, Vec<Value>> {
 
 /// A Kinesis + DynamoDB config for `source` (a `[source]` body), with the
 /// stream and the cursor table both named `stream`.
-fn aws_config(dir: &Path, pipeline: &str, source: &str, stream: &str, extra_sink: &str) -> PathBuf {
+pub fn aws_config(
+    dir: &Path,
+    pipeline: &str,
+    source: &str,
+    stream: &str,
+    extra_sink: &str,
+) -> PathBuf {
     let text = format!(
         "[pipeline]\nname = \"{pipeline}\"\n[source]\n{source}\n[sink]\ntype = \"kinesis\"\nstream = \"{stream}\"\n{extra_sink}\n[cursor]\ntype = \"dynamodb\"\ntable = \"{stream}\"\nlease_duration = \"2s\"\n",
     );
@@ -141,7 +157,7 @@ fn aws_config(dir: &Path, pipeline: &str, source: &str, stream: &str, extra_sink
 }
 
 /// [`aws_config`] for `public.items` of a PostgreSQL test database.
-fn config(db: &TestDb, stream: &str, extra_sink: &str) -> PathBuf {
+pub fn config(db: &TestDb, stream: &str, extra_sink: &str) -> PathBuf {
     let source = format!(
         "type = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.items\"]\nslot = \"{name}\"\npublication = \"{name}\"",
         name = db.name,
@@ -150,7 +166,7 @@ fn config(db: &TestDb, stream: &str, extra_sink: &str) -> PathBuf {
     aws_config(db.dir.path(), &db.name, &source, stream, extra_sink)
 }
 
-fn cursor_init(config: &std::path::Path) -> String {
+pub fn cursor_init(config: &std::path::Path) -> String {
     let out = tidemark()
         .args(["cursor", "init", "--config"])
         .arg(config)

@@ -324,11 +324,18 @@ pub fn tidemark() -> Command {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        Daemon::start_with(config, &[], &[])
+    }
+
+    /// `tidemark <args> run --config <config>` with extra environment.
+    pub fn start_with(config: &Path, args: &[&str], env: &[(&str, String)]) -> Daemon {
         let stderr_path = config.with_extension(format!("stderr.{}", unique()));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let child = tidemark()
+            .args(args)
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -418,4 +425,55 @@ pub fn run_to_end(args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The port the daemon's HTTP endpoint bound (it logs it at start).
+pub async fn http_port(daemon: &Daemon) -> u16 {
+    let mut port = None;
+    daemon
+        .wait_for("the HTTP endpoint", Duration::from_secs(30), || {
+            port = daemon
+                .stderr()
+                .split("/metrics on 127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+            std::future::ready(port.is_some())
+        })
+        .await;
+    port.expect("port")
+}
+
+/// `GET path` on 127.0.0.1:`port`: (status, body).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the HTTP endpoint");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send the request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("read the answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }

@@ -8,7 +8,8 @@
 //! - fails single records: it removes them from the call it forwards, so they
 //!   are not written, and answers them with a `ProvisionedThroughputExceededException`
 //!   entry and a `FailedRecordCount`, as Kinesis does;
-//! - or answers 500 after forwarding nothing.
+//! - or answers 500 after forwarding nothing;
+//! - and, while `hold` is set, keeps calls waiting, as a paused or hung sink.
 //!
 //! The request's signature no longer matches a changed body; kinesalite does
 //! not check signatures.
@@ -22,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Which `PutRecords` calls and records fail (0 turns a fault off).
@@ -44,6 +45,8 @@ pub struct Injected {
     pub failed_calls: AtomicUsize,
     pub failed_records: AtomicUsize,
     pub records_seen: AtomicUsize,
+    /// While set, `PutRecords` calls wait (the sink looks paused or hung).
+    pub hold: AtomicBool,
 }
 
 struct Proxy {
@@ -94,6 +97,9 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     }
     let faults = proxy.faults;
     let injected = &proxy.injected;
+    while injected.hold.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let call = injected.calls.fetch_add(1, Ordering::SeqCst) + 1;
     if faults.throttle_every_call > 0 && call % faults.throttle_every_call == 0 {
         injected.throttled_calls.fetch_add(1, Ordering::SeqCst);

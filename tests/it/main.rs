@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod fault_proxy;
 mod mysql;
+mod ops;
 mod poll;
 mod poll_mysql;
 mod snapshot;

@@ -209,7 +209,7 @@ impl MysqlSource {
                 if !file.is_empty() {
                     if !logs.iter().any(|(name, _)| **name == *file) {
                         return Err(SourceError::Setup(format!(
-                            "source: binlog {file} (cursor at {file}:{pos}) was purged from the server; the changes after the cursor are gone. Delete the cursor to take a new snapshot"
+                            "source: binlog {file} (cursor at {file}:{pos}) was purged from the server; the changes after the cursor are gone; recover with `tidemark cursor reset --config <this config>`, then start again to take a new snapshot"
                         )));
                     }
                     Start::File(file.to_string(), pos)

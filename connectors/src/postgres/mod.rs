@@ -177,14 +177,14 @@ impl PostgresSource {
             Some(Position::Postgres { lsn, .. }) => {
                 let Some(slot) = slot else {
                     return Err(SourceError::Setup(format!(
-                        "source.slot: replication slot '{}' is missing but the cursor is at LSN {}: the changes after it are gone; delete the cursor to take a new snapshot",
+                        "source.slot: replication slot '{}' is missing but the cursor is at LSN {}: the changes after it are gone; recover with `tidemark cursor reset --config <this config>`, then start again to take a new snapshot",
                         cfg.slot,
                         at(lsn)
                     )));
                 };
                 if let Some(flushed) = slot.confirmed_flush_lsn.filter(|f| *f > lsn) {
                     return Err(SourceError::Setup(format!(
-                        "source.slot: slot '{}' was confirmed up to LSN {} by another consumer, past the cursor at {}: changes in between are gone; delete the cursor to take a new snapshot",
+                        "source.slot: slot '{}' was confirmed up to LSN {} by another consumer, past the cursor at {}: changes in between are gone; recover with `tidemark cursor reset --config <this config>`, then start again to take a new snapshot",
                         cfg.slot,
                         at(flushed),
                         at(lsn)
