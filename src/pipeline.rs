@@ -5,7 +5,8 @@
 //! heap. The writer makes each batch durable in the sink, then commits the
 //! batch's end position to the cursor store, then tells the source (which tells
 //! Postgres `flush = X`). A failure anywhere stops the pipeline before the cursor
-//! moves past it.
+//! moves past it. The writer loop also ticks the health (and through it
+//! systemd's watchdog) and counts what it reads and writes.
 
 use crate::cursor::{CursorError, CursorStore};
 use crate::ops::health::tick_every;

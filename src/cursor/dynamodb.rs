@@ -337,7 +337,10 @@ impl DynamoCursor {
                     .send()
                     .await;
                 match result {
-                    Ok(_) => *guard = Some(mine + 1),
+                    Ok(_) => {
+                        *guard = Some(mine + 1);
+                        health().set_problem("cursor", None);
+                    }
                     Err(e) if conditional_failed(&e) => {
                         metrics::gauge!("tidemark_lease_held").set(0.0);
                         eprintln!(
@@ -347,9 +350,15 @@ impl DynamoCursor {
                     }
                     Err(e) => {
                         crate::ops::metrics::retry("dynamodb_lease_renew");
+                        let detail = aws_sdk_dynamodb::error::DisplayErrorContext(&e);
+                        health().set_problem(
+                            "cursor",
+                            Some(format!(
+                                "renewing the lease in dynamodb table {table} fails: {detail}"
+                            )),
+                        );
                         tracing::warn!(
-                            "renewing the lease on pipeline {pipeline} failed (will retry): {}",
-                            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                            "renewing the lease on pipeline {pipeline} failed (will retry): {detail}"
                         )
                     }
                 }

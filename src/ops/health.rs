@@ -92,8 +92,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Health {
+    /// Moves to `phase`; once stopping, the daemon stays stopping.
     pub fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::SeqCst);
+        let _ = self
+            .phase
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                (current != Phase::Stopping as u8).then_some(phase as u8)
+            });
     }
 
     pub fn phase(&self) -> Phase {

@@ -34,20 +34,40 @@ pub async fn run(
     stop: watch::Sender<bool>,
     recovery: String,
 ) {
+    let checks = Checks {
+        ticker: tokio::time::interval(every),
+        stopped: stop.subscribe(),
+    };
     let result = match watch {
         Watch::Postgres {
             url,
             slot,
             max_retained_bytes,
-        } => postgres(&url, &slot, max_retained_bytes, every, &stop, &recovery).await,
+        } => postgres(&url, &slot, max_retained_bytes, checks, &stop, &recovery).await,
         Watch::Mysql {
             url,
             warn_before_purge,
-        } => mysql(&url, warn_before_purge, every, durable, &stop, &recovery).await,
+        } => mysql(&url, warn_before_purge, checks, durable, &stop, &recovery).await,
     };
     if let Err(e) = result {
         tracing::warn!("retention watch stopped: {e}");
         health().set_problem("retention", Some(format!("cannot watch retention: {e}")));
+    }
+}
+
+/// The check schedule: every `check_interval` until the daemon stops.
+struct Checks {
+    ticker: tokio::time::Interval,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Checks {
+    /// Waits for the next check; false once the daemon stops.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticker.tick() => true,
+            _ = self.stopped.wait_for(|s| *s) => false,
+        }
     }
 }
 
@@ -62,18 +82,12 @@ async fn postgres(
     url: &str,
     slot: &str,
     max_retained_bytes: u64,
-    every: Duration,
+    mut checks: Checks,
     stop: &watch::Sender<bool>,
     recovery: &str,
 ) -> Result<(), SourceError> {
     let watch = SlotWatch::connect(url, slot).await?;
-    let mut ticker = tokio::time::interval(every);
-    let mut stopped = stop.subscribe();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stopped.wait_for(|s| *s) => return Ok(()),
-        }
+    while checks.next().await {
         let Some(state) = watch.check().await? else {
             lost(stop, format!(
                 "replication slot {slot} is gone (dropped, or not carried over by a failover): the changes after the cursor cannot be read; recover with `{recovery}`, then start again to take a new snapshot"
@@ -117,24 +131,19 @@ async fn postgres(
         };
         health().set_problem("retention", problem);
     }
+    Ok(())
 }
 
 async fn mysql(
     url: &str,
     warn_before_purge: Duration,
-    every: Duration,
+    mut checks: Checks,
     mut durable: watch::Receiver<Option<Position>>,
     stop: &watch::Sender<bool>,
     recovery: &str,
 ) -> Result<(), SourceError> {
     let mut watch = BinlogWatch::connect(url).await?;
-    let mut ticker = tokio::time::interval(every);
-    let mut stopped = stop.subscribe();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stopped.wait_for(|s| *s) => return Ok(()),
-        }
+    while checks.next().await {
         let Some(Position::Mysql { file, pos, .. }) = durable.borrow_and_update().clone() else {
             continue;
         };
@@ -166,4 +175,5 @@ async fn mysql(
         });
         health().set_problem("retention", problem);
     }
+    Ok(())
 }

@@ -398,6 +398,14 @@ async fn oversized_events_fail_or_are_skipped_and_counted() {
                 .any(|e| e["key"]["id"] == 2)
         })
         .await;
+    let port = http_port(&daemon).await;
+    let scrape = http_get(port, "/metrics").await.1;
+    assert!(
+        scrape.contains(
+            "tidemark_events_skipped_total{table=\"public.items\",reason=\"oversized\"} 1"
+        ),
+        "{scrape}"
+    );
     daemon.stop().await;
     assert!(
         daemon.stderr().contains("skipped an event"),

@@ -63,6 +63,12 @@ impl Notifications {
     }
 }
 
+/// Adds sections to a test config.
+fn append(config: &Path, sections: &str) {
+    let text = std::fs::read_to_string(config).expect("config");
+    std::fs::write(config, format!("{text}{sections}")).expect("config");
+}
+
 /// The value of an unlabelled metric in a scrape.
 fn metric(scrape: &str, name: &str) -> Option<f64> {
     scrape
@@ -96,9 +102,7 @@ async fn endpoint_phases_lag_metrics_and_watchdog_follow_the_pipeline() {
         .expect("ddl");
     let (proxy, injected) = fault_proxy::start(KINESIS, Faults::default()).await;
     let config = aws_config(&db, &db.name, &format!("endpoint = \"{proxy}\""));
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str("[retention]\ncheck_interval = \"1s\"\n");
-    std::fs::write(&config, text).expect("config");
+    append(&config, "[retention]\ncheck_interval = \"1s\"\n");
     cursor_init(&config);
 
     // The sink is held from the start: the snapshot's first batch cannot be
@@ -233,7 +237,7 @@ async fn sighup_rereads_the_log_level_and_json_logs_parse() {
         .expect("ddl");
     let config = db.config(&["public.items"], "");
     let base = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, format!("{base}[log]\nlevel = \"warn\"\n")).expect("config");
+    append(&config, "[log]\nlevel = \"warn\"\n");
     let notify = Notifications::listen(db.dir.path(), "notify");
     let mut daemon = Daemon::start_with(&config, &["--log-format", "json"], &notify.env());
     daemon
@@ -280,9 +284,8 @@ async fn retention_warning_turns_readiness_off_and_heartbeats_move_the_slot() {
     // nothing at all (PostgreSQL 15 skips empty transactions), so without
     // heartbeats the slot stays put and retains it.
     let config = db.config(&["public.items"], "heartbeat_interval = \"off\"");
-    let base = std::fs::read_to_string(&config).expect("config");
     let retention = "[retention]\ncheck_interval = \"1s\"\nmax_retained_bytes = 4194304\n";
-    std::fs::write(&config, format!("{base}{retention}")).expect("config");
+    append(&config, retention);
     let mut daemon = Daemon::start(&config);
     let port = http_port(&daemon).await;
     wait_for_answer(&daemon, port, "/readyz", 200, "streaming").await;
@@ -312,8 +315,7 @@ async fn retention_warning_turns_readiness_off_and_heartbeats_move_the_slot() {
     // With heartbeats the slot follows the WAL: retained WAL drops and the
     // daemon is ready again (a checkpoint lets the slot's restart point move).
     let config = db.config(&["public.items"], "heartbeat_interval = \"1s\"");
-    let base = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, format!("{base}{retention}")).expect("config");
+    append(&config, retention);
     let mut daemon = Daemon::start(&config);
     let port = http_port(&daemon).await;
     daemon
