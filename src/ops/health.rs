@@ -46,6 +46,8 @@ pub struct Health {
     phase: AtomicU8,
     /// Milliseconds since `started` of the last pipeline loop tick.
     last_tick: AtomicI64,
+    /// Milliseconds since `started` of the last systemd notification.
+    last_notify: AtomicI64,
     /// Source commit time (ms since the epoch) of the oldest event read and not
     /// yet written; 0 when everything read is written.
     in_flight_since: AtomicI64,
@@ -65,6 +67,7 @@ static HEALTH: LazyLock<Health> = LazyLock::new(|| Health {
     started: Instant::now(),
     phase: AtomicU8::new(Phase::Starting as u8),
     last_tick: AtomicI64::new(0),
+    last_notify: AtomicI64::new(-1),
     in_flight_since: AtomicI64::new(0),
     last_written: AtomicI64::new(0),
     last_commit: AtomicI64::new(0),
@@ -122,6 +125,14 @@ impl Health {
     pub fn tick(&self) {
         let elapsed = self.started.elapsed().as_millis() as i64;
         self.last_tick.store(elapsed, Ordering::SeqCst);
+        // The loop ticks once per batch; systemd needs a ping per tick interval
+        // at most, so busy pipelines do not pay a datagram per batch.
+        let every = tick_every().as_millis() as i64;
+        let last = self.last_notify.load(Ordering::SeqCst);
+        if last >= 0 && elapsed - last < every / 2 {
+            return;
+        }
+        self.last_notify.store(elapsed, Ordering::SeqCst);
         let status = format!(
             "{}, lag {:.1}s",
             self.phase_name(),
@@ -132,8 +143,9 @@ impl Health {
 
     /// The loop ticked recently (or has not started yet: a standby is alive).
     pub fn alive(&self) -> Option<Duration> {
-        let since = self.started.elapsed()
-            - Duration::from_millis(self.last_tick.load(Ordering::SeqCst).max(0) as u64);
+        let since = self.started.elapsed().saturating_sub(Duration::from_millis(
+            self.last_tick.load(Ordering::SeqCst).max(0) as u64,
+        ));
         let limit = (tick_every() * 5).max(Duration::from_secs(5));
         (since > limit).then_some(since)
     }
