@@ -54,6 +54,100 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Where `tidemark apply` and `tidemark migrate` write.
+    pub target: Option<TargetConfig>,
+    #[serde(default)]
+    pub apply: ApplyConfig,
+    #[serde(default)]
+    pub migrate: MigrateConfig,
+}
+
+/// A target database for `apply` and `migrate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    #[serde(rename = "type")]
+    pub engine: TargetEngine,
+    pub url: String,
+    /// `"stop"` (default) or `"apply"`: add and drop columns on `op: "s"` events.
+    #[serde(default)]
+    pub schema_changes: crate::apply::SchemaChanges,
+    /// Source `schema.table` → target `[schema.]table`.
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for TargetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("TargetConfig")
+            .field("engine", &self.engine)
+            .field("tables", &self.tables)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetEngine {
+    Postgres,
+    Mysql,
+}
+
+impl TargetEngine {
+    pub fn engine(self) -> crate::apply::types::Engine {
+        match self {
+            TargetEngine::Postgres => crate::apply::types::Engine::Postgres,
+            TargetEngine::Mysql => crate::apply::types::Engine::Mysql,
+        }
+    }
+}
+
+/// `tidemark apply` options.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// `"source"`: capture `[source]` in the same process; `"sink"`: read what
+    /// `[sink]` holds (the file sink's directory, or the Kinesis stream).
+    #[serde(default)]
+    pub input: ApplyInput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyInput {
+    #[default]
+    Source,
+    Sink,
+}
+
+/// `tidemark migrate` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateConfig {
+    /// Chunks copied at once.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Rows per copy chunk (and per verify chunk).
+    #[serde(default = "default_migrate_chunk_rows")]
+    pub chunk_rows: usize,
+}
+
+impl Default for MigrateConfig {
+    fn default() -> Self {
+        MigrateConfig {
+            parallelism: default_parallelism(),
+            chunk_rows: default_migrate_chunk_rows(),
+        }
+    }
+}
+
+fn default_parallelism() -> usize {
+    4
+}
+
+fn default_migrate_chunk_rows() -> usize {
+    50_000
 }
 
 /// The health, readiness and metrics endpoint.
@@ -445,6 +539,21 @@ impl Config {
         }
         if self.pipeline.max_batch_events == 0 {
             return Err(invalid("pipeline.max_batch_events", "must be at least 1"));
+        }
+        if let Some(target) = &self.target {
+            let engine = crate::apply::types::Engine::of_url(&target.url);
+            if engine != Some(target.engine.engine()) {
+                return Err(invalid(
+                    "target.url",
+                    format!("is not a {:?} URL (postgres://... or mysql://...)", target.engine),
+                ));
+            }
+        }
+        if self.migrate.parallelism == 0 {
+            return Err(invalid("migrate.parallelism", "must be at least 1"));
+        }
+        if self.migrate.chunk_rows == 0 {
+            return Err(invalid("migrate.chunk_rows", "must be at least 1"));
         }
         match &self.source {
             SourceConfig::Postgres(pg) => {

@@ -5,7 +5,10 @@
 //! the sink has made it durable the [`cursor`] store commits the batch's end;
 //! only then is the source told it may forget what came before. [`ops`] is what
 //! operators see: health, metrics, the HTTP endpoint, systemd, retention.
+//! [`apply`] writes events into a target database, and [`migrate`] builds a
+//! whole database migration from capture, copy, apply and verification.
 
+pub mod apply;
 pub mod config;
 pub mod cursor;
 pub mod ops;

@@ -4,8 +4,11 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
+use tidemark::apply::inputs::files;
+use tidemark::apply::sink::{TargetCursor, TargetSink};
+use tidemark::apply::{TableMap, Target};
 use tidemark::config::{
-    parse_duration, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
+    parse_duration, ApplyInput, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
 };
 use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
 use tidemark::ops::logging::{self, LogFormat};
@@ -51,6 +54,14 @@ enum Command {
         /// MySQL: stop after the first transaction that ends at or past FILE:OFFSET.
         #[arg(long, value_parser = parse_binlog_arg)]
         stop_at_binlog: Option<(String, u64)>,
+    },
+    /// Apply change events to the `[target]` database until SIGTERM/SIGINT.
+    Apply {
+        #[arg(long)]
+        config: PathBuf,
+        /// With `[apply] input = "sink"`: stop once everything written so far is applied.
+        #[arg(long)]
+        until_idle: bool,
     },
     /// Validate the config and check the source without changing anything.
     Check {
@@ -130,7 +141,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             stop_at_lsn,
             stop_at_binlog,
-        } => run(&config, stop_at_lsn, stop_at_binlog).await,
+        } => run(&config, stop_at_lsn, stop_at_binlog, Mode::Capture).await,
+        Command::Apply { config, until_idle } => apply(&config, until_idle).await,
         Command::Check { config } => check(&config).await,
         Command::Cursor {
             command: CursorCommand::Show { config },
@@ -171,7 +183,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                         println!("dynamodb table {table} {what}");
                     }
                 }
-                CursorStore::File(_) => println!("file cursors need no set-up"),
+                CursorStore::File(_) | CursorStore::Target(_) => {
+                    println!("file cursors need no set-up")
+                }
             }
             Ok(())
         }
@@ -307,15 +321,83 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a pipeline writes: the configured sink and cursor store (`run`), or
+/// the target database for both (`apply` with `input = "source"`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Capture,
+    Apply,
+}
+
+/// The configured target, connected.
+async fn connect_target(config: &Config) -> anyhow::Result<Target> {
+    let Some(target) = &config.target else {
+        bail!("target: the config has no [target] section");
+    };
+    let map = TableMap {
+        names: target.tables.clone(),
+        ..TableMap::default()
+    };
+    Ok(Target::connect(target.engine.engine(), &target.url, map, target.schema_changes).await?)
+}
+
+/// `tidemark apply`: from a capture in this process, or from what the sink holds.
+async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    connect_target(&config).await?;
+    if config.apply.input == ApplyInput::Source {
+        return run(path, None, None, Mode::Apply).await;
+    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: finishing the current batch");
+        stop_tx.send_replace(true);
+    });
+    match &config.sink {
+        SinkConfig::File { path: dir, .. } => {
+            let target = connect_target(&config).await?;
+            let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
+            let lines = files::follow(
+                dir,
+                &mut sink,
+                stop,
+                until_idle,
+                config.pipeline.max_batch_events,
+            )
+            .await
+            .with_context(|| format!("apply from {}", dir.display()))?;
+            tracing::info!(
+                "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
+                sink.events,
+                sink.rows,
+                sink.skipped,
+                sink.applied().unwrap_or("(none)")
+            );
+            Ok(())
+        }
+        SinkConfig::Kinesis { .. } => bail!("apply.input = \"sink\": reading Kinesis is not built yet"),
+        SinkConfig::Stdout => {
+            bail!("apply.input = \"sink\" reads a file or kinesis [sink], not stdout")
+        }
+    }
+}
+
 /// Runs the pipeline; an error names the pipeline and its cursor position.
 async fn run(
     path: &Path,
     stop_at_lsn: Option<u64>,
     stop_at_binlog: Option<(String, u64)>,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let name = config.pipeline.name.clone();
-    run_pipeline(path, config, stop_at_lsn, stop_at_binlog)
+    run_pipeline(path, config, stop_at_lsn, stop_at_binlog, mode)
         .await
         .map_err(|e| {
             let position = health().position();
@@ -333,6 +415,7 @@ async fn run_pipeline(
     config: Config,
     stop_at_lsn: Option<u64>,
     stop_at_binlog: Option<(String, u64)>,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     if let Err(e) = logging::set_level(&config.log.level) {
         bail!("{e}");
@@ -380,8 +463,18 @@ async fn run_pipeline(
             }
         }
     });
-    let mut sink = open_sink(&config).await?;
-    let mut cursor = cursor_store(&config).await?;
+    let (mut sink, mut cursor) = match mode {
+        Mode::Capture => (open_sink(&config).await?, cursor_store(&config).await?),
+        Mode::Apply => {
+            let scope = config.pipeline.name.clone();
+            let sink = TargetSink::open(connect_target(&config).await?, &scope).await?;
+            let target = connect_target(&config).await?;
+            (
+                AnySink::Target(Box::new(sink)),
+                CursorStore::Target(Box::new(TargetCursor { target, scope })),
+            )
+        }
+    };
     let mut stopped = control.stop.clone();
     let resume = tokio::select! {
         resume = cursor.load() => resume?,

@@ -492,6 +492,127 @@ pub struct Batch {
     pub end: Option<Position>,
 }
 
+
+/// The envelope as consumers read it back (the apply side reads the file sink's
+/// lines and Kinesis records with it). Only what applying needs is kept.
+#[derive(Deserialize)]
+struct Envelope {
+    op: String,
+    #[serde(default)]
+    before: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    after: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    unchanged: Vec<String>,
+    #[serde(default)]
+    key: Option<serde_json::Map<String, Value>>,
+    source: EnvelopeSource,
+    position: String,
+    #[serde(default)]
+    ts_ms: i64,
+    #[serde(default)]
+    ddl: Option<String>,
+    #[serde(default)]
+    columns: Option<Vec<EnvelopeColumn>>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeSource {
+    connector: String,
+    name: String,
+    #[serde(default)]
+    db: String,
+    schema: String,
+    table: String,
+    #[serde(default)]
+    ts_ms: i64,
+    #[serde(default)]
+    snapshot: bool,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeColumn {
+    name: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    key: bool,
+}
+
+/// An event read back from its JSON envelope.
+#[derive(Debug, Clone)]
+pub struct ParsedEvent {
+    pub event: ChangeEvent,
+    /// The `position` string exactly as written (poll positions are not parsed back).
+    pub position: String,
+}
+
+impl ChangeEvent {
+    /// Reads an event back from its JSON envelope (one line of the file sink,
+    /// one Kinesis record). The `position` is kept as text: it is what orders
+    /// and de-duplicates events downstream.
+    pub fn from_json(bytes: &[u8]) -> Result<ParsedEvent, String> {
+        let e: Envelope = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let op = match e.op.as_str() {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            "s" => Op::Schema,
+            other => return Err(format!("unknown op {other:?}")),
+        };
+        let row = |map: Option<serde_json::Map<String, Value>>| {
+            map.map(|m| Row(m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect()))
+        };
+        let connector = match e.source.connector.as_str() {
+            "postgres" => "postgres",
+            "mysql" => "mysql",
+            "poll" => "poll",
+            _ => "unknown",
+        };
+        Ok(ParsedEvent {
+            event: ChangeEvent {
+                op,
+                before: row(e.before),
+                after: row(e.after),
+                unchanged: e.unchanged.into_iter().map(Arc::from).collect(),
+                key: row(e.key),
+                source: SourceInfo {
+                    connector,
+                    name: e.source.name.into(),
+                    db: e.source.db.into(),
+                    schema: e.source.schema.into(),
+                    table: e.source.table.into(),
+                    ts_ms: e.source.ts_ms,
+                    snapshot: e.source.snapshot,
+                    lsn: None,
+                    commit_lsn: None,
+                    tx_id: None,
+                    watermark: None,
+                },
+                // Not parsed back: consumers order by the text form.
+                position: Position::Poll {
+                    tables: Default::default(),
+                },
+                transaction: None,
+                ts_ms: e.ts_ms,
+                ddl: e.ddl,
+                columns: e.columns.map(|cols| {
+                    cols.into_iter()
+                        .map(|c| ColumnInfo {
+                            name: c.name.into(),
+                            type_name: c.type_name,
+                            key: c.key,
+                        })
+                        .collect()
+                }),
+            },
+            position: e.position,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,12 @@ pub enum CursorError {
 pub enum CursorStore {
     File(FileCursor),
     Dynamo(Box<DynamoCursor>),
+    /// Kept in the target's `tidemark_applied` table (`apply`, `migrate`).
+    Target(Box<crate::apply::sink::TargetCursor>),
+}
+
+fn target_error(e: crate::apply::ApplyError) -> CursorError {
+    CursorError::Store(e.to_string())
 }
 
 impl CursorStore {
@@ -49,6 +55,7 @@ impl CursorStore {
         match self {
             CursorStore::File(store) => store.load(),
             CursorStore::Dynamo(store) => store.acquire().await,
+            CursorStore::Target(store) => store.load().await.map_err(target_error),
         }
     }
 
@@ -56,6 +63,7 @@ impl CursorStore {
         match self {
             CursorStore::File(store) => tokio::task::block_in_place(|| store.commit(position)),
             CursorStore::Dynamo(store) => store.commit(position).await,
+            CursorStore::Target(store) => store.commit(position).await.map_err(target_error),
         }
     }
 
@@ -67,18 +75,34 @@ impl CursorStore {
     }
 
     /// Forgets the stored position, so the next start takes a new snapshot.
-    pub async fn reset(&self) -> Result<bool, CursorError> {
+    pub async fn reset(&mut self) -> Result<bool, CursorError> {
         match self {
             CursorStore::File(store) => store.reset(),
             CursorStore::Dynamo(store) => store.reset().await,
+            CursorStore::Target(store) => {
+                let scope = store.scope.clone();
+                store.target.forget(&scope).await.map_err(target_error)?;
+                Ok(true)
+            }
         }
     }
 
     /// The stored record as JSON, for `tidemark cursor show`.
-    pub async fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
+    pub async fn describe(&mut self) -> Result<Option<serde_json::Value>, CursorError> {
         match self {
             CursorStore::File(store) => store.describe(),
             CursorStore::Dynamo(store) => store.describe().await,
+            CursorStore::Target(store) => {
+                let scope = store.scope.clone();
+                Ok(store
+                    .target
+                    .applied(&scope)
+                    .await
+                    .map_err(target_error)?
+                    .map(|(position, cursor)| {
+                        serde_json::json!({"scope": scope, "position": position, "cursor": cursor})
+                    }))
+            }
         }
     }
 }

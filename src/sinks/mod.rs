@@ -14,6 +14,8 @@ use tidemark_connectors::ChangeEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error(transparent)]
+    Target(#[from] crate::apply::ApplyError),
     #[error("file sink {path}: {source}")]
     Io {
         path: String,
@@ -39,6 +41,8 @@ pub enum AnySink {
     File(FileSink),
     Stdout(StdoutSink),
     Kinesis(Box<KinesisSink>),
+    /// A target database (`tidemark apply` and `migrate` in one process).
+    Target(Box<crate::apply::sink::TargetSink>),
 }
 
 impl AnySink {
@@ -50,6 +54,7 @@ impl AnySink {
             AnySink::File(sink) => tokio::task::block_in_place(|| sink.write(events)),
             AnySink::Stdout(sink) => sink.write(events).await,
             AnySink::Kinesis(sink) => sink.write(events).await,
+            AnySink::Target(sink) => Ok(sink.write(events).await?),
         }
     }
 
@@ -63,6 +68,10 @@ impl AnySink {
                 sink.records_written as f64 / sink.calls.max(1) as f64,
                 sink.skipped_oversized
             )),
+            AnySink::Target(sink) => Some(format!(
+                "target: {} events applied ({} row writes), {} replayed events skipped",
+                sink.events, sink.rows, sink.skipped
+            )),
             AnySink::File(_) | AnySink::Stdout(_) => None,
         }
     }
@@ -72,7 +81,7 @@ impl AnySink {
     pub fn last_position(&self) -> Option<&str> {
         match self {
             AnySink::File(sink) => sink.last_position(),
-            AnySink::Stdout(_) | AnySink::Kinesis(_) => None,
+            AnySink::Stdout(_) | AnySink::Kinesis(_) | AnySink::Target(_) => None,
         }
     }
 }

@@ -477,3 +477,9 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
         .to_string();
     (status, body)
 }
+
+/// Adds sections to a test config.
+pub fn append(config: &Path, sections: &str) {
+    let text = std::fs::read_to_string(config).expect("config");
+    std::fs::write(config, format!("{text}{sections}")).expect("config");
+}

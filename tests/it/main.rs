@@ -1,6 +1,7 @@
 //! Integration tests against the real PostgreSQL (wal_level=logical on 5432, and a
 //! wal_level=replica server on 5433), run by `scripts/test.sh` which sets both up.
 
+mod apply;
 mod aws;
 mod capture;
 mod cli;

@@ -63,12 +63,6 @@ impl Notifications {
     }
 }
 
-/// Adds sections to a test config.
-fn append(config: &Path, sections: &str) {
-    let text = std::fs::read_to_string(config).expect("config");
-    std::fs::write(config, format!("{text}{sections}")).expect("config");
-}
-
 /// The value of an unlabelled metric in a scrape.
 fn metric(scrape: &str, name: &str) -> Option<f64> {
     scrape

@@ -1,0 +1,205 @@
+//! Applying change events to a target database (`tidemark apply`, and the
+//! catch-up of `tidemark migrate`).
+//!
+//! Events come in batches from an input (the file sink's directory, a Kinesis
+//! stream, or a capture pipeline in the same process); [`plan`] collapses each
+//! batch into upserts and deletes; a target ([`postgres`], [`mysql`]) writes them
+//! in one transaction together with the input's applied position in the
+//! `tidemark_applied` table. So a restart resumes exactly where the target is,
+//! and an event at or before that position is skipped.
+
+pub mod inputs;
+pub mod mysql;
+pub mod plan;
+pub mod postgres;
+pub mod sink;
+pub mod types;
+pub mod values;
+
+use plan::{PlanError, TableKey};
+use std::collections::BTreeMap;
+use tidemark_connectors::ChangeEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("target: cannot {what}: {detail}")]
+    Database { what: String, detail: String },
+    #[error("target table {table}: {message}")]
+    Table { table: String, message: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("tidemark_applied for {scope} is at {stored}, past this batch's first event at {first}: another apply instance wrote it (this one lost its lease); the batch was rolled back")]
+    Superseded {
+        scope: String,
+        stored: String,
+        first: String,
+    },
+}
+
+/// The check every transaction that records progress makes first.
+pub fn check_progress(stored: Option<String>, p: &Progress<'_>) -> Result<(), ApplyError> {
+    match stored {
+        Some(stored) if !stored.is_empty() && !p.first.starts_with("poll:") && stored.as_str() >= p.first => {
+            Err(ApplyError::Superseded {
+                scope: p.scope.to_string(),
+                stored,
+                first: p.first.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl ApplyError {
+    pub fn db(what: impl Into<String>) -> impl FnOnce(String) -> ApplyError {
+        let what = what.into();
+        move |detail| ApplyError::Database { what, detail }
+    }
+}
+
+/// Postgres errors with the server's message and detail.
+pub fn pg_detail(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// What to do with `op: "s"` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaChanges {
+    /// Stop with a message naming the table and the change.
+    #[default]
+    Stop,
+    /// Add and drop columns on the target.
+    Apply,
+}
+
+/// Source table → target table names. By default the same table name: in the
+/// same schema for Postgres → Postgres, in `public` for MySQL → Postgres, in the
+/// target URL's database for a MySQL target.
+#[derive(Debug, Clone, Default)]
+pub struct TableMap {
+    /// `schema.table` (as the events name it) → `[schema.]table` on the target.
+    pub names: BTreeMap<String, String>,
+    /// The target's default schema (Postgres `public`, MySQL the URL's database).
+    pub default_schema: String,
+    /// Postgres targets keep a Postgres source's schema.
+    pub keep_schema_from: Option<&'static str>,
+}
+
+impl TableMap {
+    /// The target's `(schema, table)` for a source table.
+    pub fn resolve(&self, table: &TableKey) -> (String, String) {
+        let source = table.to_string();
+        if let Some(target) = self.names.get(&source) {
+            return match target.split_once('.') {
+                Some((schema, name)) => (schema.to_string(), name.to_string()),
+                None => (self.default_schema.clone(), target.clone()),
+            };
+        }
+        if self.keep_schema_from == Some(table.connector) {
+            (table.schema.to_string(), table.table.to_string())
+        } else {
+            (self.default_schema.clone(), table.table.to_string())
+        }
+    }
+}
+
+/// Where an input is, stored with the rows it describes.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    /// What the positions order: a source pipeline's name, or a Kinesis shard.
+    pub scope: &'a str,
+    /// The first and the last position of the batch: the stored position must
+    /// be before `first` (else another writer got there first) and becomes `last`.
+    pub first: &'a str,
+    pub last: &'a str,
+}
+
+/// The configured target. The set is fixed, so an enum reads plainer than a trait object.
+pub enum Target {
+    Postgres(Box<postgres::PgTarget>),
+    Mysql(Box<mysql::MyTarget>),
+}
+
+impl Target {
+    pub async fn connect(
+        engine: types::Engine,
+        url: &str,
+        map: TableMap,
+        schema_changes: SchemaChanges,
+    ) -> Result<Target, ApplyError> {
+        Ok(match engine {
+            types::Engine::Postgres => Target::Postgres(Box::new(
+                postgres::PgTarget::connect(url, map, schema_changes).await?,
+            )),
+            types::Engine::Mysql => Target::Mysql(Box::new(
+                mysql::MyTarget::connect(url, map, schema_changes).await?,
+            )),
+        })
+    }
+
+    /// The applied position and cursor stored for `scope`.
+    pub async fn applied(
+        &mut self,
+        scope: &str,
+    ) -> Result<Option<(String, Option<String>)>, ApplyError> {
+        match self {
+            Target::Postgres(t) => t.applied(scope).await,
+            Target::Mysql(t) => t.applied(scope).await,
+        }
+    }
+
+    /// Writes the events (each with its position string) in one transaction,
+    /// with `progress` when given. Returns the number of rows written.
+    pub async fn apply(
+        &mut self,
+        events: &[(&ChangeEvent, &str)],
+        progress: Option<Progress<'_>>,
+    ) -> Result<u64, ApplyError> {
+        let steps = plan::plan(events.iter().copied())?;
+        match self {
+            Target::Postgres(t) => t.apply(steps, progress).await,
+            Target::Mysql(t) => t.apply(steps, progress).await,
+        }
+    }
+
+    /// Stores a source cursor (JSON) beside the applied position.
+    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), ApplyError> {
+        match self {
+            Target::Postgres(t) => t.save_cursor(scope, cursor).await,
+            Target::Mysql(t) => t.save_cursor(scope, cursor).await,
+        }
+    }
+
+    /// Forgets the stored position of `scope`.
+    pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
+        match self {
+            Target::Postgres(t) => t.forget(scope).await,
+            Target::Mysql(t) => t.forget(scope).await,
+        }
+    }
+}
+
+/// Keeps the events after `applied` (byte-wise position order). Poll positions
+/// are not ordered across tables, so nothing is skipped for them.
+pub fn after_applied<'a>(
+    events: &'a [(&'a ChangeEvent, &'a str)],
+    applied: Option<&str>,
+) -> Vec<(&'a ChangeEvent, &'a str)> {
+    match applied {
+        Some(applied) => events
+            .iter()
+            .filter(|(_, position)| position.starts_with("poll:") || *position > applied)
+            .copied()
+            .collect(),
+        None => events.to_vec(),
+    }
+}

@@ -1,0 +1,483 @@
+//! Writes planned steps into a Postgres target: each column travels as one
+//! `text[]` parameter and is cast to its column type in SQL
+//! (`INSERT ... SELECT c0::int, ... FROM unnest($1::text[], ...) ON CONFLICT`),
+//! so one statement writes thousands of rows and values go through Postgres'
+//! own input functions.
+
+use super::plan::{Step, TableKey};
+use super::types::{target_type, Engine};
+use super::values::{pg_kind, pg_text, Kind};
+use super::{check_progress, pg_detail, ApplyError, Progress, SchemaChanges, TableMap};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tidemark_connectors::postgres::catalog::quote_ident;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, GenericClient, NoTls};
+
+/// The bookkeeping tables, created on connect.
+const META: &str = "
+CREATE TABLE IF NOT EXISTS public.tidemark_applied (
+    scope text PRIMARY KEY,
+    position text NOT NULL,
+    cursor text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)";
+
+/// A target table as the writer needs it.
+pub struct TargetTable {
+    /// `"schema"."table"`.
+    pub quoted: String,
+    /// Column name → (type text, kind).
+    pub columns: HashMap<String, (String, Kind)>,
+    pub key: Vec<String>,
+}
+
+pub struct PgTarget {
+    pub client: Client,
+    map: TableMap,
+    schema_changes: SchemaChanges,
+    tables: HashMap<TableKey, Arc<TargetTable>>,
+}
+
+/// Connects with the session settings the value forms need (UTC, ISO dates).
+pub async fn connect(url: &str) -> Result<Client, ApplyError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| ApplyError::Setup(format!("target.url: not a valid PostgreSQL URL ({e})")))?;
+    config.options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1");
+    config.application_name("tidemark");
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| ApplyError::db("connect to the target")(pg_detail(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("target connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl PgTarget {
+    pub async fn connect(
+        url: &str,
+        mut map: TableMap,
+        schema_changes: SchemaChanges,
+    ) -> Result<PgTarget, ApplyError> {
+        let client = connect(url).await?;
+        client
+            .batch_execute(META)
+            .await
+            .map_err(|e| ApplyError::db("create tidemark_applied")(pg_detail(e)))?;
+        // Foreign keys and user triggers do not fire for replicated rows (the
+        // source already checked them, and rows of one batch come in key order,
+        // not in the source's order); this needs a superuser.
+        if let Err(e) = client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+        {
+            tracing::warn!(
+                "target: cannot set session_replication_role (foreign keys on the target will be checked): {}",
+                pg_detail(e)
+            );
+        }
+        if map.default_schema.is_empty() {
+            map.default_schema = "public".into();
+        }
+        map.keep_schema_from = Some("postgres");
+        Ok(PgTarget {
+            client,
+            map,
+            schema_changes,
+            tables: HashMap::new(),
+        })
+    }
+
+    pub async fn applied(
+        &mut self,
+        scope: &str,
+    ) -> Result<Option<(String, Option<String>)>, ApplyError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT position, cursor FROM public.tidemark_applied WHERE scope = $1",
+                &[&scope],
+            )
+            .await
+            .map_err(|e| ApplyError::db("read tidemark_applied")(pg_detail(e)))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), ApplyError> {
+        self.client
+            .execute(
+                "INSERT INTO public.tidemark_applied (scope, position, cursor) VALUES ($1, '', $2)
+                 ON CONFLICT (scope) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()",
+                &[&scope, &cursor],
+            )
+            .await
+            .map_err(|e| ApplyError::db("store the cursor in tidemark_applied")(pg_detail(e)))?;
+        Ok(())
+    }
+
+    pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
+        self.client
+            .execute("DELETE FROM public.tidemark_applied WHERE scope = $1", &[&scope])
+            .await
+            .map_err(|e| ApplyError::db("reset tidemark_applied")(pg_detail(e)))?;
+        Ok(())
+    }
+
+    /// Applies the steps in order, in one transaction (Postgres DDL is
+    /// transactional, so schema changes are part of it).
+    pub async fn apply(
+        &mut self,
+        steps: Vec<Step>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<u64, ApplyError> {
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| ApplyError::db("begin a target transaction")(pg_detail(e)))?;
+        if let Some(p) = &progress {
+            let stored = tx
+                .query_opt(
+                    "SELECT position FROM public.tidemark_applied WHERE scope = $1 FOR UPDATE",
+                    &[&p.scope],
+                )
+                .await
+                .map_err(|e| ApplyError::db("read tidemark_applied")(pg_detail(e)))?;
+            check_progress(stored.map(|r| r.get(0)), p)?;
+        }
+        let mut rows = 0;
+        for step in steps {
+            let source = match &step {
+                Step::Upsert { table, .. }
+                | Step::Delete { table, .. }
+                | Step::Truncate { table }
+                | Step::Move { table, .. } => table,
+                Step::Schema { table, event } => {
+                    let target = lookup(&mut self.tables, &self.map, &tx, table).await?;
+                    schema_change(&tx, &target, table, event, self.schema_changes).await?;
+                    self.tables.remove(table);
+                    continue;
+                }
+            };
+            let table = lookup(&mut self.tables, &self.map, &tx, source).await?;
+            let (sqls, count) = statements(&step, &table)?;
+            for (i, (sql, params)) in sqls.iter().enumerate() {
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let written = tx.execute(sql, &refs).await.map_err(|e| ApplyError::Table {
+                    table: table.quoted.clone(),
+                    message: pg_detail(e),
+                })?;
+                if let (0, 0, Step::Move { columns, row, .. }) = (i, written, &step) {
+                    // The old row is not on the target: write what the event has.
+                    let upsert = Step::Upsert {
+                        table: source.clone(),
+                        columns: columns.clone(),
+                        rows: vec![row.clone()],
+                    };
+                    for (sql, params) in statements(&upsert, &table)?.0 {
+                        let refs: Vec<&(dyn ToSql + Sync)> =
+                            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                        tx.execute(&sql, &refs).await.map_err(|e| ApplyError::Table {
+                            table: table.quoted.clone(),
+                            message: pg_detail(e),
+                        })?;
+                    }
+                }
+            }
+            rows += count;
+        }
+        if let Some(p) = progress {
+            tx.execute(
+                "INSERT INTO public.tidemark_applied (scope, position) VALUES ($1, $2)
+                 ON CONFLICT (scope) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                &[&p.scope, &p.last],
+            )
+            .await
+            .map_err(|e| ApplyError::db("store the applied position")(pg_detail(e)))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| ApplyError::db("commit a target transaction")(pg_detail(e)))?;
+        Ok(rows)
+    }
+}
+
+/// The target table for a source table, read from the catalog once.
+async fn lookup(
+    tables: &mut HashMap<TableKey, Arc<TargetTable>>,
+    map: &TableMap,
+    client: &impl GenericClient,
+    source: &TableKey,
+) -> Result<Arc<TargetTable>, ApplyError> {
+    if let Some(table) = tables.get(source) {
+        return Ok(table.clone());
+    }
+    let (schema, name) = map.resolve(source);
+    let table = Arc::new(describe(client, &schema, &name).await?.ok_or_else(|| {
+        ApplyError::Table {
+            table: format!("{schema}.{name}"),
+            message: format!(
+                "does not exist on the target (source table {source}; create it, or map it in [target.tables])"
+            ),
+        }
+    })?);
+    tables.insert(source.clone(), table.clone());
+    Ok(table)
+}
+
+/// Adds and drops columns to match a schema-change event, when configured to.
+async fn schema_change(
+    client: &impl GenericClient,
+    table: &TargetTable,
+    source: &TableKey,
+    event: &tidemark_connectors::ChangeEvent,
+    mode: SchemaChanges,
+) -> Result<(), ApplyError> {
+    let columns = event.columns.clone().unwrap_or_default();
+    let added: Vec<_> = columns
+        .iter()
+        .filter(|c| !table.columns.contains_key(&*c.name))
+        .collect();
+    let dropped: Vec<&String> = table
+        .columns
+        .keys()
+        .filter(|name| !columns.iter().any(|c| &*c.name == name.as_str()))
+        .collect();
+    if added.is_empty() && dropped.is_empty() {
+        return Ok(());
+    }
+    if mode == SchemaChanges::Stop {
+        return Err(ApplyError::Table {
+            table: table.quoted.clone(),
+            message: format!(
+                "schema change on {source} ({}): add {:?}, drop {:?}; make it on the target and restart, or set target.schema_changes = \"apply\"",
+                event.ddl.as_deref().unwrap_or("no statement"),
+                added.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+                dropped
+            ),
+        });
+    }
+    let from = if source.connector == "mysql" { Engine::Mysql } else { Engine::Postgres };
+    let mut sql = Vec::new();
+    for c in added {
+        sql.push(format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            table.quoted,
+            quote_ident(&c.name),
+            target_type(from, Engine::Postgres, &c.type_name, c.key)
+        ));
+    }
+    for name in dropped {
+        sql.push(format!("ALTER TABLE {} DROP COLUMN {}", table.quoted, quote_ident(name)));
+    }
+    for statement in sql {
+        tracing::info!("target: {statement}");
+        client
+            .batch_execute(&statement)
+            .await
+            .map_err(|e| ApplyError::Table {
+                table: table.quoted.clone(),
+                message: format!("{statement}: {}", pg_detail(e)),
+            })?;
+    }
+    Ok(())
+}
+
+/// Reads a table's columns and primary key; `None` when it does not exist.
+pub async fn describe(
+    client: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<Option<TargetTable>, ApplyError> {
+    let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+    let columns = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    coalesce(a.attnum = ANY(i.indkey), false),
+                    coalesce(array_position(i.indkey::int2[], a.attnum), 0)
+             FROM pg_attribute a
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&quoted],
+        )
+        .await
+        .map_err(|e| ApplyError::db(format!("describe target table {quoted}"))(pg_detail(e)))?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let mut key: Vec<(i32, String)> = Vec::new();
+    let mut map = HashMap::new();
+    for row in &columns {
+        let name: String = row.get(0);
+        let type_name: String = row.get(1);
+        if row.get::<_, bool>(2) {
+            key.push((row.get(3), name.clone()));
+        }
+        let kind = pg_kind(&type_name);
+        map.insert(name, (type_name, kind));
+    }
+    key.sort();
+    if key.is_empty() {
+        return Err(ApplyError::Table {
+            table: quoted,
+            message: "has no primary key on the target: changes cannot be applied idempotently".into(),
+        });
+    }
+    Ok(Some(TargetTable {
+        quoted,
+        columns: map,
+        key: key.into_iter().map(|(_, n)| n).collect(),
+    }))
+}
+
+/// `SELECT c0::type, ... FROM unnest($n::text[], ...) AS s(c0, ...)`: the rows
+/// as one text array per column (parameters numbered from `first`), and those
+/// arrays.
+fn select_rows(
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    rows: &[&[serde_json::Value]],
+    first: usize,
+) -> Result<(String, Vec<Vec<Option<String>>>), ApplyError> {
+    let mut params: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); columns.len()];
+    let mut casts = Vec::with_capacity(columns.len());
+    for (i, name) in columns.iter().enumerate() {
+        let (type_name, kind) = table.columns.get(&**name).ok_or_else(|| ApplyError::Table {
+            table: table.quoted.clone(),
+            message: format!("has no column {name:?} (the events have it; apply the schema change on the target, or set target.schema_changes = \"apply\")"),
+        })?;
+        casts.push(format!("c{i}::{type_name}"));
+        for row in rows {
+            let value = row.get(i).unwrap_or(&serde_json::Value::Null);
+            params[i].push(pg_text(*kind, value).map_err(|e| ApplyError::Table {
+                table: table.quoted.clone(),
+                message: format!("column {name}: value {value}: {e}"),
+            })?);
+        }
+    }
+    let unnest: Vec<String> = (first..first + columns.len()).map(|i| format!("${i}::text[]")).collect();
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    Ok((
+        format!(
+            "SELECT {} FROM unnest({}) AS s({})",
+            casts.join(", "),
+            unnest.join(", "),
+            aliases.join(", ")
+        ),
+        params,
+    ))
+}
+
+fn quoted_list(names: &[Arc<str>]) -> String {
+    names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ")
+}
+
+/// `ON CONFLICT (key) DO UPDATE SET` every non-key column of `columns`.
+fn on_conflict(table: &TargetTable, columns: &[Arc<str>]) -> String {
+    let keys: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| !table.key.iter().any(|k| k == &***c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+        .collect();
+    if updates.is_empty() {
+        format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
+    } else {
+        format!("ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), updates.join(", "))
+    }
+}
+
+type Statement = (String, Vec<Vec<Option<String>>>);
+
+/// The statements for one step, and the number of rows it writes. A move is
+/// an insert that copies the carried columns from the old row, then the
+/// old row's delete.
+fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64), ApplyError> {
+    Ok(match step {
+        Step::Upsert { columns, rows, .. } => {
+            let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();
+            let (select, params) = select_rows(table, columns, &rows, 1)?;
+            (
+                vec![(
+                    format!(
+                        "INSERT INTO {} ({}) {select} {}",
+                        table.quoted,
+                        quoted_list(columns),
+                        on_conflict(table, columns)
+                    ),
+                    params,
+                )],
+                rows.len() as u64,
+            )
+        }
+        Step::Delete { columns, keys, .. } => {
+            let keys: Vec<&[serde_json::Value]> = keys.iter().map(|r| r.as_slice()).collect();
+            let (select, params) = select_rows(table, columns, &keys, 1)?;
+            (
+                vec![(
+                    format!(
+                        "DELETE FROM {} WHERE ({}) IN ({select})",
+                        table.quoted,
+                        quoted_list(columns)
+                    ),
+                    params,
+                )],
+                keys.len() as u64,
+            )
+        }
+        Step::Truncate { .. } => (vec![(format!("TRUNCATE {}", table.quoted), Vec::new())], 0),
+        Step::Move {
+            key_columns,
+            old_key,
+            columns,
+            row,
+            carry,
+            ..
+        } => {
+            let (select, mut params) = select_rows(table, columns, &[row.as_slice()], 1)?;
+            let (old, old_params) =
+                select_rows(table, key_columns, &[old_key.as_slice()], 1 + columns.len())?;
+            params.extend(old_params);
+            let old_columns: Vec<String> = key_columns
+                .iter()
+                .map(|k| format!("o.{}", quote_ident(k)))
+                .collect();
+            let carried: Vec<String> = carry.iter().map(|c| format!("o.{}", quote_ident(c))).collect();
+            let all: Vec<Arc<str>> = columns.iter().chain(carry).cloned().collect();
+            let (delete, delete_params) =
+                select_rows(table, key_columns, &[old_key.as_slice()], 1)?;
+            (
+                vec![
+                    (
+                        format!(
+                            "INSERT INTO {t} ({}) SELECT s.*, {} FROM ({select}) AS s, {t} AS o WHERE ({}) = ({old}) {}",
+                            quoted_list(&all),
+                            carried.join(", "),
+                            old_columns.join(", "),
+                            on_conflict(table, &all),
+                            t = table.quoted,
+                        ),
+                        params,
+                    ),
+                    (
+                        format!(
+                            "DELETE FROM {} WHERE ({}) IN ({delete})",
+                            table.quoted,
+                            quoted_list(key_columns)
+                        ),
+                        delete_params,
+                    ),
+                ],
+                1,
+            )
+        }
+        Step::Schema { .. } => (Vec::new(), 0),
+    })
+}

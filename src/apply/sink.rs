@@ -1,0 +1,114 @@
+//! The target as the pipeline's sink and cursor store, for capture and apply in
+//! one process (`tidemark apply` with `input = "source"`, and `migrate run`).
+//!
+//! The sink writes each batch and its last event's position in one target
+//! transaction; the cursor store keeps the source cursor in the same
+//! `tidemark_applied` row. After a crash the source resumes at the cursor, which
+//! may be behind the rows: the events in between are at or before the applied
+//! position and are skipped.
+
+use super::{after_applied, ApplyError, Progress, Target};
+use tidemark_connectors::{ChangeEvent, Position};
+
+pub struct TargetSink {
+    pub target: Target,
+    scope: String,
+    applied: Option<String>,
+    pub events: u64,
+    pub rows: u64,
+    pub skipped: u64,
+    /// Source commit time of the last event applied (ms), for lag.
+    pub last_source_ts_ms: i64,
+}
+
+impl TargetSink {
+    /// `scope` names what orders the positions (the source pipeline, a shard).
+    pub async fn open(mut target: Target, scope: &str) -> Result<TargetSink, ApplyError> {
+        let applied = target
+            .applied(scope)
+            .await?
+            .map(|(position, _)| position)
+            .filter(|p| !p.is_empty());
+        if let Some(applied) = &applied {
+            tracing::info!("target: {scope} applied up to {applied}");
+        }
+        Ok(TargetSink {
+            target,
+            scope: scope.to_string(),
+            applied,
+            events: 0,
+            rows: 0,
+            skipped: 0,
+            last_source_ts_ms: 0,
+        })
+    }
+
+    pub fn applied(&self) -> Option<&str> {
+        self.applied.as_deref()
+    }
+
+    pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), ApplyError> {
+        let positions: Vec<String> = events.iter().map(|e| e.position.to_string()).collect();
+        let pairs: Vec<(&ChangeEvent, &str)> = events
+            .iter()
+            .zip(&positions)
+            .map(|(e, p)| (e, p.as_str()))
+            .collect();
+        self.write_positioned(&pairs).await
+    }
+
+    /// Writes events whose positions are given as text (read back from JSON).
+    pub async fn write_positioned(
+        &mut self,
+        events: &[(&ChangeEvent, &str)],
+    ) -> Result<(), ApplyError> {
+        let fresh = after_applied(events, self.applied.as_deref());
+        self.skipped += (events.len() - fresh.len()) as u64;
+        let (Some(first), Some(last)) = (
+            fresh.first().map(|(_, p)| *p),
+            fresh.iter().map(|(_, p)| *p).max(),
+        ) else {
+            return Ok(());
+        };
+        let progress = Progress {
+            scope: &self.scope,
+            first,
+            last,
+        };
+        self.rows += self.target.apply(&fresh, Some(progress)).await?;
+        self.events += fresh.len() as u64;
+        if let Some((event, _)) = fresh.last() {
+            self.last_source_ts_ms = event.source.ts_ms;
+        }
+        self.applied = Some(last.to_string());
+        Ok(())
+    }
+}
+
+/// The source cursor, kept in the target's `tidemark_applied` row.
+pub struct TargetCursor {
+    pub target: Target,
+    pub scope: String,
+}
+
+impl TargetCursor {
+    pub async fn load(&mut self) -> Result<Option<Position>, ApplyError> {
+        match self.target.applied(&self.scope).await? {
+            Some((_, Some(cursor))) if !cursor.is_empty() => serde_json::from_str(&cursor)
+                .map(Some)
+                .map_err(|e| {
+                    ApplyError::Setup(format!(
+                        "tidemark_applied: the cursor of {} is unreadable ({e}); reset it with `tidemark cursor reset`",
+                        self.scope
+                    ))
+                }),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn commit(&mut self, position: &Position) -> Result<(), ApplyError> {
+        let text = serde_json::to_string(position)
+            .map_err(|e| ApplyError::Setup(format!("cannot encode cursor {position}: {e}")))?;
+        self.target.save_cursor(&self.scope, &text).await
+    }
+}
