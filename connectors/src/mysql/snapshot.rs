@@ -24,10 +24,71 @@ fn quote(name: &str) -> String {
 
 struct TableReader {
     columns: TableColumns,
-    select_first: String,
-    select_next: String,
+    /// `SELECT ... FROM t`, the key list, and `?, ?` for one key value.
+    select: String,
+    order: String,
+    marks: String,
     last_key: Option<Vec<MyValue>>,
+    /// Reading a key range: its inclusive upper end.
+    upper: Option<Vec<MyValue>>,
     rows_done: u64,
+}
+
+impl TableReader {
+    async fn plan(conn: &mut Conn, db: &str, table: &str) -> Result<Self, SourceError> {
+        let columns = read_columns(conn, db, table).await?;
+        let names: Vec<String> = columns.names.iter().map(|n| quote(n)).collect();
+        let key: Vec<String> = columns
+            .key
+            .iter()
+            .map(|&i| quote(&columns.names[i]))
+            .collect();
+        if key.is_empty() {
+            return Err(SourceError::Setup(format!(
+                "source.tables: {db}.{table} has no primary key"
+            )));
+        }
+        Ok(TableReader {
+            select: format!(
+                "SELECT {} FROM {}.{}",
+                names.join(", "),
+                quote(db),
+                quote(table)
+            ),
+            order: key.join(", "),
+            marks: vec!["?"; key.len()].join(", "),
+            columns,
+            last_key: None,
+            upper: None,
+            rows_done: 0,
+        })
+    }
+
+    /// The next page's query and its parameters.
+    fn query(&self, chunk_rows: usize) -> (String, Vec<MyValue>) {
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        if let Some(key) = &self.last_key {
+            conditions.push(format!("({}) > ({})", self.order, self.marks));
+            params.extend(key.iter().cloned());
+        }
+        if let Some(key) = &self.upper {
+            conditions.push(format!("({}) <= ({})", self.order, self.marks));
+            params.extend(key.iter().cloned());
+        }
+        let bound = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        (
+            format!(
+                "{}{bound} ORDER BY {} LIMIT {chunk_rows}",
+                self.select, self.order
+            ),
+            params,
+        )
+    }
 }
 
 pub struct Snapshot {
@@ -117,30 +178,7 @@ impl Snapshot {
         };
         let mut pending = VecDeque::new();
         for (db, table) in tables {
-            let columns = read_columns(&mut conn, db, table).await?;
-            let names: Vec<String> = columns.names.iter().map(|n| quote(n)).collect();
-            let key: Vec<String> = columns
-                .key
-                .iter()
-                .map(|&i| quote(&columns.names[i]))
-                .collect();
-            if key.is_empty() {
-                return Err(SourceError::Setup(format!(
-                    "source.tables: {db}.{table} has no primary key"
-                )));
-            }
-            let from = format!("{}.{}", quote(db), quote(table));
-            let (select, order) = (names.join(", "), key.join(", "));
-            let marks = vec!["?"; key.len()].join(", ");
-            pending.push_back(TableReader {
-                select_first: format!("SELECT {select} FROM {from} ORDER BY {order} LIMIT {chunk_rows}"),
-                select_next: format!(
-                    "SELECT {select} FROM {from} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT {chunk_rows}"
-                ),
-                columns,
-                last_key: None,
-                rows_done: 0,
-            });
+            pending.push_back(TableReader::plan(&mut conn, db, table).await?);
         }
         tracing::info!("snapshot at binlog {file}:{pos}");
         Ok(Snapshot {
@@ -148,6 +186,41 @@ impl Snapshot {
             pending,
             file: file.into(),
             pos,
+            ordinal: 0,
+            chunk_rows: chunk_rows.max(1),
+            pipeline,
+            progress: SnapshotProgress::default(),
+        })
+    }
+
+    /// Reads one table's key range `(lo, hi]` (key values as text; open ends
+    /// when `None`) in a transaction of its own: a chunk of `tidemark migrate`'s copy.
+    pub async fn range(
+        url: &str,
+        (db, table): (&str, &str),
+        lo: Option<Vec<String>>,
+        hi: Option<Vec<String>>,
+        chunk_rows: usize,
+        pipeline: Arc<str>,
+    ) -> Result<Self, SourceError> {
+        let mut conn = connect(url).await?;
+        for sql in [
+            "SET SESSION time_zone = '+00:00'",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(my_error(format!("run {sql}")))?;
+        }
+        let mut reader = TableReader::plan(&mut conn, db, table).await?;
+        let values = |key: Vec<String>| key.into_iter().map(|v| MyValue::Bytes(v.into_bytes())).collect();
+        reader.last_key = lo.map(values);
+        reader.upper = hi.map(values);
+        Ok(Snapshot {
+            conn,
+            pending: VecDeque::from([reader]),
+            file: "".into(),
+            pos: 0,
             ordinal: 0,
             chunk_rows: chunk_rows.max(1),
             pipeline,
@@ -172,11 +245,12 @@ impl Snapshot {
             };
             let cols = &reader.columns;
             let what = format!("read a snapshot chunk of {}.{}", cols.db, cols.table);
-            let rows: Vec<mysql_async::Row> = match &reader.last_key {
-                None => self.conn.exec(&reader.select_first, ()).await,
-                Some(key) => self.conn.exec(&reader.select_next, key.clone()).await,
-            }
-            .map_err(my_error(what))?;
+            let (sql, params) = reader.query(self.chunk_rows);
+            let rows: Vec<mysql_async::Row> = self
+                .conn
+                .exec(&sql, params)
+                .await
+                .map_err(my_error(what))?;
             let finished = rows.len() < self.chunk_rows;
             let ts_ms = now_ms();
             let mut events = Vec::with_capacity(rows.len());

@@ -21,6 +21,10 @@ fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) ->
 pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, SourceError> {
     let mut config = config.clone();
     config.options(SESSION_OPTIONS);
+    // `migrate cutover --fence` spares sessions named so.
+    if config.get_application_name().is_none() {
+        config.application_name("tidemark");
+    }
     let (client, connection) = config
         .connect(NoTls)
         .await

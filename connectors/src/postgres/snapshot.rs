@@ -31,6 +31,8 @@ struct TableReader {
     key_types: Vec<String>,
     /// Text of the paging key of the last row read (`ctid` or the primary key).
     last_key: Option<Vec<String>>,
+    /// Reading a key range: its inclusive upper end.
+    upper: Option<Vec<String>>,
     /// Positions in the selected row of the paging key columns.
     paging: Vec<usize>,
     rows_done: u64,
@@ -95,6 +97,47 @@ impl Snapshot {
         })
     }
 
+    /// Reads one table's key range `(lo, hi]` (open ends when `None`) in an
+    /// ordinary transaction of its own: a chunk of `tidemark migrate`'s copy.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn range(
+        client: Client,
+        shape: TableShape,
+        kinds: &mut TypeKinds,
+        lo: Option<Vec<String>>,
+        hi: Option<Vec<String>>,
+        chunk_rows: usize,
+        pipeline: Arc<str>,
+        db: Arc<str>,
+    ) -> Result<Self, SourceError> {
+        if shape.primary_key.is_empty() {
+            return Err(SourceError::Setup(format!(
+                "{} has no primary key: it cannot be copied in key ranges",
+                shape.name
+            )));
+        }
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|source| SourceError::Postgres {
+                what: "begin a copy transaction".into(),
+                source,
+            })?;
+        let mut reader = plan(&client, shape, kinds).await?;
+        reader.last_key = lo;
+        reader.upper = hi;
+        Ok(Snapshot {
+            client,
+            pending: VecDeque::from([reader]),
+            consistent_point: 0,
+            row_ordinal: 0,
+            chunk_rows: chunk_rows.max(1) as i64,
+            pipeline,
+            db,
+            progress: SnapshotProgress::default(),
+        })
+    }
+
     pub fn consistent_point(&self) -> u64 {
         self.consistent_point
     }
@@ -116,16 +159,24 @@ impl Snapshot {
             // The simple query protocol returns each value in its type's text
             // output form, the same text pgoutput sends (a cast to text would not
             // be: `bool::text` is `true`, pgoutput says `t`).
-            let bound = match &reader.last_key {
-                None => String::new(),
-                Some(key) => {
-                    let values: Vec<String> = key
-                        .iter()
-                        .zip(&reader.key_types)
-                        .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
-                        .collect();
-                    format!(" WHERE ({}) > ({})", reader.order, values.join(", "))
-                }
+            let values = |key: &[String]| -> String {
+                key.iter()
+                    .zip(&reader.key_types)
+                    .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut conditions = Vec::new();
+            if let Some(key) = &reader.last_key {
+                conditions.push(format!("({}) > ({})", reader.order, values(key)));
+            }
+            if let Some(key) = &reader.upper {
+                conditions.push(format!("({}) <= ({})", reader.order, values(key)));
+            }
+            let bound = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conditions.join(" AND "))
             };
             let sql = format!(
                 "{}{bound} ORDER BY {} LIMIT {}",
@@ -274,6 +325,7 @@ async fn plan(
             key,
         },
         last_key: None,
+        upper: None,
         paging,
         rows_done: 0,
         estimated_rows: shape.estimated_rows,
