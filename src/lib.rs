@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod migrate;
 pub mod cursor;
 pub mod ops;
 pub mod pipeline;

@@ -11,6 +11,7 @@ use tidemark::config::{
     parse_duration, ApplyInput, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
 };
 use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
+use tidemark::migrate;
 use tidemark::ops::logging::{self, LogFormat};
 use tidemark::ops::retention::Watch;
 use tidemark::ops::{self, health, Phase};
@@ -63,6 +64,11 @@ enum Command {
         #[arg(long)]
         until_idle: bool,
     },
+    /// Migrate a database: copy, catch up, cut over, verify.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Validate the config and check the source without changing anything.
     Check {
         #[arg(long)]
@@ -72,6 +78,44 @@ enum Command {
     Cursor {
         #[command(subcommand)]
         command: CursorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Start or resume the migration: create tables, record the start position,
+    /// copy, then apply changes until cut over (or SIGTERM).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the stage, copy progress, lag and the recorded start position.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Cut over the running migration; exits 0 only when verified.
+    Cutover {
+        #[arg(long)]
+        config: PathBuf,
+        /// Wait until the migration is at most this far behind (e.g. 5s).
+        #[arg(long, default_value = "5s")]
+        max_lag: String,
+        /// Fence writes on the source first (MySQL read_only; Postgres read-only
+        /// default and open sessions ended). Without it, stop the application first.
+        #[arg(long)]
+        fence: bool,
+        /// Hold the cutover while this file exists.
+        #[arg(long)]
+        postpone_flag: Option<PathBuf>,
+        /// Give up a wait (for the lag, for the drain) after this long.
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// Compare counts and chunked checksums of every table; non-zero exit on a difference.
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -143,6 +187,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             stop_at_binlog,
         } => run(&config, stop_at_lsn, stop_at_binlog, Mode::Capture).await,
         Command::Apply { config, until_idle } => apply(&config, until_idle).await,
+        Command::Migrate { command } => migrate(command).await,
         Command::Check { config } => check(&config).await,
         Command::Cursor {
             command: CursorCommand::Show { config },
@@ -341,13 +386,8 @@ async fn connect_target(config: &Config) -> anyhow::Result<Target> {
     Ok(Target::connect(target.engine.engine(), &target.url, map, target.schema_changes).await?)
 }
 
-/// `tidemark apply`: from a capture in this process, or from what the sink holds.
-async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    connect_target(&config).await?;
-    if config.apply.input == ApplyInput::Source {
-        return run(path, None, None, Mode::Apply).await;
-    }
+/// A watch that turns true on SIGTERM or SIGINT.
+fn stop_on_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
@@ -359,6 +399,70 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
         tracing::info!("stopping: finishing the current batch");
         stop_tx.send_replace(true);
     });
+    Ok(stop)
+}
+
+async fn migrate(command: MigrateCommand) -> anyhow::Result<()> {
+    match command {
+        MigrateCommand::Run { config } => {
+            let config = Config::load(&config)?;
+            let stop = stop_on_signals()?;
+            let name = config.pipeline.name.clone();
+            migrate::run(&config, stop)
+                .await
+                .with_context(|| format!("migration {name}"))?;
+            Ok(())
+        }
+        MigrateCommand::Status { config } => {
+            let config = Config::load(&config)?;
+            print!("{}", migrate::status(&config).await?);
+            Ok(())
+        }
+        MigrateCommand::Cutover {
+            config,
+            max_lag,
+            fence,
+            postpone_flag,
+            timeout,
+        } => {
+            let config = Config::load(&config)?;
+            let options = migrate::cutover::Options {
+                max_lag: parse_duration(&max_lag).context("--max-lag: not a duration like 5s")?,
+                fence,
+                postpone_flag,
+                timeout: parse_duration(&timeout).context("--timeout: not a duration like 10m")?,
+            };
+            let (record, verified) = migrate::cutover::cutover(&config, &options).await?;
+            println!("{}", serde_json::to_string_pretty(&record)?);
+            if !verified {
+                bail!("cut over at {}, but verification found differences (see the record above and `tidemark migrate verify`)", record["final_position"]);
+            }
+            Ok(())
+        }
+        MigrateCommand::Verify { config } => {
+            let config = Config::load(&config)?;
+            let plan = migrate::Plan::from_config(&config)?;
+            let reports = migrate::verify::verify(&plan).await?;
+            for report in &reports {
+                println!("{}", report.line());
+            }
+            let bad: Vec<String> = reports.iter().filter(|r| !r.equal()).map(|r| r.source.clone()).collect();
+            if !bad.is_empty() {
+                bail!("verify: {} differ: {}", bad.len(), bad.join(", "));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `tidemark apply`: from a capture in this process, or from what the sink holds.
+async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    connect_target(&config).await?;
+    if config.apply.input == ApplyInput::Source {
+        return run(path, None, None, Mode::Apply).await;
+    }
+    let stop = stop_on_signals()?;
     match &config.sink {
         SinkConfig::File { path: dir, .. } => {
             let target = connect_target(&config).await?;

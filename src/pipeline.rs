@@ -131,7 +131,7 @@ pub async fn run(
                 Phase::Streaming
             });
             if let Some(first) = batch.events.first() {
-                health().read(first.source.ts_ms);
+                health().read(batch.events.len(), first.source.ts_ms);
             }
             if let Some(last) = &resume_after {
                 let before = batch.events.len();
@@ -161,7 +161,10 @@ pub async fn run(
             ::metrics::histogram!("tidemark_batch_size_events").record(batch.events.len() as f64);
             ::metrics::counter!("tidemark_batches_total").increment(1);
             metrics::count_events("tidemark_events_written_total", &batch.events);
-            health().written(batch.events.last().map_or(0, |e| e.source.ts_ms));
+            health().written(
+                batch.events.len(),
+                batch.events.last().map_or(0, |e| e.source.ts_ms),
+            );
             summary.events += batch.events.len() as u64;
             summary.batches += 1;
             if let Some(end) = batch.end {

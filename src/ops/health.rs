@@ -8,7 +8,7 @@
 
 use sd_notify::NotifyState;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tidemark_connectors::event::now_ms;
@@ -61,6 +61,9 @@ pub struct Health {
     fatal: Mutex<Option<String>>,
     /// The last cursor position, for error lines.
     position: Mutex<String>,
+    /// Events read from the source and written to the sink, since start.
+    events_read: AtomicU64,
+    events_written: AtomicU64,
 }
 
 static HEALTH: LazyLock<Health> = LazyLock::new(|| Health {
@@ -74,6 +77,8 @@ static HEALTH: LazyLock<Health> = LazyLock::new(|| Health {
     problems: Mutex::new(BTreeMap::new()),
     fatal: Mutex::new(None),
     position: Mutex::new(String::new()),
+    events_read: AtomicU64::new(0),
+    events_written: AtomicU64::new(0),
 });
 
 /// The process's health (one pipeline per process).
@@ -202,7 +207,17 @@ impl Health {
 
     /// A batch was read: its oldest event's source commit time, unless older
     /// events are still in flight.
-    pub fn read(&self, oldest_ts_ms: i64) {
+    pub fn events_read(&self) -> u64 {
+        self.events_read.load(Ordering::SeqCst)
+    }
+
+    pub fn events_written(&self) -> u64 {
+        self.events_written.load(Ordering::SeqCst)
+    }
+
+    /// A batch of `events` was read; its oldest event committed at `oldest_ts_ms`.
+    pub fn read(&self, events: usize, oldest_ts_ms: i64) {
+        self.events_read.fetch_add(events as u64, Ordering::SeqCst);
         let _ = self.in_flight_since.compare_exchange(
             0,
             oldest_ts_ms.max(1),
@@ -212,7 +227,9 @@ impl Health {
     }
 
     /// A batch was written: nothing is in flight until the next is read.
-    pub fn written(&self, last_ts_ms: i64) {
+    /// A batch of `events` was written; its last event committed at `last_ts_ms`.
+    pub fn written(&self, events: usize, last_ts_ms: i64) {
+        self.events_written.fetch_add(events as u64, Ordering::SeqCst);
         if last_ts_ms > 0 {
             self.last_written.store(last_ts_ms, Ordering::SeqCst);
         }

@@ -83,6 +83,35 @@ pub(crate) async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, S
         .collect())
 }
 
+/// Checks the source and returns the binlog's current end (file, offset and
+/// GTID state): where a stream started now would begin. `tidemark migrate`
+/// records it before copying the tables.
+pub async fn current_position(cfg: &MysqlConfig) -> Result<Position, SourceError> {
+    let mut conn = connect(&cfg.url).await?;
+    let problems = checks::problems(&mut conn, cfg).await?;
+    if !problems.is_empty() {
+        return Err(SourceError::Setup(problems.join("\n")));
+    }
+    let row: Option<mysql_async::Row> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .map_err(my_error("read SHOW MASTER STATUS"))?;
+    let (file, pos) = row
+        .and_then(|r| Some((r.get_opt::<String, _>(0)?.ok()?, r.get_opt::<u64, _>(1)?.ok()?)))
+        .ok_or_else(|| SourceError::Setup("source: the server reports no binlog position (is log_bin on?)".into()))?;
+    let gtid: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .ok()
+        .flatten();
+    Ok(Position::Mysql {
+        file: file.into(),
+        pos,
+        row: None,
+        gtid: gtid.filter(|g| !g.is_empty()),
+    })
+}
+
 /// The pre-flight problems `tidemark check` reports; empty when capture can run.
 pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
     let mut conn = connect(&cfg.url).await?;

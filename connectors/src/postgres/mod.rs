@@ -102,6 +102,39 @@ pub async fn check(cfg: &PostgresConfig) -> Result<Vec<String>, SourceError> {
     catalog::problems(&client, &cfg.tables, &cfg.slot, &cfg.publication).await
 }
 
+/// Prepares capture without a snapshot and returns where the stream will
+/// start: checks the source, creates the publication, and creates the slot
+/// (dropping one left by an earlier attempt). `tidemark migrate` records this
+/// position, copies the tables, then streams from it.
+pub async fn create_slot(cfg: &PostgresConfig) -> Result<Position, SourceError> {
+    let client = catalog::connect(&parse_url(&cfg.url)?).await?;
+    let problems = catalog::problems(&client, &cfg.tables, &cfg.slot, &cfg.publication).await?;
+    if !problems.is_empty() {
+        return Err(SourceError::Setup(problems.join("\n")));
+    }
+    ensure_publication(&client, cfg).await?;
+    let fail = |what: String| move |source| SourceError::Postgres { what, source };
+    if catalog::slot_state(&client, &cfg.slot).await?.is_some() {
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
+            .await
+            .map_err(fail(format!("drop replication slot {}", cfg.slot)))?;
+    }
+    let row = client
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&cfg.slot],
+        )
+        .await
+        .map_err(fail(format!("create replication slot {}", cfg.slot)))?;
+    let text: String = row.get(0);
+    let lsn = crate::event::parse_lsn(&text).ok_or_else(|| {
+        SourceError::Setup(format!("slot {} was created at an unreadable LSN {text}", cfg.slot))
+    })?;
+    tracing::info!("created slot {} at LSN {text}", cfg.slot);
+    Ok(Position::postgres(lsn, lsn))
+}
+
 /// The open transaction being read from the stream.
 struct Transaction {
     xid: u32,

@@ -1,0 +1,170 @@
+//! The copy stage: every table's key-range chunks, `parallelism` at a time.
+//! Each worker reads a chunk with the capture connector's snapshot reader (so
+//! values take the event forms) and writes it with the target writer, in
+//! pages of one transaction each. A chunk is marked done in the migration
+//! document only after all its rows are committed, so a killed copy copies
+//! again only the chunks it had not finished (their rows are upserts).
+
+use super::db::Db;
+use super::{save, Document, MigrateError, Plan};
+use crate::apply::Target;
+use crate::config::Config;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tidemark_connectors::postgres::catalog::{self, TypeKinds};
+use tidemark_connectors::postgres::table::TableName;
+use tidemark_connectors::{mysql, postgres, ChangeEvent, SourceError};
+use tokio::sync::{mpsc, watch};
+
+/// Rows per page: one read, one target transaction.
+const PAGE_ROWS: usize = 5_000;
+
+/// What a worker needs to read a chunk.
+#[derive(Clone)]
+struct Job {
+    table: usize,
+    chunk: usize,
+    source: (String, String),
+    lo: Option<Vec<String>>,
+    hi: Option<Vec<String>>,
+}
+
+pub async fn copy_all(
+    config: &Config,
+    plan: &Plan,
+    document: &mut Document,
+    target_db: &mut Db,
+    stop: watch::Receiver<bool>,
+) -> Result<(), MigrateError> {
+    let mut jobs = VecDeque::new();
+    for (t, table) in document.tables.iter().enumerate() {
+        for (c, done) in table.done.iter().enumerate() {
+            if !done {
+                let (lo, hi) = table.chunk(c);
+                jobs.push_back(Job {
+                    table: t,
+                    chunk: c,
+                    source: table.source.clone(),
+                    lo,
+                    hi,
+                });
+            }
+        }
+    }
+    let total_chunks: usize = document.tables.iter().map(|t| t.done.len()).sum();
+    let pending = jobs.len();
+    tracing::info!(
+        "copy: {pending} of {total_chunks} chunks to copy, {} at a time",
+        plan.parallelism
+    );
+    let jobs = Arc::new(Mutex::new(jobs));
+    let (done_tx, mut done_rx) = mpsc::channel::<Result<(usize, usize, u64), MigrateError>>(16);
+    let mut workers = Vec::new();
+    for _ in 0..plan.parallelism.min(pending.max(1)) {
+        let jobs = jobs.clone();
+        let done_tx = done_tx.clone();
+        let stop = stop.clone();
+        let source_url = plan.source_url.clone();
+        let connector = plan.connector;
+        let name = plan.name.clone();
+        let target = plan.target(config).await?;
+        workers.push(tokio::spawn(async move {
+            let mut target = target;
+            loop {
+                let job = match jobs.lock() {
+                    Ok(mut queue) => queue.pop_front(),
+                    Err(_) => None,
+                };
+                let Some(job) = job else { return };
+                if *stop.borrow() {
+                    return;
+                }
+                let result = copy_chunk(&source_url, connector, &name, &job, &mut target)
+                    .await
+                    .map(|rows| (job.table, job.chunk, rows));
+                let failed = result.is_err();
+                if done_tx.send(result).await.is_err() || failed {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(done_tx);
+    let started = Instant::now();
+    let mut copied_now = 0u64;
+    let mut finished = total_chunks - pending;
+    while let Some(result) = done_rx.recv().await {
+        let (t, c, rows) = result?;
+        let table = &mut document.tables[t];
+        table.done[c] = true;
+        table.rows_copied += rows;
+        let (schema, name) = table.source.clone();
+        copied_now += rows;
+        finished += 1;
+        save(target_db, &plan.name, document).await?;
+        let rate = copied_now as f64 / started.elapsed().as_secs_f64().max(0.001);
+        tracing::info!(
+            "copy: {finished}/{total_chunks} chunks; {schema}.{name} chunk {} done ({rows} rows); {copied_now} rows this run, {rate:.0} rows/s",
+            c + 1
+        );
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    Ok(())
+}
+
+/// Reads chunk `job` from the source and writes it to the target.
+async fn copy_chunk(
+    source_url: &str,
+    connector: &'static str,
+    pipeline: &str,
+    job: &Job,
+    target: &mut Target,
+) -> Result<u64, MigrateError> {
+    let (schema, table) = &job.source;
+    let mut rows = 0;
+    if connector == "postgres" {
+        let config = postgres::parse_url(source_url)?;
+        let client = catalog::connect(&config).await?;
+        let name = TableName::new(schema, table);
+        let shape = catalog::table_shape(&client, &name)
+            .await?
+            .ok_or_else(|| SourceError::Setup(format!("source table {name} does not exist")))?;
+        let db = config.get_dbname().unwrap_or("postgres").into();
+        let mut reader = postgres::snapshot::Snapshot::range(
+            client,
+            shape,
+            &mut TypeKinds::default(),
+            job.lo.clone(),
+            job.hi.clone(),
+            PAGE_ROWS,
+            pipeline.into(),
+            db,
+        )
+        .await?;
+        while let Some(events) = reader.next_chunk().await? {
+            rows += write_page(target, events).await?;
+        }
+    } else {
+        let mut reader = mysql::snapshot::Snapshot::range(
+            source_url,
+            (schema, table),
+            job.lo.clone(),
+            job.hi.clone(),
+            PAGE_ROWS,
+            pipeline.into(),
+        )
+        .await?;
+        while let Some(events) = reader.next_chunk().await? {
+            rows += write_page(target, events).await?;
+        }
+    }
+    Ok(rows)
+}
+
+async fn write_page(target: &mut Target, events: Vec<ChangeEvent>) -> Result<u64, MigrateError> {
+    let pairs: Vec<(&ChangeEvent, &str)> = events.iter().map(|e| (e, "")).collect();
+    Ok(target.apply(&pairs, None).await?)
+}
