@@ -545,7 +545,10 @@ impl Config {
             if engine != Some(target.engine.engine()) {
                 return Err(invalid(
                     "target.url",
-                    format!("is not a {:?} URL (postgres://... or mysql://...)", target.engine),
+                    format!(
+                        "is not a {:?} URL (postgres://... or mysql://...)",
+                        target.engine
+                    ),
                 ));
             }
         }

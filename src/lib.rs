@@ -10,8 +10,8 @@
 
 pub mod apply;
 pub mod config;
-pub mod migrate;
 pub mod cursor;
+pub mod migrate;
 pub mod ops;
 pub mod pipeline;
 pub mod sinks;

@@ -383,7 +383,13 @@ async fn connect_target(config: &Config) -> anyhow::Result<Target> {
         names: target.tables.clone(),
         ..TableMap::default()
     };
-    Ok(Target::connect(target.engine.engine(), &target.url, map, target.schema_changes).await?)
+    Ok(Target::connect(
+        target.engine.engine(),
+        &target.url,
+        map,
+        target.schema_changes,
+    )
+    .await?)
 }
 
 /// A watch that turns true on SIGTERM or SIGINT.
@@ -446,7 +452,11 @@ async fn migrate(command: MigrateCommand) -> anyhow::Result<()> {
             for report in &reports {
                 println!("{}", report.line());
             }
-            let bad: Vec<String> = reports.iter().filter(|r| !r.equal()).map(|r| r.source.clone()).collect();
+            let bad: Vec<String> = reports
+                .iter()
+                .filter(|r| !r.equal())
+                .map(|r| r.source.clone())
+                .collect();
             if !bad.is_empty() {
                 bail!("verify: {} differ: {}", bad.len(), bad.join(", "));
             }
@@ -485,7 +495,9 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SinkConfig::Kinesis { .. } => bail!("apply.input = \"sink\": reading Kinesis is not built yet"),
+        SinkConfig::Kinesis { .. } => {
+            bail!("apply.input = \"sink\": reading Kinesis is not built yet")
+        }
         SinkConfig::Stdout => {
             bail!("apply.input = \"sink\" reads a file or kinesis [sink], not stdout")
         }

@@ -492,7 +492,6 @@ pub struct Batch {
     pub end: Option<Position>,
 }
 
-
 /// The envelope as consumers read it back (the apply side reads the file sink's
 /// lines and Kinesis records with it). Only what applying needs is kept.
 #[derive(Deserialize)]

@@ -41,7 +41,11 @@ pub enum ApplyError {
 /// The check every transaction that records progress makes first.
 pub fn check_progress(stored: Option<String>, p: &Progress<'_>) -> Result<(), ApplyError> {
     match stored {
-        Some(stored) if !stored.is_empty() && !p.first.starts_with("poll:") && stored.as_str() >= p.first => {
+        Some(stored)
+            if !stored.is_empty()
+                && !p.first.starts_with("poll:")
+                && stored.as_str() >= p.first =>
+        {
             Err(ApplyError::Superseded {
                 scope: p.scope.to_string(),
                 stored,

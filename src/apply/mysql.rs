@@ -83,9 +83,11 @@ impl MyTarget {
                 "target.url: name the target database (mysql://user@host:3306/DB)".into(),
             ));
         };
-        conn.query_drop(META)
-            .await
-            .map_err(my_error("create tidemark_applied"))?;
+        if conn.query_drop(META).await.is_err() {
+            conn.query_drop(META)
+                .await
+                .map_err(my_error("create tidemark_applied"))?;
+        }
         if map.default_schema.is_empty() {
             map.default_schema = db;
         }
@@ -216,7 +218,9 @@ impl MyTarget {
             let (sqls, count) = statements(&step, &table)?;
             for (i, sql) in sqls.iter().enumerate() {
                 self.run(&table, sql).await?;
-                if let (0, 0, Step::Move { columns, row, .. }) = (i, self.conn.affected_rows(), &step) {
+                if let (0, 0, Step::Move { columns, row, .. }) =
+                    (i, self.conn.affected_rows(), &step)
+                {
                     // The old row is not on the target: write what the event has.
                     let upsert = Step::Upsert {
                         table: source.clone(),
@@ -250,10 +254,13 @@ impl MyTarget {
 
 impl MyTarget {
     async fn run(&mut self, table: &TargetTable, sql: &str) -> Result<(), ApplyError> {
-        self.conn.query_drop(sql).await.map_err(|e| ApplyError::Table {
-            table: table.quoted.clone(),
-            message: e.to_string(),
-        })
+        self.conn
+            .query_drop(sql)
+            .await
+            .map_err(|e| ApplyError::Table {
+                table: table.quoted.clone(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -288,7 +295,11 @@ fn schema_change(
             ),
         });
     }
-    let from = if source.connector == "mysql" { Engine::Mysql } else { Engine::Postgres };
+    let from = if source.connector == "mysql" {
+        Engine::Mysql
+    } else {
+        Engine::Postgres
+    };
     let mut ddl = Vec::new();
     for c in added {
         ddl.push(format!(
@@ -299,7 +310,11 @@ fn schema_change(
         ));
     }
     for name in dropped {
-        ddl.push(format!("ALTER TABLE {} DROP COLUMN {}", table.quoted, quote(name)));
+        ddl.push(format!(
+            "ALTER TABLE {} DROP COLUMN {}",
+            table.quoted,
+            quote(name)
+        ));
     }
     Ok(ddl)
 }
@@ -333,7 +348,8 @@ pub async fn describe(
     if key.is_empty() {
         return Err(ApplyError::Table {
             table: quoted,
-            message: "has no primary key on the target: changes cannot be applied idempotently".into(),
+            message: "has no primary key on the target: changes cannot be applied idempotently"
+                .into(),
         });
     }
     let columns = rows
@@ -363,22 +379,29 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ap
             })
             .collect()
     };
-    let tuple = |out: &mut String, columns: &[Arc<str>], kinds: &[Kind], row: &[serde_json::Value]| {
-        out.push('(');
-        for (i, kind) in kinds.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
+    let tuple =
+        |out: &mut String, columns: &[Arc<str>], kinds: &[Kind], row: &[serde_json::Value]| {
+            out.push('(');
+            for (i, kind) in kinds.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let value = row.get(i).unwrap_or(&serde_json::Value::Null);
+                mysql_literal(*kind, value, out).map_err(|e| ApplyError::Table {
+                    table: table.quoted.clone(),
+                    message: format!("column {}: value {value}: {e}", columns[i]),
+                })?;
             }
-            let value = row.get(i).unwrap_or(&serde_json::Value::Null);
-            mysql_literal(*kind, value, out).map_err(|e| ApplyError::Table {
-                table: table.quoted.clone(),
-                message: format!("column {}: value {value}: {e}", columns[i]),
-            })?;
-        }
-        out.push(')');
-        Ok::<_, ApplyError>(())
+            out.push(')');
+            Ok::<_, ApplyError>(())
+        };
+    let names = |columns: &[Arc<str>]| {
+        columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let names = |columns: &[Arc<str>]| columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
     let count = match step {
         Step::Upsert { columns, rows, .. } => {
@@ -389,7 +412,14 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ap
                 .map(|c| format!("{0} = VALUES({0})", quote(c)))
                 .collect();
             let (head, tail) = if updates.is_empty() {
-                (format!("INSERT IGNORE INTO {} ({}) VALUES ", table.quoted, names(columns)), String::new())
+                (
+                    format!(
+                        "INSERT IGNORE INTO {} ({}) VALUES ",
+                        table.quoted,
+                        names(columns)
+                    ),
+                    String::new(),
+                )
             } else {
                 (
                     format!("INSERT INTO {} ({}) VALUES ", table.quoted, names(columns)),
@@ -417,7 +447,11 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ap
         }
         Step::Delete { columns, keys, .. } => {
             let kinds = kinds(columns)?;
-            let head = format!("DELETE FROM {} WHERE ({}) IN (", table.quoted, names(columns));
+            let head = format!(
+                "DELETE FROM {} WHERE ({}) IN (",
+                table.quoted,
+                names(columns)
+            );
             let mut sql = String::new();
             for key in keys {
                 if sql.is_empty() {
@@ -460,7 +494,10 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ap
                 .map(|c| format!("{0} = VALUES({0})", quote(c)))
                 .collect();
             let carried: Vec<String> = carry.iter().map(|c| format!("o.{}", quote(c))).collect();
-            let old_columns: Vec<String> = key_columns.iter().map(|k| format!("o.{}", quote(k))).collect();
+            let old_columns: Vec<String> = key_columns
+                .iter()
+                .map(|k| format!("o.{}", quote(k)))
+                .collect();
             // `(a, b)` as a select list: the tuple without its parentheses.
             let select = &values[1..values.len() - 1];
             out.push(format!(

@@ -68,6 +68,12 @@ pub enum PlanError {
     NoKey { table: String, position: String },
 }
 
+/// Per table, in first-seen order: key text → (first-seen order, state).
+type Pending = Vec<(TableKey, HashMap<String, (usize, State)>)>;
+
+/// Rows grouped by their column list.
+type Groups = Vec<(Vec<Arc<str>>, Vec<Vec<Value>>)>;
+
 /// The last known state of one row in the batch.
 enum State {
     Upsert(Row),
@@ -81,7 +87,7 @@ pub fn plan<'a>(
 ) -> Result<Vec<Step>, PlanError> {
     let mut steps = Vec::new();
     // Per table: key text -> (first-seen order, state).
-    let mut pending: Vec<(TableKey, HashMap<String, (usize, State)>)> = Vec::new();
+    let mut pending: Pending = Vec::new();
     for (event, position) in events {
         let table = TableKey {
             connector: event.source.connector,
@@ -202,12 +208,12 @@ fn key_text(key: &Row) -> String {
 
 /// Writes the pending row states as steps: deletes, then upserts grouped by
 /// their column lists.
-fn flush(pending: &mut Vec<(TableKey, HashMap<String, (usize, State)>)>, steps: &mut Vec<Step>) {
+fn flush(pending: &mut Pending, steps: &mut Vec<Step>) {
     for (table, rows) in pending.drain(..) {
         let mut states: Vec<(usize, State)> = rows.into_values().collect();
         states.sort_by_key(|(order, _)| *order);
-        let mut deletes: Vec<(Vec<Arc<str>>, Vec<Vec<Value>>)> = Vec::new();
-        let mut upserts: Vec<(Vec<Arc<str>>, Vec<Vec<Value>>)> = Vec::new();
+        let mut deletes: Groups = Vec::new();
+        let mut upserts: Groups = Vec::new();
         for (_, state) in states {
             let (groups, row) = match state {
                 State::Delete(key) => (&mut deletes, key),
@@ -294,7 +300,10 @@ mod tests {
         }
         match &steps[1] {
             Step::Upsert { columns, rows, .. } => {
-                assert_eq!(named(columns, rows), json!([{"id": 1, "a": "y", "big": "toast"}]));
+                assert_eq!(
+                    named(columns, rows),
+                    json!([{"id": 1, "a": "y", "big": "toast"}])
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -65,10 +65,13 @@ impl PgTarget {
         schema_changes: SchemaChanges,
     ) -> Result<PgTarget, ApplyError> {
         let client = connect(url).await?;
-        client
-            .batch_execute(META)
-            .await
-            .map_err(|e| ApplyError::db("create tidemark_applied")(pg_detail(e)))?;
+        // Connections made at once race to create the table: one retry settles it.
+        if client.batch_execute(META).await.is_err() {
+            client
+                .batch_execute(META)
+                .await
+                .map_err(|e| ApplyError::db("create tidemark_applied")(pg_detail(e)))?;
+        }
         // Foreign keys and user triggers do not fire for replicated rows (the
         // source already checked them, and rows of one batch come in key order,
         // not in the source's order); this needs a superuser.
@@ -122,7 +125,10 @@ impl PgTarget {
 
     pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
         self.client
-            .execute("DELETE FROM public.tidemark_applied WHERE scope = $1", &[&scope])
+            .execute(
+                "DELETE FROM public.tidemark_applied WHERE scope = $1",
+                &[&scope],
+            )
             .await
             .map_err(|e| ApplyError::db("reset tidemark_applied")(pg_detail(e)))?;
         Ok(())
@@ -169,10 +175,13 @@ impl PgTarget {
             for (i, (sql, params)) in sqls.iter().enumerate() {
                 let refs: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let written = tx.execute(sql, &refs).await.map_err(|e| ApplyError::Table {
-                    table: table.quoted.clone(),
-                    message: pg_detail(e),
-                })?;
+                let written = tx
+                    .execute(sql, &refs)
+                    .await
+                    .map_err(|e| ApplyError::Table {
+                        table: table.quoted.clone(),
+                        message: pg_detail(e),
+                    })?;
                 if let (0, 0, Step::Move { columns, row, .. }) = (i, written, &step) {
                     // The old row is not on the target: write what the event has.
                     let upsert = Step::Upsert {
@@ -183,10 +192,12 @@ impl PgTarget {
                     for (sql, params) in statements(&upsert, &table)?.0 {
                         let refs: Vec<&(dyn ToSql + Sync)> =
                             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                        tx.execute(&sql, &refs).await.map_err(|e| ApplyError::Table {
-                            table: table.quoted.clone(),
-                            message: pg_detail(e),
-                        })?;
+                        tx.execute(&sql, &refs)
+                            .await
+                            .map_err(|e| ApplyError::Table {
+                                table: table.quoted.clone(),
+                                message: pg_detail(e),
+                            })?;
                     }
                 }
             }
@@ -263,7 +274,11 @@ async fn schema_change(
             ),
         });
     }
-    let from = if source.connector == "mysql" { Engine::Mysql } else { Engine::Postgres };
+    let from = if source.connector == "mysql" {
+        Engine::Mysql
+    } else {
+        Engine::Postgres
+    };
     let mut sql = Vec::new();
     for c in added {
         sql.push(format!(
@@ -274,7 +289,11 @@ async fn schema_change(
         ));
     }
     for name in dropped {
-        sql.push(format!("ALTER TABLE {} DROP COLUMN {}", table.quoted, quote_ident(name)));
+        sql.push(format!(
+            "ALTER TABLE {} DROP COLUMN {}",
+            table.quoted,
+            quote_ident(name)
+        ));
     }
     for statement in sql {
         tracing::info!("target: {statement}");
@@ -327,7 +346,8 @@ pub async fn describe(
     if key.is_empty() {
         return Err(ApplyError::Table {
             table: quoted,
-            message: "has no primary key on the target: changes cannot be applied idempotently".into(),
+            message: "has no primary key on the target: changes cannot be applied idempotently"
+                .into(),
         });
     }
     Ok(Some(TargetTable {
@@ -345,7 +365,7 @@ fn select_rows(
     columns: &[Arc<str>],
     rows: &[&[serde_json::Value]],
     first: usize,
-) -> Result<(String, Vec<Vec<Option<String>>>), ApplyError> {
+) -> Result<Statement, ApplyError> {
     let mut params: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); columns.len()];
     let mut casts = Vec::with_capacity(columns.len());
     for (i, name) in columns.iter().enumerate() {
@@ -362,7 +382,9 @@ fn select_rows(
             })?);
         }
     }
-    let unnest: Vec<String> = (first..first + columns.len()).map(|i| format!("${i}::text[]")).collect();
+    let unnest: Vec<String> = (first..first + columns.len())
+        .map(|i| format!("${i}::text[]"))
+        .collect();
     let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
     Ok((
         format!(
@@ -376,7 +398,11 @@ fn select_rows(
 }
 
 fn quoted_list(names: &[Arc<str>]) -> String {
-    names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ON CONFLICT (key) DO UPDATE SET` every non-key column of `columns`.
@@ -390,7 +416,11 @@ fn on_conflict(table: &TargetTable, columns: &[Arc<str>]) -> String {
     if updates.is_empty() {
         format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
     } else {
-        format!("ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), updates.join(", "))
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}",
+            keys.join(", "),
+            updates.join(", ")
+        )
     }
 }
 
@@ -449,7 +479,10 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64),
                 .iter()
                 .map(|k| format!("o.{}", quote_ident(k)))
                 .collect();
-            let carried: Vec<String> = carry.iter().map(|c| format!("o.{}", quote_ident(c))).collect();
+            let carried: Vec<String> = carry
+                .iter()
+                .map(|c| format!("o.{}", quote_ident(c)))
+                .collect();
             let all: Vec<Arc<str>> = columns.iter().chain(carry).cloned().collect();
             let (delete, delete_params) =
                 select_rows(table, key_columns, &[old_key.as_slice()], 1)?;

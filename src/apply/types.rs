@@ -83,7 +83,10 @@ fn mysql_to_pg(native: &str) -> String {
         "date" => "date".into(),
         "time" => format!("time({})", args.first().map_or("0", |s| s)),
         "datetime" => format!("timestamp({})", args.first().map_or("0", |s| s)),
-        "timestamp" => format!("timestamp({}) with time zone", args.first().map_or("0", |s| s)),
+        "timestamp" => format!(
+            "timestamp({}) with time zone",
+            args.first().map_or("0", |s| s)
+        ),
         _ => "text".into(),
     }
 }

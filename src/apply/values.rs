@@ -16,7 +16,9 @@ pub enum Kind {
     Float,
     Bytes,
     /// Bit strings; `bits` is the width (1 for a flag).
-    Bit { bits: u32 },
+    Bit {
+        bits: u32,
+    },
     Json,
     /// A Postgres array.
     Array,
@@ -217,9 +219,15 @@ mod tests {
         assert_eq!(text(Kind::Bytes, json!("aGk=")), Some("\\x6869".into()));
         assert_eq!(text(Kind::Text, json!("aGk=")), Some("aGk=".into()));
         assert_eq!(text(Kind::Bool, json!(true)), Some("t".into()));
-        assert_eq!(text(Kind::Array, json!(["a", "b c", null])), Some("{\"a\",\"b c\",NULL}".into()));
+        assert_eq!(
+            text(Kind::Array, json!(["a", "b c", null])),
+            Some("{\"a\",\"b c\",NULL}".into())
+        );
         assert_eq!(text(Kind::Date, json!("0000-00-00")), None);
-        assert_eq!(text(Kind::Integer, json!(18446744073709551615u64)), Some("18446744073709551615".into()));
+        assert_eq!(
+            text(Kind::Integer, json!(18446744073709551615u64)),
+            Some("18446744073709551615".into())
+        );
     }
 
     #[test]
@@ -231,7 +239,10 @@ mod tests {
         };
         assert_eq!(lit(Kind::Text, json!("it's \\ ok")), "'it\\'s \\\\ ok'");
         assert_eq!(lit(Kind::Bytes, json!("aGk=")), "X'6869'");
-        assert_eq!(lit(Kind::DateTime, json!("2026-11-21T13:45:00.5Z")), "'2026-11-21 13:45:00.5'");
+        assert_eq!(
+            lit(Kind::DateTime, json!("2026-11-21T13:45:00.5Z")),
+            "'2026-11-21 13:45:00.5'"
+        );
         assert_eq!(lit(Kind::Set, json!(["a", "b"])), "'a,b'");
         assert_eq!(lit(Kind::Text, json!(["a", "b"])), "'[\"a\",\"b\"]'");
     }

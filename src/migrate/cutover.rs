@@ -61,25 +61,43 @@ impl Wait {
 }
 
 /// Runs the cutover; returns the record and whether verification passed.
-pub async fn cutover(config: &Config, options: &Options) -> Result<(serde_json::Value, bool), MigrateError> {
+pub async fn cutover(
+    config: &Config,
+    options: &Options,
+) -> Result<(serde_json::Value, bool), MigrateError> {
     let plan = Plan::from_config(config)?;
     let name = plan.name.clone();
     let mut target_db = Db::connect(&plan.target_url).await?;
     let Some(document) = load(&mut target_db, &name).await? else {
-        return Err(MigrateError::State(format!("migration {name} has not started: run `tidemark migrate run` first")));
+        return Err(MigrateError::State(format!(
+            "migration {name} has not started: run `tidemark migrate run` first"
+        )));
     };
     if document.stage == Stage::CutOver {
-        return Err(MigrateError::State(format!("migration {name} is already cut over")));
+        return Err(MigrateError::State(format!(
+            "migration {name} is already cut over"
+        )));
     }
     // 1. The running migration has copied and is within --max-lag.
     let max_lag = options.max_lag.as_secs_f64();
-    let mut wait = Wait::new("the copy to finish and the lag to drop".into(), options.timeout);
+    let mut wait = Wait::new(
+        "the copy to finish and the lag to drop".into(),
+        options.timeout,
+    );
     loop {
         let stage = load(&mut target_db, &name).await?.map(|d| d.stage);
         let progress = load_progress(&mut target_db, &name).await?;
         let state = match (stage, progress) {
-            (Some(Stage::CatchUp), Some(p)) if now_ms() - p.updated_at_ms < 5_000 && p.lag_seconds <= max_lag => break,
-            (Some(Stage::CatchUp), Some(p)) => format!("lag {:.1}s, last report {} ms ago", p.lag_seconds, now_ms() - p.updated_at_ms),
+            (Some(Stage::CatchUp), Some(p))
+                if now_ms() - p.updated_at_ms < 5_000 && p.lag_seconds <= max_lag =>
+            {
+                break
+            }
+            (Some(Stage::CatchUp), Some(p)) => format!(
+                "lag {:.1}s, last report {} ms ago",
+                p.lag_seconds,
+                now_ms() - p.updated_at_ms
+            ),
             (stage, _) => format!("stage {stage:?}; is `tidemark migrate run` running?"),
         };
         wait.not_yet(state).await?;
@@ -103,11 +121,17 @@ pub async fn cutover(config: &Config, options: &Options) -> Result<(serde_json::
         target: plan.target(config).await?,
         scope: name.clone(),
     };
-    let mut wait = Wait::new(format!("the target to apply up to {final_position}"), options.timeout);
+    let mut wait = Wait::new(
+        format!("the target to apply up to {final_position}"),
+        options.timeout,
+    );
     loop {
         let state = match cursor.load().await? {
             Some(at) if compare(&at, &final_position).is_some_and(|o| o.is_ge()) => break,
-            other => format!("applied up to {}", other.map_or("nothing".into(), |p| p.to_string())),
+            other => format!(
+                "applied up to {}",
+                other.map_or("nothing".into(), |p| p.to_string())
+            ),
         };
         wait.not_yet(state).await?;
     }
@@ -118,13 +142,10 @@ pub async fn cutover(config: &Config, options: &Options) -> Result<(serde_json::
     let default_schema = target_db.current_schema().await?;
     let mut counters = Vec::new();
     for names in &plan.tables {
-        let (Some(source), Some(target)) = (
-            source_db.describe(&names.0, &names.1).await?,
-            {
-                let t = plan.target_of(names, &default_schema);
-                target_db.describe(&t.0, &t.1).await?
-            },
-        ) else {
+        let (Some(source), Some(target)) = (source_db.describe(&names.0, &names.1).await?, {
+            let t = plan.target_of(names, &default_schema);
+            target_db.describe(&t.0, &t.1).await?
+        }) else {
             continue;
         };
         for column in source.columns.iter().filter(|c| c.counter) {
@@ -151,7 +172,12 @@ pub async fn cutover(config: &Config, options: &Options) -> Result<(serde_json::
         "counters": counters,
     });
     target_db
-        .save_cutover(&name, &final_position.to_string(), verified, &record.to_string())
+        .save_cutover(
+            &name,
+            &final_position.to_string(),
+            verified,
+            &record.to_string(),
+        )
         .await?;
     Ok((record, verified))
 }
@@ -166,7 +192,10 @@ async fn fence(source: &mut Db) -> Result<(), MigrateError> {
         }
         Db::Postgres(_) => {
             let db = source.rows("SELECT current_database()").await?;
-            let db = db.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+            let db = db
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .unwrap_or_default();
             source
                 .execute(&format!(
                     "ALTER DATABASE {} SET default_transaction_read_only = on",
@@ -180,7 +209,10 @@ async fn fence(source: &mut Db) -> Result<(), MigrateError> {
                      AND backend_type = 'client backend' AND coalesce(application_name, '') NOT LIKE 'tidemark%'",
                 )
                 .await?;
-            let ended = ended.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+            let ended = ended
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .unwrap_or_default();
             tracing::info!("cutover: source database {db} fenced (default_transaction_read_only = on; {ended} sessions ended)");
         }
     }
@@ -197,7 +229,12 @@ async fn final_position(config: &Config, source: &mut Db) -> Result<Position, Mi
             let lsn: String = client
                 .query_one("SELECT pg_current_wal_lsn()::text", &[])
                 .await
-                .map_err(|e| MigrateError::Db(format!("cannot read the WAL position: {}", crate::apply::pg_detail(e))))?
+                .map_err(|e| {
+                    MigrateError::Db(format!(
+                        "cannot read the WAL position: {}",
+                        crate::apply::pg_detail(e)
+                    ))
+                })?
                 .get(0);
             client
                 .batch_execute(&format!(
@@ -205,15 +242,28 @@ async fn final_position(config: &Config, source: &mut Db) -> Result<Position, Mi
                 ))
                 .await
                 .map_err(|e| MigrateError::Db(format!("cannot write the cutover marker: {}", crate::apply::pg_detail(e))))?;
-            let lsn = parse_lsn(&lsn).ok_or_else(|| MigrateError::Db(format!("unreadable LSN {lsn}")))?;
+            let lsn =
+                parse_lsn(&lsn).ok_or_else(|| MigrateError::Db(format!("unreadable LSN {lsn}")))?;
             Ok(Position::postgres(lsn, lsn))
         }
         (_, source) => {
             let rows = source.rows("SHOW MASTER STATUS").await?;
-            let row = rows.first().ok_or_else(|| MigrateError::Db("SHOW MASTER STATUS returned nothing".into()))?;
+            let row = rows
+                .first()
+                .ok_or_else(|| MigrateError::Db("SHOW MASTER STATUS returned nothing".into()))?;
             let file = row.first().cloned().flatten().unwrap_or_default();
-            let pos = row.get(1).cloned().flatten().and_then(|p| p.parse().ok()).unwrap_or(0);
-            Ok(Position::Mysql { file: file.into(), pos, row: None, gtid: None })
+            let pos = row
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            Ok(Position::Mysql {
+                file: file.into(),
+                pos,
+                row: None,
+                gtid: None,
+            })
         }
     }
 }

@@ -5,10 +5,10 @@
 
 use super::MigrateError;
 use crate::apply::mysql::{connect as my_connect, quote as my_quote};
+use crate::apply::pg_detail;
 use crate::apply::postgres::connect as pg_connect;
 use crate::apply::types::{target_type, Engine};
 use crate::apply::values::{mysql_kind, pg_kind, quote_mysql, Kind};
-use crate::apply::pg_detail;
 use mysql_async::prelude::Queryable;
 use tidemark_connectors::postgres::catalog::quote_ident;
 
@@ -76,7 +76,11 @@ impl Db {
         Ok(match Engine::of_url(url) {
             Some(Engine::Postgres) => Db::Postgres(pg_connect(url).await?),
             Some(Engine::Mysql) => Db::Mysql(my_connect(url).await?),
-            None => return Err(MigrateError::Config(format!("{url:?} is not a postgres:// or mysql:// URL"))),
+            None => {
+                return Err(MigrateError::Config(format!(
+                    "{url:?} is not a postgres:// or mysql:// URL"
+                )))
+            }
         })
     }
 
@@ -118,9 +122,14 @@ impl Db {
     /// Runs statements that return nothing.
     pub async fn execute(&mut self, sql: &str) -> Result<u64, MigrateError> {
         match self {
-            Db::Postgres(client) => client.execute(sql, &[]).await.map_err(pg_err(sql.to_string())),
+            Db::Postgres(client) => client
+                .execute(sql, &[])
+                .await
+                .map_err(pg_err(sql.to_string())),
             Db::Mysql(conn) => {
-                conn.query_drop(sql).await.map_err(my_err(sql.to_string()))?;
+                conn.query_drop(sql)
+                    .await
+                    .map_err(my_err(sql.to_string()))?;
                 Ok(conn.affected_rows())
             }
         }
@@ -130,27 +139,37 @@ impl Db {
     pub async fn rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, MigrateError> {
         match self {
             Db::Postgres(client) => {
-                let messages = client.simple_query(sql).await.map_err(pg_err(sql.to_string()))?;
+                let messages = client
+                    .simple_query(sql)
+                    .await
+                    .map_err(pg_err(sql.to_string()))?;
                 Ok(messages
                     .into_iter()
                     .filter_map(|m| match m {
                         tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                            (0..row.len()).map(|i| row.get(i).map(str::to_string)).collect(),
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_string))
+                                .collect(),
                         ),
                         _ => None,
                     })
                     .collect())
             }
             Db::Mysql(conn) => {
-                let rows: Vec<mysql_async::Row> = conn.query(sql).await.map_err(my_err(sql.to_string()))?;
+                let rows: Vec<mysql_async::Row> =
+                    conn.query(sql).await.map_err(my_err(sql.to_string()))?;
                 Ok(rows
                     .into_iter()
                     .map(|row| {
                         (0..row.len())
                             .map(|i| match row.as_ref(i) {
                                 Some(mysql_async::Value::NULL) | None => None,
-                                Some(mysql_async::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-                                Some(other) => Some(other.as_sql(true).trim_matches('\'').to_string()),
+                                Some(mysql_async::Value::Bytes(b)) => {
+                                    Some(String::from_utf8_lossy(b).into_owned())
+                                }
+                                Some(other) => {
+                                    Some(other.as_sql(true).trim_matches('\'').to_string())
+                                }
                             })
                             .collect()
                     })
@@ -169,7 +188,11 @@ impl Db {
     }
 
     /// A table's columns, key and secondary indexes; `None` when it does not exist.
-    pub async fn describe(&mut self, schema: &str, name: &str) -> Result<Option<Table>, MigrateError> {
+    pub async fn describe(
+        &mut self,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Table>, MigrateError> {
         let (columns, key, indexes) = match self {
             Db::Postgres(_) => {
                 let rel = pg_literal(&self.quoted(schema, name));
@@ -231,7 +254,8 @@ impl Db {
             return Ok(None);
         }
         let engine = self.engine();
-        let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let text =
+            |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         Ok(Some(Table {
             schema: schema.to_string(),
             name: name.to_string(),
@@ -265,12 +289,22 @@ impl Db {
 
     /// Creates `table` (described on a `from` database) here as `schema.name`:
     /// columns and primary key only; indexes come after the copy.
-    pub async fn create_table(&mut self, from: Engine, table: &Table, schema: &str, name: &str) -> Result<(), MigrateError> {
+    pub async fn create_table(
+        &mut self,
+        from: Engine,
+        table: &Table,
+        schema: &str,
+        name: &str,
+    ) -> Result<(), MigrateError> {
         let to = self.engine();
         let mut parts = Vec::new();
         for c in &table.columns {
             let key = table.key.contains(&c.name);
-            let mut def = format!("{} {}", self.ident(&c.name), target_type(from, to, &c.native, key));
+            let mut def = format!(
+                "{} {}",
+                self.ident(&c.name),
+                target_type(from, to, &c.native, key)
+            );
             if c.counter {
                 def.push_str(match to {
                     Engine::Postgres => " GENERATED BY DEFAULT AS IDENTITY",
@@ -284,14 +318,23 @@ impl Db {
         }
         let key: Vec<String> = table.key.iter().map(|k| self.ident(k)).collect();
         parts.push(format!("PRIMARY KEY ({})", key.join(", ")));
-        let sql = format!("CREATE TABLE {} ({})", self.quoted(schema, name), parts.join(", "));
+        let sql = format!(
+            "CREATE TABLE {} ({})",
+            self.quoted(schema, name),
+            parts.join(", ")
+        );
         tracing::info!("target: {sql}");
         self.execute(&sql).await?;
         Ok(())
     }
 
     /// Creates the source table's secondary indexes that the target lacks.
-    pub async fn create_indexes(&mut self, source: &Table, schema: &str, name: &str) -> Result<(), MigrateError> {
+    pub async fn create_indexes(
+        &mut self,
+        source: &Table,
+        schema: &str,
+        name: &str,
+    ) -> Result<(), MigrateError> {
         let existing = self
             .describe(schema, name)
             .await?
@@ -300,7 +343,9 @@ impl Db {
         for index in &source.indexes {
             // Postgres index names are per schema: prefix with the table.
             let index_name = match self {
-                Db::Postgres(_) if !index.name.starts_with(name) => format!("{name}_{}", index.name),
+                Db::Postgres(_) if !index.name.starts_with(name) => {
+                    format!("{name}_{}", index.name)
+                }
                 _ => index.name.clone(),
             };
             if existing.contains(&index_name) {
@@ -322,7 +367,11 @@ impl Db {
 
     /// The key (as text) that ends each chunk of about `chunk_rows` rows, in
     /// key order; the last chunk runs to the end of the table.
-    pub async fn chunk_bounds(&mut self, table: &Table, chunk_rows: usize) -> Result<Vec<Vec<String>>, MigrateError> {
+    pub async fn chunk_bounds(
+        &mut self,
+        table: &Table,
+        chunk_rows: usize,
+    ) -> Result<Vec<Vec<String>>, MigrateError> {
         let mut bounds: Vec<Vec<String>> = Vec::new();
         loop {
             let range = self.range(table, bounds.last().map(|b| b.as_slice()), None);
@@ -341,7 +390,12 @@ impl Db {
     }
 
     fn key_list(&self, table: &Table) -> String {
-        table.key.iter().map(|k| self.ident(k)).collect::<Vec<_>>().join(", ")
+        table
+            .key
+            .iter()
+            .map(|k| self.ident(k))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The key columns as text.
@@ -391,7 +445,7 @@ impl Db {
         let c = self.ident(&column.name);
         match self {
             Db::Postgres(_) => match column.kind {
-                Kind::Bool => format!("CASE WHEN {c} THEN '1' ELSE '0' END"),
+                Kind::Bool => format!("{c}::int::text"),
                 Kind::Decimal => format!("trim_scale({c})::text"),
                 Kind::Bytes => format!("encode({c}, 'hex')"),
                 Kind::Array => format!("array_to_string({c}, ',', '\\N')"),
@@ -435,7 +489,13 @@ impl Db {
     }
 
     /// Row count and checksum (sum of the rows' hash prefixes) of a key range.
-    pub async fn checksum(&mut self, table: &Table, columns: &[String], lo: Option<&[String]>, hi: Option<&[String]>) -> Result<(u64, String), MigrateError> {
+    pub async fn checksum(
+        &mut self,
+        table: &Table,
+        columns: &[String],
+        lo: Option<&[String]>,
+        hi: Option<&[String]>,
+    ) -> Result<(u64, String), MigrateError> {
         let hash = self.row_hash(table, columns);
         let range = self.range(table, lo, hi);
         let from = self.quoted(&table.schema, &table.name);
@@ -447,13 +507,24 @@ impl Db {
                 "SELECT CAST(COUNT(*) AS CHAR), CAST(COALESCE(SUM(CAST(CONV(SUBSTR(h, 1, 15), 16, 10) AS UNSIGNED)), 0) AS CHAR) FROM (SELECT {hash} AS h FROM {from} {range}) s"
             ),
         };
-        let row = self.rows(&sql).await?.into_iter().next().unwrap_or_default();
+        let row = self
+            .rows(&sql)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         Ok((get(0).parse().unwrap_or(0), get(1)))
     }
 
     /// Each row's key (as text, joined by `|`) and hash in a key range.
-    pub async fn row_hashes(&mut self, table: &Table, columns: &[String], lo: Option<&[String]>, hi: Option<&[String]>) -> Result<std::collections::BTreeMap<String, String>, MigrateError> {
+    pub async fn row_hashes(
+        &mut self,
+        table: &Table,
+        columns: &[String],
+        lo: Option<&[String]>,
+        hi: Option<&[String]>,
+    ) -> Result<std::collections::BTreeMap<String, String>, MigrateError> {
         let key = match self {
             Db::Postgres(_) => format!("concat_ws('|', {})", self.key_text(table).join(", ")),
             Db::Mysql(_) => format!("CONCAT_WS('|', {})", self.key_text(table).join(", ")),
@@ -470,13 +541,20 @@ impl Db {
             .into_iter()
             .map(|r| {
                 let mut it = r.into_iter();
-                (it.next().flatten().unwrap_or_default(), it.next().flatten().unwrap_or_default())
+                (
+                    it.next().flatten().unwrap_or_default(),
+                    it.next().flatten().unwrap_or_default(),
+                )
             })
             .collect())
     }
 
     /// The last value a counter column handed out (sequence / AUTO_INCREMENT).
-    pub async fn counter(&mut self, table: &Table, column: &str) -> Result<Option<i64>, MigrateError> {
+    pub async fn counter(
+        &mut self,
+        table: &Table,
+        column: &str,
+    ) -> Result<Option<i64>, MigrateError> {
         let sql = match self {
             Db::Postgres(_) => {
                 let rel = pg_literal(&self.quoted(&table.schema, &table.name));
@@ -497,15 +575,31 @@ impl Db {
                 my_literal(&table.name)
             ),
         };
-        Ok(self.strings(&sql).await?.into_iter().next().and_then(|v| v.parse().ok()))
+        Ok(self
+            .strings(&sql)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|v| v.parse().ok()))
     }
 
     /// Moves this side's counter of `column` past `last` and past the rows' maximum.
-    pub async fn sync_counter(&mut self, table: &Table, column: &str, last: i64) -> Result<Option<i64>, MigrateError> {
+    pub async fn sync_counter(
+        &mut self,
+        table: &Table,
+        column: &str,
+        last: i64,
+    ) -> Result<Option<i64>, MigrateError> {
         let from = self.quoted(&table.schema, &table.name);
         let col = self.ident(column);
         let max: i64 = self
-            .strings(&format!("SELECT CAST(COALESCE(MAX({col}), 0) AS {}) FROM {from}", match self { Db::Postgres(_) => "text", Db::Mysql(_) => "CHAR" }))
+            .strings(&format!(
+                "SELECT CAST(COALESCE(MAX({col}), 0) AS {}) FROM {from}",
+                match self {
+                    Db::Postgres(_) => "text",
+                    Db::Mysql(_) => "CHAR",
+                }
+            ))
             .await?
             .into_iter()
             .next()
@@ -516,16 +610,24 @@ impl Db {
             Db::Postgres(_) => {
                 let rel = pg_literal(&from);
                 let seq = self
-                    .strings(&format!("SELECT pg_get_serial_sequence({rel}, {})", pg_literal(column)))
+                    .strings(&format!(
+                        "SELECT pg_get_serial_sequence({rel}, {})",
+                        pg_literal(column)
+                    ))
                     .await?
                     .into_iter()
                     .next()
                     .filter(|s| !s.is_empty());
                 let Some(seq) = seq else { return Ok(None) };
-                self.rows(&format!("SELECT setval({}, {value})", pg_literal(&seq))).await?;
+                self.rows(&format!("SELECT setval({}, {value})", pg_literal(&seq)))
+                    .await?;
             }
             Db::Mysql(_) => {
-                self.execute(&format!("ALTER TABLE {from} AUTO_INCREMENT = {}", value + 1)).await?;
+                self.execute(&format!(
+                    "ALTER TABLE {from} AUTO_INCREMENT = {}",
+                    value + 1
+                ))
+                .await?;
             }
         }
         Ok(Some(value))
@@ -540,16 +642,28 @@ impl Db {
                              CREATE TABLE IF NOT EXISTS tidemark_cutover (name varchar(255) NOT NULL PRIMARY KEY, cut_over_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), final_position varchar(2048) NOT NULL, verified boolean NOT NULL, record longtext NOT NULL)",
         };
         match self {
-            Db::Postgres(client) => client.batch_execute(sql).await.map_err(pg_err("create tidemark_migration"))?,
-            Db::Mysql(conn) => conn.query_drop(sql).await.map_err(my_err("create tidemark_migration"))?,
+            Db::Postgres(client) => client
+                .batch_execute(sql)
+                .await
+                .map_err(pg_err("create tidemark_migration"))?,
+            Db::Mysql(conn) => conn
+                .query_drop(sql)
+                .await
+                .map_err(my_err("create tidemark_migration"))?,
         }
         Ok(())
     }
 
     pub async fn load_document(&mut self, name: &str) -> Result<Option<String>, MigrateError> {
         let sql = match self {
-            Db::Postgres(_) => format!("SELECT document FROM public.tidemark_migration WHERE name = {}", pg_literal(name)),
-            Db::Mysql(_) => format!("SELECT document FROM tidemark_migration WHERE name = {}", my_literal(name)),
+            Db::Postgres(_) => format!(
+                "SELECT document FROM public.tidemark_migration WHERE name = {}",
+                pg_literal(name)
+            ),
+            Db::Mysql(_) => format!(
+                "SELECT document FROM tidemark_migration WHERE name = {}",
+                my_literal(name)
+            ),
         };
         Ok(self.strings(&sql).await?.into_iter().next())
     }
@@ -569,7 +683,13 @@ impl Db {
         Ok(())
     }
 
-    pub async fn save_cutover(&mut self, name: &str, position: &str, verified: bool, record: &str) -> Result<(), MigrateError> {
+    pub async fn save_cutover(
+        &mut self,
+        name: &str,
+        position: &str,
+        verified: bool,
+        record: &str,
+    ) -> Result<(), MigrateError> {
         let sql = match self {
             Db::Postgres(_) => format!(
                 "INSERT INTO public.tidemark_cutover (name, final_position, verified, record) VALUES ({}, {}, {verified}, {}) ON CONFLICT (name) DO UPDATE SET cut_over_at = now(), final_position = EXCLUDED.final_position, verified = EXCLUDED.verified, record = EXCLUDED.record",

@@ -123,10 +123,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn from_config(config: &Config) -> Result<Plan, MigrateError> {
-        let target = config
-            .target
-            .as_ref()
-            .ok_or_else(|| MigrateError::Config("target: the config has no [target] section".into()))?;
+        let target = config.target.as_ref().ok_or_else(|| {
+            MigrateError::Config("target: the config has no [target] section".into())
+        })?;
         let (connector, source_url, tables) = match &config.source {
             SourceConfig::Postgres(_) => {
                 let pg = config.postgres(None).ok_or_else(|| MigrateError::Config("source: not usable".into()))?;
@@ -159,7 +158,11 @@ impl Plan {
     }
 
     /// The target `(schema, table)` of a source table.
-    pub fn target_of(&self, (schema, table): &(String, String), default_schema: &str) -> (String, String) {
+    pub fn target_of(
+        &self,
+        (schema, table): &(String, String),
+        default_schema: &str,
+    ) -> (String, String) {
         let map = TableMap {
             default_schema: default_schema.to_string(),
             keep_schema_from: (default_schema == "public").then_some("postgres"),
@@ -173,17 +176,29 @@ impl Plan {
     }
 
     async fn target(&self, config: &Config) -> Result<Target, MigrateError> {
-        let target = config.target.as_ref().ok_or_else(|| MigrateError::Config("no [target]".into()))?;
-        Ok(Target::connect(target.engine.engine(), &target.url, self.map.clone(), target.schema_changes).await?)
+        let target = config
+            .target
+            .as_ref()
+            .ok_or_else(|| MigrateError::Config("no [target]".into()))?;
+        Ok(Target::connect(
+            target.engine.engine(),
+            &target.url,
+            self.map.clone(),
+            target.schema_changes,
+        )
+        .await?)
     }
 }
 
 pub async fn load(db: &mut Db, name: &str) -> Result<Option<Document>, MigrateError> {
-    db.ensure_documents().await?;
+    // Two processes creating the tables at once: one of them fails; once is enough.
+    if db.ensure_documents().await.is_err() {
+        db.ensure_documents().await?;
+    }
     match db.load_document(name).await? {
-        Some(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| MigrateError::State(format!("tidemark_migration {name}: unreadable ({e})"))),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            MigrateError::State(format!("tidemark_migration {name}: unreadable ({e})"))
+        }),
         None => Ok(None),
     }
 }
@@ -226,7 +241,9 @@ pub async fn run(config: &Config, stop: watch::Receiver<bool>) -> Result<(), Mig
         let default_schema = target_db.current_schema().await?;
         for table in &document.tables {
             if let Some(source) = source_db.describe(&table.source.0, &table.source.1).await? {
-                target_db.create_indexes(&source, &table.target.0, &table.target.1).await?;
+                target_db
+                    .create_indexes(&source, &table.target.0, &table.target.1)
+                    .await?;
             }
         }
         let _ = default_schema;
@@ -250,9 +267,15 @@ async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Docum
     // Tables first: a missing source table fails before a slot exists.
     let mut described = Vec::new();
     for table in &plan.tables {
-        let source = source_db.describe(&table.0, &table.1).await?.ok_or_else(|| {
-            MigrateError::Config(format!("source.tables: {}.{} does not exist", table.0, table.1))
-        })?;
+        let source = source_db
+            .describe(&table.0, &table.1)
+            .await?
+            .ok_or_else(|| {
+                MigrateError::Config(format!(
+                    "source.tables: {}.{} does not exist",
+                    table.0, table.1
+                ))
+            })?;
         if source.key.is_empty() {
             return Err(MigrateError::Config(format!(
                 "source.tables: {}.{} has no primary key: it cannot be copied in chunks or applied idempotently",
@@ -263,12 +286,16 @@ async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Docum
     }
     let start = match &config.source {
         SourceConfig::Postgres(_) => {
-            let mut pg = config.postgres(None).ok_or_else(|| MigrateError::Config("source".into()))?;
+            let mut pg = config
+                .postgres(None)
+                .ok_or_else(|| MigrateError::Config("source".into()))?;
             pg.snapshot = false;
             postgres::create_slot(&pg).await?
         }
         _ => {
-            let my = config.mysql(None).ok_or_else(|| MigrateError::Config("source".into()))?;
+            let my = config
+                .mysql(None)
+                .ok_or_else(|| MigrateError::Config("source".into()))?;
             tidemark_connectors::mysql::current_position(&my).await?
         }
     };
@@ -278,7 +305,9 @@ async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Docum
         let names = (source.schema.clone(), source.name.clone());
         let target = plan.target_of(&names, &default_schema);
         if target_db.describe(&target.0, &target.1).await?.is_none() {
-            target_db.create_table(source_db.engine(), &source, &target.0, &target.1).await?;
+            target_db
+                .create_table(source_db.engine(), &source, &target.0, &target.1)
+                .await?;
         }
         let bounds = source_db.chunk_bounds(&source, plan.chunk_rows).await?;
         tables.push(TableCopy {
@@ -321,23 +350,36 @@ async fn catch_up(
         target: plan.target(config).await?,
         scope: plan.name.clone(),
     }));
-    let resume = cursor.load().await.map_err(|e| MigrateError::State(e.to_string()))?;
+    let resume = cursor
+        .load()
+        .await
+        .map_err(|e| MigrateError::State(e.to_string()))?;
     let resume = resume.unwrap_or_else(|| document.start.clone());
     health().resumed_at(resume.to_string());
     let source = match &config.source {
         SourceConfig::Postgres(_) => {
-            let mut pg = config.postgres(None).ok_or_else(|| MigrateError::Config("source".into()))?;
+            let mut pg = config
+                .postgres(None)
+                .ok_or_else(|| MigrateError::Config("source".into()))?;
             pg.snapshot = false;
-            AnySource::Postgres(Box::new(PostgresSource::open(pg, Some(resume), control).await?))
+            AnySource::Postgres(Box::new(
+                PostgresSource::open(pg, Some(resume), control).await?,
+            ))
         }
         _ => {
-            let mut my = config.mysql(None).ok_or_else(|| MigrateError::Config("source".into()))?;
+            let mut my = config
+                .mysql(None)
+                .ok_or_else(|| MigrateError::Config("source".into()))?;
             my.snapshot = false;
-            AnySource::Mysql(Box::new(MysqlSource::open(my, Some(resume), control).await?))
+            AnySource::Mysql(Box::new(
+                MysqlSource::open(my, Some(resume), control).await?,
+            ))
         }
     };
     health().set_phase(crate::ops::Phase::Streaming);
-    let mut sink = AnySink::Target(Box::new(TargetSink::open(plan.target(config).await?, &plan.name).await?));
+    let mut sink = AnySink::Target(Box::new(
+        TargetSink::open(plan.target(config).await?, &plan.name).await?,
+    ));
     // Progress every second; a cutover (or SIGTERM) stops the stream.
     let name = plan.name.clone();
     let stopper = handle.stop.clone();

@@ -28,7 +28,9 @@ pub struct TableReport {
 
 impl TableReport {
     pub fn equal(&self) -> bool {
-        self.source_rows == self.target_rows && self.mismatched_chunks == 0 && self.problems.is_empty()
+        self.source_rows == self.target_rows
+            && self.mismatched_chunks == 0
+            && self.problems.is_empty()
     }
 
     pub fn line(&self) -> String {
@@ -40,9 +42,18 @@ impl TableReport {
         }
         let mut line = format!(
             "MISMATCH {} -> {}: source {} rows, target {} rows, {} of {} chunks differ",
-            self.source, self.target, self.source_rows, self.target_rows, self.mismatched_chunks, self.chunks
+            self.source,
+            self.target,
+            self.source_rows,
+            self.target_rows,
+            self.mismatched_chunks,
+            self.chunks
         );
-        for (what, keys) in [("missing on target", &self.missing), ("only on target", &self.extra), ("different", &self.different)] {
+        for (what, keys) in [
+            ("missing on target", &self.missing),
+            ("only on target", &self.extra),
+            ("different", &self.different),
+        ] {
             if !keys.is_empty() {
                 line.push_str(&format!("; {what}: key {}", keys.join(", key ")));
             }
@@ -75,9 +86,14 @@ pub async fn verify(plan: &Plan) -> Result<Vec<TableReport>, MigrateError> {
             continue;
         };
         let columns: Vec<String> = source.columns.iter().map(|c| c.name.clone()).collect();
-        let missing_columns: Vec<&String> = columns.iter().filter(|c| target.column(c).is_none()).collect();
+        let missing_columns: Vec<&String> = columns
+            .iter()
+            .filter(|c| target.column(c).is_none())
+            .collect();
         if !missing_columns.is_empty() {
-            report.problems.push(format!("columns missing on the target: {missing_columns:?}"));
+            report.problems.push(format!(
+                "columns missing on the target: {missing_columns:?}"
+            ));
             reports.push(report);
             continue;
         }

@@ -229,7 +229,8 @@ impl Health {
     /// A batch was written: nothing is in flight until the next is read.
     /// A batch of `events` was written; its last event committed at `last_ts_ms`.
     pub fn written(&self, events: usize, last_ts_ms: i64) {
-        self.events_written.fetch_add(events as u64, Ordering::SeqCst);
+        self.events_written
+            .fetch_add(events as u64, Ordering::SeqCst);
         if last_ts_ms > 0 {
             self.last_written.store(last_ts_ms, Ordering::SeqCst);
         }

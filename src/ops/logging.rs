@@ -17,7 +17,8 @@ pub enum LogFormat {
 
 /// Sets up logging at `RUST_LOG`, else `info`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(QUIET_LIBRARIES_AT_INFO));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -28,13 +29,22 @@ pub fn init(format: LogFormat) {
     let _ = FILTER.set(handle);
 }
 
+/// The default filter: info, without the Postgres client's NOTICE lines.
+const QUIET_LIBRARIES_AT_INFO: &str = "info,tokio_postgres=warn";
+
 /// Replaces the level filter (`info`, `tidemark=debug,warn`), unless `RUST_LOG`
 /// is set, which wins.
 pub fn set_level(level: &str) -> Result<(), String> {
     if std::env::var_os("RUST_LOG").is_some() {
         return Ok(());
     }
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
+    // The server's NOTICEs (`relation ... already exists, skipping`) are not news.
+    let quiet = if level.contains("tokio_postgres") {
+        level.to_string()
+    } else {
+        format!("{level},tokio_postgres=warn")
+    };
+    let filter = EnvFilter::try_new(&quiet).map_err(|e| format!("log.level {level:?}: {e}"))?;
     match FILTER.get() {
         Some(handle) => handle.reload(filter).map_err(|e| e.to_string()),
         None => Ok(()),

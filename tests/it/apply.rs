@@ -24,8 +24,16 @@ async fn rows(client: &tokio_postgres::Client) -> Vec<String> {
 async fn file_sink_to_postgres_skips_replays_and_keeps_unchanged_toast() {
     let source = TestDb::new("tm_ap_src").await;
     let target = TestDb::new("tm_ap_dst").await;
-    source.client.batch_execute(TABLE).await.expect("source table");
-    target.client.batch_execute(TABLE).await.expect("target table");
+    source
+        .client
+        .batch_execute(TABLE)
+        .await
+        .expect("source table");
+    target
+        .client
+        .batch_execute(TABLE)
+        .await
+        .expect("target table");
     let config = source.config(&["public.t"], "");
     let mut daemon = Daemon::start(&config);
     source.wait_for_slot(true).await;
@@ -49,7 +57,9 @@ async fn file_sink_to_postgres_skips_replays_and_keeps_unchanged_toast() {
     daemon.stop().await;
     let events = source.events();
     assert!(
-        events.iter().any(|e| e["unchanged"] == serde_json::json!(["big"])),
+        events
+            .iter()
+            .any(|e| e["unchanged"] == serde_json::json!(["big"])),
         "no event left the TOASTed column out; the test needs one"
     );
 
@@ -66,11 +76,17 @@ async fn file_sink_to_postgres_skips_replays_and_keeps_unchanged_toast() {
     assert_eq!(rows(&target.client).await, rows(&source.client).await);
     let applied: String = target
         .client
-        .query_one("SELECT position FROM tidemark_applied WHERE scope = 'tm_ap_src'", &[])
+        .query_one(
+            "SELECT position FROM tidemark_applied WHERE scope = 'tm_ap_src'",
+            &[],
+        )
         .await
         .expect("applied position")
         .get(0);
-    assert_eq!(Some(applied.as_str()), events.last().and_then(|e| e["position"].as_str()));
+    assert_eq!(
+        Some(applied.as_str()),
+        events.last().and_then(|e| e["position"].as_str())
+    );
 
     // A row changed on the target behind tidemark's back stays changed when the
     // same events are read again: they are at or before the applied position.
@@ -82,7 +98,10 @@ async fn file_sink_to_postgres_skips_replays_and_keeps_unchanged_toast() {
     let (code, stderr) = run_to_end(&["apply", "--config", config_arg, "--until-idle"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains(&format!("0 applied (0 row writes), {} skipped", events.len())),
+        stderr.contains(&format!(
+            "0 applied (0 row writes), {} skipped",
+            events.len()
+        )),
         "{stderr}"
     );
     let name: String = target

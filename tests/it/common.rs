@@ -343,6 +343,21 @@ impl Daemon {
         Daemon { child, stderr_path }
     }
 
+    /// `tidemark <args> --config <config>`: any long-running command.
+    pub fn command(args: &[&str], config: &Path) -> Daemon {
+        let stderr_path = config.with_extension(format!("stderr.{}", unique()));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = tidemark()
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start tidemark");
+        Daemon { child, stderr_path }
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
@@ -423,6 +438,16 @@ pub fn run_to_end(args: &[&str]) -> (i32, String) {
         .expect("run tidemark");
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `tidemark` to completion: (exit code, stdout, stderr).
+pub fn run_output(args: &[&str]) -> (i32, String, String) {
+    let out = tidemark().args(args).output().expect("run tidemark");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod fault_proxy;
+mod migrate;
 mod mysql;
 mod ops;
 mod poll;

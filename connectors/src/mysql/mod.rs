@@ -97,8 +97,17 @@ pub async fn current_position(cfg: &MysqlConfig) -> Result<Position, SourceError
         .await
         .map_err(my_error("read SHOW MASTER STATUS"))?;
     let (file, pos) = row
-        .and_then(|r| Some((r.get_opt::<String, _>(0)?.ok()?, r.get_opt::<u64, _>(1)?.ok()?)))
-        .ok_or_else(|| SourceError::Setup("source: the server reports no binlog position (is log_bin on?)".into()))?;
+        .and_then(|r| {
+            Some((
+                r.get_opt::<String, _>(0)?.ok()?,
+                r.get_opt::<u64, _>(1)?.ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            SourceError::Setup(
+                "source: the server reports no binlog position (is log_bin on?)".into(),
+            )
+        })?;
     let gtid: Option<String> = conn
         .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
         .await

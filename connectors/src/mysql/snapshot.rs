@@ -213,7 +213,11 @@ impl Snapshot {
                 .map_err(my_error(format!("run {sql}")))?;
         }
         let mut reader = TableReader::plan(&mut conn, db, table).await?;
-        let values = |key: Vec<String>| key.into_iter().map(|v| MyValue::Bytes(v.into_bytes())).collect();
+        let values = |key: Vec<String>| {
+            key.into_iter()
+                .map(|v| MyValue::Bytes(v.into_bytes()))
+                .collect()
+        };
         reader.last_key = lo.map(values);
         reader.upper = hi.map(values);
         Ok(Snapshot {
@@ -246,11 +250,8 @@ impl Snapshot {
             let cols = &reader.columns;
             let what = format!("read a snapshot chunk of {}.{}", cols.db, cols.table);
             let (sql, params) = reader.query(self.chunk_rows);
-            let rows: Vec<mysql_async::Row> = self
-                .conn
-                .exec(&sql, params)
-                .await
-                .map_err(my_error(what))?;
+            let rows: Vec<mysql_async::Row> =
+                self.conn.exec(&sql, params).await.map_err(my_error(what))?;
             let finished = rows.len() < self.chunk_rows;
             let ts_ms = now_ms();
             let mut events = Vec::with_capacity(rows.len());

@@ -129,7 +129,10 @@ pub async fn create_slot(cfg: &PostgresConfig) -> Result<Position, SourceError> 
         .map_err(fail(format!("create replication slot {}", cfg.slot)))?;
     let text: String = row.get(0);
     let lsn = crate::event::parse_lsn(&text).ok_or_else(|| {
-        SourceError::Setup(format!("slot {} was created at an unreadable LSN {text}", cfg.slot))
+        SourceError::Setup(format!(
+            "slot {} was created at an unreadable LSN {text}",
+            cfg.slot
+        ))
     })?;
     tracing::info!("created slot {} at LSN {text}", cfg.slot);
     Ok(Position::postgres(lsn, lsn))
