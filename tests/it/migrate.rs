@@ -353,3 +353,85 @@ async fn mariadb_to_postgres_killed_during_copy_and_catch_up_loses_and_doubles_n
     assert_eq!(row.get::<_, String>(4), "10:00:00.500");
     assert_eq!(row.get::<_, String>(5), "18446744073709551612");
 }
+
+/// Turns MariaDB's `read_only` back off however the test ends (the server is
+/// shared with the other tests).
+struct Unfence;
+
+impl Drop for Unfence {
+    fn drop(&mut self) {
+        sql("SET GLOBAL read_only = OFF");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_to_mariadb_with_a_writer_then_fenced_cutover() {
+    sql("DROP DATABASE IF EXISTS tm_mg_mm; DROP DATABASE IF EXISTS tm_mg_mm_new;
+         CREATE DATABASE tm_mg_mm; CREATE DATABASE tm_mg_mm_new; USE tm_mg_mm;
+         CREATE TABLE items (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, name varchar(40) NOT NULL, qty int, note text, KEY by_name (name));
+         INSERT INTO items SELECT seq, CONCAT('item ', seq), seq, REPEAT('n', seq % 30) FROM seq_1_to_3000;
+         CREATE USER IF NOT EXISTS tm_writer@'%' IDENTIFIED BY '';
+         CREATE USER IF NOT EXISTS tm_writer@'localhost' IDENTIFIED BY '';
+         GRANT ALL ON tm_mg_mm.* TO tm_writer@'%'; GRANT ALL ON tm_mg_mm.* TO tm_writer@'localhost';");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("migrate.toml");
+    std::fs::write(
+        &config,
+        "[pipeline]\nname = \"tm_mg_mm\"\n[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/tm_mg_mm\"\ntables = [\"tm_mg_mm.items\"]\nserver_id = 4712\n",
+    )
+    .expect("config");
+    migrate_config(&config, "mysql://root@127.0.0.1:3306/tm_mg_mm_new", "");
+    let _unfence = Unfence;
+    let mut run = Daemon::command(&["migrate", "run"], &config);
+    // The application's writer is not an administrator: the fence stops it.
+    let writer = tokio::task::spawn_blocking(|| {
+        let mut round = 0u64;
+        loop {
+            let statement = format!(
+                "USE tm_mg_mm; INSERT INTO items (name, qty) VALUES ('w{round}', {round}); UPDATE items SET qty = qty + 1 WHERE id = {}; DELETE FROM items WHERE id = {};",
+                1 + round % 2000,
+                2001 + round % 900
+            );
+            let ok = std::process::Command::new("mariadb")
+                .args(["-u", "tm_writer", "-h127.0.0.1", "-P3306", "-e", &statement])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if !ok || round > 100_000 {
+                return round;
+            }
+            round += 1;
+        }
+    });
+    wait_for_stage(&run, &config, "stage catch-up").await;
+    let (code, record, stderr) = cutover(&config, &["--fence", "--max-lag", "5s"]);
+    assert_eq!(code, 0, "{stderr}\n{}", run.stderr());
+    assert_eq!(record["verified"], true, "{record}");
+    let rounds = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("the fence stopped the writer")
+        .expect("writer");
+    assert!(rounds > 0);
+    assert!(
+        run.wait(Duration::from_secs(30)).await.success(),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        sql("SELECT COUNT(*) FROM tm_mg_mm.items"),
+        sql("SELECT COUNT(*) FROM tm_mg_mm_new.items")
+    );
+    assert!(
+        sql("SHOW INDEX FROM tm_mg_mm_new.items WHERE Key_name = 'by_name'").contains("by_name")
+    );
+    let max: u64 = sql("SELECT MAX(id) FROM tm_mg_mm_new.items")
+        .trim()
+        .parse()
+        .expect("max");
+    let next: u64 =
+        sql("INSERT INTO tm_mg_mm_new.items (name) VALUES ('after'); SELECT LAST_INSERT_ID();")
+            .trim()
+            .parse()
+            .expect("id");
+    assert!(next > max, "AUTO_INCREMENT not past {max}: {next}");
+}
