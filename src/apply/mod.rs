@@ -192,6 +192,54 @@ impl Target {
     }
 }
 
+/// The columns a schema-change event adds to and drops from a target table
+/// (`existing`: its column names). With `schema_changes = "stop"` any
+/// difference is an error naming the table and the change.
+pub fn schema_diff<'a>(
+    existing: &'a std::collections::HashMap<String, (String, values::Kind)>,
+    quoted: &str,
+    source: &TableKey,
+    event: &'a ChangeEvent,
+    mode: SchemaChanges,
+) -> Result<
+    (
+        Vec<&'a tidemark_connectors::event::ColumnInfo>,
+        Vec<&'a String>,
+    ),
+    ApplyError,
+> {
+    let columns = event.columns.as_deref().unwrap_or_default();
+    let added: Vec<_> = columns
+        .iter()
+        .filter(|c| !existing.contains_key(&*c.name))
+        .collect();
+    let dropped: Vec<&String> = existing
+        .keys()
+        .filter(|name| !columns.iter().any(|c| &*c.name == name.as_str()))
+        .collect();
+    if mode == SchemaChanges::Stop && !(added.is_empty() && dropped.is_empty()) {
+        return Err(ApplyError::Table {
+            table: quoted.to_string(),
+            message: format!(
+                "schema change on {source} ({}): add {:?}, drop {:?}; make it on the target and restart, or set target.schema_changes = \"apply\"",
+                event.ddl.as_deref().unwrap_or("no statement"),
+                added.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+                dropped
+            ),
+        });
+    }
+    Ok((added, dropped))
+}
+
+/// The engine whose type names a source table's schema events use.
+pub fn source_engine(source: &TableKey) -> types::Engine {
+    if source.connector == "mysql" {
+        types::Engine::Mysql
+    } else {
+        types::Engine::Postgres
+    }
+}
+
 /// Keeps the events after `applied` (byte-wise position order). Poll positions
 /// are not ordered across tables, so nothing is skipped for them.
 pub fn after_applied<'a>(

@@ -8,7 +8,9 @@
 use super::plan::{Step, TableKey};
 use super::types::{target_type, Engine};
 use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
-use super::{check_progress, ApplyError, Progress, SchemaChanges, TableMap};
+use super::{
+    check_progress, schema_diff, source_engine, ApplyError, Progress, SchemaChanges, TableMap,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
@@ -271,35 +273,8 @@ fn schema_change(
     event: &tidemark_connectors::ChangeEvent,
     mode: SchemaChanges,
 ) -> Result<Vec<String>, ApplyError> {
-    let columns = event.columns.clone().unwrap_or_default();
-    let added: Vec<_> = columns
-        .iter()
-        .filter(|c| !table.columns.contains_key(&*c.name))
-        .collect();
-    let dropped: Vec<&String> = table
-        .columns
-        .keys()
-        .filter(|name| !columns.iter().any(|c| &*c.name == name.as_str()))
-        .collect();
-    if added.is_empty() && dropped.is_empty() {
-        return Ok(Vec::new());
-    }
-    if mode == SchemaChanges::Stop {
-        return Err(ApplyError::Table {
-            table: table.quoted.clone(),
-            message: format!(
-                "schema change on {source} ({}): add {:?}, drop {:?}; make it on the target and restart, or set target.schema_changes = \"apply\"",
-                event.ddl.as_deref().unwrap_or("no statement"),
-                added.iter().map(|c| &*c.name).collect::<Vec<_>>(),
-                dropped
-            ),
-        });
-    }
-    let from = if source.connector == "mysql" {
-        Engine::Mysql
-    } else {
-        Engine::Postgres
-    };
+    let (added, dropped) = schema_diff(&table.columns, &table.quoted, source, event, mode)?;
+    let from = source_engine(source);
     let mut ddl = Vec::new();
     for c in added {
         ddl.push(format!(

@@ -7,7 +7,10 @@
 use super::plan::{Step, TableKey};
 use super::types::{target_type, Engine};
 use super::values::{pg_kind, pg_text, Kind};
-use super::{check_progress, pg_detail, ApplyError, Progress, SchemaChanges, TableMap};
+use super::{
+    check_progress, pg_detail, schema_diff, source_engine, ApplyError, Progress, SchemaChanges,
+    TableMap,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::postgres::catalog::quote_ident;
@@ -250,35 +253,8 @@ async fn schema_change(
     event: &tidemark_connectors::ChangeEvent,
     mode: SchemaChanges,
 ) -> Result<(), ApplyError> {
-    let columns = event.columns.clone().unwrap_or_default();
-    let added: Vec<_> = columns
-        .iter()
-        .filter(|c| !table.columns.contains_key(&*c.name))
-        .collect();
-    let dropped: Vec<&String> = table
-        .columns
-        .keys()
-        .filter(|name| !columns.iter().any(|c| &*c.name == name.as_str()))
-        .collect();
-    if added.is_empty() && dropped.is_empty() {
-        return Ok(());
-    }
-    if mode == SchemaChanges::Stop {
-        return Err(ApplyError::Table {
-            table: table.quoted.clone(),
-            message: format!(
-                "schema change on {source} ({}): add {:?}, drop {:?}; make it on the target and restart, or set target.schema_changes = \"apply\"",
-                event.ddl.as_deref().unwrap_or("no statement"),
-                added.iter().map(|c| &*c.name).collect::<Vec<_>>(),
-                dropped
-            ),
-        });
-    }
-    let from = if source.connector == "mysql" {
-        Engine::Mysql
-    } else {
-        Engine::Postgres
-    };
+    let (added, dropped) = schema_diff(&table.columns, &table.quoted, source, event, mode)?;
+    let from = source_engine(source);
     let mut sql = Vec::new();
     for c in added {
         sql.push(format!(

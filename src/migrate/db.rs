@@ -549,6 +549,24 @@ impl Db {
             .collect())
     }
 
+    /// Postgres: the sequence behind a serial or identity column.
+    async fn serial_sequence(
+        &mut self,
+        table: &Table,
+        column: &str,
+    ) -> Result<Option<String>, MigrateError> {
+        let rel = pg_literal(&self.quoted(&table.schema, &table.name));
+        Ok(self
+            .strings(&format!(
+                "SELECT pg_get_serial_sequence({rel}, {})",
+                pg_literal(column)
+            ))
+            .await?
+            .into_iter()
+            .next()
+            .filter(|s| !s.is_empty()))
+    }
+
     /// The last value a counter column handed out (sequence / AUTO_INCREMENT).
     pub async fn counter(
         &mut self,
@@ -557,14 +575,7 @@ impl Db {
     ) -> Result<Option<i64>, MigrateError> {
         let sql = match self {
             Db::Postgres(_) => {
-                let rel = pg_literal(&self.quoted(&table.schema, &table.name));
-                let Some(seq) = self
-                    .strings(&format!("SELECT pg_get_serial_sequence({rel}, {})", pg_literal(column)))
-                    .await?
-                    .into_iter()
-                    .next()
-                    .filter(|s| !s.is_empty())
-                else {
+                let Some(seq) = self.serial_sequence(table, column).await? else {
                     return Ok(None);
                 };
                 format!("SELECT (CASE WHEN is_called THEN last_value ELSE last_value - 1 END)::text FROM {seq}")
