@@ -99,6 +99,17 @@ pub struct TableMap {
 }
 
 impl TableMap {
+    /// Fills in the target's defaults: its default schema (Postgres `public`,
+    /// MySQL the URL's database) unless set, and whether a Postgres source's
+    /// schema is kept (Postgres targets only).
+    pub fn for_target(mut self, engine: types::Engine, default_schema: &str) -> TableMap {
+        if self.default_schema.is_empty() {
+            self.default_schema = default_schema.to_string();
+        }
+        self.keep_schema_from = (engine == types::Engine::Postgres).then_some("postgres");
+        self
+    }
+
     /// The target's `(schema, table)` for a source table.
     pub fn resolve(&self, table: &TableKey) -> (String, String) {
         let source = table.to_string();
@@ -192,22 +203,18 @@ impl Target {
     }
 }
 
-/// The columns a schema-change event adds to and drops from a target table
-/// (`existing`: its column names). With `schema_changes = "stop"` any
-/// difference is an error naming the table and the change.
-pub fn schema_diff<'a>(
-    existing: &'a std::collections::HashMap<String, (String, values::Kind)>,
+/// The DDL that makes a target table (`existing`: its columns) match a
+/// schema-change event: columns added and dropped, in the target's types.
+/// With `schema_changes = "stop"` any difference is an error naming the table
+/// and the change.
+pub fn schema_ddl(
+    existing: &std::collections::HashMap<String, (String, values::Kind)>,
     quoted: &str,
     source: &TableKey,
-    event: &'a ChangeEvent,
+    event: &ChangeEvent,
     mode: SchemaChanges,
-) -> Result<
-    (
-        Vec<&'a tidemark_connectors::event::ColumnInfo>,
-        Vec<&'a String>,
-    ),
-    ApplyError,
-> {
+    to: types::Engine,
+) -> Result<Vec<String>, ApplyError> {
     let columns = event.columns.as_deref().unwrap_or_default();
     let added: Vec<_> = columns
         .iter()
@@ -228,16 +235,31 @@ pub fn schema_diff<'a>(
             ),
         });
     }
-    Ok((added, dropped))
-}
-
-/// The engine whose type names a source table's schema events use.
-pub fn source_engine(source: &TableKey) -> types::Engine {
-    if source.connector == "mysql" {
+    let quote = |name: &str| match to {
+        types::Engine::Postgres => tidemark_connectors::postgres::catalog::quote_ident(name),
+        types::Engine::Mysql => mysql::quote(name),
+    };
+    let from = if source.connector == "mysql" {
         types::Engine::Mysql
     } else {
         types::Engine::Postgres
-    }
+    };
+    let mut ddl: Vec<String> = added
+        .iter()
+        .map(|c| {
+            format!(
+                "ALTER TABLE {quoted} ADD COLUMN {} {}",
+                quote(&c.name),
+                types::target_type(from, to, &c.type_name, c.key)
+            )
+        })
+        .collect();
+    ddl.extend(
+        dropped
+            .iter()
+            .map(|name| format!("ALTER TABLE {quoted} DROP COLUMN {}", quote(name))),
+    );
+    Ok(ddl)
 }
 
 /// Keeps the events after `applied` (byte-wise position order). Poll positions

@@ -6,11 +6,9 @@
 //! transaction before it and starts a new one after it.
 
 use super::plan::{Step, TableKey};
-use super::types::{target_type, Engine};
+use super::types::Engine;
 use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
-use super::{
-    check_progress, schema_diff, source_engine, ApplyError, Progress, SchemaChanges, TableMap,
-};
+use super::{check_progress, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
@@ -71,7 +69,7 @@ pub async fn connect(url: &str) -> Result<Conn, ApplyError> {
 impl MyTarget {
     pub async fn connect(
         url: &str,
-        mut map: TableMap,
+        map: TableMap,
         schema_changes: SchemaChanges,
     ) -> Result<MyTarget, ApplyError> {
         let mut conn = connect(url).await?;
@@ -90,10 +88,7 @@ impl MyTarget {
                 .await
                 .map_err(my_error("create tidemark_applied"))?;
         }
-        if map.default_schema.is_empty() {
-            map.default_schema = db;
-        }
-        map.keep_schema_from = None;
+        let map = map.for_target(Engine::Mysql, &db);
         Ok(MyTarget {
             conn,
             map,
@@ -192,7 +187,14 @@ impl MyTarget {
                 | Step::Move { table, .. } => table,
                 Step::Schema { table, event } => {
                     let target = self.table(table).await?;
-                    let ddl = schema_change(&target, table, event, self.schema_changes)?;
+                    let ddl = schema_ddl(
+                        &target.columns,
+                        &target.quoted,
+                        table,
+                        event,
+                        self.schema_changes,
+                        Engine::Mysql,
+                    )?;
                     if !ddl.is_empty() {
                         self.conn
                             .query_drop("COMMIT")
@@ -264,34 +266,6 @@ impl MyTarget {
                 message: e.to_string(),
             })
     }
-}
-
-/// The DDL that makes the target table match a schema-change event.
-fn schema_change(
-    table: &TargetTable,
-    source: &TableKey,
-    event: &tidemark_connectors::ChangeEvent,
-    mode: SchemaChanges,
-) -> Result<Vec<String>, ApplyError> {
-    let (added, dropped) = schema_diff(&table.columns, &table.quoted, source, event, mode)?;
-    let from = source_engine(source);
-    let mut ddl = Vec::new();
-    for c in added {
-        ddl.push(format!(
-            "ALTER TABLE {} ADD COLUMN {} {}",
-            table.quoted,
-            quote(&c.name),
-            target_type(from, Engine::Mysql, &c.type_name, c.key)
-        ));
-    }
-    for name in dropped {
-        ddl.push(format!(
-            "ALTER TABLE {} DROP COLUMN {}",
-            table.quoted,
-            quote(name)
-        ));
-    }
-    Ok(ddl)
 }
 
 /// Reads a table's columns and primary key; `None` when it does not exist.

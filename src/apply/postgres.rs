@@ -5,12 +5,9 @@
 //! own input functions.
 
 use super::plan::{Step, TableKey};
-use super::types::{target_type, Engine};
+use super::types::Engine;
 use super::values::{pg_kind, pg_text, Kind};
-use super::{
-    check_progress, pg_detail, schema_diff, source_engine, ApplyError, Progress, SchemaChanges,
-    TableMap,
-};
+use super::{check_progress, pg_detail, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::postgres::catalog::quote_ident;
@@ -64,7 +61,7 @@ pub async fn connect(url: &str) -> Result<Client, ApplyError> {
 impl PgTarget {
     pub async fn connect(
         url: &str,
-        mut map: TableMap,
+        map: TableMap,
         schema_changes: SchemaChanges,
     ) -> Result<PgTarget, ApplyError> {
         let client = connect(url).await?;
@@ -87,10 +84,7 @@ impl PgTarget {
                 pg_detail(e)
             );
         }
-        if map.default_schema.is_empty() {
-            map.default_schema = "public".into();
-        }
-        map.keep_schema_from = Some("postgres");
+        let map = map.for_target(Engine::Postgres, "public");
         Ok(PgTarget {
             client,
             map,
@@ -253,24 +247,14 @@ async fn schema_change(
     event: &tidemark_connectors::ChangeEvent,
     mode: SchemaChanges,
 ) -> Result<(), ApplyError> {
-    let (added, dropped) = schema_diff(&table.columns, &table.quoted, source, event, mode)?;
-    let from = source_engine(source);
-    let mut sql = Vec::new();
-    for c in added {
-        sql.push(format!(
-            "ALTER TABLE {} ADD COLUMN {} {}",
-            table.quoted,
-            quote_ident(&c.name),
-            target_type(from, Engine::Postgres, &c.type_name, c.key)
-        ));
-    }
-    for name in dropped {
-        sql.push(format!(
-            "ALTER TABLE {} DROP COLUMN {}",
-            table.quoted,
-            quote_ident(name)
-        ));
-    }
+    let sql = schema_ddl(
+        &table.columns,
+        &table.quoted,
+        source,
+        event,
+        mode,
+        Engine::Postgres,
+    )?;
     for statement in sql {
         tracing::info!("target: {statement}");
         client

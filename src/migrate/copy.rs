@@ -95,7 +95,15 @@ pub async fn copy_all(
     let mut copied_now = 0u64;
     let mut finished = total_chunks - pending;
     while let Some(result) = done_rx.recv().await {
-        let (t, c, rows) = result?;
+        let (t, c, rows) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                for worker in &workers {
+                    worker.abort();
+                }
+                return Err(e);
+            }
+        };
         let table = &mut document.tables[t];
         table.done[c] = true;
         table.rows_copied += rows;

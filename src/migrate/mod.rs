@@ -20,6 +20,7 @@ pub mod verify;
 
 use crate::apply::plan::TableKey;
 use crate::apply::sink::{TargetCursor, TargetSink};
+use crate::apply::types::Engine;
 use crate::apply::{ApplyError, TableMap, Target};
 use crate::config::{Config, SourceConfig};
 use crate::cursor::CursorStore;
@@ -163,11 +164,8 @@ impl Plan {
         (schema, table): &(String, String),
         default_schema: &str,
     ) -> (String, String) {
-        let map = TableMap {
-            default_schema: default_schema.to_string(),
-            keep_schema_from: (default_schema == "public").then_some("postgres"),
-            ..self.map.clone()
-        };
+        let engine = Engine::of_url(&self.target_url).unwrap_or(Engine::Postgres);
+        let map = self.map.clone().for_target(engine, default_schema);
         map.resolve(&TableKey {
             connector: self.connector,
             schema: schema.as_str().into(),
@@ -238,7 +236,6 @@ pub async fn run(config: &Config, stop: watch::Receiver<bool>) -> Result<(), Mig
             return Ok(());
         }
         let mut source_db = Db::connect(&plan.source_url).await?;
-        let default_schema = target_db.current_schema().await?;
         for table in &document.tables {
             if let Some(source) = source_db.describe(&table.source.0, &table.source.1).await? {
                 target_db
@@ -246,7 +243,6 @@ pub async fn run(config: &Config, stop: watch::Receiver<bool>) -> Result<(), Mig
                     .await?;
             }
         }
-        let _ = default_schema;
         document.stage = Stage::CatchUp;
         document.copy_finished_at_ms = Some(now_ms());
         save(&mut target_db, &plan.name, &document).await?;
