@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 /// A target database for `apply` and `migrate`.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     #[serde(rename = "type")]

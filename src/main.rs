@@ -4,12 +4,13 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
-use tidemark::apply::inputs::files;
+use tidemark::apply::inputs::{files, kinesis};
 use tidemark::apply::sink::{TargetCursor, TargetSink};
-use tidemark::apply::{TableMap, Target};
+use tidemark::apply::Target;
 use tidemark::config::{
     parse_duration, ApplyInput, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
 };
+use tidemark::cursor::lease::LeaseTable;
 use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
 use tidemark::migrate;
 use tidemark::ops::logging::{self, LogFormat};
@@ -251,6 +252,42 @@ async fn aws(region: &Option<String>, key: &str) -> anyhow::Result<aws_config::S
     Ok(sdk)
 }
 
+/// A DynamoDB client (`cursor.region`, `cursor.endpoint`).
+async fn dynamodb_client(
+    region: &Option<String>,
+    endpoint: &Option<String>,
+) -> anyhow::Result<aws_sdk_dynamodb::Client> {
+    let sdk = aws(region, "cursor.region").await?;
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Ok(aws_sdk_dynamodb::Client::from_conf(builder.build()))
+}
+
+/// A Kinesis client (`sink.region`, `sink.endpoint`). A call that hangs is
+/// given up after 30 s and counts as a server error; `sdk_retries` keeps the
+/// SDK's own retries.
+async fn kinesis_client(
+    region: &Option<String>,
+    endpoint: &Option<String>,
+    sdk_retries: bool,
+) -> anyhow::Result<aws_sdk_kinesis::Client> {
+    let sdk = aws(region, "sink.region").await?;
+    let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk).timeout_config(
+        aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(std::time::Duration::from_secs(30))
+            .build(),
+    );
+    if !sdk_retries {
+        builder = builder.retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
+    }
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Ok(aws_sdk_kinesis::Client::from_conf(builder.build()))
+}
+
 /// What the retention watch looks at, for log-based sources.
 fn retention_watch(config: &Config) -> Option<Watch> {
     let warn_before_purge = parse_duration(&config.retention.warn_before_purge).unwrap_or_default();
@@ -279,15 +316,10 @@ async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore> {
             region,
             endpoint,
         } => {
-            let sdk = aws(region, "cursor.region").await?;
-            let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
-            if let Some(endpoint) = endpoint {
-                builder = builder.endpoint_url(endpoint);
-            }
             let lease =
                 parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
             CursorStore::Dynamo(Box::new(DynamoCursor::new(
-                aws_sdk_dynamodb::Client::from_conf(builder.build()),
+                dynamodb_client(region, endpoint).await?,
                 table,
                 &config.pipeline.name,
                 lease,
@@ -311,22 +343,11 @@ async fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
             oversized,
             aggregate,
         } => {
-            let sdk = aws(region, "sink.region").await?;
             // The sink retries on its own (without a time limit, per record, in
             // key order); SDK retries would hide throttling from its log and metrics.
-            // A call that hangs is given up after 30 s and retried like a 5xx.
-            let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk)
-                .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-                .timeout_config(
-                    aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(std::time::Duration::from_secs(30))
-                        .build(),
-                );
-            if let Some(endpoint) = endpoint {
-                builder = builder.endpoint_url(endpoint);
-            }
+            let client = kinesis_client(region, endpoint, false).await?;
             let sink = KinesisSink::new(
-                aws_sdk_kinesis::Client::from_conf(builder.build()),
+                client,
                 stream,
                 *max_record_bytes,
                 match oversized {
@@ -379,17 +400,7 @@ async fn connect_target(config: &Config) -> anyhow::Result<Target> {
     let Some(target) = &config.target else {
         bail!("target: the config has no [target] section");
     };
-    let map = TableMap {
-        names: target.tables.clone(),
-        ..TableMap::default()
-    };
-    Ok(Target::connect(
-        target.engine.engine(),
-        &target.url,
-        map,
-        target.schema_changes,
-    )
-    .await?)
+    Ok(Target::open(target).await?)
 }
 
 /// A watch that turns true on SIGTERM or SIGINT.
@@ -495,8 +506,52 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SinkConfig::Kinesis { .. } => {
-            bail!("apply.input = \"sink\": reading Kinesis is not built yet")
+        SinkConfig::Kinesis {
+            stream,
+            region,
+            endpoint,
+            ..
+        } => {
+            if until_idle {
+                bail!("--until-idle reads the file sink only: a Kinesis stream has no end (stop with SIGTERM)");
+            }
+            let CursorConfig::Dynamodb {
+                table,
+                lease_duration,
+                region: dynamo_region,
+                endpoint: dynamo_endpoint,
+            } = &config.cursor
+            else {
+                bail!("apply from Kinesis keeps its shard leases in DynamoDB: set [cursor] type = \"dynamodb\"");
+            };
+            let Some(target) = config.target.clone() else {
+                bail!("target: the config has no [target] section");
+            };
+            let input = kinesis::Input {
+                kinesis: kinesis_client(region, endpoint, true).await?,
+                stream: stream.clone(),
+                leases: LeaseTable {
+                    client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,
+                    table: table.clone(),
+                },
+                pipeline: config.pipeline.name.clone(),
+                lease_duration: parse_duration(lease_duration)
+                    .context("cursor.lease_duration: not a duration")?,
+                batch_events: config.pipeline.max_batch_events,
+                target,
+            };
+            let totals = kinesis::follow(input, stop)
+                .await
+                .with_context(|| format!("apply from kinesis stream {stream}"))?;
+            tracing::info!(
+                "stopped: {} events read, {} applied ({} row writes), {} skipped as already applied, {} shards finished",
+                totals.events,
+                totals.applied,
+                totals.rows,
+                totals.skipped,
+                totals.shards_finished
+            );
+            Ok(())
         }
         SinkConfig::Stdout => {
             bail!("apply.input = \"sink\" reads a file or kinesis [sink], not stdout")

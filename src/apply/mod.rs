@@ -161,6 +161,21 @@ impl Target {
         })
     }
 
+    /// Connects the configured `[target]`.
+    pub async fn open(config: &crate::config::TargetConfig) -> Result<Target, ApplyError> {
+        let map = TableMap {
+            names: config.tables.clone(),
+            ..TableMap::default()
+        };
+        Target::connect(
+            config.engine.engine(),
+            &config.url,
+            map,
+            config.schema_changes,
+        )
+        .await
+    }
+
     /// The applied position and cursor stored for `scope`.
     pub async fn applied(
         &mut self,

@@ -23,24 +23,32 @@ pub struct TargetSink {
 
 impl TargetSink {
     /// `scope` names what orders the positions (the source pipeline, a shard).
-    pub async fn open(mut target: Target, scope: &str) -> Result<TargetSink, ApplyError> {
-        let applied = target
-            .applied(scope)
-            .await?
-            .map(|(position, _)| position)
-            .filter(|p| !p.is_empty());
-        if let Some(applied) = &applied {
-            tracing::info!("target: {scope} applied up to {applied}");
-        }
-        Ok(TargetSink {
+    pub async fn open(target: Target, scope: &str) -> Result<TargetSink, ApplyError> {
+        let mut sink = TargetSink {
             target,
             scope: scope.to_string(),
-            applied,
+            applied: None,
             events: 0,
             rows: 0,
             skipped: 0,
             last_source_ts_ms: 0,
-        })
+        };
+        sink.reload().await?;
+        if let Some(applied) = &sink.applied {
+            tracing::info!("target: {scope} applied up to {applied}");
+        }
+        Ok(sink)
+    }
+
+    /// Reads the applied position again (another writer may have moved it).
+    pub async fn reload(&mut self) -> Result<(), ApplyError> {
+        self.applied = self
+            .target
+            .applied(&self.scope)
+            .await?
+            .map(|(position, _)| position)
+            .filter(|p| !p.is_empty());
+        Ok(())
     }
 
     pub fn applied(&self) -> Option<&str> {

@@ -6,90 +6,46 @@
 //! the epoch, for people), `updated_at` (N, ms). `tidemark cursor init` creates
 //! the table (on-demand billing).
 //!
-//! Every write is conditional:
-//! - take the lease: only when there is no item, or the owner is gone
-//!   (`(released)` after a clean stop, or `lease_counter` unchanged for a whole
-//!   `lease_duration` as seen by this instance's own clock, so clock skew between
-//!   hosts does not matter), and only if `lease_counter` is still the value seen;
-//! - renew (every third of `lease_duration`) and commit: only while `owner` is
-//!   this instance and `lease_counter` is the value it last wrote.
+//! The lease (in [`super::lease`], shared with `tidemark apply`'s Kinesis
+//! shard leases) is renewed every third of `lease_duration`; a commit is a
+//! holder's write, so it is refused once another instance took the lease.
 //!
 //! A second instance waits as a standby, logging the owner, and takes over when
 //! the lease lapses. An instance that finds its lease taken stops at once and
 //! exits non-zero; its last commits were refused, so nothing it wrote after
 //! losing the lease moved the cursor.
 
+use super::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
 use super::{compare, CursorError};
 use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tidemark_connectors::event::now_ms;
 use tidemark_connectors::Position;
-use tokio::sync::Mutex;
-
-/// The `owner` of a lease given up on a clean stop.
-const RELEASED: &str = "(released)";
 
 pub struct DynamoCursor {
-    client: Client,
-    table: String,
+    table: LeaseTable,
     pipeline: String,
-    owner: String,
-    lease: Duration,
-    /// `lease_counter` as last written by this instance; `None` before the lease
-    /// is held. Locked around every write so renewals and commits do not race.
-    counter: Arc<Mutex<Option<i64>>>,
+    lease: Lease,
+    duration: Duration,
     stored: Option<Position>,
 }
 
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_string())
-}
-
-fn n(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> &'a str {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map_or("", String::as_str)
-}
-
-fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
-}
-
 impl DynamoCursor {
-    pub fn new(client: Client, table: &str, pipeline: &str, lease: Duration) -> Self {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "host".into());
-        DynamoCursor {
+    pub fn new(client: Client, table: &str, pipeline: &str, duration: Duration) -> Self {
+        let table = LeaseTable {
             client,
             table: table.to_string(),
+        };
+        let lease = Lease::new(&table, pipeline, &lease::instance_name());
+        DynamoCursor {
+            table,
             pipeline: pipeline.to_string(),
-            owner: format!("{host}:{}:{:x}", std::process::id(), now_ms()),
             lease,
-            counter: Arc::new(Mutex::new(None)),
+            duration,
             stored: None,
         }
     }
@@ -97,7 +53,7 @@ impl DynamoCursor {
     fn error(&self, what: &str, e: impl std::fmt::Display) -> CursorError {
         CursorError::Store(format!(
             "dynamodb table {} (pipeline {}): cannot {what}: {e}",
-            self.table, self.pipeline
+            self.table.table, self.pipeline
         ))
     }
 
@@ -108,9 +64,10 @@ impl DynamoCursor {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let status = self
+                .table
                 .client
                 .describe_table()
-                .table_name(&self.table)
+                .table_name(&self.table.table)
                 .send()
                 .await
                 .ok()
@@ -130,9 +87,10 @@ impl DynamoCursor {
 
     async fn create_table(&self) -> Result<bool, CursorError> {
         let result = self
+            .table
             .client
             .create_table()
-            .table_name(&self.table)
+            .table_name(&self.table.table)
             .attribute_definitions(
                 AttributeDefinition::builder()
                     .attribute_name("pipeline")
@@ -165,110 +123,56 @@ impl DynamoCursor {
         }
     }
 
-    async fn item(&self) -> Result<Option<HashMap<String, AttributeValue>>, CursorError> {
-        let answer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pipeline", s(&self.pipeline))
-            .consistent_read(true)
-            .send()
+    async fn item(&self) -> Result<Option<lease::Item>, CursorError> {
+        self.table
+            .get(&self.pipeline)
             .await
-            .map_err(|e| {
-                let missing = e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception());
-                if missing {
-                    CursorError::Store(format!(
-                        "dynamodb table {} does not exist; create it with `tidemark cursor init`",
-                        self.table
-                    ))
-                } else {
-                    self.error(
-                        "read the cursor",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(&e),
-                    )
-                }
-            })?;
-        Ok(answer.item)
+            .map_err(CursorError::Store)
     }
 
     /// Takes the lease (waiting as a standby while another instance holds it),
     /// starts renewing it, and returns the stored position.
     pub async fn acquire(&mut self) -> Result<Option<Position>, CursorError> {
-        let mut seen: Option<(String, i64, tokio::time::Instant)> = None;
+        let mut clock = LapseClock::default();
         let mut announced = false;
         loop {
             let item = self.item().await?;
-            let expires = now_ms() + self.lease.as_millis() as i64;
             let taken = match &item {
-                None => {
-                    let put = self
-                        .client
-                        .put_item()
-                        .table_name(&self.table)
-                        .item("pipeline", s(&self.pipeline))
-                        .item("owner", s(&self.owner))
-                        .item("lease_counter", n(1))
-                        .item("lease_expires_at", n(expires))
-                        .item("updated_at", n(now_ms()))
-                        .condition_expression("attribute_not_exists(pipeline)")
-                        .send()
-                        .await;
-                    match put {
-                        Ok(_) => Some(1),
-                        Err(e) if conditional_failed(&e) => None,
-                        Err(e) => {
-                            return Err(self.error(
-                                "take the lease",
-                                aws_sdk_dynamodb::error::DisplayErrorContext(&e),
-                            ))
-                        }
-                    }
+                None => self.table.create(&self.lease, self.duration).await,
+                Some(item) if clock.lapsed(&self.pipeline, item, self.duration) => {
+                    let seen = number(item, "lease_counter");
+                    self.table.take(&self.lease, seen, self.duration).await
                 }
                 Some(item) => {
-                    let owner = text(item, "owner").to_string();
-                    let counter = number(item, "lease_counter");
-                    let lapsed = owner == RELEASED
-                        || seen.as_ref().is_some_and(|(o, c, since)| {
-                            *o == owner && *c == counter && since.elapsed() >= self.lease
-                        });
-                    if lapsed {
-                        self.take(counter, expires).await?
-                    } else {
-                        if seen
-                            .as_ref()
-                            .is_none_or(|(o, c, _)| *o != owner || *c != counter)
-                        {
-                            seen = Some((owner.clone(), counter, tokio::time::Instant::now()));
-                        }
-                        if !announced {
-                            health().set_phase(Phase::Standby);
-                            tracing::info!(
-                                "standby: pipeline {} is owned by {owner} (lease counter {counter}); taking over when its lease lapses",
-                                self.pipeline
-                            );
-                            announced = true;
-                        }
-                        None
+                    if !announced {
+                        health().set_phase(Phase::Standby);
+                        tracing::info!(
+                            "standby: pipeline {} is owned by {} (lease counter {}); taking over when its lease lapses",
+                            self.pipeline,
+                            text(item, "owner"),
+                            number(item, "lease_counter")
+                        );
+                        announced = true;
                     }
+                    Ok(false)
                 }
-            };
-            if let Some(counter) = taken {
-                *self.counter.lock().await = Some(counter);
+            }
+            .map_err(|e| self.error("take the lease", e))?;
+            if taken {
                 health().set_phase(Phase::Starting);
                 metrics::gauge!("tidemark_lease_held").set(1.0);
                 tracing::info!(
-                    "holding the lease on pipeline {} as {} (lease counter {counter})",
+                    "holding the lease on pipeline {} as {} (lease counter {})",
                     self.pipeline,
-                    self.owner
+                    self.lease.owner,
+                    self.lease.counter().await.unwrap_or_default()
                 );
                 self.renew_in_background();
                 let position = match &item {
                     Some(item) if !text(item, "position").is_empty() => {
                         Some(serde_json::from_str(text(item, "position")).map_err(|e| {
                             CursorError::Corrupt {
-                                path: format!("dynamodb {}/{}", self.table, self.pipeline),
+                                path: format!("dynamodb {}/{}", self.table.table, self.pipeline),
                                 message: e.to_string(),
                             }
                         })?)
@@ -278,79 +182,33 @@ impl DynamoCursor {
                 self.stored = position.clone();
                 return Ok(position);
             }
-            tokio::time::sleep(self.lease / 4).await;
-        }
-    }
-
-    /// Takes a lapsed lease seen at `counter`.
-    async fn take(&self, counter: i64, expires: i64) -> Result<Option<i64>, CursorError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pipeline", s(&self.pipeline))
-            .update_expression("SET #owner = :me, lease_counter = :next, lease_expires_at = :exp")
-            .condition_expression("lease_counter = :seen")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":me", s(&self.owner))
-            .expression_attribute_values(":next", n(counter + 1))
-            .expression_attribute_values(":exp", n(expires))
-            .expression_attribute_values(":seen", n(counter))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(counter + 1)),
-            Err(e) if conditional_failed(&e) => Ok(None),
-            Err(e) => Err(self.error(
-                "take the lease",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e),
-            )),
+            tokio::time::sleep(self.duration / 4).await;
         }
     }
 
     /// Renews every third of the lease; on losing it, exits non-zero at once.
     fn renew_in_background(&self) {
-        let (client, table, pipeline, owner, lease, counter) = (
-            self.client.clone(),
-            self.table.clone(),
+        let (lease, duration, pipeline, table) = (
+            self.lease.clone(),
+            self.duration,
             self.pipeline.clone(),
-            self.owner.clone(),
-            self.lease,
-            self.counter.clone(),
+            self.table.table.clone(),
         );
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(lease / 3).await;
-                let mut guard = counter.lock().await;
-                let Some(mine) = *guard else { return };
-                let result = client
-                    .update_item()
-                    .table_name(&table)
-                    .key("pipeline", s(&pipeline))
-                    .update_expression("SET lease_counter = :next, lease_expires_at = :exp")
-                    .condition_expression("#owner = :me AND lease_counter = :mine")
-                    .expression_attribute_names("#owner", "owner")
-                    .expression_attribute_values(":me", s(&owner))
-                    .expression_attribute_values(":mine", n(mine))
-                    .expression_attribute_values(":next", n(mine + 1))
-                    .expression_attribute_values(":exp", n(now_ms() + lease.as_millis() as i64))
-                    .send()
-                    .await;
-                match result {
-                    Ok(_) => {
-                        *guard = Some(mine + 1);
-                        health().set_problem("cursor", None);
-                    }
-                    Err(e) if conditional_failed(&e) => {
+                tokio::time::sleep(duration / 3).await;
+                match lease.renew(duration).await {
+                    Ok(Held::Yes) => health().set_problem("cursor", None),
+                    Ok(Held::NotHeld) => return,
+                    Ok(Held::Lost) => {
                         metrics::gauge!("tidemark_lease_held").set(0.0);
                         eprintln!(
                             "error: lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now; stopping"
                         );
                         std::process::exit(3);
                     }
-                    Err(e) => {
+                    Err(detail) => {
                         crate::ops::metrics::retry("dynamodb_lease_renew");
-                        let detail = aws_sdk_dynamodb::error::DisplayErrorContext(&e);
                         health().set_problem(
                             "cursor",
                             Some(format!(
@@ -377,74 +235,46 @@ impl DynamoCursor {
             }
         }
         let body = serde_json::to_string(position).map_err(|e| self.error("encode", e))?;
-        let mut guard = self.counter.lock().await;
-        let Some(mine) = *guard else {
-            return Err(self.error("commit", "the lease is not held"));
-        };
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pipeline", s(&self.pipeline))
-            .update_expression("SET #position = :p, position_text = :t, updated_at = :now")
-            .condition_expression("#owner = :me AND lease_counter = :mine")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#position", "position")
-            .expression_attribute_values(":me", s(&self.owner))
-            .expression_attribute_values(":mine", n(mine))
-            .expression_attribute_values(":p", s(&body))
-            .expression_attribute_values(":t", s(&position.to_string()))
-            .expression_attribute_values(":now", n(now_ms()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
+        let held = self
+            .lease
+            .write(
+                "#position = :p, position_text = :t, updated_at = :now",
+                false,
+                |r| {
+                    r.expression_attribute_names("#position", "position")
+                        .expression_attribute_values(":p", s(&body))
+                        .expression_attribute_values(":t", s(&position.to_string()))
+                        .expression_attribute_values(":now", lease::n(now_ms()))
+                },
+            )
+            .await
+            .map_err(|e| self.error("commit the cursor", e))?;
+        match held {
+            Held::Yes => {
                 self.stored = Some(position.clone());
                 Ok(())
             }
-            Err(e) if conditional_failed(&e) => {
-                // Not ours any more: stop renewing too.
-                *guard = None;
+            Held::NotHeld => Err(self.error("commit", "the lease is not held")),
+            Held::Lost => {
                 metrics::gauge!("tidemark_lease_held").set(0.0);
                 Err(CursorError::LeaseLost {
                     pipeline: self.pipeline.clone(),
-                    table: self.table.clone(),
+                    table: self.table.table.clone(),
                 })
             }
-            Err(e) => Err(self.error(
-                "commit the cursor",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e),
-            )),
         }
     }
 
     /// On a clean stop: gives the lease up so a standby takes over at once.
     pub async fn release(&mut self) {
-        let mut guard = self.counter.lock().await;
-        let Some(mine) = guard.take() else { return };
+        if self.lease.counter().await.is_none() {
+            return;
+        }
         metrics::gauge!("tidemark_lease_held").set(0.0);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pipeline", s(&self.pipeline))
-            .update_expression(
-                "SET #owner = :none, lease_counter = :next, lease_expires_at = :zero",
-            )
-            .condition_expression("#owner = :me AND lease_counter = :mine")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":me", s(&self.owner))
-            .expression_attribute_values(":mine", n(mine))
-            .expression_attribute_values(":next", n(mine + 1))
-            .expression_attribute_values(":none", s(RELEASED))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await;
-        if let Err(e) = result {
+        if let Err(e) = self.lease.release().await {
             tracing::warn!(
-                "could not release the lease on pipeline {}: {}",
-                self.pipeline,
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                "could not release the lease on pipeline {}: {e}",
+                self.pipeline
             );
         }
     }
@@ -453,9 +283,10 @@ impl DynamoCursor {
     /// holds the lease; true when there was an item.
     pub async fn reset(&self) -> Result<bool, CursorError> {
         let result = self
+            .table
             .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.table.table)
             .key("pipeline", s(&self.pipeline))
             .update_expression("REMOVE #position, position_text")
             .condition_expression(
@@ -463,13 +294,13 @@ impl DynamoCursor {
             )
             .expression_attribute_names("#position", "position")
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":released", s(RELEASED))
-            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":released", s(lease::RELEASED))
+            .expression_attribute_values(":now", lease::n(now_ms()))
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => match self.item().await? {
+            Err(e) if lease::conditional_failed(&e) => match self.item().await? {
                 None => Ok(false),
                 Some(item) => Err(self.error(
                     "reset",

@@ -4,6 +4,7 @@
 
 mod dynamodb;
 mod file;
+pub mod lease;
 
 pub use dynamodb::DynamoCursor;
 pub use file::FileCursor;

@@ -101,7 +101,7 @@ pub fn partition_key(event: &ChangeEvent) -> String {
 
 /// An SDK error in one line: the service's code and message when it answered,
 /// else the whole chain of causes.
-fn describe<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
+pub fn describe<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -114,6 +114,39 @@ where
         ),
         None => aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
     }
+}
+
+/// The retry reason of a throttled call.
+pub const THROTTLED: &str = "kinesis_throttled";
+
+/// Why a failed call may be retried (the retry metric's reason: throttled, a
+/// server error, unreachable), or `None` when the error is final.
+pub fn transient<E>(
+    e: &aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
+) -> Option<&'static str>
+where
+    E: ProvideErrorMetadata,
+{
+    use aws_sdk_kinesis::error::SdkError;
+    let code = e.as_service_error().and_then(|s| s.code());
+    if code.is_some_and(|c| {
+        matches!(
+            c,
+            "ProvisionedThroughputExceededException"
+                | "KMSThrottlingException"
+                | "LimitExceededException"
+        )
+    }) {
+        return Some(THROTTLED);
+    }
+    if e.raw_response().is_some_and(|r| r.status().as_u16() >= 500) {
+        return Some("kinesis_server_error");
+    }
+    matches!(
+        e,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+    )
+    .then_some("kinesis_unreachable")
 }
 
 fn retryable_code(code: &str) -> bool {
@@ -278,34 +311,16 @@ impl KinesisSink {
             let output = match answer {
                 Ok(output) => output,
                 Err(e) => {
-                    let status = e.raw_response().map(|r| r.status().as_u16());
-                    let throttled = e.as_service_error().is_some_and(|s| {
-                        s.is_provisioned_throughput_exceeded_exception()
-                            || s.is_kms_throttling_exception()
-                    });
-                    let transient = throttled
-                        || status.is_some_and(|s| s >= 500)
-                        || matches!(
-                            e,
-                            aws_sdk_kinesis::error::SdkError::DispatchFailure(_)
-                                | aws_sdk_kinesis::error::SdkError::TimeoutError(_)
-                                | aws_sdk_kinesis::error::SdkError::ResponseError(_)
-                        );
+                    let reason = transient(&e);
                     let detail = describe(&e);
-                    if !transient {
+                    let Some(reason) = reason else {
                         return Err(SinkError::Kinesis(format!(
                             "PutRecords to {} failed: {detail}",
                             self.stream
                         )));
-                    }
-                    ops::metrics::retry(if throttled {
-                        "kinesis_throttled"
-                    } else if status.is_some() {
-                        "kinesis_server_error"
-                    } else {
-                        "kinesis_unreachable"
-                    });
-                    if !throttled {
+                    };
+                    ops::metrics::retry(reason);
+                    if reason != THROTTLED {
                         health().set_problem(
                             "sink",
                             Some(format!("PutRecords to {} fails: {detail}", self.stream)),

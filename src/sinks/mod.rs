@@ -3,7 +3,7 @@
 //! cursor to move.
 
 mod file;
-mod kinesis;
+pub mod kinesis;
 mod stdout;
 
 pub use file::FileSink;

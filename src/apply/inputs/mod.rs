@@ -3,3 +3,4 @@
 //! same process uses the target as its sink instead: see `apply::sink`.)
 
 pub mod files;
+pub mod kinesis;

@@ -1,0 +1,320 @@
+//! Leases on DynamoDB items, fenced by `lease_counter`: the one mechanism
+//! behind the cursor store's single owner of a pipeline and `tidemark apply`'s
+//! Kinesis shard leases.
+//!
+//! An item (key attribute `pipeline`) has an `owner`, a `lease_counter` (N) and
+//! `lease_expires_at` (N, ms since the epoch, for people). Every write is
+//! conditional:
+//! - create: only when there is no item;
+//! - take: only if `lease_counter` is still the value seen (so of two takers
+//!   one wins);
+//! - every write of the holder (renewals, commits, release): only while `owner`
+//!   is this instance and `lease_counter` is the value it last wrote. A renewal
+//!   bumps the counter, so a lease is alive while its counter moves.
+//!
+//! An owner is gone when it released the item (`(released)`), or when its
+//! `lease_counter` stayed the same for a whole lease duration as seen by the
+//! observer's own clock ([`LapseClock`]), so clock skew between hosts does not
+//! matter.
+
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tidemark_connectors::event::now_ms;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// The `owner` of a lease given up on a clean stop.
+pub const RELEASED: &str = "(released)";
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+pub fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub fn number(item: &Item, name: &str) -> i64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn text<'a>(item: &'a Item, name: &str) -> &'a str {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map_or("", String::as_str)
+}
+
+pub fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+fn detail<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+}
+
+/// This process's name as a lease owner: host, pid and start time.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{:x}", std::process::id(), now_ms())
+}
+
+/// A DynamoDB table of lease items.
+#[derive(Clone)]
+pub struct LeaseTable {
+    pub client: Client,
+    pub table: String,
+}
+
+impl LeaseTable {
+    /// The item under `key`, read consistently. The error is one line; a
+    /// missing table says how to create it.
+    pub async fn get(&self, key: &str) -> Result<Option<Item>, String> {
+        match self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pipeline", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+        {
+            Ok(answer) => Ok(answer.item),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Err(format!(
+                    "dynamodb table {} does not exist; create it with `tidemark cursor init`",
+                    self.table
+                ))
+            }
+            Err(e) => Err(format!("dynamodb table {}: {}", self.table, detail(&e))),
+        }
+    }
+
+    /// Every item whose key starts with `prefix` (a consistent scan).
+    pub async fn scan(&self, prefix: &str) -> Result<Vec<Item>, String> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let answer = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .filter_expression("begins_with(pipeline, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    format!("dynamodb table {}: cannot scan: {}", self.table, detail(&e))
+                })?;
+            items.extend(answer.items.unwrap_or_default());
+            match answer.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Creates the item, held by `lease`, when there is none; false when
+    /// another instance was first.
+    pub async fn create(&self, lease: &Lease, duration: Duration) -> Result<bool, String> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pipeline", s(&lease.key))
+            .item("owner", s(&lease.owner))
+            .item("lease_counter", n(1))
+            .item(
+                "lease_expires_at",
+                n(now_ms() + duration.as_millis() as i64),
+            )
+            .item("updated_at", n(now_ms()))
+            .condition_expression("attribute_not_exists(pipeline)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => {
+                *lease.counter.lock().await = Some(1);
+                Ok(true)
+            }
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(detail(&e)),
+        }
+    }
+
+    /// Takes the item from whoever holds it, if its `lease_counter` is still
+    /// `seen`; false when it moved.
+    pub async fn take(&self, lease: &Lease, seen: i64, duration: Duration) -> Result<bool, String> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pipeline", s(&lease.key))
+            .update_expression("SET #owner = :me, lease_counter = :next, lease_expires_at = :exp")
+            .condition_expression("lease_counter = :seen")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":next", n(seen + 1))
+            .expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64))
+            .expression_attribute_values(":seen", n(seen))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                *lease.counter.lock().await = Some(seen + 1);
+                Ok(true)
+            }
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(detail(&e)),
+        }
+    }
+}
+
+/// One lease as its holder sees it. Clones share the counter, so a renewing
+/// task and a committing task never race.
+#[derive(Clone)]
+pub struct Lease {
+    table: LeaseTable,
+    pub key: String,
+    pub owner: String,
+    /// `lease_counter` as last written by this instance; `None` while not held.
+    counter: Arc<Mutex<Option<i64>>>,
+}
+
+/// The answer to a holder's write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    Yes,
+    /// Another instance took the lease; the write was refused.
+    Lost,
+    /// This instance had given the lease up (or never held it); nothing was tried.
+    NotHeld,
+}
+
+impl Lease {
+    pub fn new(table: &LeaseTable, key: &str, owner: &str) -> Lease {
+        Lease {
+            table: table.clone(),
+            key: key.to_string(),
+            owner: owner.to_string(),
+            counter: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub async fn counter(&self) -> Option<i64> {
+        *self.counter.lock().await
+    }
+
+    /// Runs `set` (the body of an update's `SET`) while holding the lease;
+    /// `bump` moves the counter on (renewals). `#owner` names `owner`. On
+    /// [`Held::Lost`] the lease is dropped, so later writes are not tried.
+    pub async fn write(
+        &self,
+        set: &str,
+        bump: bool,
+        values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
+    ) -> Result<Held, String> {
+        let mut guard = self.counter.lock().await;
+        let Some(mine) = *guard else {
+            return Ok(Held::NotHeld);
+        };
+        let next = if bump { mine + 1 } else { mine };
+        let request = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.table)
+            .key("pipeline", s(&self.key))
+            .update_expression(format!("SET {set}, lease_counter = :next"))
+            .condition_expression("#owner = :me AND lease_counter = :mine")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_values(":mine", n(mine))
+            .expression_attribute_values(":next", n(next));
+        match values(request).send().await {
+            Ok(_) => {
+                *guard = Some(next);
+                Ok(Held::Yes)
+            }
+            Err(e) if conditional_failed(&e) => {
+                *guard = None;
+                Ok(Held::Lost)
+            }
+            Err(e) => Err(detail(&e)),
+        }
+    }
+
+    /// Moves the counter on, so observers see the holder alive.
+    pub async fn renew(&self, duration: Duration) -> Result<Held, String> {
+        self.write("lease_expires_at = :exp", true, |r| {
+            r.expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64))
+        })
+        .await
+    }
+
+    /// Gives the lease up (a clean stop), so another instance takes it at once.
+    pub async fn release(&self) -> Result<Held, String> {
+        let result = self
+            .write("#owner = :none, lease_expires_at = :zero", true, |r| {
+                r.expression_attribute_values(":none", s(RELEASED))
+                    .expression_attribute_values(":zero", n(0))
+            })
+            .await;
+        // Whatever the answer, this instance holds the lease no more.
+        *self.counter.lock().await = None;
+        result
+    }
+}
+
+/// Tells, by this process's own clock, when another owner's lease lapsed.
+#[derive(Default)]
+pub struct LapseClock {
+    /// Per item: the owner and counter last seen, and since when.
+    seen: HashMap<String, (String, i64, Instant)>,
+}
+
+impl LapseClock {
+    /// True when the item's owner released it or its counter has not moved for
+    /// `duration`.
+    pub fn lapsed(&mut self, key: &str, item: &Item, duration: Duration) -> bool {
+        let owner = text(item, "owner");
+        let counter = number(item, "lease_counter");
+        if owner == RELEASED {
+            return true;
+        }
+        match self.seen.get(key) {
+            Some((o, c, since)) if o == owner && *c == counter => since.elapsed() >= duration,
+            _ => {
+                self.seen.insert(
+                    key.to_string(),
+                    (owner.to_string(), counter, Instant::now()),
+                );
+                false
+            }
+        }
+    }
+}
