@@ -605,3 +605,238 @@ async fn a_stale_owner_cannot_commit() {
         Position::postgres(100, 100).to_string()
     );
 }
+
+/// The items of a database, `(id, n)` in key order.
+async fn items(client: &tokio_postgres::Client) -> Vec<(i32, i32)> {
+    client
+        .query("SELECT id, n FROM items ORDER BY id", &[])
+        .await
+        .expect("read items")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits until the target holds what the source holds.
+async fn wait_for_equal(source: &TestDb, target: &TestDb, apply: &Daemon, what: &str) {
+    apply
+        .wait_for(what, Duration::from_secs(90), || async {
+            items(&source.client).await == items(&target.client).await
+        })
+        .await;
+}
+
+async fn update_all(db: &TestDb, from: i32, to: i32) {
+    for n in from..=to {
+        db.client
+            .batch_execute(&format!("UPDATE items SET n = {n}"))
+            .await
+            .expect("update");
+    }
+}
+
+/// Splits the first open shard in two, and waits until the stream is active.
+async fn split_a_shard(stream: &str) -> String {
+    let client = kinesis();
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("list shards")
+        .shards
+        .unwrap_or_default();
+    let open = shards
+        .iter()
+        .find(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .expect("an open shard");
+    let range = open.hash_key_range().expect("hash key range");
+    let start: u128 = range.starting_hash_key().parse().expect("hash key");
+    let end: u128 = range.ending_hash_key().parse().expect("hash key");
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(open.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("split shard");
+    wait_until("the split to finish", Duration::from_secs(10), || async {
+        client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .ok()
+            .and_then(|d| d.stream_description_summary)
+            .is_some_and(|s| s.stream_status.as_str() == "ACTIVE")
+    })
+    .await;
+    open.shard_id().to_string()
+}
+
+/// The shard lease items of an apply pipeline, by shard id.
+async fn shard_leases(table: &str, pipeline: &str) -> BTreeMap<String, (String, String)> {
+    let prefix = format!("{pipeline}/{table}/");
+    let items = dynamodb()
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan leases")
+        .items
+        .unwrap_or_default();
+    let text = |item: &std::collections::HashMap<String, AttributeValue>, name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let key = text(item, "pipeline");
+            let shard = key.strip_prefix(&prefix)?.to_string();
+            Some((shard, (text(item, "owner"), text(item, "checkpoint"))))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apply_instances_share_kinesis_shards_through_a_split_and_a_crash() {
+    let source = TestDb::new("tm_aws_apply").await;
+    let target = TestDb::new("tm_aws_apply_target").await;
+    let stream = source.name.clone();
+    fresh_aws(&stream, 3).await;
+    source
+        .client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        .await
+        .expect("source ddl");
+    // Every row write on the target is logged (the trigger fires in the
+    // applier's replica session too), so a change applied twice or out of
+    // order shows.
+    target
+        .client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL);
+             CREATE TABLE writes (seq bigserial PRIMARY KEY, id int, n int);
+             CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS
+               $$BEGIN INSERT INTO writes (id, n) VALUES (NEW.id, NEW.n); RETURN NULL; END$$;
+             CREATE TRIGGER log_write AFTER INSERT OR UPDATE ON items
+               FOR EACH ROW EXECUTE FUNCTION log_write();
+             ALTER TABLE items ENABLE ALWAYS TRIGGER log_write;",
+        )
+        .await
+        .expect("target ddl");
+    let capture = config(&source, &stream, "");
+    cursor_init(&capture);
+    let apply_config = target.dir.path().join("apply.toml");
+    std::fs::copy(&capture, &apply_config).expect("copy config");
+    append(
+        &apply_config,
+        &format!(
+            "[target]\ntype = \"postgres\"\nurl = \"{}\"\n[apply]\ninput = \"sink\"\n",
+            target.url()
+        ),
+    );
+    let mut capture = start_streaming(&capture).await;
+
+    // One instance takes every shard.
+    let mut first = Daemon::command(&["apply"], &apply_config);
+    first
+        .wait_for("three shards", Duration::from_secs(30), || async {
+            first.stderr().matches("holding shard").count() == 3
+        })
+        .await;
+    source
+        .client
+        .batch_execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g")
+        .await
+        .expect("insert");
+    update_all(&source, 1, 3).await;
+    wait_for_equal(&source, &target, &first, "the first changes").await;
+
+    // A second instance takes its share from the first.
+    let mut second = Daemon::command(&["apply"], &apply_config);
+    second
+        .wait_for("a shard of its own", Duration::from_secs(30), || async {
+            second.stderr().contains("taken from")
+        })
+        .await;
+    first
+        .wait_for(
+            "the first to let it go",
+            Duration::from_secs(30),
+            || async { first.stderr().contains("another instance took the lease") },
+        )
+        .await;
+    update_all(&source, 4, 6).await;
+    wait_for_equal(&source, &target, &second, "the changes while sharing").await;
+    let owners: std::collections::BTreeSet<String> = shard_leases(&stream, &source.name)
+        .await
+        .into_values()
+        .map(|(owner, _)| owner)
+        .collect();
+    assert_eq!(owners.len(), 2, "two instances hold shards: {owners:?}");
+
+    // A split: the parent is applied to its end before its children.
+    let parent = split_a_shard(&stream).await;
+    source
+        .client
+        .batch_execute("INSERT INTO items SELECT g, 0 FROM generate_series(101, 150) g")
+        .await
+        .expect("insert");
+    update_all(&source, 7, 9).await;
+    wait_for_equal(&source, &target, &second, "the changes after the split").await;
+    let leases = shard_leases(&stream, &source.name).await;
+    assert_eq!(leases[&parent].1, "SHARD_END", "{leases:?}");
+    assert_eq!(leases.len(), 5, "three shards and two children: {leases:?}");
+
+    // The first instance crashes; the second takes its shards when the leases lapse.
+    first.crash().await;
+    update_all(&source, 10, 12).await;
+    wait_for_equal(&source, &target, &second, "the changes after the crash").await;
+    second.stop().await;
+    capture.stop().await;
+    let leases = shard_leases(&stream, &source.name).await;
+    assert!(
+        leases.values().all(|(owner, _)| owner == "(released)"),
+        "a clean stop releases every lease: {leases:?}"
+    );
+
+    // Every row version was written once, and each row's versions in order.
+    let rows = target
+        .client
+        .query("SELECT id, n FROM writes ORDER BY seq", &[])
+        .await
+        .expect("writes");
+    let mut seen: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for row in &rows {
+        seen.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    assert_eq!(seen.len(), 150);
+    for (id, versions) in &seen {
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "row {id} written twice or out of order: {versions:?}"
+        );
+        assert_eq!(versions.last(), Some(&12), "row {id}");
+    }
+    // Each shard's applied position is on the target, in its own scope.
+    let scopes: i64 = target
+        .client
+        .query_one(
+            "SELECT count(*) FROM tidemark_applied WHERE scope LIKE 'kinesis:' || $1 || ':%'",
+            &[&stream],
+        )
+        .await
+        .expect("tidemark_applied")
+        .get(0);
+    assert!(scopes >= 3, "{scopes} shard scopes");
+}
