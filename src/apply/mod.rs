@@ -209,6 +209,16 @@ impl Target {
         }
     }
 
+    /// Makes sure `scope` has a row in `tidemark_applied`, so that the
+    /// `SELECT … FOR UPDATE` of every batch finds one to lock: two writers of a
+    /// new scope then queue behind each other instead of both passing the check.
+    pub async fn claim(&mut self, scope: &str) -> Result<(), ApplyError> {
+        match self {
+            Target::Postgres(t) => t.claim(scope).await,
+            Target::Mysql(t) => t.claim(scope).await,
+        }
+    }
+
     /// Forgets the stored position of `scope`.
     pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
         match self {

@@ -121,6 +121,16 @@ impl MyTarget {
             .map_err(my_error("store the cursor in tidemark_applied"))
     }
 
+    pub async fn claim(&mut self, scope: &str) -> Result<(), ApplyError> {
+        self.conn
+            .exec_drop(
+                "INSERT IGNORE INTO tidemark_applied (scope, position) VALUES (?, '')",
+                (scope,),
+            )
+            .await
+            .map_err(my_error("add a row to tidemark_applied"))
+    }
+
     pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
         self.conn
             .exec_drop("DELETE FROM tidemark_applied WHERE scope = ?", (scope,))

@@ -120,6 +120,18 @@ impl PgTarget {
         Ok(())
     }
 
+    pub async fn claim(&mut self, scope: &str) -> Result<(), ApplyError> {
+        self.client
+            .execute(
+                "INSERT INTO public.tidemark_applied (scope, position) VALUES ($1, '')
+                 ON CONFLICT (scope) DO NOTHING",
+                &[&scope],
+            )
+            .await
+            .map_err(|e| ApplyError::db("add a row to tidemark_applied")(pg_detail(e)))?;
+        Ok(())
+    }
+
     pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
         self.client
             .execute(

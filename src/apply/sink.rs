@@ -23,7 +23,8 @@ pub struct TargetSink {
 
 impl TargetSink {
     /// `scope` names what orders the positions (the source pipeline, a shard).
-    pub async fn open(target: Target, scope: &str) -> Result<TargetSink, ApplyError> {
+    pub async fn open(mut target: Target, scope: &str) -> Result<TargetSink, ApplyError> {
+        target.claim(scope).await?;
         let mut sink = TargetSink {
             target,
             scope: scope.to_string(),

@@ -737,7 +737,13 @@ async fn two_apply_instances_share_kinesis_shards_through_a_split_and_a_crash() 
     let capture = config(&source, &stream, "");
     cursor_init(&capture);
     let apply_config = target.dir.path().join("apply.toml");
-    std::fs::copy(&capture, &apply_config).expect("copy config");
+    // Small batches: a backlog takes many, so order mistakes have room to show.
+    let text = std::fs::read_to_string(&capture).expect("config");
+    std::fs::write(
+        &apply_config,
+        text.replace("[pipeline]\n", "[pipeline]\nmax_batch_events = 50\n"),
+    )
+    .expect("apply config");
     append(
         &apply_config,
         &format!(
@@ -785,22 +791,54 @@ async fn two_apply_instances_share_kinesis_shards_through_a_split_and_a_crash() 
         .collect();
     assert_eq!(owners.len(), 2, "two instances hold shards: {owners:?}");
 
-    // A split: the parent is applied to its end before its children.
+    // A split while nobody applies, with changes on both sides of it: the
+    // parent must be applied to its end before its children.
+    first.stop().await;
+    second.stop().await;
+    update_all(&source, 7, 20).await;
     let parent = split_a_shard(&stream).await;
     source
         .client
         .batch_execute("INSERT INTO items SELECT g, 0 FROM generate_series(101, 150) g")
         .await
         .expect("insert");
-    update_all(&source, 7, 9).await;
-    wait_for_equal(&source, &target, &second, "the changes after the split").await;
+    update_all(&source, 21, 23).await;
+    let mut first = Daemon::command(&["apply"], &apply_config);
+    let mut second = Daemon::command(&["apply"], &apply_config);
+    wait_for_equal(&source, &target, &second, "the changes around the split").await;
     let leases = shard_leases(&stream, &source.name).await;
     assert_eq!(leases[&parent].1, "SHARD_END", "{leases:?}");
     assert_eq!(leases.len(), 5, "three shards and two children: {leases:?}");
 
-    // The first instance crashes; the second takes its shards when the leases lapse.
+    // The first instance crashes while it applies; the second takes its shards
+    // when the leases lapse, and skips what the first applied past its checkpoint.
+    let name = source.name.clone();
+    let writer = tokio::spawn(async move {
+        let client = connect(&name).await;
+        for n in 24..=40 {
+            client
+                .batch_execute(&format!("UPDATE items SET n = {n}"))
+                .await
+                .expect("update");
+        }
+    });
+    first
+        .wait_for(
+            "the first to apply some of them",
+            Duration::from_secs(30),
+            || async {
+                let applied: i64 = target
+                    .client
+                    .query_one("SELECT count(*) FROM writes WHERE n >= 28", &[])
+                    .await
+                    .expect("count")
+                    .get(0);
+                applied > 0
+            },
+        )
+        .await;
     first.crash().await;
-    update_all(&source, 10, 12).await;
+    writer.await.expect("writer");
     wait_for_equal(&source, &target, &second, "the changes after the crash").await;
     second.stop().await;
     capture.stop().await;
@@ -826,7 +864,7 @@ async fn two_apply_instances_share_kinesis_shards_through_a_split_and_a_crash() 
             versions.windows(2).all(|w| w[0] < w[1]),
             "row {id} written twice or out of order: {versions:?}"
         );
-        assert_eq!(versions.last(), Some(&12), "row {id}");
+        assert_eq!(versions.last(), Some(&40), "row {id}");
     }
     // Each shard's applied position is on the target, in its own scope.
     let scopes: i64 = target
