@@ -484,6 +484,13 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
         return run(path, None, None, Mode::Apply).await;
     }
     let stop = stop_on_signals()?;
+    // Health and metrics as for `run`: the input loops tick, Prometheus
+    // shows the shards held and how far behind each is.
+    ops::metrics::install();
+    if let Some(address) = config.http.address()? {
+        ops::http::serve(address).await?;
+    }
+    health().set_phase(Phase::Streaming);
     match &config.sink {
         SinkConfig::File { path: dir, .. } => {
             let target = connect_target(&config).await?;

@@ -47,6 +47,7 @@ pub async fn follow(
             wait(&mut stop).await;
             continue;
         };
+        crate::ops::health().tick();
         let (batch, next_offset) = read_lines(path, offset, batch_events)?;
         let read_something = !batch.is_empty();
         if read_something {

@@ -282,6 +282,7 @@ pub async fn follow(input: Input, mut stop: watch::Receiver<bool>) -> Result<Tot
         if let Err(e) = balance(&input, &owner, &mut clock, &mut held).await {
             break Err(e);
         }
+        crate::ops::health().tick();
         tokio::select! {
             _ = tokio::time::sleep(input.lease_duration / 3) => {}
             _ = stop.changed() => {}
@@ -537,6 +538,7 @@ async fn consume(
                 return Err(input.error(&format!("read shard {shard}"), describe(&e)));
             }
         };
+        crate::ops::health().tick();
         if let Some(behind) = page.millis_behind_latest {
             metrics::gauge!("tidemark_apply_millis_behind", "shard" => shard.clone())
                 .set(behind as f64);
