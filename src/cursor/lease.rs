@@ -86,6 +86,13 @@ pub struct LeaseTable {
 }
 
 impl LeaseTable {
+    fn missing(&self) -> String {
+        format!(
+            "dynamodb table {} does not exist; create it with `tidemark cursor init`",
+            self.table
+        )
+    }
+
     /// The item under `key`, read consistently. The error is one line; a
     /// missing table says how to create it.
     pub async fn get(&self, key: &str) -> Result<Option<Item>, String> {
@@ -103,10 +110,7 @@ impl LeaseTable {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
-                Err(format!(
-                    "dynamodb table {} does not exist; create it with `tidemark cursor init`",
-                    self.table
-                ))
+                Err(self.missing())
             }
             Err(e) => Err(format!("dynamodb table {}: {}", self.table, detail(&e))),
         }
@@ -128,7 +132,13 @@ impl LeaseTable {
                 .send()
                 .await
                 .map_err(|e| {
-                    format!("dynamodb table {}: cannot scan: {}", self.table, detail(&e))
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception())
+                    {
+                        self.missing()
+                    } else {
+                        format!("dynamodb table {}: cannot scan: {}", self.table, detail(&e))
+                    }
                 })?;
             items.extend(answer.items.unwrap_or_default());
             match answer.last_evaluated_key {

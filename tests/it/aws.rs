@@ -878,3 +878,27 @@ async fn two_apply_instances_share_kinesis_shards_through_a_split_and_a_crash() 
         .get(0);
     assert!(scopes >= 3, "{scopes} shard scopes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_from_kinesis_refuses_a_file_cursor_and_a_missing_lease_table() {
+    let target = TestDb::new("tm_aws_apply_refused").await;
+    fresh_aws(&target.name, 1).await;
+    let base = format!(
+        "[pipeline]\nname = \"refused\"\n[source]\ntype = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.items\"]\nslot = \"refused\"\npublication = \"refused\"\n[sink]\ntype = \"kinesis\"\nstream = \"{name}\"\n[target]\ntype = \"postgres\"\nurl = \"{url}\"\n[apply]\ninput = \"sink\"\n",
+        url = target.url(),
+        name = target.name,
+    );
+    let file_cursor = target.dir.path().join("file-cursor.toml");
+    std::fs::write(&file_cursor, &base).expect("config");
+    assert_command_refused("apply", &file_cursor, "keeps its shard leases in DynamoDB");
+    let no_table = target.dir.path().join("no-table.toml");
+    std::fs::write(
+        &no_table,
+        format!(
+            "{base}[cursor]\ntype = \"dynamodb\"\ntable = \"{}\"\n",
+            target.name
+        ),
+    )
+    .expect("config");
+    assert_command_refused("apply", &no_table, "create it with `tidemark cursor init`");
+}
