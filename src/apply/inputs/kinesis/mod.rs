@@ -31,29 +31,24 @@
 //! keeps each key in order, not the keys among themselves, so a source
 //! position cannot order a shard.
 
-use crate::apply::sink::TargetSink;
-use crate::apply::{ApplyError, Target};
+use crate::apply::ApplyError;
 use crate::config::TargetConfig;
 use crate::cursor::lease::{self, text, Held, Item, LapseClock, Lease, LeaseTable};
 use crate::sinks::kinesis::{describe, transient};
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::types::{Record, Shard, ShardIteratorType};
+use aws_sdk_kinesis::types::Shard;
 use aws_sdk_kinesis::Client;
 use backoff::backoff::Backoff;
+use shard::{consume, End, SHARD_END};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tidemark_connectors::ChangeEvent;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The checkpoint of a shard read to its end.
-const SHARD_END: &str = "SHARD_END";
-/// How long a consumer waits after an empty read (Kinesis allows five reads
-/// per second per shard, shared by every reader).
-const EMPTY_READ_WAIT: Duration = Duration::from_secs(1);
+mod shard;
 
 /// What the consumers share.
 pub struct Input {
@@ -85,16 +80,6 @@ impl Totals {
         self.skipped += other.skipped;
         self.shards_finished += other.shards_finished;
     }
-}
-
-/// How a consumer ended.
-enum End {
-    /// Stopped (SIGTERM, or its lease was taken while it waited).
-    Stopped,
-    /// Read to the end of a closed shard.
-    Finished,
-    /// A write to its lease was refused: another instance holds the shard.
-    Lost,
 }
 
 struct Consumer {
@@ -186,80 +171,6 @@ impl Input {
             }
         }
     }
-
-    /// An iterator after `sequence`, or at the oldest record.
-    async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<String, ApplyError> {
-        let answer = self
-            .retrying("GetShardIterator", || {
-                let request = self
-                    .kinesis
-                    .get_shard_iterator()
-                    .stream_name(&self.stream)
-                    .shard_id(shard);
-                match after {
-                    Some(sequence) => request
-                        .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                        .starting_sequence_number(sequence),
-                    None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-                }
-                .send()
-            })
-            .await
-            .map_err(|e| {
-                self.error(
-                    &format!("read shard {shard} after {}", after.unwrap_or("its start")),
-                    describe(&e),
-                )
-            })?;
-        answer
-            .shard_iterator
-            .ok_or_else(|| self.error(&format!("read shard {shard}"), "no iterator returned"))
-    }
-}
-
-/// Zero-pads a sequence number so positions compare byte-wise.
-fn padded(sequence: &str) -> String {
-    format!("{sequence:0>64}")
-}
-
-/// The sequence number of a stored position (`<padded sequence>:<line>`).
-fn sequence_of(position: &str) -> String {
-    let digits = position.split(':').next().unwrap_or_default();
-    let trimmed = digits.trim_start_matches('0');
-    if trimmed.is_empty() { "0" } else { trimmed }.to_string()
-}
-
-/// The events of a page of records, each with its position in the shard. A
-/// record holds one event, or several as JSON lines (the sink's `aggregate`).
-fn decode(
-    stream: &str,
-    shard: &str,
-    records: &[Record],
-) -> Result<Vec<(ChangeEvent, String)>, ApplyError> {
-    let mut events = Vec::new();
-    for record in records {
-        let sequence = &record.sequence_number;
-        if sequence.is_empty() || !sequence.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApplyError::Setup(format!(
-                "kinesis stream {stream} shard {shard}: sequence number {sequence:?} is not a number"
-            )));
-        }
-        let lines = record
-            .data
-            .as_ref()
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty());
-        for (index, line) in lines.enumerate() {
-            let parsed = ChangeEvent::from_json(line).map_err(|e| {
-                ApplyError::Setup(format!(
-                    "kinesis stream {stream} shard {shard} record {sequence} line {}: not an event ({e})",
-                    index + 1
-                ))
-            })?;
-            events.push((parsed.event, format!("{}:{index:06}", padded(sequence))));
-        }
-    }
-    Ok(events)
 }
 
 /// Applies the stream until `stop`, sharing its shards with the other
@@ -368,7 +279,10 @@ async fn balance(
         .await
         .map_err(ApplyError::Setup)?
         .into_iter()
-        .map(|item| (text(&item, "pipeline")[prefix.len()..].to_string(), item))
+        .filter_map(|item| {
+            let shard = text(&item, "pipeline").strip_prefix(&prefix)?.to_string();
+            Some((shard, item))
+        })
         .collect();
     let finished = |shard: &str| {
         items
@@ -483,165 +397,4 @@ async fn balance(
     }
     metrics::gauge!("tidemark_apply_shards_held").set(mine as f64);
     Ok(())
-}
-
-/// Reads one shard and applies it, batch by batch, until halted, finished, or
-/// its lease is lost.
-async fn consume(
-    input: Arc<Input>,
-    shard: String,
-    lease: Lease,
-    checkpoint: Option<String>,
-    mut halt: watch::Receiver<bool>,
-) -> Result<(End, Totals), ApplyError> {
-    let scope = input.scope(&shard);
-    let mut sink = TargetSink::open(Target::open(&input.target).await?, &scope).await?;
-    // Start after whichever is further: the checkpoint, or the target.
-    let mut last = [checkpoint, sink.applied().map(sequence_of)]
-        .into_iter()
-        .flatten()
-        .filter(|c| c != SHARD_END)
-        .max_by_key(|sequence| padded(sequence));
-    let mut iterator = input.iterator(&shard, last.as_deref()).await?;
-    let limit = input.batch_events.clamp(1, 10_000) as i32;
-    let counts = |sink: &TargetSink| Totals {
-        events: sink.events + sink.skipped,
-        applied: sink.events,
-        rows: sink.rows,
-        skipped: sink.skipped,
-        shards_finished: 0,
-    };
-    loop {
-        if *halt.borrow() {
-            return Ok((End::Stopped, counts(&sink)));
-        }
-        let page = input
-            .retrying("GetRecords", || {
-                input
-                    .kinesis
-                    .get_records()
-                    .shard_iterator(&iterator)
-                    .limit(limit)
-                    .send()
-            })
-            .await;
-        let page = match page {
-            Ok(page) => page,
-            Err(e)
-                if e.as_service_error().and_then(|s| s.code())
-                    == Some("ExpiredIteratorException") =>
-            {
-                iterator = input.iterator(&shard, last.as_deref()).await?;
-                continue;
-            }
-            Err(e) => {
-                return Err(input.error(&format!("read shard {shard}"), describe(&e)));
-            }
-        };
-        crate::ops::health().tick();
-        if let Some(behind) = page.millis_behind_latest {
-            metrics::gauge!("tidemark_apply_millis_behind", "shard" => shard.clone())
-                .set(behind as f64);
-        }
-        if let Some(record) = page.records.last() {
-            let events = decode(&input.stream, &shard, &page.records)?;
-            write(&mut sink, &events).await?;
-            last = Some(record.sequence_number.clone());
-            let held = lease
-                .write("checkpoint = :c, updated_at = :now", false, |r| {
-                    r.expression_attribute_values(":c", lease::s(&record.sequence_number))
-                        .expression_attribute_values(
-                            ":now",
-                            lease::n(tidemark_connectors::event::now_ms()),
-                        )
-                })
-                .await;
-            match held {
-                Ok(Held::Yes) => {}
-                Ok(Held::Lost | Held::NotHeld) => {
-                    tracing::info!("shard {shard}: another instance took the lease; stopped at {}", record.sequence_number);
-                    return Ok((End::Lost, counts(&sink)));
-                }
-                // The target holds the applied position; the checkpoint only
-                // saves re-reading, so a failed write is not fatal.
-                Err(e) => tracing::warn!("shard {shard}: cannot write the checkpoint (will retry with the next batch): {e}"),
-            }
-        }
-        let Some(next) = page.next_shard_iterator else {
-            let held = lease
-                .write("checkpoint = :c, updated_at = :now", false, |r| {
-                    r.expression_attribute_values(":c", lease::s(SHARD_END))
-                        .expression_attribute_values(
-                            ":now",
-                            lease::n(tidemark_connectors::event::now_ms()),
-                        )
-                })
-                .await
-                .map_err(|e| {
-                    ApplyError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
-                })?;
-            if held != Held::Yes {
-                return Ok((End::Lost, counts(&sink)));
-            }
-            tracing::info!(
-                "shard {shard} finished (closed by a reshard and applied to its end, last record {})",
-                last.as_deref().unwrap_or("none")
-            );
-            let mut totals = counts(&sink);
-            totals.shards_finished = 1;
-            return Ok((End::Finished, totals));
-        };
-        iterator = next;
-        if page.records.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(EMPTY_READ_WAIT) => {}
-                _ = halt.changed() => {}
-            }
-        }
-    }
-}
-
-/// Writes a batch; when another instance moved the shard's applied position
-/// meanwhile, re-reads it and writes what is left.
-async fn write(sink: &mut TargetSink, events: &[(ChangeEvent, String)]) -> Result<(), ApplyError> {
-    let pairs: Vec<(&ChangeEvent, &str)> = events.iter().map(|(e, p)| (e, p.as_str())).collect();
-    for _ in 0..3 {
-        match sink.write_positioned(&pairs).await {
-            Err(ApplyError::Superseded { stored, .. }) => {
-                tracing::info!(
-                    "another instance applied this shard up to {stored}; skipping what it applied"
-                );
-                sink.reload().await?;
-            }
-            done => return done,
-        }
-    }
-    sink.write_positioned(&pairs).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_order_like_sequence_numbers() {
-        let a = format!(
-            "{}:{:06}",
-            padded("49590338271490256608559692538361571095921575989136588898"),
-            0
-        );
-        let b = format!(
-            "{}:{:06}",
-            padded("49590338271490256608559692540925702759324208523137515618"),
-            0
-        );
-        let c = format!("{}:{:06}", padded("9"), 3);
-        assert!(a < b);
-        assert!(c < a);
-        assert_eq!(
-            sequence_of(&b),
-            "49590338271490256608559692540925702759324208523137515618"
-        );
-        assert_eq!(sequence_of(&c), "9");
-    }
 }
