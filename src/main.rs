@@ -265,23 +265,22 @@ async fn dynamodb_client(
     Ok(aws_sdk_dynamodb::Client::from_conf(builder.build()))
 }
 
-/// A Kinesis client (`sink.region`, `sink.endpoint`). A call that hangs is
-/// given up after 30 s and counts as a server error; `sdk_retries` keeps the
-/// SDK's own retries.
+/// A Kinesis client (`sink.region`, `sink.endpoint`). Its users retry on their
+/// own, with backoff and without a time limit, so SDK retries are off (they
+/// would hide throttling from the log and metrics); a call that hangs is
+/// given up after 30 s and retried like a 5xx.
 async fn kinesis_client(
     region: &Option<String>,
     endpoint: &Option<String>,
-    sdk_retries: bool,
 ) -> anyhow::Result<aws_sdk_kinesis::Client> {
     let sdk = aws(region, "sink.region").await?;
-    let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk).timeout_config(
-        aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(std::time::Duration::from_secs(30))
-            .build(),
-    );
-    if !sdk_retries {
-        builder = builder.retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
-    }
+    let mut builder = aws_sdk_kinesis::config::Builder::from(&sdk)
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .build(),
+        );
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint);
     }
@@ -343,11 +342,8 @@ async fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
             oversized,
             aggregate,
         } => {
-            // The sink retries on its own (without a time limit, per record, in
-            // key order); SDK retries would hide throttling from its log and metrics.
-            let client = kinesis_client(region, endpoint, false).await?;
             let sink = KinesisSink::new(
-                client,
+                kinesis_client(region, endpoint).await?,
                 stream,
                 *max_record_bytes,
                 match oversized {
@@ -535,7 +531,7 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
                 bail!("target: the config has no [target] section");
             };
             let input = kinesis::Input {
-                kinesis: kinesis_client(region, endpoint, true).await?,
+                kinesis: kinesis_client(region, endpoint).await?,
                 stream: stream.clone(),
                 leases: LeaseTable {
                     client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,

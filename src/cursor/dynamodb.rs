@@ -138,10 +138,10 @@ impl DynamoCursor {
         loop {
             let item = self.item().await?;
             let taken = match &item {
-                None => self.table.create(&self.lease, self.duration).await,
+                None => self.lease.create(self.duration).await,
                 Some(item) if clock.lapsed(&self.pipeline, item, self.duration) => {
                     let seen = number(item, "lease_counter");
-                    self.table.take(&self.lease, seen, self.duration).await
+                    self.lease.take(seen, self.duration).await
                 }
                 Some(item) => {
                     if !announced {

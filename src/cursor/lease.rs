@@ -147,61 +147,6 @@ impl LeaseTable {
             }
         }
     }
-
-    /// Creates the item, held by `lease`, when there is none; false when
-    /// another instance was first.
-    pub async fn create(&self, lease: &Lease, duration: Duration) -> Result<bool, String> {
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pipeline", s(&lease.key))
-            .item("owner", s(&lease.owner))
-            .item("lease_counter", n(1))
-            .item(
-                "lease_expires_at",
-                n(now_ms() + duration.as_millis() as i64),
-            )
-            .item("updated_at", n(now_ms()))
-            .condition_expression("attribute_not_exists(pipeline)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => {
-                *lease.counter.lock().await = Some(1);
-                Ok(true)
-            }
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(detail(&e)),
-        }
-    }
-
-    /// Takes the item from whoever holds it, if its `lease_counter` is still
-    /// `seen`; false when it moved.
-    pub async fn take(&self, lease: &Lease, seen: i64, duration: Duration) -> Result<bool, String> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pipeline", s(&lease.key))
-            .update_expression("SET #owner = :me, lease_counter = :next, lease_expires_at = :exp")
-            .condition_expression("lease_counter = :seen")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":me", s(&lease.owner))
-            .expression_attribute_values(":next", n(seen + 1))
-            .expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64))
-            .expression_attribute_values(":seen", n(seen))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                *lease.counter.lock().await = Some(seen + 1);
-                Ok(true)
-            }
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(detail(&e)),
-        }
-    }
 }
 
 /// One lease as its holder sees it. Clones share the counter, so a renewing
@@ -232,6 +177,63 @@ impl Lease {
             key: key.to_string(),
             owner: owner.to_string(),
             counter: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Creates the item, held by this lease, when there is none; false when
+    /// another instance was first.
+    pub async fn create(&self, duration: Duration) -> Result<bool, String> {
+        let put = self
+            .table
+            .client
+            .put_item()
+            .table_name(&self.table.table)
+            .item("pipeline", s(&self.key))
+            .item("owner", s(&self.owner))
+            .item("lease_counter", n(1))
+            .item(
+                "lease_expires_at",
+                n(now_ms() + duration.as_millis() as i64),
+            )
+            .item("updated_at", n(now_ms()))
+            .condition_expression("attribute_not_exists(pipeline)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => {
+                *self.counter.lock().await = Some(1);
+                Ok(true)
+            }
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(detail(&e)),
+        }
+    }
+
+    /// Takes the item from whoever holds it, if its `lease_counter` is still
+    /// `seen`; false when it moved.
+    pub async fn take(&self, seen: i64, duration: Duration) -> Result<bool, String> {
+        let result = self
+            .table
+            .client
+            .update_item()
+            .table_name(&self.table.table)
+            .key("pipeline", s(&self.key))
+            .update_expression("SET #owner = :me, lease_counter = :next, lease_expires_at = :exp")
+            .condition_expression("lease_counter = :seen")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_values(":next", n(seen + 1))
+            .expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64))
+            .expression_attribute_values(":seen", n(seen))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                *self.counter.lock().await = Some(seen + 1);
+                Ok(true)
+            }
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(detail(&e)),
         }
     }
 

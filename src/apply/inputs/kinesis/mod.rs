@@ -364,8 +364,8 @@ async fn balance(
         }
         let lease = Lease::new(&input.leases, &format!("{prefix}{shard}"), owner);
         let taken = match seen {
-            None => input.leases.create(&lease, input.lease_duration).await,
-            Some(seen) => input.leases.take(&lease, seen, input.lease_duration).await,
+            None => lease.create(input.lease_duration).await,
+            Some(seen) => lease.take(seen, input.lease_duration).await,
         }
         .map_err(|e| ApplyError::Setup(format!("shard {shard}: cannot take the lease: {e}")))?;
         if !taken {
