@@ -127,6 +127,15 @@ impl TableMap {
     }
 }
 
+/// A target table as the writers need it.
+pub struct TargetTable {
+    /// The quoted name: `"schema"."table"` (Postgres), `` `db`.`table` `` (MySQL).
+    pub quoted: String,
+    /// Column name → (type text, kind).
+    pub columns: std::collections::HashMap<String, (String, values::Kind)>,
+    pub key: Vec<String>,
+}
+
 /// Where an input is, stored with the rows it describes.
 #[derive(Debug, Clone)]
 pub struct Progress<'a> {

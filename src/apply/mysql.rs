@@ -8,7 +8,9 @@
 use super::plan::{Step, TableKey};
 use super::types::Engine;
 use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
-use super::{check_progress, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap};
+use super::{
+    check_progress, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap, TargetTable,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
@@ -27,12 +29,6 @@ const META: &str = "CREATE TABLE IF NOT EXISTS tidemark_applied (
 
 pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
-}
-
-pub struct TargetTable {
-    pub quoted: String,
-    pub columns: HashMap<String, (String, Kind)>,
-    pub key: Vec<String>,
 }
 
 pub struct MyTarget {

@@ -6,8 +6,11 @@
 
 use super::plan::{Step, TableKey};
 use super::types::Engine;
-use super::values::{pg_kind, pg_text, Kind};
-use super::{check_progress, pg_detail, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap};
+use super::values::{pg_kind, pg_text};
+use super::{
+    check_progress, pg_detail, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap,
+    TargetTable,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::postgres::catalog::quote_ident;
@@ -22,15 +25,6 @@ CREATE TABLE IF NOT EXISTS public.tidemark_applied (
     cursor text,
     updated_at timestamptz NOT NULL DEFAULT now()
 )";
-
-/// A target table as the writer needs it.
-pub struct TargetTable {
-    /// `"schema"."table"`.
-    pub quoted: String,
-    /// Column name → (type text, kind).
-    pub columns: HashMap<String, (String, Kind)>,
-    pub key: Vec<String>,
-}
 
 pub struct PgTarget {
     pub client: Client,
