@@ -248,8 +248,13 @@ async fn reap(
             Ok(Ok((end, counts))) => {
                 totals.add(&counts);
                 if matches!(end, End::Finished) {
-                    // The checkpoint says SHARD_END: nobody takes it again.
-                    let _ = consumer.lease.release().await;
+                    // The checkpoint says SHARD_END: nobody takes it again,
+                    // so a failed release only leaves a stale owner name.
+                    if let Err(e) = consumer.lease.release().await {
+                        tracing::warn!(
+                            "shard {shard}: could not release the finished shard's lease: {e}"
+                        );
+                    }
                 }
             }
             Ok(Err(e)) => return Err(e),

@@ -89,6 +89,7 @@ fn decode(
                 "kinesis stream {stream} shard {shard}: sequence number {sequence:?} is not a number"
             )));
         }
+        let base = padded(sequence);
         let lines = record
             .data
             .as_ref()
@@ -101,7 +102,7 @@ fn decode(
                     index + 1
                 ))
             })?;
-            events.push((parsed.event, format!("{}:{index:06}", padded(sequence))));
+            events.push((parsed.event, format!("{base}:{index:06}")));
         }
     }
     Ok(events)
@@ -169,16 +170,7 @@ pub async fn consume(
             let events = decode(&input.stream, &shard, &page.records)?;
             write(&mut sink, &events).await?;
             last = Some(record.sequence_number.clone());
-            let held = lease
-                .write("checkpoint = :c, updated_at = :now", false, |r| {
-                    r.expression_attribute_values(":c", lease::s(&record.sequence_number))
-                        .expression_attribute_values(
-                            ":now",
-                            lease::n(tidemark_connectors::event::now_ms()),
-                        )
-                })
-                .await;
-            match held {
+            match save_checkpoint(&lease, &record.sequence_number).await {
                 Ok(Held::Yes) => {}
                 Ok(Held::Lost | Held::NotHeld) => {
                     tracing::info!("shard {shard}: another instance took the lease; stopped at {}", record.sequence_number);
@@ -190,18 +182,9 @@ pub async fn consume(
             }
         }
         let Some(next) = page.next_shard_iterator else {
-            let held = lease
-                .write("checkpoint = :c, updated_at = :now", false, |r| {
-                    r.expression_attribute_values(":c", lease::s(SHARD_END))
-                        .expression_attribute_values(
-                            ":now",
-                            lease::n(tidemark_connectors::event::now_ms()),
-                        )
-                })
-                .await
-                .map_err(|e| {
-                    ApplyError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
-                })?;
+            let held = save_checkpoint(&lease, SHARD_END).await.map_err(|e| {
+                ApplyError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
+            })?;
             if held != Held::Yes {
                 return Ok((End::Lost, counts(&sink)));
             }
@@ -221,6 +204,17 @@ pub async fn consume(
             }
         }
     }
+}
+
+/// Stores `value` (a sequence number, or `SHARD_END`) as the shard's
+/// checkpoint, while this instance holds the lease.
+async fn save_checkpoint(lease: &Lease, value: &str) -> Result<Held, String> {
+    lease
+        .write("checkpoint = :c, updated_at = :now", false, |r| {
+            r.expression_attribute_values(":c", lease::s(value))
+                .expression_attribute_values(":now", lease::n(tidemark_connectors::event::now_ms()))
+        })
+        .await
 }
 
 /// Writes a batch; when another instance moved the shard's applied position
