@@ -154,7 +154,24 @@ fn parse_binlog_arg(text: &str) -> Result<(String, u64), String> {
     Ok((file.to_string(), pos))
 }
 
+/// Turns transparent huge pages off for this process. mimalloc asks for them on
+/// its arenas; each first touch of one then clears 2 MB and counts 2 MB in the
+/// RSS. The daemon's live data is a few batches, so 4 KB pages halve its RSS
+/// and make page faults cheap (benches/mysql_binlog.sh: 51 MB → 25 MB).
+fn disable_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integers only and changes nothing
+    // but this process's huge-page policy.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        eprintln!(
+            "warning: cannot turn transparent huge pages off: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    disable_huge_pages();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

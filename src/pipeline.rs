@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tidemark_connectors::mysql::MysqlSource;
 use tidemark_connectors::poll::PollSource;
 use tidemark_connectors::postgres::PostgresSource;
-use tidemark_connectors::{Batch, Position, SourceError};
+use tidemark_connectors::{Batch, ChangeEvent, Position, SourceError};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,16 @@ impl AnySource {
             AnySource::Postgres(source) => source.next_batch().await,
             AnySource::Mysql(source) => source.next_batch().await,
             AnySource::Poll(source) => source.next_batch().await,
+        }
+    }
+
+    /// Takes back the events of a written batch, to drop them on the reading
+    /// thread and reuse their vector.
+    fn recycle(&mut self, events: Vec<ChangeEvent>) {
+        match self {
+            AnySource::Postgres(source) => source.recycle(events),
+            AnySource::Mysql(source) => source.recycle(events),
+            AnySource::Poll(_) => drop(events),
         }
     }
 
@@ -86,8 +96,14 @@ pub async fn run(
     cursor: &mut CursorStore,
 ) -> Result<Summary, PipelineError> {
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
+    // Written batches go back to the reader, which drops their events and reuses
+    // the vectors: allocating and freeing stay on one thread.
+    let (written_tx, mut written_rx) = mpsc::channel::<Vec<ChangeEvent>>(4);
     let reader = tokio::spawn(async move {
         let result = loop {
+            while let Ok(events) = written_rx.try_recv() {
+                source.recycle(events);
+            }
             match source.next_batch().await {
                 Ok(Some(batch)) => {
                     metrics::count_events("tidemark_events_read_total", &batch.events);
@@ -174,6 +190,8 @@ pub async fn run(
                 durable.send_replace(Some(end.clone()));
                 summary.cursor = Some(end);
             }
+            // When the reader has stopped or is behind, the events drop here.
+            let _ = written_tx.try_send(batch.events);
             if last_log.elapsed() > Duration::from_secs(10) {
                 tracing::info!(
                     "{} events in {} batches; cursor at {}",

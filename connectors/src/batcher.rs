@@ -19,6 +19,8 @@ pub struct Batcher {
     complete: usize,
     /// End of the last complete transaction not yet handed on, and since when.
     end: Option<(Position, Instant)>,
+    /// An emptied vector of a batch already written, reused for the next one.
+    spare: Option<Vec<ChangeEvent>>,
 }
 
 impl Batcher {
@@ -66,9 +68,21 @@ impl Batcher {
     /// Everything read so far; `end` covers the complete transactions in it.
     pub fn take(&mut self) -> Batch {
         self.complete = 0;
+        let next = self.spare.take().unwrap_or_default();
         Batch {
-            events: std::mem::take(&mut self.events),
+            events: std::mem::replace(&mut self.events, next),
             end: self.end.take().map(|(p, _)| p),
+        }
+    }
+
+    /// Takes back the events of a batch the sink has written: they are dropped
+    /// here, on the reading thread that allocated them (frees stay local to the
+    /// allocator's thread, so memory is reused while warm instead of being faulted
+    /// in afresh), and the vector serves the next batch.
+    pub fn recycle(&mut self, mut events: Vec<ChangeEvent>) {
+        events.clear();
+        if self.spare.is_none() {
+            self.spare = Some(events);
         }
     }
 

@@ -240,6 +240,46 @@ impl Row {
     }
 }
 
+/// A row image as an event carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Image {
+    /// Column values by name.
+    Values(Row),
+    /// The image's JSON object, rendered while it was decoded (binlog row
+    /// images, see `mysql::rows`): no value is built only to be written out.
+    Json(Vec<u8>),
+}
+
+impl From<Row> for Image {
+    fn from(row: Row) -> Self {
+        Image::Values(row)
+    }
+}
+
+impl Image {
+    /// The named values; a rendered image is read back from its JSON.
+    pub fn to_row(&self) -> Row {
+        match self {
+            Image::Values(row) => row.clone(),
+            Image::Json(json) => Row(
+                serde_json::from_slice::<serde_json::Map<String, Value>>(json)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, value)| (Arc::from(name), value))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Appends the image as a JSON object, columns in order.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Image::Values(row) => row.write_json(out),
+            Image::Json(json) => out.extend_from_slice(json),
+        }
+    }
+}
+
 /// A column as described by a schema-change event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ColumnInfo {
@@ -281,8 +321,8 @@ pub struct TransactionInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
     pub op: Op,
-    pub before: Option<Row>,
-    pub after: Option<Row>,
+    pub before: Option<Image>,
+    pub after: Option<Image>,
     /// Columns whose value the source did not send (absent from `after`).
     pub unchanged: Vec<Arc<str>>,
     pub key: Option<Row>,
@@ -315,9 +355,9 @@ impl ChangeEvent {
         out.push(b'"');
         if self.op != Op::Schema {
             out.extend_from_slice(b",\"before\":");
-            write_row(out, self.before.as_ref());
+            write_image(out, self.before.as_ref());
             out.extend_from_slice(b",\"after\":");
-            write_row(out, self.after.as_ref());
+            write_image(out, self.after.as_ref());
         }
         if !self.unchanged.is_empty() {
             out.extend_from_slice(b",\"unchanged\":[");
@@ -331,7 +371,7 @@ impl ChangeEvent {
         }
         if let Some(key) = &self.key {
             out.extend_from_slice(b",\"key\":");
-            write_row(out, Some(key));
+            key.write_json(out);
         }
         let source = &self.source;
         out.extend_from_slice(b",\"source\":{\"connector\":");
@@ -415,9 +455,9 @@ impl ChangeEvent {
     }
 }
 
-fn write_row(out: &mut Vec<u8>, row: Option<&Row>) {
-    match row {
-        Some(row) => row.write_json(out),
+fn write_image(out: &mut Vec<u8>, image: Option<&Image>) {
+    match image {
+        Some(image) => image.write_json(out),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -439,7 +479,7 @@ impl Row {
 }
 
 /// JSON scalars, written straight into a buffer.
-mod json {
+pub mod json {
     use serde_json::Value;
 
     /// A string; escaped by serde_json only when it holds a character that needs it.
@@ -573,8 +613,8 @@ impl ChangeEvent {
         Ok(ParsedEvent {
             event: ChangeEvent {
                 op,
-                before: row(e.before),
-                after: row(e.after),
+                before: row(e.before).map(Image::from),
+                after: row(e.after).map(Image::from),
                 unchanged: e.unchanged.into_iter().map(Arc::from).collect(),
                 key: row(e.key),
                 source: SourceInfo {

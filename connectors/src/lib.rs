@@ -12,7 +12,7 @@ pub mod poll;
 pub mod postgres;
 pub mod progress;
 
-pub use event::{Batch, ChangeEvent, Op, Position, Row};
+pub use event::{Batch, ChangeEvent, Image, Op, Position, Row};
 
 use tokio::sync::watch;
 

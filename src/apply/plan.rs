@@ -10,7 +10,7 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tidemark_connectors::{ChangeEvent, Op, Row};
+use tidemark_connectors::{ChangeEvent, Image, Op, Row};
 
 /// A table as events name it: `schema.table`, and the connector that read it
 /// (which decides the target's default names and the source's type names).
@@ -129,11 +129,12 @@ pub fn plan<'a>(
             rows.insert(key_text, (next, State::Delete(key.clone())));
             continue;
         }
-        let Some(after) = &event.after else { continue };
-        let mut row = after.clone();
+        let Some(mut row) = event.after.as_ref().map(Image::to_row) else {
+            continue;
+        };
         // An update that changed the key: the old key's row goes away.
         if let Some(before) = &event.before {
-            let old = project(before, key);
+            let old = project(&before.to_row(), key);
             if old.0.len() == key.0.len() && old != *key {
                 let old_text = key_text(&old);
                 let earlier = match rows.get(&old_text) {

@@ -28,6 +28,7 @@ use mysql_async::binlog::events::{
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
+use rows::DecodedImage;
 use schema::{read_columns, TableColumns};
 use snapshot::Snapshot;
 use std::collections::{BTreeMap, HashMap};
@@ -217,7 +218,16 @@ impl MysqlSource {
         resume: Option<Position>,
         control: SourceControl,
     ) -> Result<Self, SourceError> {
-        let mut conn = connect(&cfg.url).await?;
+        // The stream's own connection is made while the checks run (unless a
+        // snapshot comes first: it would sit idle through it).
+        let early = resume.is_some() || !cfg.snapshot;
+        let stream_conn = async {
+            match early {
+                true => connect(&cfg.url).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (mut conn, stream_conn) = tokio::try_join!(connect(&cfg.url), stream_conn)?;
         let found = checks::problems(&mut conn, &cfg).await?;
         if !found.is_empty() {
             return Err(SourceError::Setup(found.join("\n")));
@@ -315,13 +325,17 @@ impl MysqlSource {
             Start::File(file, _) if matches!(source.phase, Phase::Snapshot(_)) => {
                 source.file = file.into()
             }
-            start => source.open_stream(start).await?,
+            start => source.open_stream(start, stream_conn).await?,
         }
         Ok(source)
     }
 
-    async fn open_stream(&mut self, start: Start) -> Result<(), SourceError> {
-        let mut conn = connect(&self.cfg.url).await?;
+    /// Starts the binlog stream, on `conn` if one was made ahead.
+    async fn open_stream(&mut self, start: Start, conn: Option<Conn>) -> Result<(), SourceError> {
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => connect(&self.cfg.url).await?,
+        };
         for sql in [
             "SET @mariadb_slave_capability = 4",
             "SET @master_heartbeat_period = 1000000000",
@@ -365,7 +379,7 @@ impl MysqlSource {
             }
             let (file, pos) = snapshot.position();
             self.phase = Phase::Streaming;
-            self.open_stream(Start::File(file.clone(), pos)).await?;
+            self.open_stream(Start::File(file.clone(), pos), None).await?;
             tracing::info!("snapshot complete; streaming from {file}:{pos}");
             return Ok(Some(Batch {
                 events: Vec::new(),
@@ -549,10 +563,11 @@ impl MysqlSource {
                         .map(|b| b.iter().map(|x| *x).collect());
                     let mut buf = mysql_common::io::ParseBuf(rows.rows_data());
                     let mut decoded = Vec::new();
+                    let mut len_hint = 64;
                     while !buf.is_empty() {
                         let mut image = |cols: &Option<Vec<bool>>| {
                             cols.as_ref()
-                                .map(|c| rows::read_image(&mut buf, c, info))
+                                .map(|c| rows::read_image(&mut buf, c, info, &mut len_hint))
                                 .transpose()
                         };
                         let pair = image(&before_cols)
@@ -565,15 +580,7 @@ impl MysqlSource {
                     decoded
                 };
                 for (i, (before, after)) in decoded.into_iter().enumerate() {
-                    self.push_row(
-                        op,
-                        table_id,
-                        start,
-                        i as u64,
-                        before.map(|(row, _)| row),
-                        after,
-                        ts,
-                    );
+                    self.push_row(op, table_id, start, i as u64, before, after, ts);
                 }
             }
             _ => {}
@@ -658,6 +665,7 @@ impl MysqlSource {
                 self.at(Some(start))
             );
         }
+        columns.render_names();
         self.tables.insert(tme.table_id(), columns);
         Ok(())
     }
@@ -701,21 +709,19 @@ impl MysqlSource {
         table_id: u64,
         start: u64,
         index: u64,
-        before: Option<Row>,
-        after: Option<(Row, Vec<Arc<str>>)>,
+        before: Option<DecodedImage>,
+        after: Option<DecodedImage>,
         ts: u32,
     ) {
         let Some(info) = self.tables.get(&table_id) else {
             return;
         };
-        let (after, unchanged) = match after {
-            Some((row, missing)) => (Some(row), missing),
-            None => (None, Vec::new()),
+        let (before, before_key) = before.map_or((None, None), |b| (Some(b.image), b.key));
+        let (after, after_key, unchanged) = match after {
+            Some(a) => (Some(a.image), a.key, a.missing),
+            None => (None, None, Vec::new()),
         };
-        let key = after
-            .as_ref()
-            .and_then(|r| info.key_of(r))
-            .or_else(|| before.as_ref().and_then(|r| info.key_of(r)));
+        let key = after_key.or(before_key);
         let source = self.source(&info.db, &info.table, ts);
         let position = Position::Mysql {
             file: self.file.clone(),
@@ -794,6 +800,11 @@ impl MysqlSource {
         Ok(())
     }
 
+    /// Takes back the events of a written batch (see [`Batcher::recycle`]).
+    pub fn recycle(&mut self, events: Vec<ChangeEvent>) {
+        self.batch.recycle(events);
+    }
+
     pub async fn close(self) {
         if let Some(stream) = self.stream {
             if let Err(e) = stream.close().await {
@@ -803,9 +814,9 @@ impl MysqlSource {
     }
 }
 
-/// Converts a binlog row with the table's layout; columns the image leaves out
-/// are returned as the second value (they go to `unchanged`).
-fn convert(info: &TableColumns, row: &BinlogRow) -> (Row, Vec<Arc<str>>) {
+/// Converts a binlog row with the table's layout (MySQL 8 partial updates,
+/// which `mysql_common`'s row reader decodes).
+fn convert(info: &TableColumns, row: &BinlogRow) -> DecodedImage {
     let mut out = Vec::with_capacity(row.len());
     let mut present = vec![false; info.names.len()];
     for (j, column) in row.columns_ref().iter().enumerate() {
@@ -840,7 +851,12 @@ fn convert(info: &TableColumns, row: &BinlogRow) -> (Row, Vec<Arc<str>>) {
         .filter(|(_, p)| !**p)
         .map(|(n, _)| n.clone())
         .collect();
-    (Row(out), missing)
+    let row = Row(out);
+    DecodedImage {
+        key: info.key_of(&row),
+        image: row.into(),
+        missing,
+    }
 }
 
 /// The captured tables a DDL statement names (`db.table`, or `table` in the
@@ -964,6 +980,7 @@ fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
         key,
         estimated_rows: 0,
         wire,
+        json_names: Vec::new(),
     })
 }
 

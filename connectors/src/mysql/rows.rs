@@ -1,18 +1,20 @@
-//! Decoding of rows-event images straight into event rows.
+//! Decoding of rows-event images straight into their JSON.
 //!
 //! `mysql_common`'s `BinlogRow` builds a `Column` (with owned names) for every
 //! column of every row; at hundreds of thousands of rows a second that
 //! allocation dominates. Here each value is parsed with `mysql_common`'s own
 //! `BinlogValue` decoder, using a per-table layout computed once per TABLE_MAP,
-//! and converted to JSON at once.
+//! and written into the image's JSON object at once: no `Value` per column, no
+//! name per column (names are rendered once per table).
 
 use super::schema::TableColumns;
 use super::values::MyKind;
-use crate::event::Row;
+use crate::event::{json, Image, Row};
 use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use mysql_common::io::ParseBuf;
+use serde_json::Value;
 use std::io;
 use std::sync::Arc;
 
@@ -64,22 +66,41 @@ pub fn wire_layout(
     Ok(columns)
 }
 
+/// One decoded row image.
+pub struct DecodedImage {
+    /// The image as a JSON object, rendered from the wire.
+    pub image: Image,
+    /// The table's key columns, when the image has them all.
+    pub key: Option<Row>,
+    /// Columns the image leaves out (they go to `unchanged`).
+    pub missing: Vec<Arc<str>>,
+}
+
 /// Reads one row image: the null bitmap of the present columns, then their
-/// values. Columns absent from the image are returned as the second value.
+/// values, rendered straight into the image's JSON (the column names were
+/// rendered once per table); only the key columns become `Value`s. `len_hint`
+/// carries the last image's length over to size the next one.
 pub fn read_image<'a>(
     buf: &mut ParseBuf<'a>,
     present: &[bool],
     table: &'a TableColumns,
-) -> io::Result<(Row, Vec<Arc<str>>)> {
+    len_hint: &mut usize,
+) -> io::Result<DecodedImage> {
     let count = present.iter().filter(|p| **p).count();
     let nulls = buf
         .checked_eat(count.div_ceil(8))
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "truncated null bitmap"))?;
-    let mut row = Vec::with_capacity(count);
+    let mut json = Vec::with_capacity(*len_hint);
+    json.push(b'{');
+    let mut key: Vec<Option<Value>> = vec![None; table.key.len()];
     let mut missing = Vec::new();
     let mut image_index = 0;
     for (i, is_present) in present.iter().enumerate() {
-        let (Some(name), Some(column)) = (table.names.get(i), table.wire.get(i)) else {
+        let (Some(name), Some(json_name), Some(column)) = (
+            table.names.get(i),
+            table.json_names.get(i),
+            table.wire.get(i),
+        ) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -93,15 +114,42 @@ pub fn read_image<'a>(
             continue;
         }
         let is_null = nulls[image_index / 8] >> (image_index % 8) & 1 == 1;
+        if image_index > 0 {
+            json.push(b',');
+        }
         image_index += 1;
+        json.extend_from_slice(json_name);
         let value = if is_null {
-            serde_json::Value::Null
+            None
         } else {
             let value: BinlogValue<'_> =
                 buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
-            column.kind.to_json(value)
+            Some(value)
         };
-        row.push((name.clone(), value));
+        match (table.key.iter().position(|&k| k == i), value) {
+            (Some(slot), value) => {
+                let value = value.map_or(Value::Null, |v| column.kind.to_json(v));
+                json::value(&mut json, &value);
+                key[slot] = Some(value);
+            }
+            (None, Some(value)) => column.kind.write_json(value, &mut json),
+            (None, None) => json.extend_from_slice(b"null"),
+        }
     }
-    Ok((Row(row), missing))
+    json.push(b'}');
+    *len_hint = json.len() + 16;
+    let key = (!key.is_empty())
+        .then(|| {
+            key.into_iter()
+                .zip(&table.key)
+                .map(|(value, &k)| Some((table.names.get(k)?.clone(), value?)))
+                .collect::<Option<Vec<_>>>()
+        })
+        .flatten()
+        .map(Row);
+    Ok(DecodedImage {
+        image: Image::Json(json),
+        key,
+        missing,
+    })
 }

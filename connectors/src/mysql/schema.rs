@@ -5,7 +5,7 @@
 use super::my_error;
 use super::rows::WireColumn;
 use super::values::MyKind;
-use crate::event::{ColumnInfo, Row};
+use crate::event::{json, ColumnInfo, Row};
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -25,9 +25,26 @@ pub struct TableColumns {
     pub estimated_rows: u64,
     /// How rows events lay the columns out (from a TABLE_MAP; empty otherwise).
     pub wire: Vec<WireColumn>,
+    /// Each name as a JSON object key with its colon (`"id":`), rendered once
+    /// for all the table's row images (see [`TableColumns::render_names`]).
+    pub json_names: Vec<Vec<u8>>,
 }
 
 impl TableColumns {
+    /// Renders the column names for row images; run once the names are final.
+    pub fn render_names(&mut self) {
+        self.json_names = self
+            .names
+            .iter()
+            .map(|name| {
+                let mut key = Vec::with_capacity(name.len() + 3);
+                json::string(&mut key, name);
+                key.push(b':');
+                key
+            })
+            .collect();
+    }
+
     /// The key columns of a row (`None` if one is missing from it).
     pub fn key_of(&self, row: &Row) -> Option<Row> {
         self.key
@@ -60,19 +77,29 @@ pub async fn read_columns(
     db: &str,
     table: &str,
 ) -> Result<TableColumns, SourceError> {
+    // Two lookups, each keyed by constants only: MariaDB then opens just this
+    // table's definition, where a join of information_schema views scans them
+    // all (about 20 ms instead of 5 on a small server).
     let rows: Vec<mysql_async::Row> = conn
         .exec(
-            "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, \
-                    CAST(COALESCE(k.ORDINAL_POSITION, 0) AS SIGNED), CAST(COALESCE(t.TABLE_ROWS, 0) AS SIGNED) \
-             FROM information_schema.COLUMNS c \
-             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
-             LEFT JOIN information_schema.KEY_COLUMN_USAGE k ON k.TABLE_SCHEMA = c.TABLE_SCHEMA \
-                  AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME AND k.CONSTRAINT_NAME = 'PRIMARY' \
-             WHERE c.TABLE_SCHEMA = ? AND c.TABLE_NAME = ? ORDER BY c.ORDINAL_POSITION",
-            (db, table),
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, \
+                    CAST(COALESCE((SELECT TABLE_ROWS FROM information_schema.TABLES \
+                                   WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), 0) AS SIGNED) \
+             FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (db, table, db, table),
         )
         .await
         .map_err(my_error(format!("read the columns of {db}.{table}")))?;
+    let key_names: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' \
+             ORDER BY SEQ_IN_INDEX",
+            (db, table),
+        )
+        .await
+        .map_err(my_error(format!("read the primary key of {db}.{table}")))?;
     if rows.is_empty() {
         return Err(SourceError::Setup(format!(
             "source.tables: table {db}.{table} does not exist"
@@ -85,7 +112,6 @@ pub async fn read_columns(
     };
     let int =
         |r: &mysql_async::Row, i: usize| r.get_opt::<i64, _>(i).and_then(Result::ok).unwrap_or(0);
-    let mut key: Vec<(i64, usize)> = Vec::new();
     let mut columns = TableColumns {
         db: db.into(),
         table: table.into(),
@@ -95,20 +121,20 @@ pub async fn read_columns(
         key: Vec::new(),
         estimated_rows: 0,
         wire: Vec::new(),
+        json_names: Vec::new(),
     };
-    for (i, row) in rows.iter().enumerate() {
+    for row in &rows {
         let column_type = text(row, 2);
         columns.names.push(text(row, 0).into());
         columns
             .kinds
             .push(MyKind::from_sql(&text(row, 1), &column_type));
         columns.types.push(column_type);
-        if int(row, 3) > 0 {
-            key.push((int(row, 3), i));
-        }
-        columns.estimated_rows = int(row, 4).max(0) as u64;
+        columns.estimated_rows = int(row, 3).max(0) as u64;
     }
-    key.sort_unstable();
-    columns.key = key.into_iter().map(|(_, i)| i).collect();
+    columns.key = key_names
+        .iter()
+        .filter_map(|k| columns.names.iter().position(|n| **n == **k))
+        .collect();
     Ok(columns)
 }

@@ -282,7 +282,7 @@ impl Snapshot {
                     op: Op::Read,
                     before: None,
                     key: cols.key_of(&after),
-                    after: Some(after),
+                    after: Some(after.into()),
                     unchanged: Vec::new(),
                     source: SourceInfo {
                         connector: "mysql",

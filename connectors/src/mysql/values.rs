@@ -5,6 +5,7 @@
 //! which the TABLE_MAP event describes. Zero dates (`0000-00-00`) are kept as the
 //! strings MySQL prints for them.
 
+use crate::event::json;
 use base64::Engine;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
@@ -138,6 +139,55 @@ impl MyKind {
         }
     }
 
+    /// Appends one decoded binlog value as JSON: the text `to_json` gives once
+    /// serialized, written without building a `Value` for the common kinds
+    /// (integers, UTF-8 text, decimals, dates and times). The binlog hot path.
+    pub fn write_json(&self, value: BinlogValue<'_>, out: &mut Vec<u8>) {
+        let BinlogValue::Value(v) = value else {
+            return json::value(out, &self.to_json(value));
+        };
+        match (self, v) {
+            (_, MyValue::NULL) => out.extend_from_slice(b"null"),
+            (MyKind::Enum(_), v) => json::value(out, &self.value(v)),
+            (_, MyValue::Int(i)) => json::integer(out, i),
+            (_, MyValue::UInt(u)) => json::integer(out, u),
+            (MyKind::Text { latin1: false } | MyKind::Decimal, MyValue::Bytes(b)) => {
+                match std::str::from_utf8(&b) {
+                    Ok(text) => json::string(out, text),
+                    Err(_) => json::value(out, &self.value(MyValue::Bytes(b))),
+                }
+            }
+            (_, v @ (MyValue::Date(..) | MyValue::Time(..))) => {
+                out.push(b'"');
+                self.write_temporal(&v, out);
+                out.push(b'"');
+            }
+            (_, v) => json::value(out, &self.value(v)),
+        }
+    }
+
+    /// The text of a DATE, DATETIME, TIMESTAMP or TIME value (nothing for others).
+    fn write_temporal(&self, v: &MyValue, out: &mut Vec<u8>) {
+        match (self, v) {
+            (MyKind::Date, MyValue::Date(y, m, d, ..)) => push_date(out, *y, *m, *d),
+            (kind, MyValue::Date(y, mo, d, h, mi, s, us)) => {
+                push_date(out, *y, *mo, *d);
+                out.push(b'T');
+                push_clock(out, *h as u64, *mi, *s, *us);
+                if *kind == MyKind::Timestamp {
+                    out.push(b'Z');
+                }
+            }
+            (_, MyValue::Time(neg, days, h, m, s, us)) => {
+                if *neg {
+                    out.push(b'-');
+                }
+                push_clock(out, *days as u64 * 24 + *h as u64, *m, *s, *us);
+            }
+            _ => {}
+        }
+    }
+
     /// Converts one value (from a binlog row or a query).
     pub fn value(&self, v: MyValue) -> Value {
         match (self, v) {
@@ -194,29 +244,12 @@ impl MyKind {
                 String::from_utf8(b)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             ),
-            (MyKind::Date, MyValue::Date(y, m, d, ..)) => {
-                let mut text = String::with_capacity(10);
-                push_date(&mut text, y, m, d);
-                Value::String(text)
-            }
-            (kind, MyValue::Date(y, mo, d, h, mi, s, us)) => {
-                // Formatted by hand: DATETIME columns are common and this runs per value.
-                let mut text = String::with_capacity(27);
-                push_date(&mut text, y, mo, d);
-                text.push('T');
-                push_clock(&mut text, h as u64, mi, s, us);
-                if *kind == MyKind::Timestamp {
-                    text.push('Z');
-                }
-                Value::String(text)
-            }
-            (_, MyValue::Time(neg, days, h, m, s, us)) => {
-                let mut text = String::with_capacity(16);
-                if neg {
-                    text.push('-');
-                }
-                push_clock(&mut text, days as u64 * 24 + h as u64, m, s, us);
-                Value::String(text)
+            // Formatted by hand: temporal columns are common and this runs per value.
+            (_, v @ (MyValue::Date(..) | MyValue::Time(..))) => {
+                let mut text = Vec::with_capacity(27);
+                self.write_temporal(&v, &mut text);
+                // Only ASCII digits and separators were written: never empty.
+                Value::String(String::from_utf8(text).unwrap_or_default())
             }
             (_, MyValue::Int(i)) => Value::Number(i.into()),
         }
@@ -224,33 +257,33 @@ impl MyKind {
 }
 
 /// Appends `n` in decimal, zero-padded to `width` digits.
-fn push_padded(text: &mut String, n: u64, width: usize) {
+fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
     let mut buf = itoa::Buffer::new();
     let digits = buf.format(n);
     for _ in digits.len()..width {
-        text.push('0');
+        out.push(b'0');
     }
-    text.push_str(digits);
+    out.extend_from_slice(digits.as_bytes());
 }
 
 /// `YYYY-MM-DD`.
-fn push_date(text: &mut String, y: u16, m: u8, d: u8) {
-    push_padded(text, y as u64, 4);
-    text.push('-');
-    push_padded(text, m as u64, 2);
-    text.push('-');
-    push_padded(text, d as u64, 2);
+fn push_date(out: &mut Vec<u8>, y: u16, m: u8, d: u8) {
+    push_padded(out, y as u64, 4);
+    out.push(b'-');
+    push_padded(out, m as u64, 2);
+    out.push(b'-');
+    push_padded(out, d as u64, 2);
 }
 
 /// `HH:MM:SS.ffffff` (hours may exceed 24 for TIME).
-fn push_clock(text: &mut String, h: u64, m: u8, s: u8, us: u32) {
-    push_padded(text, h, 2);
-    text.push(':');
-    push_padded(text, m as u64, 2);
-    text.push(':');
-    push_padded(text, s as u64, 2);
-    text.push('.');
-    push_padded(text, us as u64, 6);
+fn push_clock(out: &mut Vec<u8>, h: u64, m: u8, s: u8, us: u32) {
+    push_padded(out, h, 2);
+    out.push(b':');
+    push_padded(out, m as u64, 2);
+    out.push(b':');
+    push_padded(out, s as u64, 2);
+    out.push(b'.');
+    push_padded(out, us as u64, 6);
 }
 
 fn float(f: f64, text: &str) -> Value {

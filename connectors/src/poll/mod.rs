@@ -433,7 +433,7 @@ impl PollSource {
                         .collect());
                     ChangeEvent {
                         op: Op::Delete,
-                        before: Some(key_row.clone()),
+                        before: Some(key_row.clone().into()),
                         after: None,
                         unchanged: Vec::new(),
                         key: Some(key_row),
@@ -568,9 +568,9 @@ impl PollSource {
                 polled.replay_after = None;
             }
             let (op, before, after) = if deleted {
-                (Op::Delete, Some(after), None)
+                (Op::Delete, Some(after.into()), None)
             } else {
-                (Op::Update, None, Some(after))
+                (Op::Update, None, Some(after.into()))
             };
             events.push(ChangeEvent {
                 op,

@@ -27,7 +27,7 @@ pub use table::TableName;
 
 use crate::batcher::Batcher;
 use crate::event::{
-    lsn_text, now_ms, Batch, ChangeEvent, ColumnInfo, Op, Position, Row, SourceInfo,
+    lsn_text, now_ms, Batch, ChangeEvent, ColumnInfo, Image, Op, Position, Row, SourceInfo,
     TransactionInfo,
 };
 use crate::{SourceControl, SourceError};
@@ -711,8 +711,8 @@ impl PostgresSource {
         tx.seq += 1;
         self.batch.push(ChangeEvent {
             op,
-            before,
-            after,
+            before: before.map(Image::from),
+            after: after.map(Image::from),
             unchanged,
             key,
             source,
@@ -728,6 +728,11 @@ impl PostgresSource {
     }
 
     /// Passes on the final durable position and ends the replication session.
+    /// Takes back the events of a written batch (see [`Batcher::recycle`]).
+    pub fn recycle(&mut self, events: Vec<ChangeEvent>) {
+        self.batch.recycle(events);
+    }
+
     pub async fn close(mut self) {
         self.forward_durable();
         if let Err(e) = self.repl.shutdown().await {

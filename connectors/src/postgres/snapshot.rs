@@ -210,7 +210,7 @@ impl Snapshot {
                     op: Op::Read,
                     before: None,
                     key: reader.schema.key_of(&after),
-                    after: Some(after),
+                    after: Some(after.into()),
                     unchanged: Vec::new(),
                     source: SourceInfo {
                         connector: "postgres",
