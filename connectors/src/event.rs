@@ -261,13 +261,13 @@ impl Image {
     pub fn to_row(&self) -> Row {
         match self {
             Image::Values(row) => row.clone(),
-            Image::Json(json) => Row(
-                serde_json::from_slice::<serde_json::Map<String, Value>>(json)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(name, value)| (Arc::from(name), value))
-                    .collect(),
-            ),
+            Image::Json(json) => Row(serde_json::from_slice::<serde_json::Map<String, Value>>(
+                json,
+            )
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (Arc::from(name), value))
+            .collect()),
         }
     }
 

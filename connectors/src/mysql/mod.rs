@@ -379,7 +379,8 @@ impl MysqlSource {
             }
             let (file, pos) = snapshot.position();
             self.phase = Phase::Streaming;
-            self.open_stream(Start::File(file.clone(), pos), None).await?;
+            self.open_stream(Start::File(file.clone(), pos), None)
+                .await?;
             tracing::info!("snapshot complete; streaming from {file}:{pos}");
             return Ok(Some(Batch {
                 events: Vec::new(),

@@ -339,6 +339,44 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The rendering fast path writes exactly what the `Value` path serializes to.
+    #[test]
+    fn rendered_values_match_the_value_path() {
+        let cases = [
+            (MyKind::Integer, MyValue::Int(-42)),
+            (MyKind::Integer, MyValue::UInt(u64::MAX)),
+            (MyKind::Decimal, MyValue::Bytes(b"-12345.678".to_vec())),
+            (
+                MyKind::Text { latin1: false },
+                MyValue::Bytes("a \"q\" \n 🌊".into()),
+            ),
+            (
+                MyKind::Text { latin1: false },
+                MyValue::Bytes(vec![0xff, b'x']),
+            ),
+            (MyKind::Text { latin1: true }, MyValue::Bytes(vec![0xE9])),
+            (MyKind::Date, MyValue::Date(2026, 11, 22, 0, 0, 0, 0)),
+            (MyKind::DateTime, MyValue::Date(2026, 1, 2, 3, 4, 5, 60)),
+            (MyKind::Timestamp, MyValue::Date(0, 0, 0, 0, 0, 0, 0)),
+            (MyKind::Time, MyValue::Time(true, 1, 2, 3, 4, 5)),
+            (MyKind::Enum(vec!["a".into(), "b".into()]), MyValue::Int(2)),
+            (MyKind::Float, MyValue::Double(1.5)),
+            (MyKind::Bit1, MyValue::Bytes(vec![1])),
+            (MyKind::Integer, MyValue::NULL),
+        ];
+        for (kind, value) in cases {
+            let mut rendered = Vec::new();
+            kind.write_json(BinlogValue::Value(value.clone()), &mut rendered);
+            let expected = serde_json::to_vec(&kind.to_json(BinlogValue::Value(value.clone())))
+                .expect("serialize");
+            assert_eq!(
+                String::from_utf8_lossy(&rendered),
+                String::from_utf8_lossy(&expected),
+                "{kind:?} {value:?}"
+            );
+        }
+    }
+
     #[test]
     fn timestamps_are_utc() {
         assert_eq!(epoch_to_utc("1795276897.5"), "2026-11-21T16:01:37.500000Z");
