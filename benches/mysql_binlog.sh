@@ -50,13 +50,13 @@ PY
 master() { my -e "SHOW MASTER STATUS" | awk '{print $1, $2}'; }
 timed() { # out-file, command...: best wall seconds over RUNS runs and peak RSS (KB) into out-file
   local out=$1; shift
-  local best="" rss=0 start end ms kb
+  local best="" rss=0 t0 t1 ms kb
   for _ in $(seq "$RUNS"); do
     "${before_run[@]}"
-    start=$(date +%s%N)
+    t0=$(date +%s%N)
     /usr/bin/time -f "%M" -o "$out.rss" "$@"
-    end=$(date +%s%N)
-    ms=$(( (end - start) / 1000000 ))
+    t1=$(date +%s%N)
+    ms=$(( (t1 - t0) / 1000000 ))
     kb=$(cat "$out.rss")
     if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
     if [ "$kb" -gt "$rss" ]; then rss=$kb; fi
