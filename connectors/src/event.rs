@@ -326,7 +326,8 @@ pub struct ChangeEvent {
     /// Columns whose value the source did not send (absent from `after`).
     pub unchanged: Vec<Arc<str>>,
     pub key: Option<Row>,
-    pub source: SourceInfo,
+    /// Shared by the events of one source event (a binlog rows event's rows).
+    pub source: Arc<SourceInfo>,
     pub position: Position,
     pub transaction: Option<TransactionInfo>,
     /// When the daemon emitted the event, milliseconds since the Unix epoch.
@@ -344,12 +345,26 @@ impl ChangeEvent {
     }
 }
 
+/// The last `source` block rendered, reused while events share their source
+/// (the rows of one binlog rows event do). Holding the `Arc` keeps the identity
+/// check sound: the block cannot be freed and its address reused meanwhile.
+#[derive(Default)]
+pub struct SourceCache {
+    last: Option<(Arc<SourceInfo>, Vec<u8>)>,
+}
+
 impl ChangeEvent {
     /// Appends the event's JSON envelope (EVENTS.md), without a newline.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_cached(out, &mut SourceCache::default());
+    }
+
+    /// [`ChangeEvent::write_json`], reusing the `source` block of the event
+    /// written before when it is the same.
     ///
     /// Written by hand rather than through `Serialize`: this runs for every event
     /// and most of the envelope is fixed keys, which are copied as they are.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub fn write_json_cached(&self, out: &mut Vec<u8>, cache: &mut SourceCache) {
         out.extend_from_slice(b"{\"op\":\"");
         out.extend_from_slice(self.op.code().as_bytes());
         out.push(b'"');
@@ -373,41 +388,19 @@ impl ChangeEvent {
             out.extend_from_slice(b",\"key\":");
             key.write_json(out);
         }
-        let source = &self.source;
-        out.extend_from_slice(b",\"source\":{\"connector\":");
-        json::string(out, source.connector);
-        out.extend_from_slice(b",\"name\":");
-        json::string(out, &source.name);
-        out.extend_from_slice(b",\"db\":");
-        json::string(out, &source.db);
-        out.extend_from_slice(b",\"schema\":");
-        json::string(out, &source.schema);
-        out.extend_from_slice(b",\"table\":");
-        json::string(out, &source.table);
-        out.extend_from_slice(b",\"ts_ms\":");
-        json::integer(out, source.ts_ms);
-        out.extend_from_slice(if source.snapshot {
-            b",\"snapshot\":true"
-        } else {
-            b",\"snapshot\":false"
-        });
-        if let Some(lsn) = source.lsn {
-            out.extend_from_slice(b",\"lsn\":");
-            json::integer(out, lsn);
+        out.extend_from_slice(b",\"source\":");
+        match &cache.last {
+            Some((last, json)) if Arc::ptr_eq(last, &self.source) => out.extend_from_slice(json),
+            _ => {
+                let start = out.len();
+                write_source(out, &self.source);
+                let mut json = cache.last.take().map(|(_, json)| json).unwrap_or_default();
+                json.clear();
+                json.extend_from_slice(&out[start..]);
+                cache.last = Some((self.source.clone(), json));
+            }
         }
-        if let Some(commit_lsn) = source.commit_lsn {
-            out.extend_from_slice(b",\"commit_lsn\":");
-            json::integer(out, commit_lsn);
-        }
-        if let Some(tx_id) = source.tx_id {
-            out.extend_from_slice(b",\"txId\":");
-            json::integer(out, tx_id);
-        }
-        if let Some(watermark) = &source.watermark {
-            out.extend_from_slice(b",\"watermark\":");
-            json::string(out, watermark);
-        }
-        out.extend_from_slice(b"},\"position\":");
+        out.extend_from_slice(b",\"position\":");
         match &self.position {
             // Poll positions hold key values, which may need escaping.
             Position::Poll { .. } => json::string(out, &self.position.to_string()),
@@ -453,6 +446,44 @@ impl ChangeEvent {
         }
         out.push(b'}');
     }
+}
+
+/// The `source` block of the envelope.
+fn write_source(out: &mut Vec<u8>, source: &SourceInfo) {
+    out.extend_from_slice(b"{\"connector\":");
+    json::string(out, source.connector);
+    out.extend_from_slice(b",\"name\":");
+    json::string(out, &source.name);
+    out.extend_from_slice(b",\"db\":");
+    json::string(out, &source.db);
+    out.extend_from_slice(b",\"schema\":");
+    json::string(out, &source.schema);
+    out.extend_from_slice(b",\"table\":");
+    json::string(out, &source.table);
+    out.extend_from_slice(b",\"ts_ms\":");
+    json::integer(out, source.ts_ms);
+    out.extend_from_slice(if source.snapshot {
+        b",\"snapshot\":true"
+    } else {
+        b",\"snapshot\":false"
+    });
+    if let Some(lsn) = source.lsn {
+        out.extend_from_slice(b",\"lsn\":");
+        json::integer(out, lsn);
+    }
+    if let Some(commit_lsn) = source.commit_lsn {
+        out.extend_from_slice(b",\"commit_lsn\":");
+        json::integer(out, commit_lsn);
+    }
+    if let Some(tx_id) = source.tx_id {
+        out.extend_from_slice(b",\"txId\":");
+        json::integer(out, tx_id);
+    }
+    if let Some(watermark) = &source.watermark {
+        out.extend_from_slice(b",\"watermark\":");
+        json::string(out, watermark);
+    }
+    out.push(b'}');
 }
 
 fn write_image(out: &mut Vec<u8>, image: Option<&Image>) {
@@ -617,7 +648,7 @@ impl ChangeEvent {
                 after: row(e.after).map(Image::from),
                 unchanged: e.unchanged.into_iter().map(Arc::from).collect(),
                 key: row(e.key),
-                source: SourceInfo {
+                source: Arc::new(SourceInfo {
                     connector,
                     name: e.source.name.into(),
                     db: e.source.db.into(),
@@ -629,7 +660,7 @@ impl ChangeEvent {
                     commit_lsn: None,
                     tx_id: None,
                     watermark: None,
-                },
+                }),
                 // Not parsed back: consumers order by the text form.
                 position: Position::Poll {
                     tables: Default::default(),

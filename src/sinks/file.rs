@@ -13,6 +13,7 @@ use super::{encode_lines, SinkError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use tidemark_connectors::event::SourceCache;
 use tidemark_connectors::ChangeEvent;
 
 pub struct FileSink {
@@ -91,11 +92,12 @@ impl FileSink {
             }
             // Fill the current file up to its limit (at least one event per file).
             self.buf.clear();
+            let mut cache = SourceCache::default();
             let mut end = start;
             while end < events.len()
                 && (end == start || self.size + (self.buf.len() as u64) < self.max_file_bytes)
             {
-                encode_lines(&events[end..=end], &mut self.buf);
+                encode_lines(&events[end..=end], &mut self.buf, &mut cache);
                 end += 1;
             }
             self.file.write_all(&self.buf).map_err(self.io())?;

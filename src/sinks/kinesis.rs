@@ -39,6 +39,7 @@ use aws_sdk_kinesis::Client;
 use backoff::backoff::Backoff;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use tidemark_connectors::event::SourceCache;
 use tidemark_connectors::ChangeEvent;
 
 /// Service limits of one `PutRecords` call.
@@ -203,9 +204,10 @@ impl KinesisSink {
     /// The batch's events as records: one per event, or packed per key.
     fn records(&mut self, events: &[ChangeEvent]) -> Result<Vec<Record>, SinkError> {
         let mut records: Vec<Record> = Vec::new();
+        let mut cache = SourceCache::default();
         for (index, event) in events.iter().enumerate() {
             let mut data = Vec::with_capacity(512);
-            event.write_json(&mut data);
+            event.write_json_cached(&mut data, &mut cache);
             let partition_key = partition_key(event);
             if data.len() + partition_key.len() > self.max_record_bytes {
                 let position = event.position.to_string();
@@ -407,7 +409,7 @@ mod tests {
             after: None,
             unchanged: Vec::new(),
             key,
-            source: SourceInfo {
+            source: Arc::new(SourceInfo {
                 connector: "postgres",
                 name: "p".into(),
                 db: "d".into(),
@@ -419,7 +421,7 @@ mod tests {
                 commit_lsn: None,
                 tx_id: None,
                 watermark: None,
-            },
+            }),
             position: Position::postgres(1, 1),
             transaction: None,
             ts_ms: 0,

@@ -10,6 +10,7 @@ pub use file::FileSink;
 pub use kinesis::{partition_key, KinesisSink, Oversized};
 pub use stdout::StdoutSink;
 
+use tidemark_connectors::event::SourceCache;
 use tidemark_connectors::ChangeEvent;
 
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +87,11 @@ impl AnySink {
     }
 }
 
-/// Appends each event as one JSON line.
-pub fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>) {
+/// Appends each event as one JSON line; `cache` carries a shared `source`
+/// block over from one call to the next.
+pub fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>, cache: &mut SourceCache) {
     for event in events {
-        event.write_json(out);
+        event.write_json_cached(out, cache);
         out.push(b'\n');
     }
 }

@@ -3,6 +3,7 @@
 //! piping into tools, not for keeping data.
 
 use super::{encode_lines, SinkError};
+use tidemark_connectors::event::SourceCache;
 use tidemark_connectors::ChangeEvent;
 use tokio::io::AsyncWriteExt;
 
@@ -21,7 +22,7 @@ impl StdoutSink {
 
     pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), SinkError> {
         self.buf.clear();
-        encode_lines(events, &mut self.buf);
+        encode_lines(events, &mut self.buf, &mut SourceCache::default());
         self.out
             .write_all(&self.buf)
             .await

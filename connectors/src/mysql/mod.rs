@@ -203,6 +203,8 @@ pub struct MysqlSource {
     /// The open transaction's id, once an event of it asked.
     tx_id: Option<Arc<str>>,
     tx_seq: u64,
+    /// The `source` block last made (see [`MysqlSource::source`]).
+    last_source: Option<Arc<SourceInfo>>,
     /// When the rows event being read was decoded (the events' `ts_ms`).
     emitted_ms: i64,
     in_tx: bool,
@@ -314,6 +316,7 @@ impl MysqlSource {
             gtid_state,
             gtid: None,
             tx_id: None,
+            last_source: None,
             emitted_ms: 0,
             tx_seq: 0,
             in_tx: false,
@@ -671,20 +674,36 @@ impl MysqlSource {
         Ok(())
     }
 
-    fn source(&self, db: &Arc<str>, table: &Arc<str>, ts: u32) -> SourceInfo {
-        SourceInfo {
+    /// The `source` block of an event: the rows of one rows event share it
+    /// (`last` is the block made before).
+    fn source(
+        last: &mut Option<Arc<SourceInfo>>,
+        pipeline: &Arc<str>,
+        db: &Arc<str>,
+        table: &Arc<str>,
+        ts: u32,
+    ) -> Arc<SourceInfo> {
+        let ts_ms = ts as i64 * 1000;
+        if let Some(same) = last.as_ref().filter(|last| {
+            Arc::ptr_eq(&last.table, table) && Arc::ptr_eq(&last.db, db) && last.ts_ms == ts_ms
+        }) {
+            return same.clone();
+        }
+        let source = Arc::new(SourceInfo {
             connector: "mysql",
-            name: self.pipeline.clone(),
+            name: pipeline.clone(),
             db: db.clone(),
             schema: db.clone(),
             table: table.clone(),
-            ts_ms: ts as i64 * 1000,
+            ts_ms,
             snapshot: false,
             lsn: None,
             commit_lsn: None,
             tx_id: None,
             watermark: None,
-        }
+        });
+        *last = Some(source.clone());
+        source
     }
 
     fn transaction(&mut self) -> Option<TransactionInfo> {
@@ -717,13 +736,19 @@ impl MysqlSource {
         let Some(info) = self.tables.get(&table_id) else {
             return;
         };
+        let source = Self::source(
+            &mut self.last_source,
+            &self.pipeline,
+            &info.db,
+            &info.table,
+            ts,
+        );
         let (before, before_key) = before.map_or((None, None), |b| (Some(b.image), b.key));
         let (after, after_key, unchanged) = match after {
             Some(a) => (Some(a.image), a.key, a.missing),
             None => (None, None, Vec::new()),
         };
         let key = after_key.or(before_key);
-        let source = self.source(&info.db, &info.table, ts);
         let position = Position::Mysql {
             file: self.file.clone(),
             pos: start,
@@ -777,7 +802,7 @@ impl MysqlSource {
                 }
             };
             let (db, table): (Arc<str>, Arc<str>) = (db.as_str().into(), table.as_str().into());
-            let source = self.source(&db, &table, ts);
+            let source = Self::source(&mut self.last_source, &self.pipeline, &db, &table, ts);
             let transaction = self.transaction();
             self.batch.push(ChangeEvent {
                 op: if truncate { Op::Truncate } else { Op::Schema },

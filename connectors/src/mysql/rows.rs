@@ -12,10 +12,11 @@ use super::values::MyKind;
 use crate::event::{json, Image, Row};
 use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
+use mysql_common::binlog::decimal::Decimal;
 use mysql_async::consts::ColumnType;
 use mysql_common::io::ParseBuf;
 use serde_json::Value;
-use std::io;
+use std::io::{self, Write as _};
 use std::sync::Arc;
 
 /// How one column is laid out in a row image.
@@ -92,7 +93,8 @@ pub fn read_image<'a>(
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "truncated null bitmap"))?;
     let mut json = Vec::with_capacity(*len_hint);
     json.push(b'{');
-    let mut key: Vec<Option<Value>> = vec![None; table.key.len()];
+    // Key values in column order (put in key order below, if that differs).
+    let mut key: Vec<(Arc<str>, Value)> = Vec::with_capacity(table.key.len());
     let mut missing = Vec::new();
     let mut image_index = 0;
     for (i, is_present) in present.iter().enumerate() {
@@ -119,34 +121,51 @@ pub fn read_image<'a>(
         }
         image_index += 1;
         json.extend_from_slice(json_name);
-        let value = if is_null {
-            None
+        let in_key = table.key.contains(&i);
+        if is_null {
+            json.extend_from_slice(b"null");
+            if in_key {
+                key.push((name.clone(), Value::Null));
+            }
+        } else if in_key {
+            let value: BinlogValue<'_> =
+                buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
+            let value = column.kind.to_json(value);
+            json::value(&mut json, &value);
+            key.push((name.clone(), value));
+        } else if column.column_type == ColumnType::MYSQL_TYPE_NEWDECIMAL {
+            // mysql_common would format the decimal into a new String; its
+            // text (digits, sign, point) goes straight into the JSON instead.
+            let (precision, scale) = (column.meta.first(), column.meta.get(1));
+            let (Some(&precision), Some(&scale)) = (precision, scale) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("DECIMAL column {i} without precision and scale"),
+                ));
+            };
+            let decimal = Decimal::read_bin(&mut *buf, precision as usize, scale as usize, false)?;
+            json.push(b'"');
+            write!(json, "{decimal}")?;
+            json.push(b'"');
         } else {
             let value: BinlogValue<'_> =
                 buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
-            Some(value)
-        };
-        match (table.key.iter().position(|&k| k == i), value) {
-            (Some(slot), value) => {
-                let value = value.map_or(Value::Null, |v| column.kind.to_json(v));
-                json::value(&mut json, &value);
-                key[slot] = Some(value);
-            }
-            (None, Some(value)) => column.kind.write_json(value, &mut json),
-            (None, None) => json.extend_from_slice(b"null"),
+            column.kind.write_json(value, &mut json);
         }
     }
     json.push(b'}');
     *len_hint = json.len() + 16;
-    let key = (!key.is_empty())
-        .then(|| {
-            key.into_iter()
-                .zip(&table.key)
-                .map(|(value, &k)| Some((table.names.get(k)?.clone(), value?)))
-                .collect::<Option<Vec<_>>>()
-        })
-        .flatten()
-        .map(Row);
+    if !table.key.is_sorted() {
+        let order = |name: &Arc<str>| {
+            table
+                .key
+                .iter()
+                .position(|&k| table.names.get(k) == Some(name))
+        };
+        key.sort_by_key(|(name, _)| order(name));
+    }
+    let complete = !table.key.is_empty() && key.len() == table.key.len();
+    let key = complete.then_some(Row(key));
     Ok(DecodedImage {
         image: Image::Json(json),
         key,

@@ -284,7 +284,7 @@ impl Snapshot {
                     key: cols.key_of(&after),
                     after: Some(after.into()),
                     unchanged: Vec::new(),
-                    source: SourceInfo {
+                    source: Arc::new(SourceInfo {
                         connector: "mysql",
                         name: self.pipeline.clone(),
                         db: cols.db.clone(),
@@ -296,7 +296,7 @@ impl Snapshot {
                         commit_lsn: None,
                         tx_id: None,
                         watermark: None,
-                    },
+                    }),
                     // Just before the snapshot position: no binlog event starts
                     // there, and it sorts before everything streamed after it.
                     position: Position::Mysql {

@@ -257,13 +257,17 @@ impl MyKind {
 }
 
 /// Appends `n` in decimal, zero-padded to `width` digits.
-fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
-    let mut buf = itoa::Buffer::new();
-    let digits = buf.format(n);
-    for _ in digits.len()..width {
-        out.push(b'0');
+fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    // Digits fill the buffer from the right; its '0's are the padding.
+    let mut digits = [b'0'; 20];
+    let mut len = 0;
+    while n > 0 || len == 0 {
+        digits[19 - len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
     }
-    out.extend_from_slice(digits.as_bytes());
+    let len = len.max(width).min(digits.len());
+    out.extend_from_slice(&digits[digits.len() - len..]);
 }
 
 /// `YYYY-MM-DD`.

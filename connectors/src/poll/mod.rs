@@ -437,7 +437,7 @@ impl PollSource {
                         after: None,
                         unchanged: Vec::new(),
                         key: Some(key_row),
-                        source: source.clone(),
+                        source: Arc::new(source.clone()),
                         position: single_table(&table.cfg.name, watermark.sort.clone(), at),
                         transaction: None,
                         ts_ms: source.ts_ms,
@@ -578,10 +578,10 @@ impl PollSource {
                 after,
                 unchanged: Vec::new(),
                 key: key_row,
-                source: SourceInfo {
+                source: Arc::new(SourceInfo {
                     watermark: Some(value),
                     ..source.clone()
-                },
+                }),
                 position,
                 transaction: None,
                 ts_ms,

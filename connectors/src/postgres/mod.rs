@@ -694,10 +694,10 @@ impl PostgresSource {
                 after: None,
                 unchanged: Vec::new(),
                 key: None,
-                source: SourceInfo {
+                source: Arc::new(SourceInfo {
                     lsn: Some(at),
                     ..source.clone()
-                },
+                }),
                 position: Position::postgres(tx.commit_lsn, at),
                 transaction: Some(TransactionInfo {
                     id: tx.id.clone(),
@@ -715,7 +715,7 @@ impl PostgresSource {
             after: after.map(Image::from),
             unchanged,
             key,
-            source,
+            source: Arc::new(source),
             position: Position::postgres(tx.commit_lsn, lsn),
             transaction: Some(TransactionInfo {
                 id: tx.id.clone(),

@@ -212,7 +212,7 @@ impl Snapshot {
                     key: reader.schema.key_of(&after),
                     after: Some(after.into()),
                     unchanged: Vec::new(),
-                    source: SourceInfo {
+                    source: Arc::new(SourceInfo {
                         connector: "postgres",
                         name: self.pipeline.clone(),
                         db: self.db.clone(),
@@ -224,7 +224,7 @@ impl Snapshot {
                         commit_lsn: Some(self.consistent_point),
                         tx_id: None,
                         watermark: None,
-                    },
+                    }),
                     position: Position::Postgres {
                         commit_lsn: self.consistent_point,
                         lsn: 0,
