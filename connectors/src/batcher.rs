@@ -68,7 +68,11 @@ impl Batcher {
     /// Everything read so far; `end` covers the complete transactions in it.
     pub fn take(&mut self) -> Batch {
         self.complete = 0;
-        let next = self.spare.take().unwrap_or_default();
+        // A vector of a written batch, or one the size of this batch.
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(self.events.len()));
         Batch {
             events: std::mem::replace(&mut self.events, next),
             end: self.end.take().map(|(p, _)| p),

@@ -534,6 +534,10 @@ pub mod json {
         match value {
             Value::String(s) => string(out, s),
             Value::Null => out.extend_from_slice(b"null"),
+            Value::Number(n) if n.is_i64() || n.is_u64() => match n.as_i64() {
+                Some(i) => integer(out, i),
+                None => integer(out, n.as_u64().unwrap_or_default()),
+            },
             // Numbers, booleans, arrays and objects: serde_json's own forms.
             // Writing a Value to a Vec cannot fail.
             other => {

@@ -12,8 +12,8 @@ use super::values::MyKind;
 use crate::event::{json, Image, Row};
 use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
-use mysql_common::binlog::decimal::Decimal;
 use mysql_async::consts::ColumnType;
+use mysql_common::binlog::decimal::Decimal;
 use mysql_common::io::ParseBuf;
 use serde_json::Value;
 use std::io::{self, Write as _};
@@ -147,6 +147,8 @@ pub fn read_image<'a>(
             json.push(b'"');
             write!(json, "{decimal}")?;
             json.push(b'"');
+        } else if let Some(text) = utf8_varchar(buf, column)? {
+            json::string(&mut json, text);
         } else {
             let value: BinlogValue<'_> =
                 buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
@@ -171,4 +173,94 @@ pub fn read_image<'a>(
         key,
         missing,
     })
+}
+
+/// A VARCHAR value of a UTF-8 column, borrowed from the image: its length (one
+/// byte, or two when the column can hold more than 255 bytes) then its bytes.
+/// `mysql_common` would copy it into a new vector first. `None` (and nothing
+/// read) for other columns and for bytes that are not UTF-8.
+fn utf8_varchar<'a>(buf: &mut ParseBuf<'a>, column: &WireColumn) -> io::Result<Option<&'a str>> {
+    let is_varchar = matches!(
+        column.column_type,
+        ColumnType::MYSQL_TYPE_VARCHAR | ColumnType::MYSQL_TYPE_VAR_STRING
+    );
+    let (true, MyKind::Text { latin1: false }, [lo, hi, ..]) =
+        (is_varchar, &column.kind, column.meta.as_slice())
+    else {
+        return Ok(None);
+    };
+    let prefix = if u16::from_le_bytes([*lo, *hi]) < 256 {
+        1
+    } else {
+        2
+    };
+    let data: &'a [u8] = buf.0;
+    let len = match data.get(..prefix) {
+        Some([n]) => *n as usize,
+        Some([lo, hi]) => u16::from_le_bytes([*lo, *hi]) as usize,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated VARCHAR length",
+            ))
+        }
+    };
+    let Some(bytes) = data.get(prefix..prefix + len) else {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated VARCHAR value",
+        ));
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(None);
+    };
+    buf.0 = &data[prefix + len..];
+    Ok(Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varchar(max_bytes: u16) -> WireColumn {
+        WireColumn {
+            column_type: ColumnType::MYSQL_TYPE_VARCHAR,
+            meta: max_bytes.to_le_bytes().to_vec(),
+            unsigned: false,
+            kind: MyKind::Text { latin1: false },
+        }
+    }
+
+    /// The borrowed read takes what `mysql_common`'s decoder takes, and leaves
+    /// the buffer at the same place.
+    #[test]
+    fn varchar_reads_match_mysql_common() {
+        for (column, image) in [
+            (varchar(40), b"\x05hello+rest".to_vec()),
+            (varchar(1200), b"\x04\x00\xf0\x9f\x8c\x8a+rest".to_vec()),
+            (varchar(40), b"\x00+rest".to_vec()),
+        ] {
+            let mut ours = ParseBuf(&image);
+            let text = utf8_varchar(&mut ours, &column)
+                .expect("read")
+                .expect("utf-8");
+            let mut theirs = ParseBuf(&image);
+            let value: BinlogValue<'_> = theirs
+                .parse((column.column_type, &column.meta[..], false, false))
+                .expect("parse");
+            let expected = column.kind.to_json(value);
+            assert_eq!(serde_json::Value::String(text.to_string()), expected);
+            assert_eq!(ours.0, theirs.0);
+        }
+        // Not UTF-8: left to the decoder, nothing consumed.
+        let image = b"\x01\xff".to_vec();
+        let mut buf = ParseBuf(&image);
+        assert!(utf8_varchar(&mut buf, &varchar(40))
+            .expect("read")
+            .is_none());
+        assert_eq!(buf.0.len(), 2);
+        // Truncated: an error, not a panic.
+        let image = b"\x09abc".to_vec();
+        assert!(utf8_varchar(&mut ParseBuf(&image), &varchar(40)).is_err());
+    }
 }

@@ -270,23 +270,30 @@ fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
     out.extend_from_slice(&digits[digits.len() - len..]);
 }
 
+/// Two digits and a separator (`n` < 100: months, days, minutes, seconds).
+fn push_two(out: &mut Vec<u8>, n: u8, separator: u8) {
+    out.extend_from_slice(&[b'0' + n / 10 % 10, b'0' + n % 10, separator]);
+}
+
 /// `YYYY-MM-DD`.
 fn push_date(out: &mut Vec<u8>, y: u16, m: u8, d: u8) {
     push_padded(out, y as u64, 4);
     out.push(b'-');
-    push_padded(out, m as u64, 2);
-    out.push(b'-');
-    push_padded(out, d as u64, 2);
+    push_two(out, m, b'-');
+    out.extend_from_slice(&[b'0' + d / 10 % 10, b'0' + d % 10]);
 }
 
 /// `HH:MM:SS.ffffff` (hours may exceed 24 for TIME).
 fn push_clock(out: &mut Vec<u8>, h: u64, m: u8, s: u8, us: u32) {
-    push_padded(out, h, 2);
-    out.push(b':');
-    push_padded(out, m as u64, 2);
-    out.push(b':');
-    push_padded(out, s as u64, 2);
-    out.push(b'.');
+    match u8::try_from(h) {
+        Ok(h) if h < 100 => push_two(out, h, b':'),
+        _ => {
+            push_padded(out, h, 2);
+            out.push(b':');
+        }
+    }
+    push_two(out, m, b':');
+    push_two(out, s, b'.');
     push_padded(out, us as u64, 6);
 }
 
@@ -379,6 +386,34 @@ mod tests {
                 "{kind:?} {value:?}"
             );
         }
+    }
+
+    #[test]
+    fn temporal_forms_are_fixed_width() {
+        let text = |kind: MyKind, v: MyValue| kind.value(v);
+        assert_eq!(
+            text(MyKind::DateTime, MyValue::Date(2026, 1, 2, 3, 4, 5, 60)),
+            json!("2026-01-02T03:04:05.000060")
+        );
+        assert_eq!(
+            text(
+                MyKind::Timestamp,
+                MyValue::Date(999, 12, 31, 23, 59, 59, 999_999)
+            ),
+            json!("0999-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(
+            text(MyKind::Date, MyValue::Date(0, 0, 0, 0, 0, 0, 0)),
+            json!("0000-00-00")
+        );
+        assert_eq!(
+            text(MyKind::Time, MyValue::Time(true, 1, 2, 3, 4, 5)),
+            json!("-26:03:04.000005")
+        );
+        assert_eq!(
+            text(MyKind::Time, MyValue::Time(false, 34, 22, 59, 59, 0)),
+            json!("838:59:59.000000")
+        );
     }
 
     #[test]
