@@ -5,16 +5,18 @@ use super::{my_error, MysqlConfig};
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+use std::collections::HashMap;
 
-pub(super) async fn variable(conn: &mut Conn, name: &str) -> Result<String, SourceError> {
-    let row: Option<mysql_async::Row> = conn
-        .query_first(format!("SHOW GLOBAL VARIABLES LIKE '{name}'"))
-        .await
-        .map_err(my_error(format!("read {name}")))?;
-    Ok(row
-        .and_then(|r| r.get_opt::<String, _>(1))
-        .and_then(Result::ok)
-        .unwrap_or_default())
+/// The server settings the checks read, in one round trip; a setting the
+/// server does not have is absent.
+async fn settings(conn: &mut Conn) -> Result<HashMap<String, String>, SourceError> {
+    conn.query::<(String, String), _>(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
+         'binlog_row_image', 'binlog_row_metadata', 'expire_logs_days', 'server_id')",
+    )
+    .await
+    .map(|rows| rows.into_iter().collect())
+    .map_err(my_error("read the binlog settings"))
 }
 
 /// What stops capture; warnings (row image, metadata, retention) are logged.
@@ -23,35 +25,34 @@ pub(super) async fn problems(
     cfg: &MysqlConfig,
 ) -> Result<Vec<String>, SourceError> {
     let mut problems = Vec::new();
-    if variable(conn, "log_bin").await? != "ON" {
+    let settings = settings(conn).await?;
+    let variable = |name: &str| settings.get(name).map_or("", String::as_str);
+    if variable("log_bin") != "ON" {
         problems.push(
             "source: log_bin is OFF; binlog capture needs log_bin = ON (set it in the server config and restart)".to_string(),
         );
     }
-    let format = variable(conn, "binlog_format").await?;
+    let format = variable("binlog_format");
     if format != "ROW" {
         problems.push(format!(
             "source: binlog_format is {format}, capture needs binlog_format = ROW"
         ));
     }
-    let image = variable(conn, "binlog_row_image").await?;
+    let image = variable("binlog_row_image");
     if image != "FULL" {
         tracing::warn!("source: binlog_row_image is {image}: columns the server leaves out of row images are listed in `unchanged`, not sent");
     }
-    let metadata = variable(conn, "binlog_row_metadata").await?;
+    let metadata = variable("binlog_row_metadata");
     if metadata != "FULL" {
         tracing::warn!(
             "source: binlog_row_metadata is {metadata}: column names come from the schema history instead of the binlog (FULL is recommended)"
         );
     }
-    let days: f64 = variable(conn, "expire_logs_days")
-        .await?
-        .parse()
-        .unwrap_or(0.0);
+    let days: f64 = variable("expire_logs_days").parse().unwrap_or(0.0);
     if days > 0.0 && days < 1.0 {
         tracing::warn!("source: binlogs expire after {days} days: a pipeline stopped longer than that must take a new snapshot");
     }
-    let server_id = variable(conn, "server_id").await?;
+    let server_id = variable("server_id");
     if server_id == cfg.server_id.to_string() {
         problems.push(format!(
             "source.server_id: {} is the server's own server_id; pick another",
