@@ -7,7 +7,7 @@
 #   - python-mysql-replication (PyPI mysql-replication), is_mariadb=False with file+pos
 # Each reader runs RUNS times (3 by default) and keeps its best time, timed in
 # milliseconds (the runs take a few tenths of a second, so one run's noise would
-# move the ratios). Prints rows/s for each, tidemark's ratios and its peak RSS.
+# move the ratios); tidemark and the mariadb-binlog runs take turns. Prints rows/s for each, tidemark's ratios and its peak RSS.
 # Not a test.
 #
 #   bash benches/mysql_binlog.sh          # ROWS=200000 by default
@@ -48,22 +48,19 @@ print(n)
 PY
 
 master() { my -e "SHOW MASTER STATUS" | awk '{print $1, $2}'; }
-timed() { # out-file, command...: best wall seconds over RUNS runs and peak RSS (KB) into out-file
+once() { # out-file, command...: one timed run; keeps the best wall seconds and the peak RSS (KB) in out-file
   local out=$1; shift
-  local best="" rss=0 t0 t1 ms kb
-  for _ in $(seq "$RUNS"); do
-    "${before_run[@]}"
-    t0=$(date +%s%N)
-    /usr/bin/time -f "%M" -o "$out.rss" "$@"
-    t1=$(date +%s%N)
-    ms=$(( (t1 - t0) / 1000000 ))
-    kb=$(cat "$out.rss")
-    if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
-    if [ "$kb" -gt "$rss" ]; then rss=$kb; fi
-  done
-  awk -v ms="$best" -v kb="$rss" 'BEGIN { printf "%.3f %d\n", ms / 1000, kb }' > "$out"
+  local t0 t1 ms kb best=999999 rss=0
+  [ -f "$out" ] && read -r best rss < "$out"
+  t0=$(date +%s%N)
+  /usr/bin/time -f "%M" -o "$out.rss" "$@"
+  t1=$(date +%s%N)
+  ms=$(( (t1 - t0) / 1000000 ))
+  kb=$(cat "$out.rss")
+  [ "$ms" -lt "$best" ] && best=$ms
+  [ "$kb" -gt "$rss" ] && rss=$kb
+  echo "$best $rss" > "$out"
 }
-before_run=(true)
 
 run_case() {
   local label=$1 tx_rows=$2
@@ -83,15 +80,15 @@ run_case() {
   read -r end_file end < <(master)
   [ "$file" = "$end_file" ] || { echo "binlog rotated during the workload ($file → $end_file); run again" >&2; exit 1; }
 
-  timed "$work/verbose.time" sh -c "mariadb-binlog --read-from-remote-server -h127.0.0.1 -uroot --verbose --start-position=$start --stop-position=$end $file > /dev/null"
-  reset_raw() { rm -rf "$work/raw" && mkdir -p "$work/raw"; }
-  before_run=(reset_raw)
-  timed "$work/raw.time" mariadb-binlog --read-from-remote-server --raw -h127.0.0.1 -uroot --start-position="$start" --result-file="$work/raw/" "$file"
-  before_run=(true)
   local py_rows
-  timed "$work/py.time" sh -c "python3 '$work/pyrepl.py' '$file' '$start' > '$work/py.out'"
+  rm -f "$work"/*.time
+  # python-mysql-replication takes seconds: its runs first. The others take
+  # tenths of a second and run in turn, round after round, so that a change in
+  # the machine's speed hits them alike.
+  for _ in $(seq "$RUNS"); do
+    once "$work/py.time" sh -c "python3 '$work/pyrepl.py' '$file' '$start' > '$work/py.out'"
+  done
   py_rows=$(cat "$work/py.out")
-
   cat > "$work/bench.toml" <<TOML
 [pipeline]
 name = "bench"
@@ -108,19 +105,22 @@ path = "$work/events"
 type = "file"
 path = "$work/cursor.json"
 TOML
-  reset_tidemark() {
+  for _ in $(seq "$RUNS"); do
+    once "$work/verbose.time" sh -c "mariadb-binlog --read-from-remote-server -h127.0.0.1 -uroot --verbose --start-position=$start --stop-position=$end $file > /dev/null"
+    rm -rf "$work/raw" && mkdir -p "$work/raw"
+    once "$work/raw.time" mariadb-binlog --read-from-remote-server --raw -h127.0.0.1 -uroot --start-position="$start" --result-file="$work/raw/" "$file"
     rm -rf "$work/events"
     printf '{"pipeline":"bench","position":{"mysql":{"file":"%s","pos":%s}},"position_text":"","updated_at_ms":0}' "$file" "$start" > "$work/cursor.json"
-  }
-  before_run=(reset_tidemark)
-  RUST_LOG=warn timed "$work/tidemark.time" "$bin" run --config "$work/bench.toml" --stop-at-binlog "$file:$end"
-  before_run=(true)
+    RUST_LOG=warn once "$work/tidemark.time" "$bin" run --config "$work/bench.toml" --stop-at-binlog "$file:$end"
+  done
   local events
   events=$(cat "$work"/events/*.jsonl | wc -l)
   read -r vs _ < "$work/verbose.time"
   read -r rs _ < "$work/raw.time"
   read -r ps _ < "$work/py.time"
   read -r ts tk < "$work/tidemark.time"
+  vs=$(awk -v ms="$vs" 'BEGIN { print ms / 1000 }'); rs=$(awk -v ms="$rs" 'BEGIN { print ms / 1000 }')
+  ps=$(awk -v ms="$ps" 'BEGIN { print ms / 1000 }'); ts=$(awk -v ms="$ts" 'BEGIN { print ms / 1000 }')
   awk -v label="$label" -v rows="$ROWS" -v ev="$events" -v py="$py_rows" -v vs="$vs" -v rs="$rs" -v ps="$ps" -v ts="$ts" -v tk="$tk" 'BEGIN {
     v = rows / (vs > 0 ? vs : 0.001); r = rows / (rs > 0 ? rs : 0.001);
     p = py / (ps > 0 ? ps : 0.001); t = ev / (ts > 0 ? ts : 0.001);
