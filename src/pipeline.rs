@@ -4,8 +4,8 @@
 //! reading overlaps writing but a slow sink slows reading instead of growing the
 //! heap. The writer makes each batch durable in the sink, then commits the
 //! batch's end position to the cursor store (once for batches that queued up
-//! meanwhile), then tells the source (which tells Postgres `flush = X`). A failure anywhere stops the pipeline before the cursor
-//! moves past it. The writer loop also ticks the health (and through it
+//! meanwhile), then tells the source (which tells Postgres `flush = X`). A
+//! failure anywhere stops the pipeline before the cursor moves past it. The writer loop also ticks the health (and through it
 //! systemd's watchdog) and counts what it reads and writes.
 
 use crate::cursor::{CursorError, CursorStore};
@@ -76,6 +76,31 @@ fn dedup_scope(position: &str) -> Option<&str> {
         return None;
     }
     position.find(':').map(|end| &position[..end])
+}
+
+/// Drops the events the sink already holds from before a crash (at or before
+/// its last line, within the same log), and returns how many; once an event
+/// past that line comes, `resume_after` is cleared and nothing more is checked.
+fn skip_written(batch: &mut Batch, resume_after: &mut Option<String>) -> u64 {
+    let Some(last) = resume_after.as_deref() else {
+        return 0;
+    };
+    let before = batch.events.len();
+    let mut passed = false;
+    batch.events.retain(|e| {
+        let position = e.position.to_string();
+        let scope = dedup_scope(&position);
+        if scope.is_none() || scope != dedup_scope(last) {
+            return true;
+        }
+        let keep = position.as_str() > last;
+        passed |= keep;
+        keep
+    });
+    if passed {
+        *resume_after = None;
+    }
+    (before - batch.events.len()) as u64
 }
 
 /// What a run did.
@@ -158,24 +183,7 @@ pub async fn run(
                 if let Some(first) = batch.events.first() {
                     health().read(batch.events.len(), first.source.ts_ms);
                 }
-                if let Some(last) = &resume_after {
-                    let before = batch.events.len();
-                    let mut passed = false;
-                    batch.events.retain(|e| {
-                        let position = e.position.to_string();
-                        let scope = dedup_scope(&position);
-                        if scope.is_none() || scope != dedup_scope(last) {
-                            return true;
-                        }
-                        let keep = position.as_str() > last.as_str();
-                        passed |= keep;
-                        keep
-                    });
-                    summary.skipped_duplicates += (before - batch.events.len()) as u64;
-                    if passed {
-                        resume_after = None;
-                    }
-                }
+                summary.skipped_duplicates += skip_written(&mut batch, &mut resume_after);
                 let started = Instant::now();
                 if let Err(e) = sink.write(&batch.events).await {
                     metrics::count_events("tidemark_events_failed_total", &batch.events);

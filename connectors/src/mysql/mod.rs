@@ -224,9 +224,10 @@ impl MysqlSource {
         // snapshot comes first: it would sit idle through it).
         let early = resume.is_some() || !cfg.snapshot;
         let stream_conn = async {
-            match early {
-                true => connect(&cfg.url).await.map(Some),
-                false => Ok(None),
+            if early {
+                connect(&cfg.url).await.map(Some)
+            } else {
+                Ok(None)
             }
         };
         let (mut conn, stream_conn) = tokio::try_join!(connect(&cfg.url), stream_conn)?;
