@@ -257,17 +257,26 @@ impl From<Row> for Image {
 }
 
 impl Image {
-    /// The named values; a rendered image is read back from its JSON.
+    /// The named values; a rendered image is read back from its JSON (which
+    /// its connector wrote as an object: anything else is a bug, logged).
     pub fn to_row(&self) -> Row {
         match self {
             Image::Values(row) => row.clone(),
-            Image::Json(json) => Row(serde_json::from_slice::<serde_json::Map<String, Value>>(
-                json,
-            )
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (Arc::from(name), value))
-            .collect()),
+            Image::Json(json) => {
+                match serde_json::from_slice::<serde_json::Map<String, Value>>(json) {
+                    Ok(map) => Row(map
+                        .into_iter()
+                        .map(|(name, value)| (Arc::from(name), value))
+                        .collect()),
+                    Err(e) => {
+                        tracing::error!(
+                            "a rendered row image is not a JSON object ({e}): {}",
+                            String::from_utf8_lossy(json)
+                        );
+                        Row::default()
+                    }
+                }
+            }
         }
     }
 
