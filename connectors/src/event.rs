@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -259,10 +260,10 @@ impl From<Row> for Image {
 impl Image {
     /// The named values; a rendered image is read back from its JSON (which
     /// its connector wrote as an object: anything else is a bug, logged).
-    pub fn to_row(&self) -> Row {
+    pub fn to_row(&self) -> Cow<'_, Row> {
         match self {
-            Image::Values(row) => row.clone(),
-            Image::Json(json) => {
+            Image::Values(row) => Cow::Borrowed(row),
+            Image::Json(json) => Cow::Owned(
                 match serde_json::from_slice::<serde_json::Map<String, Value>>(json) {
                     Ok(map) => Row(map
                         .into_iter()
@@ -275,8 +276,8 @@ impl Image {
                         );
                         Row::default()
                     }
-                }
-            }
+                },
+            ),
         }
     }
 

@@ -10,7 +10,7 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tidemark_connectors::{ChangeEvent, Image, Op, Row};
+use tidemark_connectors::{ChangeEvent, Op, Row};
 
 /// A table as events name it: `schema.table`, and the connector that read it
 /// (which decides the target's default names and the source's type names).
@@ -129,7 +129,7 @@ pub fn plan<'a>(
             rows.insert(key_text, (next, State::Delete(key.clone())));
             continue;
         }
-        let Some(mut row) = event.after.as_ref().map(Image::to_row) else {
+        let Some(mut row) = event.after.as_ref().map(|a| a.to_row().into_owned()) else {
             continue;
         };
         // An update that changed the key: the old key's row goes away.

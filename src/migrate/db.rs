@@ -619,17 +619,9 @@ impl Db {
         let value = last.max(max).max(1);
         match self {
             Db::Postgres(_) => {
-                let rel = pg_literal(&from);
-                let seq = self
-                    .strings(&format!(
-                        "SELECT pg_get_serial_sequence({rel}, {})",
-                        pg_literal(column)
-                    ))
-                    .await?
-                    .into_iter()
-                    .next()
-                    .filter(|s| !s.is_empty());
-                let Some(seq) = seq else { return Ok(None) };
+                let Some(seq) = self.serial_sequence(table, column).await? else {
+                    return Ok(None);
+                };
                 self.rows(&format!("SELECT setval({}, {value})", pg_literal(&seq)))
                     .await?;
             }
