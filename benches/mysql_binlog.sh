@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: tidemark (binlog → JSON lines file sink, fsync per batch → cursor)
+# Benchmark: tidemark (binlog → JSON lines file sink, fsync before each cursor commit → cursor)
 # against three readers of the same binlog range, on 200k row inserts written as
 # 10k transactions of 20 rows and as one transaction:
 #   - mariadb-binlog --read-from-remote-server --verbose  (the server's own decoder)
@@ -131,6 +131,6 @@ TOML
   }'
 }
 
-echo "Binlog of $ROWS row inserts; tidemark writes JSON lines with fsync per batch; best of $RUNS runs each"
+echo "Binlog of $ROWS row inserts; tidemark writes JSON lines, fsynced before each cursor commit (commit_interval 1s, and at the stop); best of $RUNS runs each"
 run_case "$((ROWS / 20)) tx x 20 rows" 20
 run_case "1 tx x $ROWS rows" "$ROWS"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: tidemark (pgoutput → file sink, fsync per batch) against
+# Benchmark: tidemark (pgoutput → file sink, fsync before each cursor commit) against
 # pg_recvlogical (pgoutput → /dev/null) reading the same WAL from two slots
 # created at the same point (tidemark reads first, so any warm-cache advantage
 # goes to pg_recvlogical). Two workloads of 200k row inserts: 10k transactions
@@ -78,6 +78,6 @@ TOML
   }'
 }
 
-echo "WAL of $ROWS row inserts; tidemark writes JSON lines with fsync per batch, pg_recvlogical writes raw pgoutput to /dev/null"
+echo "WAL of $ROWS row inserts; tidemark writes JSON lines (fsync before each cursor commit), pg_recvlogical writes raw pgoutput to /dev/null"
 run_case "$((ROWS / 20)) tx x 20 rows" 20
 run_case "1 tx x $ROWS rows" "$ROWS"

@@ -251,10 +251,28 @@ pub struct PipelineConfig {
     /// A batch is handed to the sink at this many events at most.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
+    /// The cursor is committed (after the sink syncs) at most this often while
+    /// batches keep coming, as soon as this long has passed after the last
+    /// batch written, at the first transaction end of a run, and on stop;
+    /// `"0s"` commits after every batch. A crash replays at most this much
+    /// (the file sink drops what it already holds).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: String,
 }
 
 fn default_max_batch_events() -> usize {
     1024
+}
+
+fn default_commit_interval() -> String {
+    "1s".into()
+}
+
+impl PipelineConfig {
+    /// `commit_interval`, checked by [`Config::validate`].
+    pub fn commit_every(&self) -> std::time::Duration {
+        parse_duration(&self.commit_interval).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -539,6 +557,15 @@ impl Config {
         }
         if self.pipeline.max_batch_events == 0 {
             return Err(invalid("pipeline.max_batch_events", "must be at least 1"));
+        }
+        if parse_duration(&self.pipeline.commit_interval).is_none() {
+            return Err(invalid(
+                "pipeline.commit_interval",
+                format!(
+                    "{:?} is not a duration like 1s or 500ms",
+                    self.pipeline.commit_interval
+                ),
+            ));
         }
         if let Some(target) = &self.target {
             let engine = crate::apply::types::Engine::of_url(&target.url);
@@ -890,6 +917,7 @@ fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().map_err(|source| ConfigError::Read {
@@ -943,5 +971,20 @@ publication = "tidemark_demo"
         ))
         .expect_err("missing env");
         assert!(err.to_string().contains("TIDEMARK_TEST_UNSET_VAR"), "{err}");
+        let err = parse(&GOOD.replace("[pipeline]\n", "[pipeline]\ncommit_interval = \"soon\"\n"))
+            .expect_err("bad interval");
+        assert!(
+            err.to_string().starts_with("pipeline.commit_interval:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn commit_interval_defaults_to_a_second_and_zero_means_every_batch() {
+        let config = parse(GOOD).expect("valid config");
+        assert_eq!(config.pipeline.commit_every(), Duration::from_secs(1));
+        let config = parse(&GOOD.replace("[pipeline]\n", "[pipeline]\ncommit_interval = \"0s\"\n"))
+            .expect("valid config");
+        assert_eq!(config.pipeline.commit_every(), Duration::ZERO);
     }
 }

@@ -708,7 +708,14 @@ async fn run_pipeline(
         ));
     }
 
-    let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await;
+    let summary = pipeline::run(
+        source,
+        handle.durable,
+        &mut sink,
+        &mut cursor,
+        config.pipeline.commit_every(),
+    )
+    .await;
     cursor.release().await;
     if let Some(fatal) = health().take_fatal() {
         bail!("{fatal}");

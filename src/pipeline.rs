@@ -2,11 +2,14 @@
 //!
 //! A reader task pulls batches from the source into a channel of two batches, so
 //! reading overlaps writing but a slow sink slows reading instead of growing the
-//! heap. The writer makes each batch durable in the sink, then commits the
-//! batch's end position to the cursor store (once for batches that queued up
-//! meanwhile), then tells the source (which tells Postgres `flush = X`). A
-//! failure anywhere stops the pipeline before the cursor moves past it. The writer loop also ticks the health (and through it
-//! systemd's watchdog) and counts what it reads and writes.
+//! heap. The writer hands each batch to the sink. At most every
+//! `commit_interval` (and at the first transaction end of a run, and when the
+//! source stops) it makes what the sink holds durable, commits the end of the
+//! last transaction written to the cursor store, and tells the source (which
+//! tells Postgres `flush = X`). A failure
+//! anywhere stops the pipeline before the cursor moves past it. The writer loop
+//! also ticks the health (and through it systemd's watchdog) and counts what it
+//! reads and writes.
 
 use crate::cursor::{CursorError, CursorStore};
 use crate::ops::health::tick_every;
@@ -103,6 +106,22 @@ fn skip_written(batch: &mut Batch, resume_after: &mut Option<String>) -> u64 {
     (before - batch.events.len()) as u64
 }
 
+/// Makes what the sink was given durable, then commits `end` to the cursor
+/// store and tells the source (which tells Postgres `flush = X`).
+async fn commit(
+    end: Position,
+    sink: &mut AnySink,
+    cursor: &mut CursorStore,
+    durable: &watch::Sender<Option<Position>>,
+) -> Result<Position, PipelineError> {
+    sink.sync().await?;
+    cursor.commit(&end).await?;
+    ::metrics::counter!("tidemark_cursor_commits_total").increment(1);
+    health().committed(end.to_string());
+    durable.send_replace(Some(end.clone()));
+    Ok(end)
+}
+
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -119,6 +138,7 @@ pub async fn run(
     durable: watch::Sender<Option<Position>>,
     sink: &mut AnySink,
     cursor: &mut CursorStore,
+    commit_every: Duration,
 ) -> Result<Summary, PipelineError> {
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
     // Written batches go back to the reader, which drops their events and reuses
@@ -148,28 +168,32 @@ pub async fn run(
     let mut resume_after = sink.last_position().map(str::to_owned);
     let mut last_log = Instant::now();
     let mut ticker = tokio::time::interval(tick_every());
+    // The end of the last transaction written, while not yet committed.
+    let mut uncommitted: Option<Position> = None;
+    let mut last_commit = tokio::time::Instant::now();
     let written = async {
         loop {
             // The loop ticks between batches and while waiting for one, so the
             // health (and systemd's watchdog) sees it stop only when it is stuck.
+            let commit_due = last_commit + commit_every;
             let first = tokio::select! {
                 batch = rx.recv() => match batch {
-                    Some(batch) => batch,
+                    Some(batch) => Some(batch),
                     None => break,
                 },
                 _ = ticker.tick() => {
                     health().tick();
                     continue;
                 }
+                // No batch for a while, and the last written is not committed yet.
+                _ = tokio::time::sleep_until(commit_due), if uncommitted.is_some() => None,
             };
-            // Batches that queued up while the last ones were made durable are
-            // written in turn, then the cursor is committed once, at the last
-            // end among them: a slow disk costs fewer cursor syncs, not speed.
-            let mut queued = vec![first];
+            // Batches that queued up while the last ones were written are
+            // written in turn.
+            let mut queued: Vec<Batch> = first.into_iter().collect();
             while let Ok(more) = rx.try_recv() {
                 queued.push(more);
             }
-            let mut end = None;
             for mut batch in queued {
                 health().tick();
                 // The phase of what is being delivered: snapshot events say so;
@@ -202,17 +226,26 @@ pub async fn run(
                 summary.events += batch.events.len() as u64;
                 summary.batches += 1;
                 if batch.end.is_some() {
-                    end = batch.end.take();
+                    uncommitted = batch.end.take();
                 }
-                // When the reader has stopped or is behind, the events drop here.
-                let _ = written_tx.try_send(batch.events);
+                // The events drop here; the emptied vector goes back to the
+                // reader (unless it has stopped or is behind) for a next batch.
+                let mut events = batch.events;
+                events.clear();
+                let _ = written_tx.try_send(events);
             }
-            if let Some(end) = end {
-                cursor.commit(&end).await?;
-                ::metrics::counter!("tidemark_cursor_commits_total").increment(1);
-                health().committed(end.to_string());
-                durable.send_replace(Some(end.clone()));
-                summary.cursor = Some(end);
+            // The cursor moves at most every `commit_every`: a busy stream
+            // costs one sink sync and one cursor write per interval, not per
+            // batch. The first end of a run is committed at once: until then a
+            // crash would start over (a new snapshot, whose rows carry new
+            // positions) instead of replaying with the same ones.
+            let first_of_run = summary.cursor.is_none();
+            if uncommitted.is_some() && (first_of_run || tokio::time::Instant::now() >= commit_due)
+            {
+                if let Some(end) = uncommitted.take() {
+                    summary.cursor = Some(commit(end, sink, cursor, &durable).await?);
+                }
+                last_commit = tokio::time::Instant::now();
             }
             if last_log.elapsed() > Duration::from_secs(10) {
                 tracing::info!(
@@ -226,6 +259,10 @@ pub async fn run(
                 );
                 last_log = Instant::now();
             }
+        }
+        // The source has stopped: what was written is committed now.
+        if let Some(end) = uncommitted.take() {
+            summary.cursor = Some(commit(end, sink, cursor, &durable).await?);
         }
         Ok::<(), PipelineError>(())
     }

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write as _;
 use std::sync::Arc;
 
 /// What happened to the row.
@@ -114,10 +113,16 @@ pub fn sortable_key(key: &str) -> String {
 
 /// The numeric suffix of a binlog file name (`mariadb-bin.000042` → 42).
 pub fn binlog_index(file: &str) -> u64 {
-    file.rsplit('.')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    // By hand: this runs for every event written.
+    let bytes = file.as_bytes();
+    let digits = bytes
+        .iter()
+        .rposition(|b| *b == b'.')
+        .map_or(bytes, |dot| &bytes[dot + 1..]);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'))
 }
 
 impl Position {
@@ -135,74 +140,70 @@ impl Position {
 /// Snapshot rows read at consistent point `P` are `pg:<P>:0000000000000000:<row>`,
 /// which sorts before every change streamed from `P` on (those have a non-zero lsn).
 /// MySQL: `my:<binlog file index>:<event offset>:<row index>`.
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Formatted by hand: this runs for every event written.
-        let mut buf = [0u8; 64];
-        let mut len = 0;
-        let mut put = |bytes: &[u8]| {
-            buf[len..len + bytes.len()].copy_from_slice(bytes);
-            len += bytes.len();
-        };
+impl Position {
+    /// Appends the position's text (what `Display` gives). Written by hand:
+    /// this runs for every event written.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
         match self {
             Position::Postgres {
                 commit_lsn,
                 lsn,
                 snapshot_row,
             } => {
-                put(b"pg:");
-                put(&hex::<16>(*commit_lsn));
-                put(b":");
-                put(&hex::<16>(*lsn));
+                out.extend_from_slice(b"pg:");
+                out.extend_from_slice(&hex::<16>(*commit_lsn));
+                out.push(b':');
+                out.extend_from_slice(&hex::<16>(*lsn));
                 if let Some(row) = snapshot_row {
-                    put(b":");
-                    put(&hex::<16>(*row));
+                    out.push(b':');
+                    out.extend_from_slice(&hex::<16>(*row));
                 }
             }
             Position::Poll { tables } => {
                 // Per table: `table=<sortable cursor value>:<key>...`; numeric key
                 // values are zero-padded so ties on the cursor sort by key.
-                let parts: Vec<String> = tables
-                    .iter()
-                    .map(|(t, w)| {
-                        let mut part = format!("{t}={}", w.sort);
-                        for k in &w.key {
-                            match k.parse::<i64>() {
-                                Ok(n) => part.push_str(&format!(
-                                    ":{:020}",
-                                    (n as i128 + i64::MAX as i128 + 1) as u128
-                                )),
-                                Err(_) => {
-                                    part.push(':');
-                                    part.push_str(k);
-                                }
-                            }
-                        }
-                        part
-                    })
-                    .collect();
-                return write!(f, "poll:{}", parts.join(","));
+                out.extend_from_slice(b"poll:");
+                for (i, (table, watermark)) in tables.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(table.as_bytes());
+                    out.push(b'=');
+                    out.extend_from_slice(watermark.sort.as_bytes());
+                    for key in &watermark.key {
+                        out.push(b':');
+                        out.extend_from_slice(sortable_key(key).as_bytes());
+                    }
+                }
             }
             Position::Mysql { file, pos, row, .. } => {
-                put(b"my:");
-                put(&hex::<8>(binlog_index(file)));
-                put(b":");
-                put(&hex::<16>(*pos));
+                out.extend_from_slice(b"my:");
+                out.extend_from_slice(&hex::<8>(binlog_index(file)));
+                out.push(b':');
+                out.extend_from_slice(&hex::<16>(*pos));
                 match row {
                     Some(row) if *row > u32::MAX as u64 => {
-                        put(b":");
-                        put(&hex::<16>(*row));
+                        out.push(b':');
+                        out.extend_from_slice(&hex::<16>(*row));
                     }
                     Some(row) => {
-                        put(b":");
-                        put(&hex::<8>(*row));
+                        out.push(b':');
+                        out.extend_from_slice(&hex::<8>(*row));
                     }
                     None => {}
                 }
             }
         }
-        // Only ASCII hex digits and separators were written.
-        f.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = Vec::with_capacity(64);
+        self.write_text(&mut text);
+        // Hex digits and separators, and the poll source's table names and
+        // values, which are UTF-8.
+        f.write_str(&String::from_utf8_lossy(&text))
     }
 }
 
@@ -417,8 +418,7 @@ impl ChangeEvent {
             // The others are hex digits and colons: written in place.
             position => {
                 out.push(b'"');
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "{position}");
+                position.write_text(out);
                 out.push(b'"');
             }
         }

@@ -409,7 +409,14 @@ async fn catch_up(
             }
         }
     });
-    let summary = pipeline::run(source, handle.durable, &mut sink, &mut cursor).await;
+    let summary = pipeline::run(
+        source,
+        handle.durable,
+        &mut sink,
+        &mut cursor,
+        config.pipeline.commit_every(),
+    )
+    .await;
     reporter.abort();
     if let Some(report) = sink.report() {
         tracing::info!("{report}");

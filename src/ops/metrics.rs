@@ -5,7 +5,7 @@
 
 use super::health::health;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use tidemark_connectors::ChangeEvent;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -79,8 +79,9 @@ pub fn count_events(name: &'static str, events: &[ChangeEvent]) {
         match &mut run {
             Some((first, n))
                 if first.op == event.op
-                    && first.source.table == event.source.table
-                    && first.source.schema == event.source.schema =>
+                    && (Arc::ptr_eq(&first.source, &event.source)
+                        || (first.source.table == event.source.table
+                            && first.source.schema == event.source.schema)) =>
             {
                 *n += 1
             }

@@ -1,6 +1,7 @@
-//! Sinks: where change events go. `write` returns only once every event of the
-//! batch is durable (for a file: written and fsynced), which is what allows the
-//! cursor to move.
+//! Sinks: where change events go. `write` hands a batch over; `sync` returns
+//! once everything written is durable (for a file: fsynced; Kinesis and target
+//! databases are durable when `write` returns), which is what allows the cursor
+//! to move.
 
 mod file;
 pub mod kinesis;
@@ -56,6 +57,14 @@ impl AnySink {
             AnySink::Stdout(sink) => sink.write(events).await,
             AnySink::Kinesis(sink) => sink.write(events).await,
             AnySink::Target(sink) => Ok(sink.write(events).await?),
+        }
+    }
+
+    /// Makes everything written so far durable: called before each cursor commit.
+    pub async fn sync(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::File(sink) => tokio::task::block_in_place(|| sink.sync()),
+            AnySink::Stdout(_) | AnySink::Kinesis(_) | AnySink::Target(_) => Ok(()),
         }
     }
 

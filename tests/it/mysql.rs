@@ -133,7 +133,8 @@ fn column_names(event: &Value) -> Vec<&str> {
 
 const TYPES_VALUES: &str = "'x', 18446744073709551615, -128, 'happy', 'a,c', 1, b'10100101', '2026-11-21', '0000-00-00',
     '2026-11-21 13:45:00.123456', '2026-11-21 13:45:00.5', '-13:45:00.000001',
-    12345678901234567890123456789012345.123456789012345678901234567890, 1.5, 2.25, '{\"a\": 1}', X'00ff', 2026, 'café', '😀 hé'";
+    12345678901234567890123456789012345.123456789012345678901234567890, 1.5, 2.25, '{\"a\": 1}', X'00ff', 2026, 'café', '😀 hé',
+    -8388608, 16777215, -32768, -12.5";
 
 fn expected_types(id: i64) -> Value {
     json!({
@@ -141,7 +142,8 @@ fn expected_types(id: i64) -> Value {
         "b1": true, "b8": "pQ==", "d": "2026-11-21", "dz": "0000-00-00", "dt": "2026-11-21T13:45:00.123456",
         "ts": "2026-11-21T11:45:00.500000Z", "tm": "-13:45:00.000001",
         "dec1": "12345678901234567890123456789012345.123456789012345678901234567890",
-        "f": 1.5, "dbl": 2.25, "j": "{\"a\": 1}", "bin": "AP8=", "yr": 2026, "l1": "café", "emo": "😀 hé"
+        "f": 1.5, "dbl": 2.25, "j": "{\"a\": 1}", "bin": "AP8=", "yr": 2026, "l1": "café", "emo": "😀 hé",
+        "mi": -8388608, "mu": 16777215, "sm": -32768, "nd": "-12.50"
     })
 }
 
@@ -152,7 +154,7 @@ async fn mysql_ops_and_value_forms_in_snapshot_and_stream() {
         "CREATE TABLE t (id int PRIMARY KEY, name varchar(20), big bigint unsigned, small tinyint, e enum('sad','happy'),
            s set('a','b','c'), b1 bit(1), b8 bit(8), d date, dz date, dt datetime(6), ts timestamp(3) NULL, tm time(6),
            dec1 decimal(65,30), f float, dbl double, j json, bin varbinary(10), yr year, l1 varchar(10) CHARACTER SET latin1,
-           emo text)",
+           emo text, mi mediumint, mu mediumint unsigned, sm smallint, nd decimal(10,2))",
     );
     let insert = |id: i64| {
         format!("SET time_zone = '+02:00'; SET sql_mode = ''; INSERT INTO tm_my_types.t VALUES ({id}, {TYPES_VALUES});")

@@ -17,6 +17,7 @@ pub mod rows;
 pub mod schema;
 pub mod snapshot;
 pub mod values;
+mod wire;
 
 use crate::batcher::Batcher;
 use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, Row, SourceInfo, TransactionInfo};
@@ -584,8 +585,9 @@ impl MysqlSource {
                     }
                     decoded
                 };
+                let names = (info.db.clone(), info.table.clone());
                 for (i, (before, after)) in decoded.into_iter().enumerate() {
-                    self.push_row(op, table_id, start, i as u64, before, after, ts);
+                    self.push_row(op, &names, start, i as u64, before, after, ts);
                 }
             }
             _ => {}
@@ -723,27 +725,19 @@ impl MysqlSource {
         })
     }
 
+    /// One row of a rows event on `(db, table)`, as an event.
     #[allow(clippy::too_many_arguments)]
     fn push_row(
         &mut self,
         op: Op,
-        table_id: u64,
+        (db, table): &(Arc<str>, Arc<str>),
         start: u64,
         index: u64,
         before: Option<DecodedImage>,
         after: Option<DecodedImage>,
         ts: u32,
     ) {
-        let Some(info) = self.tables.get(&table_id) else {
-            return;
-        };
-        let source = Self::source(
-            &mut self.last_source,
-            &self.pipeline,
-            &info.db,
-            &info.table,
-            ts,
-        );
+        let source = Self::source(&mut self.last_source, &self.pipeline, db, table, ts);
         let (before, before_key) = before.map_or((None, None), |b| (Some(b.image), b.key));
         let (after, after_key, unchanged) = match after {
             Some(a) => (Some(a.image), a.key, a.missing),

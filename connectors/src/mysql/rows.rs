@@ -2,21 +2,22 @@
 //!
 //! `mysql_common`'s `BinlogRow` builds a `Column` (with owned names) for every
 //! column of every row; at hundreds of thousands of rows a second that
-//! allocation dominates. Here each value is parsed with `mysql_common`'s own
-//! `BinlogValue` decoder, using a per-table layout computed once per TABLE_MAP,
-//! and written into the image's JSON object at once: no `Value` per column, no
-//! name per column (names are rendered once per table).
+//! allocation dominates. Here each value is read with a per-table layout
+//! computed once per TABLE_MAP (by the hand decoders of `wire` for the common
+//! encodings, else by `mysql_common`'s `BinlogValue` decoder) and written into
+//! the image's JSON object at once: no `Value` per column, no name per column
+//! (names are rendered once per table).
 
 use super::schema::TableColumns;
 use super::values::MyKind;
-use crate::event::{json, Image, Row};
+use super::wire;
+use crate::event::{Image, Row};
 use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
-use mysql_common::binlog::decimal::Decimal;
 use mysql_common::io::ParseBuf;
 use serde_json::Value;
-use std::io::{self, Write as _};
+use std::io;
 use std::sync::Arc;
 
 /// How one column is laid out in a row image.
@@ -79,8 +80,9 @@ pub struct DecodedImage {
 
 /// Reads one row image: the null bitmap of the present columns, then their
 /// values, rendered straight into the image's JSON (the column names were
-/// rendered once per table); only the key columns become `Value`s. `len_hint`
-/// carries the last image's length over to size the next one.
+/// rendered once per table); only the key columns become `Value`s, read back
+/// from what was rendered. `len_hint` carries the last image's length over to
+/// size the next one.
 pub fn read_image<'a>(
     buf: &mut ParseBuf<'a>,
     present: &[bool],
@@ -121,38 +123,15 @@ pub fn read_image<'a>(
         }
         image_index += 1;
         json.extend_from_slice(json_name);
-        let in_key = table.key.contains(&i);
+        let start = json.len();
         if is_null {
             json.extend_from_slice(b"null");
-            if in_key {
-                key.push((name.clone(), Value::Null));
-            }
-        } else if in_key {
-            let value: BinlogValue<'_> =
-                buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
-            let value = column.kind.to_json(value);
-            json::value(&mut json, &value);
-            key.push((name.clone(), value));
-        } else if column.column_type == ColumnType::MYSQL_TYPE_NEWDECIMAL {
-            // mysql_common would format the decimal into a new String; its
-            // text (digits, sign, point) goes straight into the JSON instead.
-            let (precision, scale) = (column.meta.first(), column.meta.get(1));
-            let (Some(&precision), Some(&scale)) = (precision, scale) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("DECIMAL column {i} without precision and scale"),
-                ));
-            };
-            let decimal = Decimal::read_bin(&mut *buf, precision as usize, scale as usize, false)?;
-            json.push(b'"');
-            write!(json, "{decimal}")?;
-            json.push(b'"');
-        } else if let Some(text) = utf8_varchar(buf, column)? {
-            json::string(&mut json, text);
         } else {
-            let value: BinlogValue<'_> =
-                buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
-            column.kind.write_json(value, &mut json);
+            write_value(buf, column, &mut json)
+                .map_err(|e| io::Error::new(e.kind(), format!("column {name}: {e}")))?;
+        }
+        if table.key.contains(&i) {
+            key.push((name.clone(), read_back(&json[start..], name)?));
         }
     }
     json.push(b'}');
@@ -175,92 +154,66 @@ pub fn read_image<'a>(
     })
 }
 
-/// A VARCHAR value of a UTF-8 column, borrowed from the image: its length (one
-/// byte, or two when the column can hold more than 255 bytes) then its bytes.
-/// `mysql_common` would copy it into a new vector first. `None` (and nothing
-/// read) for other columns and for bytes that are not UTF-8.
-fn utf8_varchar<'a>(buf: &mut ParseBuf<'a>, column: &WireColumn) -> io::Result<Option<&'a str>> {
-    let is_varchar = matches!(
-        column.column_type,
-        ColumnType::MYSQL_TYPE_VARCHAR | ColumnType::MYSQL_TYPE_VAR_STRING
-    );
-    let (true, MyKind::Text { latin1: false }, [lo, hi, ..]) =
-        (is_varchar, &column.kind, column.meta.as_slice())
-    else {
-        return Ok(None);
-    };
-    let prefix = if u16::from_le_bytes([*lo, *hi]) < 256 {
-        1
-    } else {
-        2
-    };
-    let data: &'a [u8] = buf.0;
-    let len = match data.get(..prefix) {
-        Some([n]) => *n as usize,
-        Some([lo, hi]) => u16::from_le_bytes([*lo, *hi]) as usize,
-        _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "truncated VARCHAR length",
-            ))
-        }
-    };
-    let Some(bytes) = data.get(prefix..prefix + len) else {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "truncated VARCHAR value",
-        ));
-    };
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Ok(None);
-    };
-    buf.0 = &data[prefix + len..];
-    Ok(Some(text))
+/// One non-null value as JSON: by a hand decoder of `wire` when it has one for
+/// the column, else by `mysql_common`'s.
+fn write_value<'a>(
+    buf: &mut ParseBuf<'a>,
+    column: &'a WireColumn,
+    json: &mut Vec<u8>,
+) -> io::Result<()> {
+    if !wire::write_json(buf, column, json)? {
+        let value: BinlogValue<'_> =
+            buf.parse((column.column_type, &column.meta[..], column.unsigned, false))?;
+        column.kind.write_json(value, json);
+    }
+    Ok(())
+}
+
+/// The key holds what the image holds: a value's rendered JSON, read back
+/// (integers, the common key, without going through the JSON parser).
+fn read_back(rendered: &[u8], column: &str) -> io::Result<Value> {
+    let text = std::str::from_utf8(rendered).unwrap_or_default();
+    if let Ok(n) = text.parse::<i64>() {
+        return Ok(Value::from(n));
+    }
+    serde_json::from_slice(rendered).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("key column {column} rendered as invalid JSON: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::read_back;
+    use serde_json::json;
 
-    fn varchar(max_bytes: u16) -> WireColumn {
-        WireColumn {
-            column_type: ColumnType::MYSQL_TYPE_VARCHAR,
-            meta: max_bytes.to_le_bytes().to_vec(),
-            unsigned: false,
-            kind: MyKind::Text { latin1: false },
-        }
-    }
-
-    /// The borrowed read takes what `mysql_common`'s decoder takes, and leaves
-    /// the buffer at the same place.
     #[test]
-    fn varchar_reads_match_mysql_common() {
-        for (column, image) in [
-            (varchar(40), b"\x05hello+rest".to_vec()),
-            (varchar(1200), b"\x04\x00\xf0\x9f\x8c\x8a+rest".to_vec()),
-            (varchar(40), b"\x00+rest".to_vec()),
+    fn keys_read_back_as_the_parser_would() {
+        for rendered in [
+            "0",
+            "-42",
+            "9223372036854775807",
+            "18446744073709551615",
+            "\"a\\\"b\"",
+            "null",
+            "1.5",
+            "\"2026-11-22T00:00:00.000000\"",
         ] {
-            let mut ours = ParseBuf(&image);
-            let text = utf8_varchar(&mut ours, &column)
-                .expect("read")
-                .expect("utf-8");
-            let mut theirs = ParseBuf(&image);
-            let value: BinlogValue<'_> = theirs
-                .parse((column.column_type, &column.meta[..], false, false))
-                .expect("parse");
-            let expected = column.kind.to_json(value);
-            assert_eq!(serde_json::Value::String(text.to_string()), expected);
-            assert_eq!(ours.0, theirs.0);
+            let parsed: serde_json::Value = serde_json::from_str(rendered).expect("json");
+            assert_eq!(
+                read_back(rendered.as_bytes(), "id").expect("read back"),
+                parsed,
+                "{rendered}"
+            );
         }
-        // Not UTF-8: left to the decoder, nothing consumed.
-        let image = b"\x01\xff".to_vec();
-        let mut buf = ParseBuf(&image);
-        assert!(utf8_varchar(&mut buf, &varchar(40))
-            .expect("read")
-            .is_none());
-        assert_eq!(buf.0.len(), 2);
-        // Truncated: an error, not a panic.
-        let image = b"\x09abc".to_vec();
-        assert!(utf8_varchar(&mut ParseBuf(&image), &varchar(40)).is_err());
+        assert_eq!(read_back(b"-7", "id").expect("read back"), json!(-7));
+        let err = read_back(b"{oops", "id").expect_err("not JSON");
+        assert!(
+            err.to_string()
+                .starts_with("key column id rendered as invalid JSON"),
+            "{err}"
+        );
     }
 }
