@@ -60,7 +60,11 @@ async fn file_sink_to_postgres_skips_replays_and_keeps_unchanged_toast() {
         events
             .iter()
             .any(|e| e["unchanged"] == serde_json::json!(["big"])),
-        "no event left the TOASTed column out; the test needs one"
+        "no event left the TOASTed column out; the test needs one. Events (op, after.id, unchanged): {:?}",
+        events
+            .iter()
+            .map(|e| (e["op"].clone(), e["after"]["id"].clone(), e["unchanged"].clone()))
+            .collect::<Vec<_>>()
     );
 
     append(

@@ -105,11 +105,19 @@ impl TestDb {
     }
 
     /// Waits until the test's slot exists (and, with `active`, is streaming).
+    ///
+    /// A slot is `active` while it is being created too, before its consistent
+    /// point: a transaction begun then may land in the snapshot instead of the
+    /// stream. `confirmed_flush_lsn` is set only once that point is found.
     pub async fn wait_for_slot(&self, active: bool) {
         let sql = format!(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = '{}'{}",
             self.name,
-            if active { " AND active" } else { "" }
+            if active {
+                " AND active AND confirmed_flush_lsn IS NOT NULL"
+            } else {
+                ""
+            }
         );
         wait_until("the replication slot", Duration::from_secs(30), || async {
             matches!(self.client.query_opt(&sql, &[]).await, Ok(Some(_)))
