@@ -407,6 +407,25 @@ impl Daemon {
         );
     }
 
+    /// Waits until a query-based source has run `n` more queries of a kind
+    /// (`"page"` or `"keys"`) than when called: for checks that nothing more
+    /// arrives, it proves the source did look again.
+    pub async fn wait_for_more_polls(&self, query: &str, n: u32) {
+        let port = http_port(self).await;
+        let label = format!("query=\"{query}\"");
+        let polls = || async {
+            let scrape = http_get(port, "/metrics").await.1;
+            counter_sum(&scrape, "tidemark_poll_queries_total", &label)
+        };
+        let start = polls().await;
+        self.wait_for(
+            &format!("{n} more {query} queries"),
+            Duration::from_secs(30),
+            || async { polls().await >= start + f64::from(n) },
+        )
+        .await;
+    }
+
     /// SIGTERM, and the exit must be clean and within 10 s.
     pub async fn stop(&mut self) {
         self.signal("TERM");
@@ -479,6 +498,19 @@ pub async fn http_port(daemon: &Daemon) -> u16 {
         })
         .await;
     port.expect("port")
+}
+
+/// The sum of a counter over its label sets in a scrape, counting only the
+/// lines that contain `labels` (`""` for all).
+pub fn counter_sum(scrape: &str, name: &str, labels: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']) && rest.contains(labels))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// `GET path` on 127.0.0.1:`port`: (status, body).

@@ -35,6 +35,24 @@ async fn wait_for_stage(run: &Daemon, config: &Path, needle: &str) {
     .await;
 }
 
+/// The position the catch-up reports it applied up to, once it reports one.
+fn applied_position(config: &Path) -> Option<String> {
+    status(config).lines().find_map(|l| {
+        let rest = l.strip_prefix("catch-up: applied up to ")?;
+        Some(rest.split(';').next()?.to_string())
+    })
+}
+
+/// Waits until the catch-up reports a position past the one reported now.
+async fn wait_for_catch_up_progress(run: &Daemon, config: &Path) {
+    let start = applied_position(config);
+    run.wait_for("catch-up progress", Duration::from_secs(120), || async {
+        let now = applied_position(config);
+        now.is_some() && now != start
+    })
+    .await;
+}
+
 /// `(code, record, stderr)` of a cutover.
 fn cutover(config: &Path, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec![
@@ -311,12 +329,12 @@ async fn mariadb_to_postgres_killed_during_copy_and_catch_up_loses_and_doubles_n
         "the resumed copy started over: {log}"
     );
 
-    // Killed during the catch-up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Killed during the catch-up, once it applied something.
+    wait_for_catch_up_progress(&run, &config).await;
     run.crash().await;
     let mut run = Daemon::command(&["migrate", "run"], &config);
     wait_for_stage(&run, &config, "stage catch-up").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_catch_up_progress(&run, &config).await;
 
     // The application stops; cutover without a fence.
     running.store(false, Ordering::SeqCst);

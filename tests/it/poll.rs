@@ -73,8 +73,8 @@ async fn poll_sees_changes_soft_deletes_and_ties_across_pages() {
             || async { db.events().len() >= 37 },
         )
         .await;
-    // A few more polls re-read the lag window: nothing may come twice.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // More polls re-read the lag window: nothing may come twice.
+    daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;
     let events = db.events();
     assert_eq!(events.len(), 37, "{events:#?}");
@@ -125,7 +125,7 @@ async fn poll_without_a_window_continues_ties_by_key_exactly() {
             db.events().len() >= 36
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;
     let events = db.events();
     // The watermark continues after key 35 (not after "9", as text order would say).
@@ -180,7 +180,7 @@ async fn poll_late_commit_inside_the_window_appears_once() {
             count_id(&db.events(), 100) == 1
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;
     let events = db.events();
     assert_eq!(count_id(&events, 100), 1);
@@ -207,7 +207,7 @@ async fn poll_waiting_for_open_transactions_misses_no_late_commit_without_a_wind
     let mut daemon = Daemon::start(&config);
     let late = begin_late_commit(&db).await;
     // Row 101 waits while the older transaction is open...
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    daemon.wait_for_more_polls("page", 3).await;
     assert_eq!(
         count_id(&db.events(), 101),
         0,
@@ -220,7 +220,7 @@ async fn poll_waiting_for_open_transactions_misses_no_late_commit_without_a_wind
             db.events().len() >= 2
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;
     let events = db.events();
     assert_eq!(

@@ -52,7 +52,7 @@ async fn mysql_poll_sees_changes_soft_deletes_and_ties_across_pages() {
          INSERT INTO tm_mypoll_basic.orders VALUES (36, 36, '2026-11-21 10:00:03', NULL);");
     wait_events(&daemon, &db, "the update, soft delete and insert", 38).await;
     // More polls re-read the lag window: nothing may come twice.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;
     let events = db.events();
     assert_eq!(events.len(), 38, "{events:#?}");
@@ -98,14 +98,22 @@ async fn mysql_poll_late_commit_inside_the_window_appears_once() {
     // Row 100 is stamped at its transaction's start and committed 2 s later;
     // row 101, stamped after it, commits at once and moves the watermark past 100.
     let late = std::thread::spawn(|| {
-        sql("BEGIN; INSERT INTO tm_mypoll_late.orders (id) VALUES (100); DO SLEEP(2); COMMIT;")
+        sql("BEGIN; INSERT INTO tm_mypoll_late.orders (id) VALUES (100); DO SLEEP(2), 'tm_mypoll_late'; COMMIT;")
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Row 100 is stamped once its transaction sleeps (or, on a slow machine,
+    // has committed already).
+    wait_until("row 100's transaction", Duration::from_secs(30), || async {
+        sql("SELECT (SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'DO SLEEP(2), %tm_mypoll_late%')
+                  + (SELECT COUNT(*) FROM tm_mypoll_late.orders WHERE id = 100)")
+            .trim()
+            != "0"
+    })
+    .await;
     sql("INSERT INTO tm_mypoll_late.orders (id) VALUES (101)");
     wait_events(&daemon, &db, "row 101", 1).await;
     late.join().expect("late transaction");
     wait_events(&daemon, &db, "the late row 100", 2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;
     let events = db.events();
     assert_eq!(events.len(), 2, "{events:#?}");
@@ -186,7 +194,7 @@ pub async fn keyscan_scenario(
     daemon.stop().await;
     // A restart scans again: nothing more is deleted.
     let mut daemon = Daemon::start(config);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    daemon.wait_for_more_polls("keys", 2).await;
     daemon.stop().await;
     let all = events();
     let deletes: Vec<&Value> = all.iter().filter(|e| e["op"] == "d").collect();

@@ -396,6 +396,7 @@ impl PollSource {
             }
             let table = &self.tables[index];
             let keys = self.backend.keys(&table.plan, &table.described).await?;
+            count_query(&table.cfg.name, "keys");
             let source = self.source(index, now_ms());
             let table = &mut self.tables[index];
             let (Some(keyset), Some(watermark)) = (table.keyset.as_mut(), table.watermark.as_mut())
@@ -508,6 +509,7 @@ impl PollSource {
                 page_size,
             )
             .await?;
+        count_query(&table.cfg.name, "page");
         let full = rows.len() >= page_size;
         let ts_ms = now_ms();
         let mut events = Vec::new();
@@ -611,6 +613,12 @@ impl PollSource {
 }
 
 /// The key columns of a row.
+/// `tidemark_poll_queries_total`: polling is visible even when nothing changes.
+fn count_query(table: &TableName, query: &'static str) {
+    metrics::counter!("tidemark_poll_queries_total", "table" => table.to_string(), "query" => query)
+        .increment(1);
+}
+
 fn key_of(described: &Described, row: &Row) -> Option<Row> {
     described
         .key
