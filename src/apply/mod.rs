@@ -26,6 +26,8 @@ pub enum ApplyError {
     Database { what: String, detail: String },
     #[error("target table {table}: {message}")]
     Table { table: String, message: String },
+    #[error("target table {table}: a copied row's key is there already: {detail}")]
+    KeyConflict { table: String, detail: String },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("{0}")]

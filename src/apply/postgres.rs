@@ -137,6 +137,39 @@ impl PgTarget {
         Ok(())
     }
 
+    /// Starts `COPY … FROM STDIN` (text format) into the target table of
+    /// `source`, in a transaction of its own: the fast path of `tidemark
+    /// migrate`'s copy when both ends are Postgres.
+    pub async fn copy_in(
+        &mut self,
+        source: &TableKey,
+        columns: &[Arc<str>],
+    ) -> Result<PgCopy<'_>, ApplyError> {
+        let table = lookup(&mut self.tables, &self.map, &self.client, source).await?;
+        let fail = |what: &str| {
+            let what = format!("{what} {}", table.quoted);
+            move |e: tokio_postgres::Error| ApplyError::db(what)(pg_detail(e))
+        };
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(fail("begin a copy into"))?;
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {} ({}) FROM STDIN",
+                table.quoted,
+                quoted_list(columns)
+            ))
+            .await
+            .map_err(fail("start a copy into"))?;
+        Ok(PgCopy {
+            tx,
+            sink: Box::pin(sink),
+            table,
+        })
+    }
+
     /// Applies the steps in order, in one transaction (Postgres DDL is
     /// transactional, so schema changes are part of it).
     pub async fn apply(
@@ -223,6 +256,48 @@ impl PgTarget {
 }
 
 /// The target table for a source table, read from the catalog once.
+/// A `COPY … FROM STDIN` under way; dropped unfinished, it rolls back.
+pub struct PgCopy<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<bytes::Bytes>>>,
+    table: Arc<TargetTable>,
+}
+
+impl PgCopy<'_> {
+    /// Sends the next piece of COPY text (it need not end at a row).
+    pub async fn send(&mut self, data: bytes::Bytes) -> Result<(), ApplyError> {
+        use futures_util::SinkExt;
+        let result = self.sink.send(data).await;
+        result.map_err(|e| self.error(e))
+    }
+
+    /// Ends the copy and commits; returns the rows copied.
+    pub async fn finish(mut self) -> Result<u64, ApplyError> {
+        let rows = match self.sink.as_mut().finish().await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.error(e)),
+        };
+        let table = self.table.quoted.clone();
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| ApplyError::db(format!("commit the copy into {table}"))(pg_detail(e)))?;
+        Ok(rows)
+    }
+
+    fn error(&self, e: tokio_postgres::Error) -> ApplyError {
+        let table = self.table.quoted.clone();
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            ApplyError::KeyConflict {
+                table,
+                detail: pg_detail(e),
+            }
+        } else {
+            ApplyError::db(format!("copy into {table}"))(pg_detail(e))
+        }
+    }
+}
+
 async fn lookup(
     tables: &mut HashMap<TableKey, Arc<TargetTable>>,
     map: &TableMap,

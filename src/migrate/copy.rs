@@ -1,14 +1,25 @@
 //! The copy stage: every table's key-range chunks, `parallelism` at a time.
-//! Each worker reads a chunk with the capture connector's snapshot reader (so
-//! values take the event forms) and writes it with the target writer, in
-//! pages of one transaction each. A chunk is marked done in the migration
-//! document only after all its rows are committed, so a killed copy copies
-//! again only the chunks it had not finished (their rows are upserts).
+//!
+//! Between two Postgres databases a chunk streams from `COPY (SELECT …) TO
+//! STDOUT` on the source into `COPY … FROM STDIN` on the target, in one target
+//! transaction: values keep their own text forms, nothing is parsed on the
+//! way. Otherwise each worker reads a chunk with the capture connector's
+//! snapshot reader (so values take the event forms) and writes it with the
+//! target writer as upserts, in pages of one transaction each.
+//!
+//! A chunk is marked done in the migration document only after all its rows
+//! are committed, so a killed copy copies again only the chunks it had not
+//! finished. A `COPY` that finds a key there already (a chunk committed just
+//! before a kill, before it was marked done; or rows put in the target table
+//! beforehand) is rolled back and the chunk is upserted instead.
 
 use super::db::Db;
 use super::{save, Document, MigrateError, Plan};
-use crate::apply::Target;
+use crate::apply::plan::TableKey;
+use crate::apply::postgres::PgTarget;
+use crate::apply::{ApplyError, Target};
 use crate::config::Config;
+use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -134,24 +145,18 @@ async fn copy_chunk(
     let (schema, table) = &job.source;
     let mut rows = 0;
     if connector == "postgres" {
-        let config = postgres::parse_url(source_url)?;
-        let client = catalog::connect(&config).await?;
-        let name = TableName::new(schema, table);
-        let shape = catalog::table_shape(&client, &name)
-            .await?
-            .ok_or_else(|| SourceError::Setup(format!("source table {name} does not exist")))?;
-        let db = config.get_dbname().unwrap_or("postgres").into();
-        let mut reader = postgres::snapshot::Snapshot::range(
-            client,
-            shape,
-            &mut TypeKinds::default(),
-            job.lo.clone(),
-            job.hi.clone(),
-            PAGE_ROWS,
-            pipeline.into(),
-            db,
-        )
-        .await?;
+        if let Target::Postgres(pg) = target {
+            match stream_chunk(source_url, pipeline, job, pg).await {
+                Err(MigrateError::Apply(conflict @ ApplyError::KeyConflict { .. })) => {
+                    tracing::info!(
+                        "copy: chunk {} of {schema}.{table}: {conflict}; upserting that chunk instead",
+                        job.chunk + 1
+                    );
+                }
+                done => return done,
+            }
+        }
+        let mut reader = pg_range(source_url, pipeline, job).await?;
         while let Some(events) = reader.next_chunk().await? {
             rows += write_page(target, events).await?;
         }
@@ -170,6 +175,60 @@ async fn copy_chunk(
         }
     }
     Ok(rows)
+}
+
+/// A reader of chunk `job` of a Postgres source, in a transaction of its own.
+async fn pg_range(
+    source_url: &str,
+    pipeline: &str,
+    job: &Job,
+) -> Result<postgres::snapshot::Snapshot, MigrateError> {
+    let (schema, table) = &job.source;
+    let config = postgres::parse_url(source_url)?;
+    let client = catalog::connect(&config).await?;
+    let name = TableName::new(schema, table);
+    let shape = catalog::table_shape(&client, &name)
+        .await?
+        .ok_or_else(|| SourceError::Setup(format!("source table {name} does not exist")))?;
+    Ok(postgres::snapshot::Snapshot::range(
+        client,
+        shape,
+        &mut TypeKinds::default(),
+        job.lo.clone(),
+        job.hi.clone(),
+        PAGE_ROWS,
+        pipeline.into(),
+        config.get_dbname().unwrap_or("postgres").into(),
+    )
+    .await?)
+}
+
+/// Postgres to Postgres: the chunk's `COPY` text from the source straight into
+/// the target's `COPY`, committed at once. Returns the rows copied.
+async fn stream_chunk(
+    source_url: &str,
+    pipeline: &str,
+    job: &Job,
+    target: &mut PgTarget,
+) -> Result<u64, MigrateError> {
+    let (schema, table) = &job.source;
+    let reader = pg_range(source_url, pipeline, job).await?;
+    let (columns, rows) = reader.copy_out().await?;
+    let key = TableKey {
+        connector: "postgres",
+        schema: schema.as_str().into(),
+        table: table.as_str().into(),
+    };
+    let mut copy = target.copy_in(&key, &columns).await?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(data) = rows.next().await {
+        let data = data.map_err(|source| SourceError::Postgres {
+            what: format!("copy {schema}.{table} after key {:?}", job.lo),
+            source,
+        })?;
+        copy.send(data).await?;
+    }
+    Ok(copy.finish().await?)
 }
 
 async fn write_page(target: &mut Target, events: Vec<ChangeEvent>) -> Result<u64, MigrateError> {

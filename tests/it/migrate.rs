@@ -125,6 +125,16 @@ async fn postgres_to_postgres_with_a_writer_then_fenced_cutover_and_verify() {
         )
         .await
         .expect("source tables");
+    // A target table made beforehand, with a stale row: the fast `COPY` of its
+    // chunk meets the key and that chunk is upserted instead.
+    target
+        .client
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, item int, note text);
+             INSERT INTO orders VALUES (5, 0, 'stale');",
+        )
+        .await
+        .expect("target table");
     let config = source.config(&["public.items", "public.orders"], "");
     migrate_config(&config, &target.url(), "");
     let mut run = Daemon::command(&["migrate", "run"], &config);
@@ -149,6 +159,13 @@ async fn postgres_to_postgres_with_a_writer_then_fenced_cutover_and_verify() {
         "{stat}"
     );
     assert!(stat.contains("changes applied from: pg:"), "{stat}");
+    let log = run.stderr();
+    assert!(
+        log.contains("copy: chunk 1 of public.orders: target table")
+            && log.contains("(id)=(5) already exists")
+            && log.contains("upserting that chunk instead"),
+        "{log}"
+    );
 
     let (code, record, stderr) = cutover(&config, &["--fence", "--max-lag", "5s"]);
     assert_eq!(code, 0, "{stderr}\n{}", run.stderr());

@@ -15,7 +15,7 @@ use crate::progress::SnapshotProgress;
 use crate::SourceError;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::{Client, CopyOutStream, SimpleQueryMessage, SimpleQueryRow};
 
 /// A string literal, for the simple query protocol (standard_conforming_strings).
 fn quote_literal(value: &str) -> String {
@@ -138,6 +138,36 @@ impl Snapshot {
         })
     }
 
+    /// The whole range of a [`Snapshot::range`] reader as `COPY … TO STDOUT`
+    /// text (rows in key order, each value in its type's text output form),
+    /// with the names of the columns in it: `tidemark migrate` streams this
+    /// into `COPY … FROM STDIN` when both ends are Postgres. The read stays in
+    /// the reader's transaction.
+    pub async fn copy_out(&self) -> Result<(Vec<Arc<str>>, CopyOutStream), SourceError> {
+        let reader = self
+            .pending
+            .front()
+            .ok_or_else(|| SourceError::Setup("copy_out: the range was read already".into()))?;
+        let columns = reader
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let stream = self
+            .client
+            .copy_out(&format!("COPY ({}) TO STDOUT", reader.query()))
+            .await
+            .map_err(|source| SourceError::Postgres {
+                what: format!(
+                    "copy {} after key {:?}",
+                    reader.schema.name, reader.last_key
+                ),
+                source,
+            })?;
+        Ok((columns, stream))
+    }
+
     pub fn consistent_point(&self) -> u64 {
         self.consistent_point
     }
@@ -159,29 +189,7 @@ impl Snapshot {
             // The simple query protocol returns each value in its type's text
             // output form, the same text pgoutput sends (a cast to text would not
             // be: `bool::text` is `true`, pgoutput says `t`).
-            let values = |key: &[String]| -> String {
-                key.iter()
-                    .zip(&reader.key_types)
-                    .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let mut conditions = Vec::new();
-            if let Some(key) = &reader.last_key {
-                conditions.push(format!("({}) > ({})", reader.order, values(key)));
-            }
-            if let Some(key) = &reader.upper {
-                conditions.push(format!("({}) <= ({})", reader.order, values(key)));
-            }
-            let bound = if conditions.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", conditions.join(" AND "))
-            };
-            let sql = format!(
-                "{}{bound} ORDER BY {} LIMIT {}",
-                reader.select, reader.order, self.chunk_rows
-            );
+            let sql = format!("{} LIMIT {}", reader.query(), self.chunk_rows);
             let rows: Vec<SimpleQueryRow> = self
                 .client
                 .simple_query(&sql)
@@ -259,6 +267,32 @@ impl Snapshot {
                 return Ok(Some(events));
             }
         }
+    }
+}
+
+impl TableReader {
+    /// The rows after `last_key` (up to `upper`), in key order.
+    fn query(&self) -> String {
+        let values = |key: &[String]| -> String {
+            key.iter()
+                .zip(&self.key_types)
+                .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut conditions = Vec::new();
+        if let Some(key) = &self.last_key {
+            conditions.push(format!("({}) > ({})", self.order, values(key)));
+        }
+        if let Some(key) = &self.upper {
+            conditions.push(format!("({}) <= ({})", self.order, values(key)));
+        }
+        let bound = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        format!("{}{bound} ORDER BY {}", self.select, self.order)
     }
 }
 
