@@ -252,8 +252,8 @@ pub struct PipelineConfig {
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
     /// The cursor is committed (after the sink syncs) at most this often while
-    /// batches keep coming, as soon as this long has passed after the last
-    /// batch written, at the first transaction end of a run, and on stop;
+    /// batches keep coming, once this long has passed since the last commit
+    /// when they stop, at the first transaction end of a run, and on stop;
     /// `"0s"` commits after every batch. A crash replays at most this much
     /// (the file sink drops what it already holds).
     #[serde(default = "default_commit_interval")]

@@ -141,8 +141,8 @@ pub async fn run(
     commit_every: Duration,
 ) -> Result<Summary, PipelineError> {
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
-    // Written batches go back to the reader, which drops their events and reuses
-    // the vectors: allocating and freeing stay on one thread.
+    // Written batches' vectors, emptied on the writer, go back to the reader,
+    // which fills them again instead of allocating new ones.
     let (written_tx, mut written_rx) = mpsc::channel::<Vec<ChangeEvent>>(4);
     let reader = tokio::spawn(async move {
         let result = loop {

@@ -255,7 +255,6 @@ impl PgTarget {
     }
 }
 
-/// The target table for a source table, read from the catalog once.
 /// A `COPY … FROM STDIN` under way; dropped unfinished, it rolls back.
 pub struct PgCopy<'a> {
     tx: tokio_postgres::Transaction<'a>,
@@ -268,36 +267,38 @@ impl PgCopy<'_> {
     pub async fn send(&mut self, data: bytes::Bytes) -> Result<(), ApplyError> {
         use futures_util::SinkExt;
         let result = self.sink.send(data).await;
-        result.map_err(|e| self.error(e))
+        result.map_err(|e| copy_error(&self.table, e))
     }
 
     /// Ends the copy and commits; returns the rows copied.
     pub async fn finish(mut self) -> Result<u64, ApplyError> {
         let rows = match self.sink.as_mut().finish().await {
             Ok(rows) => rows,
-            Err(e) => return Err(self.error(e)),
+            Err(e) => return Err(copy_error(&self.table, e)),
         };
-        let table = self.table.quoted.clone();
+        // A deferred unique constraint is checked here.
         self.tx
             .commit()
             .await
-            .map_err(|e| ApplyError::db(format!("commit the copy into {table}"))(pg_detail(e)))?;
+            .map_err(|e| copy_error(&self.table, e))?;
         Ok(rows)
-    }
-
-    fn error(&self, e: tokio_postgres::Error) -> ApplyError {
-        let table = self.table.quoted.clone();
-        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-            ApplyError::KeyConflict {
-                table,
-                detail: pg_detail(e),
-            }
-        } else {
-            ApplyError::db(format!("copy into {table}"))(pg_detail(e))
-        }
     }
 }
 
+/// A key already in the table is a [`ApplyError::KeyConflict`] (the caller
+/// upserts instead); anything else names the table.
+fn copy_error(table: &TargetTable, e: tokio_postgres::Error) -> ApplyError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        ApplyError::KeyConflict {
+            table: table.quoted.clone(),
+            detail: pg_detail(e),
+        }
+    } else {
+        ApplyError::db(format!("copy into {}", table.quoted))(pg_detail(e))
+    }
+}
+
+/// The target table for a source table, read from the catalog once.
 async fn lookup(
     tables: &mut HashMap<TableKey, Arc<TargetTable>>,
     map: &TableMap,

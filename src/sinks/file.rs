@@ -7,9 +7,11 @@
 //! starts).
 //!
 //! On open the sink recovers from a crash: a torn last line (written, never
-//! acknowledged) is cut off, and the position of the last whole line is kept so
-//! the pipeline does not write those events a second time when the source replays
-//! from its cursor. For this sink delivery is therefore exactly once.
+//! acknowledged) is cut off, and so is everything from a stretch of zeros on
+//! (after a power loss, data that never reached the disk); what stays is synced,
+//! and the position of its last line is kept so the pipeline does not write
+//! those events a second time when the source replays from its cursor. For this
+//! sink delivery is therefore exactly once.
 
 use super::{encode_lines, SinkError};
 use std::fs::{File, OpenOptions};
@@ -181,48 +183,72 @@ fn open_append(dir: &Path, index: u64) -> std::io::Result<(File, u64)> {
     Ok((file, size))
 }
 
-/// Cuts a torn last line off `path` and returns the last whole line, if any.
+/// Cuts `path` after its last whole, unbroken line, makes what stays durable
+/// and returns that line, if any. What is cut was never acknowledged: a torn
+/// last line, or, after a power loss, a stretch that never reached the disk
+/// and reads back as zeros (possibly with lines after it, written back
+/// earlier). The cursor is committed only after an `fdatasync`, so the source
+/// replays all of it.
 fn recover(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
-    // Read backwards in growing windows until the last two newlines are found.
+    let keep = intact_prefix(&mut file)?;
+    if keep < len {
+        tracing::warn!(
+            "{}: cutting {} bytes after offset {keep} (a torn last line, or data a crash never wrote); the source sends them again",
+            path.display(),
+            len - keep
+        );
+        file.set_len(keep)?;
+    }
+    // Lines that were only in the page cache become durable before the
+    // pipeline counts them as written.
+    file.sync_all()?;
+    last_line(&mut file, keep)
+}
+
+/// The length of the file's prefix made of whole lines with no NUL byte (JSON
+/// text never has one; a hole left by a crash reads as zeros).
+fn intact_prefix(file: &mut File) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut offset, mut whole) = (0u64, 0u64);
+    file.seek(SeekFrom::Start(0))?;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(whole);
+        }
+        let zero = buf[..n].iter().position(|b| *b == 0);
+        let clean = &buf[..zero.unwrap_or(n)];
+        if let Some(newline) = clean.iter().rposition(|b| *b == b'\n') {
+            whole = offset + newline as u64 + 1;
+        }
+        if zero.is_some() {
+            return Ok(whole);
+        }
+        offset += n as u64;
+    }
+}
+
+/// The line that ends at `end` (the file's last `\n`), read backwards in
+/// growing windows.
+fn last_line(file: &mut File, end: u64) -> std::io::Result<Option<Vec<u8>>> {
+    if end == 0 {
+        return Ok(None);
+    }
     let mut window = 64 * 1024u64;
     loop {
-        let from = len.saturating_sub(window);
-        let mut tail = Vec::with_capacity((len - from) as usize);
+        let from = end.saturating_sub(window);
+        let mut tail = Vec::with_capacity((end - from) as usize);
         file.seek(SeekFrom::Start(from))?;
-        (&mut file).take(len - from).read_to_end(&mut tail)?;
-        let Some(last_nl) = tail.iter().rposition(|b| *b == b'\n') else {
-            if from == 0 {
-                // No whole line at all: whatever is there was never acknowledged.
-                if len > 0 {
-                    file.set_len(0)?;
-                    file.sync_all()?;
-                }
-                return Ok(None);
-            }
-            window *= 4;
-            continue;
-        };
-        let line_start = match tail[..last_nl].iter().rposition(|b| *b == b'\n') {
-            Some(i) => i + 1,
-            None if from == 0 => 0,
-            None => {
-                window *= 4;
-                continue;
-            }
-        };
-        let whole = from + last_nl as u64 + 1;
-        if whole < len {
-            tracing::warn!(
-                "{}: cutting a torn last line ({} bytes)",
-                path.display(),
-                len - whole
-            );
-            file.set_len(whole)?;
-            file.sync_all()?;
+        (&mut *file).take(end - from).read_to_end(&mut tail)?;
+        // `tail` ends with the line's newline.
+        let body = &tail[..tail.len().saturating_sub(1)];
+        match body.iter().rposition(|b| *b == b'\n') {
+            Some(i) => return Ok(Some(body[i + 1..].to_vec())),
+            None if from == 0 => return Ok(Some(body.to_vec())),
+            None => window *= 4,
         }
-        return Ok(Some(tail[line_start..last_nl].to_vec()));
     }
 }
 
@@ -252,6 +278,36 @@ mod tests {
         assert_eq!(sink.last_position(), Some("pg:2"));
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.ends_with("\"pg:2\"}\n"), "{text}");
+    }
+
+    #[test]
+    fn a_hole_of_zeros_is_cut_with_everything_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(file_name(1));
+        let mut text = b"{\"position\":\"pg:1\"}\n{\"position\":\"pg:2\"}\n{\"posi".to_vec();
+        text.extend([0u8; 3000]);
+        text.extend(b"tion\":\"pg:4\"}\n{\"position\":\"pg:5\"}\n");
+        std::fs::write(&path, &text).expect("write");
+        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(sink.last_position(), Some("pg:2"));
+        let kept = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(kept, "{\"position\":\"pg:1\"}\n{\"position\":\"pg:2\"}\n");
+    }
+
+    #[test]
+    fn a_long_last_line_is_found_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = format!(
+            "{{\"position\":\"pg:7\",\"pad\":\"{}\"}}\n",
+            "x".repeat(200_000)
+        );
+        std::fs::write(
+            dir.path().join(file_name(1)),
+            format!("{{\"position\":\"pg:6\"}}\n{long}"),
+        )
+        .expect("write");
+        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(sink.last_position(), Some("pg:7"));
     }
 
     #[test]

@@ -487,6 +487,8 @@ impl PollSource {
         }
     }
 
+    /// One page of table `index`'s changes after its watermark (or inside its
+    /// lag window); `true` when the page is full and more may follow.
     async fn read_page(&mut self, index: usize) -> Result<(Vec<ChangeEvent>, bool), SourceError> {
         let page_size = self.cfg.page_size.max(1);
         let table = &self.tables[index];
@@ -612,13 +614,13 @@ impl PollSource {
     pub async fn close(self) {}
 }
 
-/// The key columns of a row.
 /// `tidemark_poll_queries_total`: polling is visible even when nothing changes.
 fn count_query(table: &TableName, query: &'static str) {
     metrics::counter!("tidemark_poll_queries_total", "table" => table.to_string(), "query" => query)
         .increment(1);
 }
 
+/// The key columns of a row.
 fn key_of(described: &Described, row: &Row) -> Option<Row> {
     described
         .key
