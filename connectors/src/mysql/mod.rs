@@ -661,6 +661,8 @@ impl MysqlSource {
             if columns.key.is_empty() {
                 columns.key = history.key.clone();
             }
+            history.complete_wire(&mut columns.wire);
+            columns.kinds = columns.wire.iter().map(|w| w.kind.clone()).collect();
         } else if let Some(history) = history.filter(|h| h.names != columns.names) {
             // The binlog is authoritative for its own rows; the history catches up.
             tracing::debug!(
@@ -998,6 +1000,7 @@ fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
         names,
         kinds,
         types: Vec::new(),
+        charsets: Vec::new(),
         key,
         estimated_rows: 0,
         wire,

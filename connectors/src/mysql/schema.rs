@@ -4,7 +4,7 @@
 
 use super::my_error;
 use super::rows::WireColumn;
-use super::values::MyKind;
+use super::values::{MyKind, BINARY_CHARSET, LATIN1_CHARSET, UTF8MB4_CHARSET};
 use crate::event::{json, ColumnInfo, Row};
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
@@ -20,6 +20,8 @@ pub struct TableColumns {
     pub kinds: Vec<MyKind>,
     /// `COLUMN_TYPE` (e.g. `varchar(20)`), where known.
     pub types: Vec<String>,
+    /// `CHARACTER_SET_NAME` (empty for other than character columns), where known.
+    pub charsets: Vec<String>,
     /// Indexes into `names` of the primary key.
     pub key: Vec<usize>,
     pub estimated_rows: u64,
@@ -57,6 +59,36 @@ impl TableColumns {
             .map(Row)
     }
 
+    /// Completes, from this schema-history layout of the same columns, a
+    /// TABLE_MAP layout the server sent without metadata
+    /// (`binlog_row_metadata` not `FULL`): the binlog then does not say which
+    /// integers are unsigned, which strings are binary or latin1, nor the ENUM
+    /// and SET labels; `COLUMN_TYPE` and the column's charset do.
+    pub fn complete_wire(&self, wire: &mut [WireColumn]) {
+        for (i, column) in wire.iter_mut().enumerate() {
+            let declared = self.types.get(i).map_or("", String::as_str);
+            column.unsigned = column.column_type.is_numeric_type()
+                && declared.to_ascii_lowercase().contains("unsigned");
+            let charset = if self.kinds.get(i) == Some(&MyKind::Bytes) {
+                BINARY_CHARSET
+            } else if self
+                .charsets
+                .get(i)
+                .is_some_and(|c| c.eq_ignore_ascii_case("latin1"))
+            {
+                LATIN1_CHARSET
+            } else {
+                UTF8MB4_CHARSET
+            };
+            column.kind = MyKind::of(
+                column.column_type,
+                &column.meta,
+                charset,
+                MyKind::declared_labels(declared),
+            );
+        }
+    }
+
     /// The `columns` of a schema-change event.
     pub fn infos(&self) -> Vec<ColumnInfo> {
         self.names
@@ -84,7 +116,8 @@ pub async fn read_columns(
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, \
                     CAST(COALESCE((SELECT TABLE_ROWS FROM information_schema.TABLES \
-                                   WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), 0) AS SIGNED) \
+                                   WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), 0) AS SIGNED), \
+                    COALESCE(CHARACTER_SET_NAME, '') \
              FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (db, table, db, table),
@@ -118,6 +151,7 @@ pub async fn read_columns(
         names: Vec::new(),
         kinds: Vec::new(),
         types: Vec::new(),
+        charsets: Vec::new(),
         key: Vec::new(),
         estimated_rows: 0,
         wire: Vec::new(),
@@ -130,6 +164,7 @@ pub async fn read_columns(
             .kinds
             .push(MyKind::from_sql(&text(row, 1), &column_type));
         columns.types.push(column_type);
+        columns.charsets.push(text(row, 4));
         columns.estimated_rows = int(row, 3).max(0) as u64;
     }
     columns.key = key_names
@@ -137,4 +172,78 @@ pub async fn read_columns(
         .filter_map(|k| columns.names.iter().position(|n| **n == **k))
         .collect();
     Ok(columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::consts::ColumnType::*;
+
+    fn wire(column_type: mysql_async::consts::ColumnType, meta: &[u8]) -> WireColumn {
+        WireColumn {
+            column_type,
+            meta: meta.to_vec(),
+            unsigned: false,
+            kind: MyKind::Other,
+        }
+    }
+
+    #[test]
+    fn a_layout_without_metadata_takes_signedness_charsets_and_labels_from_history() {
+        let declared = [
+            ("int", "int(10) unsigned", ""),
+            ("mediumint", "mediumint(9)", ""),
+            ("bigint", "bigint(20) unsigned zerofill", ""),
+            ("blob", "blob", ""),
+            ("varchar", "varchar(10)", "latin1"),
+            ("text", "text", "utf8mb4"),
+            ("enum", "enum('a','b')", "utf8mb4"),
+            ("set", "set('x','y')", "utf8mb4"),
+        ];
+        let history = TableColumns {
+            db: "d".into(),
+            table: "t".into(),
+            names: declared.iter().map(|(n, _, _)| (*n).into()).collect(),
+            kinds: declared
+                .iter()
+                .map(|(data_type, column_type, _)| MyKind::from_sql(data_type, column_type))
+                .collect(),
+            types: declared.iter().map(|(_, t, _)| t.to_string()).collect(),
+            charsets: declared.iter().map(|(_, _, c)| c.to_string()).collect(),
+            key: vec![0],
+            estimated_rows: 0,
+            wire: Vec::new(),
+            json_names: Vec::new(),
+        };
+        let mut layout = vec![
+            wire(MYSQL_TYPE_LONG, &[]),
+            wire(MYSQL_TYPE_INT24, &[]),
+            wire(MYSQL_TYPE_LONGLONG, &[]),
+            wire(MYSQL_TYPE_BLOB, &[2]),
+            wire(MYSQL_TYPE_VARCHAR, &[10, 0]),
+            wire(MYSQL_TYPE_BLOB, &[2]),
+            wire(MYSQL_TYPE_ENUM, &[1]),
+            wire(MYSQL_TYPE_SET, &[1]),
+        ];
+        history.complete_wire(&mut layout);
+        let unsigned: Vec<bool> = layout.iter().map(|w| w.unsigned).collect();
+        assert_eq!(
+            unsigned,
+            [true, false, true, false, false, false, false, false]
+        );
+        let kinds: Vec<MyKind> = layout.into_iter().map(|w| w.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                MyKind::Integer,
+                MyKind::Integer,
+                MyKind::Integer,
+                MyKind::Bytes,
+                MyKind::Text { latin1: true },
+                MyKind::Text { latin1: false },
+                MyKind::Enum(vec!["a".into(), "b".into()]),
+                MyKind::Set(vec!["x".into(), "y".into()]),
+            ]
+        );
+    }
 }

@@ -13,7 +13,11 @@ use mysql_async::Value as MyValue;
 use serde_json::{Number, Value};
 
 /// The charset id MySQL uses for binary strings (BINARY, VARBINARY, BLOB).
-const BINARY_CHARSET: u16 = 63;
+pub const BINARY_CHARSET: u16 = 63;
+/// latin1_swedish_ci, latin1's default collation.
+pub const LATIN1_CHARSET: u16 = 8;
+/// utf8mb4_general_ci.
+pub const UTF8MB4_CHARSET: u16 = 45;
 
 /// How one column's values map to JSON.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +103,44 @@ impl MyKind {
                 }
             }
             _ => MyKind::Other,
+        }
+    }
+
+    /// The labels of an `enum('a','b')` or `set(…)` column type, as
+    /// `information_schema.COLUMNS.COLUMN_TYPE` shows it (a quote in a label
+    /// is doubled); `None` for any other type.
+    pub fn declared_labels(column_type: &str) -> Option<Vec<String>> {
+        let lower = column_type.to_ascii_lowercase();
+        let start = if lower.starts_with("enum(") {
+            5
+        } else if lower.starts_with("set(") {
+            4
+        } else {
+            return None;
+        };
+        let mut chars = column_type.get(start..)?.chars().peekable();
+        let mut labels = Vec::new();
+        loop {
+            if chars.next()? != '\'' {
+                return None;
+            }
+            let mut label = String::new();
+            loop {
+                match chars.next()? {
+                    '\'' if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        label.push('\'');
+                    }
+                    '\'' => break,
+                    c => label.push(c),
+                }
+            }
+            labels.push(label);
+            match chars.next()? {
+                ',' => continue,
+                ')' => return Some(labels),
+                _ => return None,
+            }
         }
     }
 
@@ -348,6 +390,20 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_and_set_labels_are_read_from_the_column_type() {
+        assert_eq!(
+            MyKind::declared_labels("enum('a','it''s','x,y')"),
+            Some(vec!["a".into(), "it's".into(), "x,y".into()])
+        );
+        assert_eq!(
+            MyKind::declared_labels("SET('red','')"),
+            Some(vec!["red".into(), String::new()])
+        );
+        assert_eq!(MyKind::declared_labels("int(10) unsigned"), None);
+        assert_eq!(MyKind::declared_labels("enum('unterminated"), None);
+    }
     use serde_json::json;
 
     /// The rendering fast path writes exactly what the `Value` path serializes to.
