@@ -1,6 +1,7 @@
 //! Binlog capture on the real MariaDB (scripts/setup-mariadb.sh turns on log_bin,
-//! ROW format, FULL row image and metadata). Each test has its own database and
-//! its own replica server_id.
+//! ROW format, FULL row image and metadata, and starts a second server without
+//! row metadata on port 3307). Each test has its own database and its own
+//! replica server_id.
 
 use crate::common::*;
 use serde_json::{json, Value};
@@ -12,6 +13,18 @@ use std::time::Duration;
 /// Runs SQL through the `mariadb` client and returns its tab-separated output,
 /// failing loudly when the server is absent.
 pub fn sql_as(user: &str, statements: &str) -> String {
+    sql_at(MAIN, user, statements)
+}
+
+/// The main test server: FULL row metadata.
+pub const MAIN: u16 = 3306;
+/// A second server (scripts/setup-mariadb.sh) left at MariaDB's default
+/// `binlog_row_metadata = NO_LOG`: TABLE_MAPs carry no names, no signedness,
+/// no ENUM/SET labels.
+pub const NO_METADATA: u16 = 3307;
+
+/// [`sql_as`] on the server at `port`.
+pub fn sql_at(port: u16, user: &str, statements: &str) -> String {
     let out = Command::new("mariadb")
         .args([
             "--default-character-set=utf8mb4",
@@ -19,7 +32,7 @@ pub fn sql_as(user: &str, statements: &str) -> String {
             "-u",
             user,
             "-h127.0.0.1",
-            "-P3306",
+            &format!("-P{port}"),
             "-e",
             statements,
         ])
@@ -27,7 +40,7 @@ pub fn sql_as(user: &str, statements: &str) -> String {
         .expect("run the mariadb client");
     assert!(
         out.status.success(),
-        "MariaDB at 127.0.0.1:3306 failed ({}); run scripts/setup-mariadb.sh (scripts/test.sh does)",
+        "MariaDB at 127.0.0.1:{port} failed ({}); run scripts/setup-mariadb.sh (scripts/test.sh does)",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -52,23 +65,33 @@ pub async fn my_insert_rows(db: &'static str, first: usize) {
 pub struct MyDb {
     pub name: String,
     pub dir: tempfile::TempDir,
+    pub port: u16,
 }
 
 impl MyDb {
     pub fn new(name: &str, ddl: &str) -> MyDb {
-        sql(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; USE {name}; {ddl}"
-        ));
+        MyDb::new_at(MAIN, name, ddl)
+    }
+
+    /// A fresh database `name` on the server at `port`, made with `ddl`.
+    pub fn new_at(port: u16, name: &str, ddl: &str) -> MyDb {
+        sql_at(
+            port,
+            "root",
+            &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; USE {name}; {ddl}"),
+        );
         MyDb {
             name: name.into(),
             dir: tempfile::tempdir().expect("tempdir"),
+            port,
         }
     }
 
     fn config(&self, table: &str, server_id: u32, extra: &str) -> PathBuf {
         let text = format!(
-            "[pipeline]\nname = \"{name}\"\nmax_batch_events = 500\n[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/{name}\"\ntables = [\"{name}.{table}\"]\nserver_id = {server_id}\n{extra}\n[sink]\ntype = \"file\"\npath = \"{dir}/events\"\nmax_file_bytes = 1048576\n[cursor]\ntype = \"file\"\npath = \"{dir}/cursor.json\"\n",
+            "[pipeline]\nname = \"{name}\"\nmax_batch_events = 500\n[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:{port}/{name}\"\ntables = [\"{name}.{table}\"]\nserver_id = {server_id}\n{extra}\n[sink]\ntype = \"file\"\npath = \"{dir}/events\"\nmax_file_bytes = 1048576\n[cursor]\ntype = \"file\"\npath = \"{dir}/cursor.json\"\n",
             name = self.name,
+            port = self.port,
             dir = self.dir.path().display()
         );
         let path = self.dir.path().join("tidemark.toml");
@@ -205,6 +228,53 @@ async fn mysql_ops_and_value_forms_in_snapshot_and_stream() {
         3,
         "MariaDB GTID as transaction id, got {gtid:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_without_table_map_metadata_takes_names_and_types_from_the_schema_history() {
+    let db = MyDb::new_at(
+        NO_METADATA,
+        "tm_my_nometa",
+        "CREATE TABLE t (id int unsigned PRIMARY KEY, mu mediumint unsigned, big bigint unsigned, mi mediumint,
+           e enum('sad','happy'), s set('a','b','c'), l1 varchar(10) CHARACTER SET latin1, bin varbinary(10),
+           emo varchar(20) CHARACTER SET utf8mb4)",
+    );
+    let mut daemon = db
+        .start(&db.config("t", 4307, "snapshot = \"never\""))
+        .await;
+    let check = daemon
+        .stderr()
+        .lines()
+        .any(|l| l.contains("binlog_row_metadata"));
+    assert!(
+        check,
+        "no warning about the missing metadata:\n{}",
+        daemon.stderr()
+    );
+    sql_at(
+        NO_METADATA,
+        "root",
+        "USE tm_my_nometa;
+         INSERT INTO t VALUES (4294967295, 16777215, 18446744073709551615, -8388608, 'happy', 'a,c', 'café', X'00ff', '😀 hé');
+         ALTER TABLE t ADD COLUMN extra smallint unsigned AFTER id;
+         UPDATE t SET extra = 65535, e = 'sad' WHERE id = 4294967295;",
+    );
+    db.wait_for_events(&daemon, 3).await;
+    daemon.stop().await;
+    let events = db.events();
+    assert_eq!(ops(&events), ["c", "s", "u"], "{events:#?}");
+    assert_eq!(
+        events[0]["after"],
+        json!({"id": 4294967295u64, "mu": 16777215, "big": 18446744073709551615u64, "mi": -8388608,
+               "e": "happy", "s": ["a", "c"], "l1": "café", "bin": "AP8=", "emo": "😀 hé"})
+    );
+    assert_eq!(events[0]["key"], json!({"id": 4294967295u64}));
+    // After the DDL the names and types follow the new layout.
+    assert_eq!(column_names(&events[1])[1], "extra");
+    assert_eq!(events[2]["before"]["extra"], Value::Null);
+    assert_eq!(events[2]["after"]["extra"], 65535);
+    assert_eq!(events[2]["after"]["e"], "sad");
+    assert_eq!(events[2]["after"]["big"], json!(18446744073709551615u64));
 }
 
 #[tokio::test(flavor = "multi_thread")]

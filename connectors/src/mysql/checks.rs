@@ -45,7 +45,7 @@ pub(super) async fn problems(
     let metadata = variable("binlog_row_metadata");
     if metadata != "FULL" {
         tracing::warn!(
-            "source: binlog_row_metadata is {metadata}: column names come from the schema history instead of the binlog (FULL is recommended)"
+            "source: binlog_row_metadata is {metadata}: column names, signedness, charsets and ENUM/SET labels come from the schema history instead of the binlog (FULL is recommended)"
         );
     }
     let days: f64 = variable("expire_logs_days").parse().unwrap_or(0.0);
