@@ -50,7 +50,16 @@ pub fn wire_layout(
                     format!("column {i} has no type"),
                 )
             })?;
-        let meta = tme.get_column_metadata(i).unwrap_or(&[]).to_vec();
+        // Missing metadata would make the value decoders index past it.
+        let meta = tme
+            .get_column_metadata(i)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("column {i} ({column_type:?}): its metadata is missing or truncated"),
+                )
+            })?
+            .to_vec();
         let unsigned = column_type.is_numeric_type() && signedness.next().unwrap_or(false);
         let charset = if column_type.is_character_type() {
             charsets.next().transpose()?.unwrap_or(0)
