@@ -42,7 +42,10 @@ pub(super) async fn problems(
     if image != "FULL" {
         tracing::warn!("source: binlog_row_image is {image}: columns the server leaves out of row images are listed in `unchanged`, not sent");
     }
-    let metadata = variable("binlog_row_metadata");
+    let metadata = match variable("binlog_row_metadata") {
+        "" => "absent (MySQL before 8.0.1)",
+        set => set,
+    };
     if metadata != "FULL" {
         tracing::warn!(
             "source: binlog_row_metadata is {metadata}: column names, signedness, charsets and ENUM/SET labels come from the schema history instead of the binlog (FULL is recommended)"
