@@ -3,7 +3,10 @@
 #   - starts the cluster if it is stopped;
 #   - sets wal_level=logical and enough slots/senders, restarting only when needed;
 #   - creates a second cluster on port 5433 left at wal_level=replica, which the
-#     tests use to prove tidemark refuses such a source with a clear error.
+#     tests use to prove tidemark refuses such a source with a clear error;
+#   - serves TLS on 5432 with a certificate for localhost/127.0.0.1 signed by a
+#     test CA of its own (/var/lib/postgresql/tidemark-tls/ca.pem), plus a
+#     second CA that signed nothing (other-ca.pem), for the sslmode tests.
 # Works on a fresh machine with PostgreSQL installed from Debian's packages.
 set -euo pipefail
 
@@ -40,6 +43,36 @@ if [ "$want_restart" = 1 ]; then
 fi
 [ "$(psql_main -c 'SHOW wal_level')" = logical ] || { echo "setup-postgres: wal_level is still not logical" >&2; exit 1; }
 
+# TLS with the test CA; a reload is enough for the ssl settings.
+tls=/var/lib/postgresql/tidemark-tls
+if [ ! -s "$tls/server.pem" ] || [ ! -s "$tls/other-ca.pem" ]; then
+  command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+  mkdir -p "$tls"
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test $ca" \
+      -keyout "$tls/$ca.key" -out "$tls/$ca.pem" 2>/dev/null
+  done
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$tls/server.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+  chown -R postgres:postgres "$tls"
+  chmod 600 "$tls"/*.key
+fi
+want_reload=0
+for setting in "ssl=on" "ssl_cert_file=$tls/server.pem" "ssl_key_file=$tls/server.key"; do
+  name=${setting%%=*} value=${setting#*=}
+  if [ "$(psql_main -c "SHOW $name")" != "$value" ]; then
+    psql_main -c "ALTER SYSTEM SET $name = '$value'"
+    want_reload=1
+  fi
+done
+if [ "$want_reload" = 1 ]; then
+  psql_main -c "SELECT pg_reload_conf()" >/dev/null
+  for _ in $(seq 1 50); do [ "$(psql_main -c 'SHOW ssl_cert_file')" = "$tls/server.pem" ] && break; sleep 0.1; done
+fi
+
 # The wal_level=replica cluster for the negative test.
 if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="replica" {f=1} END {exit !f}'; then
   pg_createcluster -q "$version" replica --port 5433 -- --auth=trust >/dev/null
@@ -51,4 +84,4 @@ if [ "$status" != "online" ]; then
   ctl replica start
 fi
 for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
-echo "setup-postgres: ready (5432 wal_level=logical, 5433 wal_level=replica)" >&2
+echo "setup-postgres: ready (5432 wal_level=logical with TLS, 5433 wal_level=replica)" >&2

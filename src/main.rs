@@ -172,6 +172,7 @@ fn disable_huge_pages() {
 
 fn main() -> std::process::ExitCode {
     disable_huge_pages();
+    tidemark_connectors::postgres::tls::install_default_provider();
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

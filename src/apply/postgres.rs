@@ -14,8 +14,9 @@ use super::{
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::postgres::catalog::quote_ident;
+use tidemark_connectors::postgres::tls;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, GenericClient};
 
 /// The bookkeeping tables, created on connect.
 const META: &str = "
@@ -33,23 +34,20 @@ pub struct PgTarget {
     tables: HashMap<TableKey, Arc<TargetTable>>,
 }
 
-/// Connects with the session settings the value forms need (UTC, ISO dates).
+/// Connects with the session settings the value forms need (UTC, ISO dates),
+/// and the URL's TLS settings (`sslmode`, `sslrootcert`).
 pub async fn connect(url: &str) -> Result<Client, ApplyError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| ApplyError::Setup(format!("target.url: not a valid PostgreSQL URL ({e})")))?;
+    let url = tls::parse(url).map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+    let mut config = url.config;
     config.options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1");
     config.application_name("tidemark");
-    let (client, connection) = config
-        .connect(NoTls)
+    let tls = url
+        .tls
+        .client_config()
+        .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+    tls::connect(&config, tls, "target")
         .await
-        .map_err(|e| ApplyError::db("connect to the target")(pg_detail(e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("target connection closed: {e}");
-        }
-    });
-    Ok(client)
+        .map_err(|e| ApplyError::db("connect to the target")(pg_detail(e)))
 }
 
 impl PgTarget {

@@ -198,7 +198,7 @@ async fn pg_range(
         job.hi.clone(),
         PAGE_ROWS,
         pipeline.into(),
-        config.get_dbname().unwrap_or("postgres").into(),
+        config.config.get_dbname().unwrap_or("postgres").into(),
     )
     .await?)
 }

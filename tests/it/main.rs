@@ -14,3 +14,4 @@ mod ops;
 mod poll;
 mod poll_mysql;
 mod snapshot;
+mod tls;

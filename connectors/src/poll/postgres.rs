@@ -35,7 +35,7 @@ impl PgPoll {
     pub async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
         let pg = crate::postgres::parse_url(url)?;
         let client = catalog::connect(&pg).await?;
-        let db = pg.get_dbname().unwrap_or("postgres").into();
+        let db = pg.config.get_dbname().unwrap_or("postgres").into();
         Ok((
             PgPoll {
                 client,

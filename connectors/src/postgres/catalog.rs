@@ -2,11 +2,12 @@
 //! checks shared by `tidemark check` and `tidemark run`, table and key lookups,
 //! and the value kind of user-defined types.
 
+use super::tls::{self, PgUrl};
 use super::values::ValueKind;
 use super::TableName;
 use crate::SourceError;
 use std::collections::HashMap;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Session settings that make value text forms predictable (see `values`).
 pub const SESSION_OPTIONS: &str =
@@ -17,24 +18,22 @@ fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) ->
     move |source| SourceError::Postgres { what, source }
 }
 
-/// Opens an ordinary connection with the pinned session settings.
-pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, SourceError> {
-    let mut config = config.clone();
+/// Opens an ordinary connection with the pinned session settings (and the
+/// URL's TLS settings).
+pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
+    let mut config = url.config.clone();
     config.options(SESSION_OPTIONS);
     // `migrate cutover --fence` spares sessions named so.
     if config.get_application_name().is_none() {
         config.application_name("tidemark");
     }
-    let (client, connection) = config
-        .connect(NoTls)
+    let tls = url
+        .tls
+        .client_config()
+        .map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
+    tls::connect(&config, tls, "catalog")
         .await
-        .map_err(query_error("connect to the source"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("catalog connection closed: {e}");
-        }
-    });
-    Ok(client)
+        .map_err(query_error("connect to the source"))
 }
 
 /// Double-quotes an identifier.

@@ -21,6 +21,7 @@ pub mod pgoutput;
 pub mod retention;
 pub mod snapshot;
 pub mod table;
+pub mod tls;
 pub mod values;
 
 pub use table::TableName;
@@ -34,7 +35,7 @@ use crate::{SourceControl, SourceError};
 use catalog::TypeKinds;
 use pgoutput::{Message, OldRow, Relation};
 use pgwire_replication::{
-    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig,
+    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
 use snapshot::Snapshot;
 use std::collections::HashMap;
@@ -90,10 +91,10 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-/// Parses the connection URL (never echoing it: it may hold a password).
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, SourceError> {
-    url.parse::<tokio_postgres::Config>()
-        .map_err(|e| SourceError::Setup(format!("source.url: not a valid PostgreSQL URL ({e})")))
+/// Parses the connection URL (never echoing it: it may hold a password),
+/// with its TLS settings (see [`tls`]).
+pub fn parse_url(url: &str) -> Result<tls::PgUrl, SourceError> {
+    tls::parse(url).map_err(|e| SourceError::Setup(format!("source.url: {e}")))
 }
 
 /// The pre-flight problems `tidemark check` reports; empty when capture can run.
@@ -202,7 +203,7 @@ impl PostgresSource {
         }
         ensure_publication(&catalog, &cfg).await?;
 
-        let db: Arc<str> = pg.get_dbname().unwrap_or("postgres").into();
+        let db: Arc<str> = pg.config.get_dbname().unwrap_or("postgres").into();
         let pipeline: Arc<str> = cfg.pipeline.as_str().into();
         let mut kinds = TypeKinds::default();
         let slot = catalog::slot_state(&catalog, &cfg.slot).await?;
@@ -749,9 +750,10 @@ fn stream_error(lsn: u64) -> impl FnOnce(PgWireError) -> SourceError {
 }
 
 fn replication_config(
-    pg: &tokio_postgres::Config,
+    url: &tls::PgUrl,
     cfg: &PostgresConfig,
 ) -> Result<ReplicationConfig, SourceError> {
+    let pg = &url.config;
     let host = match pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         Some(tokio_postgres::config::Host::Unix(path)) => path.to_string_lossy().into_owned(),
@@ -765,6 +767,7 @@ fn replication_config(
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .unwrap_or_default();
     let db = pg.get_dbname().unwrap_or(user);
+    let tls = url.tls.replication(&host);
     Ok(ReplicationConfig::new(
         host,
         user,
@@ -774,7 +777,7 @@ fn replication_config(
         cfg.publication.as_str(),
     )
     .with_port(pg.get_ports().first().copied().unwrap_or(5432))
-    .with_tls(TlsConfig::disabled())
+    .with_tls(tls)
     .with_options(catalog::SESSION_OPTIONS)
     .with_application_name(format!("tidemark:{}", cfg.pipeline))
     .with_status_interval(Duration::from_secs(1))

@@ -1,0 +1,368 @@
+//! TLS to PostgreSQL, set with libpq's URL parameters `sslmode` and
+//! `sslrootcert`:
+//!
+//! - `disable` (the default here, as before) and `prefer` (TLS when the server
+//!   offers it);
+//! - `require`: encrypted, the certificate is not checked (libpq's meaning);
+//! - `verify-ca`: the chain is checked against `sslrootcert` (else the Mozilla
+//!   roots), not the host name;
+//! - `verify-full`: chain and host name.
+//!
+//! tokio-postgres knows only `disable`/`prefer`/`require` and no
+//! `sslrootcert`, so [`parse`] takes both off the URL. The same settings
+//! drive the tokio-postgres connections (catalog, snapshot, queries, apply
+//! targets; through `tokio-postgres-rustls`) and the replication stream
+//! (pgwire-replication's own rustls support).
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// libpq's `sslmode` values tidemark supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// The TLS settings of one URL.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub mode: Mode,
+    pub root_cert: Option<PathBuf>,
+}
+
+/// A parsed connection URL: what tokio-postgres takes, and the TLS settings.
+#[derive(Debug, Clone)]
+pub struct PgUrl {
+    pub config: tokio_postgres::Config,
+    pub tls: Tls,
+}
+
+fn bad_url(reason: String) -> String {
+    format!("not a valid PostgreSQL URL ({reason})")
+}
+
+/// Parses a URL (never echoing it: it may hold a password), taking
+/// `sslmode` and `sslrootcert` off for [`Tls`]. Errors say what is wrong,
+/// for the caller to prefix with the setting's name.
+pub fn parse(url: &str) -> Result<PgUrl, String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut tls = Tls::default();
+    let mut kept = Vec::new();
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match key {
+            "sslmode" => {
+                tls.mode = match value {
+                    "disable" => Mode::Disable,
+                    "prefer" => Mode::Prefer,
+                    "require" => Mode::Require,
+                    "verify-ca" => Mode::VerifyCa,
+                    "verify-full" => Mode::VerifyFull,
+                    other => {
+                        return Err(bad_url(format!(
+                        "sslmode {other:?}: use disable, prefer, require, verify-ca or verify-full"
+                    )))
+                    }
+                }
+            }
+            "sslrootcert" => tls.root_cert = Some(PathBuf::from(percent_decode(value))),
+            _ => kept.push(param),
+        }
+    }
+    kept.push(match tls.mode {
+        Mode::Disable => "sslmode=disable",
+        Mode::Prefer => "sslmode=prefer",
+        _ => "sslmode=require",
+    });
+    let config = format!("{base}?{}", kept.join("&"))
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| bad_url(e.to_string()))?;
+    if tls.root_cert.is_some() && !matches!(tls.mode, Mode::VerifyCa | Mode::VerifyFull) {
+        return Err(bad_url(
+            "sslrootcert is set but sslmode does not verify: use verify-ca or verify-full".into(),
+        ));
+    }
+    Ok(PgUrl { config, tls })
+}
+
+/// `%2F`-style escapes, for paths in a URL.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The crypto provider every rustls setup here uses (rustls is built with more
+/// than one in this program, so none is implied).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes ring the process's default provider, for libraries that build rustls
+/// configs without naming one (pgwire-replication). Call once at start.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Tls {
+    /// The rustls client configuration for this mode (`None` for `disable`).
+    pub fn client_config(&self) -> Result<Option<rustls::ClientConfig>, String> {
+        if self.mode == Mode::Disable {
+            return Ok(None);
+        }
+        let fail = |e: rustls::Error| format!("TLS setup: {e}");
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(fail)?;
+        let verifier: Arc<dyn ServerCertVerifier> = match self.mode {
+            Mode::VerifyCa | Mode::VerifyFull => {
+                let roots = Arc::new(self.roots()?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| format!("TLS setup: {e}"))?;
+                if self.mode == Mode::VerifyFull {
+                    webpki
+                } else {
+                    Arc::new(ChainOnly(webpki))
+                }
+            }
+            _ => Arc::new(Unchecked(provider)),
+        };
+        Ok(Some(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth(),
+        ))
+    }
+
+    fn roots(&self) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        let Some(path) = &self.root_cert else {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            return Ok(roots);
+        };
+        let unreadable =
+            |e: rustls::pki_types::pem::Error| format!("sslrootcert {}: {e}", path.display());
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(unreadable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unreadable)?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!(
+                "sslrootcert {} holds no certificate",
+                path.display()
+            ));
+        }
+        Ok(roots)
+    }
+
+    /// The same settings for the replication stream to `host`.
+    pub fn replication(&self, host: &str) -> pgwire_replication::TlsConfig {
+        use pgwire_replication::SslMode;
+        pgwire_replication::TlsConfig {
+            // pgwire-replication refuses verify-full to an IP address unless
+            // the name to check is given; the address is that name (checked
+            // against the certificate's IP entries, as tokio-postgres does).
+            sni_hostname: (self.mode == Mode::VerifyFull
+                && host.parse::<std::net::IpAddr>().is_ok())
+            .then(|| host.to_string()),
+            mode: match self.mode {
+                Mode::Disable => SslMode::Disable,
+                Mode::Prefer => SslMode::Prefer,
+                Mode::Require => SslMode::Require,
+                Mode::VerifyCa => SslMode::VerifyCa,
+                Mode::VerifyFull => SslMode::VerifyFull,
+            },
+            ca_pem_path: self.root_cert.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Connects with `tls` (from [`Tls::client_config`]); the connection runs on a
+/// task of its own, logging at debug level when it ends with an error.
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
+    what: &'static str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    fn spawn<F>(connection: F, what: &'static str)
+    where
+        F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("{what} connection closed: {e}");
+            }
+        });
+    }
+    Ok(match tls {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            spawn(connection, what);
+            client
+        }
+        Some(tls) => {
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let (client, connection) = config.connect(make).await?;
+            spawn(connection, what);
+            client
+        }
+    })
+}
+
+/// `require`/`prefer`: any certificate; the handshake's signatures are still
+/// checked (against the certificate the server sent).
+#[derive(Debug)]
+struct Unchecked(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the name may differ.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssl_parameters_come_off_the_url() {
+        let url = parse(
+            "postgres://u@db.example.com:5433/shop?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        )
+        .expect("parse");
+        assert_eq!(url.tls.mode, Mode::VerifyFull);
+        assert_eq!(url.tls.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            url.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(url.config.get_application_name(), Some("x"));
+        let plain = parse("postgres://u@h/db").expect("parse");
+        assert_eq!(plain.tls.mode, Mode::Disable);
+        assert_eq!(
+            plain.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        assert!(parse("postgres://u@h/db?sslmode=allow").is_err());
+        assert!(parse("postgres://u@h/db?sslrootcert=/ca.pem").is_err());
+    }
+}
