@@ -4,7 +4,7 @@
 #   - sets wal_level=logical and enough slots/senders, restarting only when needed;
 #   - creates a second cluster on port 5433 left at wal_level=replica, which the
 #     tests use to prove tidemark refuses such a source with a clear error;
-#   - serves TLS on 5432 with a certificate for localhost/127.0.0.1 signed by a
+#   - serves TLS on 5432 with a certificate for localhost (only) signed by a
 #     test CA of its own (/var/lib/postgresql/tidemark-tls/ca.pem), plus a
 #     second CA that signed nothing (other-ca.pem), for the sslmode tests.
 # Works on a fresh machine with PostgreSQL installed from Debian's packages.
@@ -45,7 +45,14 @@ fi
 
 # TLS with the test CA; a reload is enough for the ssl settings.
 tls=/var/lib/postgresql/tidemark-tls
-if [ ! -s "$tls/server.pem" ] || [ ! -s "$tls/other-ca.pem" ]; then
+want_reload=0
+missing=0
+# server.pem names localhost only (not 127.0.0.1): the tests reach the same
+# server by an address the certificate does not name.
+for file in ca.pem other-ca.pem server.pem server.key names-localhost-only; do [ -e "$tls/$file" ] || missing=1; done
+if [ "$missing" = 1 ]; then
+  # New certificates: the server must load them even if the paths are the same.
+  want_reload=1
   command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
   mkdir -p "$tls"
   for ca in ca other-ca; do
@@ -54,13 +61,13 @@ if [ ! -s "$tls/server.pem" ] || [ ! -s "$tls/other-ca.pem" ]; then
   done
   openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
     -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$tls/server.ext"
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$tls/server.ext"
   openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
     -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+  touch "$tls/names-localhost-only"
   chown -R postgres:postgres "$tls"
   chmod 600 "$tls"/*.key
 fi
-want_reload=0
 for setting in "ssl=on" "ssl_cert_file=$tls/server.pem" "ssl_key_file=$tls/server.key"; do
   name=${setting%%=*} value=${setting#*=}
   if [ "$(psql_main -c "SHOW $name")" != "$value" ]; then
@@ -68,10 +75,13 @@ for setting in "ssl=on" "ssl_cert_file=$tls/server.pem" "ssl_key_file=$tls/serve
     want_reload=1
   fi
 done
-if [ "$want_reload" = 1 ]; then
-  psql_main -c "SELECT pg_reload_conf()" >/dev/null
-  for _ in $(seq 1 50); do [ "$(psql_main -c 'SHOW ssl_cert_file')" = "$tls/server.pem" ] && break; sleep 0.1; done
-fi
+[ "$want_reload" = 0 ] || psql_main -c "SELECT pg_reload_conf()" >/dev/null
+tls_ok() {
+  psql "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=verify-ca sslrootcert=$tls/ca.pem" \
+    -X -q -t -A -c 'SELECT 1' >/dev/null 2>&1
+}
+for _ in $(seq 1 50); do tls_ok && break; sleep 0.1; done
+tls_ok || { echo "setup-postgres: TLS with the test CA ($tls/ca.pem) does not work" >&2; exit 1; }
 
 # The wal_level=replica cluster for the negative test.
 if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="replica" {f=1} END {exit !f}'; then

@@ -38,12 +38,11 @@ pub struct PgTarget {
 /// and the URL's TLS settings (`sslmode`, `sslrootcert`).
 pub async fn connect(url: &str) -> Result<Client, ApplyError> {
     let url = tls::parse(url).map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
-    let mut config = url.config;
+    let mut config = url.config.clone();
     config.options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1");
     config.application_name("tidemark");
     let tls = url
-        .tls
-        .client_config()
+        .tls_config()
         .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
     tls::connect(&config, tls, "target")
         .await

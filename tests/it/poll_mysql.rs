@@ -95,23 +95,34 @@ async fn mysql_poll_late_commit_inside_the_window_appears_once() {
         "[[source.table]]\nname = \"tm_mypoll_late.orders\"\ncursor_column = \"updated_at\"\nlag_window = \"10s\"",
     );
     let mut daemon = Daemon::start(&config);
-    // Row 100 is stamped at its transaction's start and committed 2 s later;
-    // row 101, stamped after it, commits at once and moves the watermark past 100.
+    // Row 100 is stamped at its transaction's start, which then waits for a
+    // lock this test holds; row 101, stamped after it, commits at once and
+    // moves the watermark past 100. The lock goes once 101 was captured.
+    use mysql_async::prelude::Queryable;
+    let mut holder = mysql_async::Conn::from_url("mysql://root@127.0.0.1:3306/tm_mypoll_late")
+        .await
+        .expect("connect the lock holder");
+    holder
+        .query_drop("DO GET_LOCK('tm_mypoll_late', 0)")
+        .await
+        .expect("take the lock");
     let late = std::thread::spawn(|| {
-        sql("BEGIN; INSERT INTO tm_mypoll_late.orders (id) VALUES (100); DO SLEEP(2), 'tm_mypoll_late'; COMMIT;")
+        sql("BEGIN; INSERT INTO tm_mypoll_late.orders (id) VALUES (100); DO GET_LOCK('tm_mypoll_late', 120); COMMIT;")
     });
-    // Row 100 is stamped once its transaction sleeps (or, on a slow machine,
-    // has committed already).
-    wait_until("row 100's transaction", Duration::from_secs(30), || async {
-        sql("SELECT (SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'DO SLEEP(2), %tm_mypoll_late%')
-                  + (SELECT COUNT(*) FROM tm_mypoll_late.orders WHERE id = 100)")
+    wait_until("row 100's transaction to wait", Duration::from_secs(30), || async {
+        sql("SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'DO GET_LOCK(%tm_mypoll_late%, 120)'")
             .trim()
-            != "0"
+            == "1"
     })
     .await;
     sql("INSERT INTO tm_mypoll_late.orders (id) VALUES (101)");
     wait_events(&daemon, &db, "row 101", 1).await;
+    holder
+        .query_drop("DO RELEASE_LOCK('tm_mypoll_late')")
+        .await
+        .expect("release the lock");
     late.join().expect("late transaction");
+    let _ = holder.disconnect().await;
     wait_events(&daemon, &db, "the late row 100", 2).await;
     daemon.wait_for_more_polls("page", 3).await;
     daemon.stop().await;

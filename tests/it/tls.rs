@@ -43,13 +43,17 @@ async fn capture_over_verified_tls_and_refusals_name_the_cause() {
     let config = config_with_url(&db, &format!("{base}?sslmode=allow"));
     assert_refused(&config, "sslmode \"allow\"");
 
-    // verify-ca accepts the certificate for an address it does not name.
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses that
+    // address, verify-ca (chain only) accepts it.
+    let by_address = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
     let config = config_with_url(
         &db,
-        &format!(
-            "postgres://postgres@127.0.0.1:5432/{}?sslmode=verify-ca&sslrootcert={CA}",
-            db.name
-        ),
+        &format!("{by_address}?sslmode=verify-full&sslrootcert={CA}"),
+    );
+    assert_refused(&config, "certificate not valid for name \"127.0.0.1\"");
+    let config = config_with_url(
+        &db,
+        &format!("{by_address}?sslmode=verify-ca&sslrootcert={CA}"),
     );
     let (code, stderr) = run_to_end(&["check", "--config", config.to_str().expect("path")]);
     assert_eq!(code, 0, "{stderr}");

@@ -28,8 +28,7 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
         config.application_name("tidemark");
     }
     let tls = url
-        .tls
-        .client_config()
+        .tls_config()
         .map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
     tls::connect(&config, tls, "catalog")
         .await

@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio_postgres::config::SslMode;
 
 /// libpq's `sslmode` values tidemark supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,7 +57,36 @@ fn bad_url(reason: String) -> String {
 /// `sslmode` and `sslrootcert` off for [`Tls`]. Errors say what is wrong,
 /// for the caller to prefix with the setting's name.
 pub fn parse(url: &str) -> Result<PgUrl, String> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let Some(scheme) = ["postgres://", "postgresql://"]
+        .iter()
+        .find(|p| url.starts_with(*p))
+    else {
+        // A `key=value` connection string: no TLS settings are taken from it.
+        if url.contains("sslmode") || url.contains("sslrootcert") {
+            return Err(bad_url(
+                "set sslmode and sslrootcert as parameters of a postgres:// URL".into(),
+            ));
+        }
+        let mut config = url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| bad_url(e.to_string()))?;
+        config.ssl_mode(SslMode::Disable);
+        return Ok(PgUrl {
+            config,
+            tls: Tls::default(),
+        });
+    };
+    // As tokio-postgres (and libpq) read it: credentials up to the first `@`,
+    // the parameters after the next `?` (a `?` in a password is not one).
+    let rest = &url[scheme.len()..];
+    let after_credentials = scheme.len() + rest.find('@').map_or(0, |at| at + 1);
+    let (base, query) = match url[after_credentials..].find('?') {
+        Some(q) => (
+            &url[..after_credentials + q],
+            &url[after_credentials + q + 1..],
+        ),
+        None => (url, ""),
+    };
     let mut tls = Tls::default();
     let mut kept = Vec::new();
     for param in query.split('&').filter(|p| !p.is_empty()) {
@@ -80,20 +110,51 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
             _ => kept.push(param),
         }
     }
-    kept.push(match tls.mode {
-        Mode::Disable => "sslmode=disable",
-        Mode::Prefer => "sslmode=prefer",
-        _ => "sslmode=require",
-    });
-    let config = format!("{base}?{}", kept.join("&"))
+    let text = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config = text
         .parse::<tokio_postgres::Config>()
         .map_err(|e| bad_url(e.to_string()))?;
-    if tls.root_cert.is_some() && !matches!(tls.mode, Mode::VerifyCa | Mode::VerifyFull) {
-        return Err(bad_url(
+    config.ssl_mode(match tls.mode {
+        Mode::Disable => SslMode::Disable,
+        Mode::Prefer => SslMode::Prefer,
+        _ => SslMode::Require,
+    });
+    match (&tls.root_cert, tls.mode) {
+        (Some(_), Mode::Disable | Mode::Prefer | Mode::Require) => Err(bad_url(
             "sslrootcert is set but sslmode does not verify: use verify-ca or verify-full".into(),
-        ));
+        )),
+        // Without a root file the Mozilla roots would stand for any public
+        // certificate of any name.
+        (None, Mode::VerifyCa) => Err(bad_url(
+            "sslmode verify-ca needs sslrootcert (the CA file to check against)".into(),
+        )),
+        _ => Ok(PgUrl { config, tls }),
     }
-    Ok(PgUrl { config, tls })
+}
+
+impl PgUrl {
+    /// The rustls configuration for these settings, or `None` for a plain
+    /// connection: with `disable`, and with `prefer` over Unix sockets only
+    /// (libpq never uses TLS there).
+    pub fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, String> {
+        let sockets_only = !self.config.get_hosts().is_empty()
+            && self
+                .config
+                .get_hosts()
+                .iter()
+                .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        match self.tls.mode {
+            Mode::Prefer if sockets_only => Ok(None),
+            mode if sockets_only && mode != Mode::Disable => Err(format!(
+                "sslmode {mode:?} over a Unix socket: TLS needs a TCP host"
+            )),
+            _ => self.tls.client_config(),
+        }
+    }
 }
 
 /// `%2F`-style escapes, for paths in a URL.
@@ -134,7 +195,7 @@ pub fn install_default_provider() {
 
 impl Tls {
     /// The rustls client configuration for this mode (`None` for `disable`).
-    pub fn client_config(&self) -> Result<Option<rustls::ClientConfig>, String> {
+    fn client_config(&self) -> Result<Option<rustls::ClientConfig>, String> {
         if self.mode == Mode::Disable {
             return Ok(None);
         }
@@ -364,5 +425,24 @@ mod tests {
         );
         assert!(parse("postgres://u@h/db?sslmode=allow").is_err());
         assert!(parse("postgres://u@h/db?sslrootcert=/ca.pem").is_err());
+        assert!(parse("postgres://u@h/db?sslmode=verify-ca").is_err());
+        // A `?` in the password is not where the parameters start.
+        let url = parse("postgres://u:p?x@h/db?sslmode=require").expect("parse");
+        assert_eq!(url.config.get_password(), Some(&b"p?x"[..]));
+        assert_eq!(url.config.get_dbname(), Some("db"));
+        assert_eq!(url.tls.mode, Mode::Require);
+        let url = parse("postgres://u:p?x@h/db").expect("parse");
+        assert_eq!(url.config.get_dbname(), Some("db"));
+        assert_eq!(
+            url.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        // key=value strings keep working, without TLS settings.
+        let dsn = parse("host=h user=u dbname=shop").expect("parse");
+        assert_eq!(dsn.config.get_dbname(), Some("shop"));
+        assert!(parse("host=h dbname=shop sslmode=require").is_err());
+        // `prefer` over a Unix socket is plain, as libpq does.
+        let socket = parse("postgres://u@%2Frun%2Fpostgresql/db?sslmode=prefer").expect("parse");
+        assert!(socket.tls_config().expect("config").is_none());
     }
 }
