@@ -661,7 +661,16 @@ impl MysqlSource {
             if columns.key.is_empty() {
                 columns.key = history.key.clone();
             }
-            history.complete_wire(&mut columns.wire);
+            let mut sent = schema::SentMetadata::default();
+            for field in tme.iter_optional_meta().flatten() {
+                match field {
+                    OptionalMetadataField::Signedness(_) => sent.signedness = true,
+                    OptionalMetadataField::DefaultCharset(_)
+                    | OptionalMetadataField::ColumnCharset(_) => sent.charsets = true,
+                    _ => {}
+                }
+            }
+            history.complete_wire(&mut columns.wire, sent);
             columns.kinds = columns.wire.iter().map(|w| w.kind.clone()).collect();
         } else if let Some(history) = history.filter(|h| h.names != columns.names) {
             // The binlog is authoritative for its own rows; the history catches up.

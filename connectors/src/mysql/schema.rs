@@ -11,6 +11,13 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::sync::Arc;
 
+/// Which optional TABLE_MAP metadata the server sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SentMetadata {
+    pub signedness: bool,
+    pub charsets: bool,
+}
+
 /// A table's columns, in table order, and its key.
 #[derive(Debug, Clone)]
 pub struct TableColumns {
@@ -64,11 +71,20 @@ impl TableColumns {
     /// (`binlog_row_metadata` not `FULL`): the binlog then does not say which
     /// integers are unsigned, which strings are binary or latin1, nor the ENUM
     /// and SET labels; `COLUMN_TYPE` and the column's charset do.
-    pub fn complete_wire(&self, wire: &mut [WireColumn]) {
+    /// What the server did send (MySQL 8's `MINIMAL`: signedness and
+    /// charsets) stays: the binlog describes its own rows, the history only
+    /// the table as it is now.
+    pub fn complete_wire(&self, wire: &mut [WireColumn], sent: SentMetadata) {
         for (i, column) in wire.iter_mut().enumerate() {
             let declared = self.types.get(i).map_or("", String::as_str);
-            column.unsigned = column.column_type.is_numeric_type()
-                && declared.to_ascii_lowercase().contains("unsigned");
+            if !sent.signedness {
+                column.unsigned = column.column_type.is_numeric_type()
+                    && declared.to_ascii_lowercase().contains("unsigned");
+            }
+            let labels = MyKind::declared_labels(declared);
+            if sent.charsets && labels.is_none() {
+                continue;
+            }
             let charset = if self.kinds.get(i) == Some(&MyKind::Bytes) {
                 BINARY_CHARSET
             } else if self
@@ -80,12 +96,7 @@ impl TableColumns {
             } else {
                 UTF8MB4_CHARSET
             };
-            column.kind = MyKind::of(
-                column.column_type,
-                &column.meta,
-                charset,
-                MyKind::declared_labels(declared),
-            );
+            column.kind = MyKind::of(column.column_type, &column.meta, charset, labels);
         }
     }
 
@@ -225,7 +236,7 @@ mod tests {
             wire(MYSQL_TYPE_ENUM, &[1]),
             wire(MYSQL_TYPE_SET, &[1]),
         ];
-        history.complete_wire(&mut layout);
+        history.complete_wire(&mut layout, SentMetadata::default());
         let unsigned: Vec<bool> = layout.iter().map(|w| w.unsigned).collect();
         assert_eq!(
             unsigned,
@@ -245,5 +256,16 @@ mod tests {
                 MyKind::Set(vec!["x".into(), "y".into()]),
             ]
         );
+        // What the server sent wins over the history (which is the table now).
+        let mut sent = vec![wire(MYSQL_TYPE_LONG, &[])];
+        sent[0].kind = MyKind::Integer;
+        history.complete_wire(
+            &mut sent,
+            SentMetadata {
+                signedness: true,
+                charsets: true,
+            },
+        );
+        assert!(!sent[0].unsigned);
     }
 }
