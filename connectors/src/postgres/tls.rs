@@ -4,9 +4,10 @@
 //! - `disable` (the default here, as before) and `prefer` (TLS when the server
 //!   offers it);
 //! - `require`: encrypted, the certificate is not checked (libpq's meaning);
-//! - `verify-ca`: the chain is checked against `sslrootcert` (else the Mozilla
-//!   roots), not the host name;
-//! - `verify-full`: chain and host name.
+//! - `verify-ca`: the chain is checked against `sslrootcert` (required), not
+//!   the host name;
+//! - `verify-full`: chain and host name, against `sslrootcert` or else the
+//!   Mozilla roots.
 //!
 //! tokio-postgres knows only `disable`/`prefer`/`require` and no
 //! `sslrootcert`, so [`parse`] takes both off the URL. The same settings
@@ -277,7 +278,7 @@ impl Tls {
     }
 }
 
-/// Connects with `tls` (from [`Tls::client_config`]); the connection runs on a
+/// Connects with `tls` (from [`PgUrl::tls_config`]); the connection runs on a
 /// task of its own, logging at debug level when it ends with an error.
 pub async fn connect(
     config: &tokio_postgres::Config,
