@@ -345,12 +345,34 @@ async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore> {
     })
 }
 
-async fn open_sink(config: &Config) -> anyhow::Result<AnySink> {
+/// Which source the config names (see `CursorStore::bind_source`).
+async fn source_identity(
+    config: &Config,
+    stop_at_lsn: Option<u64>,
+    stop_at_binlog: &Option<(String, u64)>,
+) -> anyhow::Result<String> {
+    Ok(
+        match (
+            config.postgres(stop_at_lsn),
+            config.mysql(stop_at_binlog.clone()),
+            config.poll(),
+        ) {
+            (Some(pg), _, _) => tidemark_connectors::postgres::source_identity(&pg).await?,
+            (_, Some(my), _) => tidemark_connectors::mysql::source_identity(&my).await?,
+            (_, _, Some(poll)) => tidemark_connectors::poll::source_identity(&poll),
+            _ => bail!("source: no source configured"),
+        },
+    )
+}
+
+/// Opens the configured sink; `writer` names the source and cursor lineage
+/// the file sink records beside its files.
+async fn open_sink(config: &Config, writer: &str) -> anyhow::Result<AnySink> {
     Ok(match &config.sink {
         SinkConfig::File {
             path,
             max_file_bytes,
-        } => AnySink::File(FileSink::open(path, *max_file_bytes)?),
+        } => AnySink::File(FileSink::open(path, *max_file_bytes, writer)?),
         SinkConfig::Stdout => AnySink::Stdout(StdoutSink::new()),
         SinkConfig::Kinesis {
             stream,
@@ -394,7 +416,7 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     }
     // The sink and the cursor store must be reachable (a Kinesis stream must exist).
     if let SinkConfig::Kinesis { .. } = config.sink {
-        open_sink(&config).await?;
+        open_sink(&config, "check").await?;
     }
     cursor_store(&config).await?.describe().await?;
     println!("ok: {} is ready for capture", config.pipeline.name);
@@ -655,14 +677,16 @@ async fn run_pipeline(
             }
         }
     });
-    let (mut sink, mut cursor) = match mode {
-        Mode::Capture => (open_sink(&config).await?, cursor_store(&config).await?),
+    // The capture sink opens once the cursor is held: it needs to know whose
+    // lines it may take as already written (`CursorStore::bind_source`).
+    let (target_sink, mut cursor) = match mode {
+        Mode::Capture => (None, cursor_store(&config).await?),
         Mode::Apply => {
             let scope = config.pipeline.name.clone();
             let sink = TargetSink::open(connect_target(&config).await?, &scope).await?;
             let target = connect_target(&config).await?;
             (
-                AnySink::Target(Box::new(sink)),
+                Some(AnySink::Target(Box::new(sink))),
                 CursorStore::Target(Box::new(TargetCursor { target, scope })),
             )
         }
@@ -678,6 +702,13 @@ async fn run_pipeline(
     if let Some(position) = &resume {
         health().resumed_at(position.to_string());
     }
+    let resume_at = resume.clone();
+    let source_id = source_identity(&config, stop_at_lsn, &stop_at_binlog).await?;
+    let lineage = cursor.bind_source(&source_id, resume.is_some())?;
+    let mut sink = match target_sink {
+        Some(sink) => sink,
+        None => open_sink(&config, &format!("{source_id}, cursor lineage {lineage}")).await?,
+    };
     let source = match (
         config.postgres(stop_at_lsn),
         config.mysql(stop_at_binlog),
@@ -690,7 +721,13 @@ async fn run_pipeline(
             AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
         }
         (_, _, Some(poll)) => AnySource::Poll(Box::new(
-            PollSource::open(poll, resume, sink.last_position(), control).await?,
+            PollSource::open(
+                poll,
+                resume,
+                sink.last_position().filter(|_| resume_at.is_some()),
+                control,
+            )
+            .await?,
         )),
         _ => bail!("source: no source configured"),
     };
@@ -714,6 +751,7 @@ async fn run_pipeline(
         handle.durable,
         &mut sink,
         &mut cursor,
+        resume_at.as_ref(),
         config.pipeline.commit_every(),
     )
     .await;

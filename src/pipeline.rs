@@ -15,11 +15,12 @@ use crate::cursor::{CursorError, CursorStore};
 use crate::ops::health::tick_every;
 use crate::ops::{health, metrics, Phase};
 use crate::sinks::{AnySink, SinkError};
+use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 use tidemark_connectors::mysql::MysqlSource;
 use tidemark_connectors::poll::PollSource;
 use tidemark_connectors::postgres::PostgresSource;
-use tidemark_connectors::{Batch, ChangeEvent, Position, SourceError};
+use tidemark_connectors::{Batch, ChangeEvent, Position, PositionKey, SourceError};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,39 +70,60 @@ impl AnySource {
     }
 }
 
-/// The log a position string belongs to (`pg`, `my`), within which positions
-/// only grow, so an event at or before the sink's last line was written before.
-/// `None` for polling: a late commit re-read inside the lag window sorts before
-/// rows already written, so only the poll source can tell a repeat (it does, for
-/// tables where positions only grow).
-fn dedup_scope(position: &str) -> Option<&str> {
-    if position.starts_with("poll:") {
-        return None;
-    }
-    position.find(':').map(|end| &position[..end])
+/// Where the sink's own replay skip applies after a crash: events after the
+/// cursor and at or before the sink's last line were written before and are
+/// dropped. Only when the cursor and that line are of the same log, and the
+/// line lies past the cursor (the sink says which source wrote it: a line of
+/// another source is not offered, see `FileSink::open`). Polled positions are
+/// never skipped here: the poll source tells repeats itself.
+#[derive(Debug)]
+struct ReplayWindow {
+    cursor: PositionKey,
+    last_written: PositionKey,
 }
 
-/// Drops the events the sink already holds from before a crash (at or before
-/// its last line, within the same log), and returns how many; once an event
-/// past that line comes, `resume_after` is cleared and nothing more is checked.
-fn skip_written(batch: &mut Batch, resume_after: &mut Option<String>) -> u64 {
-    let Some(last) = resume_after.as_deref() else {
+impl ReplayWindow {
+    fn new(cursor: Option<&Position>, last_written: Option<&str>) -> Option<Self> {
+        let cursor = cursor?.key();
+        let last_written = match PositionKey::parse(last_written?) {
+            Ok(key) => key?,
+            Err(e) => {
+                tracing::warn!("the sink's last line has {e}: nothing is skipped as a replay");
+                return None;
+            }
+        };
+        (last_written.partial_cmp(&cursor) == Some(Ordering::Greater)).then_some(ReplayWindow {
+            cursor,
+            last_written,
+        })
+    }
+
+    fn holds(&self, position: &Position) -> bool {
+        let key = position.key();
+        key.partial_cmp(&self.cursor) == Some(Ordering::Greater)
+            && matches!(
+                key.partial_cmp(&self.last_written),
+                Some(Ordering::Less | Ordering::Equal)
+            )
+    }
+}
+
+/// Drops the events the sink already holds from before a crash (see
+/// [`ReplayWindow`]) and returns how many; once an event past the window
+/// comes, the window is closed and nothing more is checked.
+fn skip_written(batch: &mut Batch, window: &mut Option<ReplayWindow>) -> u64 {
+    let Some(replay) = window.as_ref() else {
         return 0;
     };
     let before = batch.events.len();
     let mut passed = false;
     batch.events.retain(|e| {
-        let position = e.position.to_string();
-        let scope = dedup_scope(&position);
-        if scope.is_none() || scope != dedup_scope(last) {
-            return true;
-        }
-        let keep = position.as_str() > last;
+        let keep = !replay.holds(&e.position);
         passed |= keep;
         keep
     });
     if passed {
-        *resume_after = None;
+        *window = None;
     }
     (before - batch.events.len()) as u64
 }
@@ -138,6 +160,7 @@ pub async fn run(
     durable: watch::Sender<Option<Position>>,
     sink: &mut AnySink,
     cursor: &mut CursorStore,
+    resumed: Option<&Position>,
     commit_every: Duration,
 ) -> Result<Summary, PipelineError> {
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
@@ -165,7 +188,7 @@ pub async fn run(
 
     let mut summary = Summary::default();
     // After a crash the sink may already hold events past the cursor: skip them.
-    let mut resume_after = sink.last_position().map(str::to_owned);
+    let mut replay = ReplayWindow::new(resumed, sink.last_position());
     let mut last_log = Instant::now();
     let mut ticker = tokio::time::interval(tick_every());
     // The end of the last transaction written, while not yet committed.
@@ -207,7 +230,7 @@ pub async fn run(
                 if let Some(first) = batch.events.first() {
                     health().read(batch.events.len(), first.source.ts_ms);
                 }
-                summary.skipped_duplicates += skip_written(&mut batch, &mut resume_after);
+                summary.skipped_duplicates += skip_written(&mut batch, &mut replay);
                 let started = Instant::now();
                 if let Err(e) = sink.write(&batch.events).await {
                     metrics::count_events("tidemark_events_failed_total", &batch.events);
@@ -289,22 +312,86 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::dedup_scope;
+    use super::*;
+    use std::sync::Arc;
+    use tidemark_connectors::event::SourceInfo;
+    use tidemark_connectors::Op;
+
+    fn event(position: Position) -> ChangeEvent {
+        ChangeEvent {
+            op: Op::Create,
+            before: None,
+            after: None,
+            unchanged: Vec::new(),
+            key: None,
+            source: Arc::new(SourceInfo {
+                connector: "postgres",
+                name: "p".into(),
+                db: "d".into(),
+                schema: "public".into(),
+                table: "t".into(),
+                ts_ms: 0,
+                snapshot: false,
+                lsn: None,
+                commit_lsn: None,
+                tx_id: None,
+                watermark: None,
+            }),
+            position,
+            transaction: None,
+            ts_ms: 0,
+            ddl: None,
+            columns: None,
+        }
+    }
+
+    fn batch(positions: impl IntoIterator<Item = Position>) -> Batch {
+        Batch {
+            events: positions.into_iter().map(event).collect(),
+            end: None,
+        }
+    }
 
     #[test]
-    fn positions_compare_only_within_a_log_and_never_for_polling() {
+    fn a_replay_of_rows_sharing_an_lsn_skips_only_those_written() {
+        // One COPY: rows 1..=5 share the LSN 0x400; rows 1..=3 reached the sink.
+        let cursor = Position::postgres(0x300, 0x320);
+        let last = Position::postgres_change(0x500, 0x400, 3).to_string();
+        let mut window = ReplayWindow::new(Some(&cursor), Some(&last));
+        let mut replayed = batch((1..=5).map(|seq| Position::postgres_change(0x500, 0x400, seq)));
+        assert_eq!(skip_written(&mut replayed, &mut window), 3);
+        let kept: Vec<String> = replayed
+            .events
+            .iter()
+            .map(|e| e.position.to_string())
+            .collect();
         assert_eq!(
-            dedup_scope("pg:0000000000000100:0000000000000090"),
-            Some("pg")
+            kept,
+            [4, 5].map(|seq| Position::postgres_change(0x500, 0x400, seq).to_string())
         );
-        assert_eq!(
-            dedup_scope("my:00000001:0000000000000004:00000000"),
-            Some("my")
-        );
-        // Polled positions are left to the poll source, which knows when they only grow.
-        assert_eq!(
-            dedup_scope("poll:public.a=2026-11-21T00:00:00.000000Z:1"),
-            None
-        );
+        assert!(window.is_none());
+    }
+
+    #[test]
+    fn nothing_is_skipped_without_a_cursor_or_behind_it() {
+        let last = Position::postgres_change(0x900, 0x800, 1).to_string();
+        // No cursor (reset): a new snapshot or stream is written whole.
+        assert!(ReplayWindow::new(None, Some(&last)).is_none());
+        // A cursor past the sink's last line: nothing there to skip.
+        let ahead = Position::postgres(0x1000, 0x1000);
+        assert!(ReplayWindow::new(Some(&ahead), Some(&last)).is_none());
+        // Another log's line, or a polled one, is never compared.
+        let binlog = Position::Mysql {
+            file: "bin.000001".into(),
+            pos: 4,
+            row: None,
+            gtid: None,
+        };
+        assert!(ReplayWindow::new(Some(&binlog), Some(&last)).is_none());
+        assert!(ReplayWindow::new(
+            Some(&Position::postgres(1, 1)),
+            Some("poll:public.t=2026-11-21T00:00:00.000000Z:1")
+        )
+        .is_none());
     }
 }

@@ -8,8 +8,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
+
+pub use crate::position::{
+    binlog_index, lsn_text, parse_lsn, sortable_key, Position, PositionKey, Watermark,
+};
 
 /// What happened to the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,200 +38,6 @@ impl Op {
             Op::Schema => "s",
         }
     }
-}
-
-/// Where a source is. Ordered within one log only.
-///
-/// For Postgres, `commit_lsn` is the LSN of the commit record of the event's
-/// transaction and `lsn` the LSN of the change itself; only commit LSNs are
-/// monotonic across transactions, so ordering compares `commit_lsn` first. A cursor
-/// stores the position of a transaction's end: `lsn` is then the commit's end LSN,
-/// the point streaming restarts from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Position {
-    Postgres {
-        commit_lsn: u64,
-        lsn: u64,
-        /// Set on snapshot rows only: the row's ordinal within the snapshot.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        snapshot_row: Option<u64>,
-    },
-    /// A MySQL/MariaDB binlog position: `pos` is an event's start offset in
-    /// `file` (for a cursor: where reading resumes), `row` the row's index within
-    /// a rows event (events only).
-    /// Query-based capture: the watermark of every polled table.
-    Poll {
-        tables: std::collections::BTreeMap<String, Watermark>,
-    },
-    Mysql {
-        file: Arc<str>,
-        pos: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        row: Option<u64>,
-        /// Cursors only: the GTID state at this point (MariaDB `domain-server-seq`
-        /// list), for resuming when the file is gone or unknown.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        gtid: Option<String>,
-    },
-}
-
-/// Where polling a table has got to: the last `(cursor value, key)` read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Watermark {
-    /// The cursor column's value as the database prints it (used in queries).
-    pub value: String,
-    /// The same value in a form that sorts byte-wise (fixed-width).
-    pub sort: String,
-    /// The key columns' values, as the database prints them.
-    pub key: Vec<String>,
-    /// Key scans (`delete_detection = "keyscan"`) whose deletes were emitted.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub scans: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-impl Watermark {
-    /// What orders two watermarks of one table: the sortable cursor value, then
-    /// the key values with integers zero-padded (so `9` sorts before `10`).
-    pub fn order(&self) -> (&str, Vec<String>) {
-        (
-            &self.sort,
-            self.key.iter().map(|k| sortable_key(k)).collect(),
-        )
-    }
-}
-
-/// A key value in a byte-comparable form: integers offset and zero-padded to 20
-/// digits, anything else as is.
-pub fn sortable_key(key: &str) -> String {
-    match key.parse::<i64>() {
-        Ok(n) => format!("{:020}", (n as i128 + i64::MAX as i128 + 1) as u128),
-        Err(_) => key.to_string(),
-    }
-}
-
-/// The numeric suffix of a binlog file name (`mariadb-bin.000042` → 42).
-pub fn binlog_index(file: &str) -> u64 {
-    // By hand: this runs for every event written.
-    let bytes = file.as_bytes();
-    let digits = bytes
-        .iter()
-        .rposition(|b| *b == b'.')
-        .map_or(bytes, |dot| &bytes[dot + 1..]);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return 0;
-    }
-    digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'))
-}
-
-impl Position {
-    /// A streaming position in Postgres' WAL.
-    pub fn postgres(commit_lsn: u64, lsn: u64) -> Self {
-        Position::Postgres {
-            commit_lsn,
-            lsn,
-            snapshot_row: None,
-        }
-    }
-}
-
-/// The byte-comparable form: `pg:<commit lsn>:<lsn>`, fixed-width upper-case hex.
-/// Snapshot rows read at consistent point `P` are `pg:<P>:0000000000000000:<row>`,
-/// which sorts before every change streamed from `P` on (those have a non-zero lsn).
-/// MySQL: `my:<binlog file index>:<event offset>:<row index>`.
-impl Position {
-    /// Appends the position's text (what `Display` gives). Written by hand:
-    /// this runs for every event written.
-    pub fn write_text(&self, out: &mut Vec<u8>) {
-        match self {
-            Position::Postgres {
-                commit_lsn,
-                lsn,
-                snapshot_row,
-            } => {
-                out.extend_from_slice(b"pg:");
-                out.extend_from_slice(&hex::<16>(*commit_lsn));
-                out.push(b':');
-                out.extend_from_slice(&hex::<16>(*lsn));
-                if let Some(row) = snapshot_row {
-                    out.push(b':');
-                    out.extend_from_slice(&hex::<16>(*row));
-                }
-            }
-            Position::Poll { tables } => {
-                // Per table: `table=<sortable cursor value>:<key>...`; numeric key
-                // values are zero-padded so ties on the cursor sort by key.
-                out.extend_from_slice(b"poll:");
-                for (i, (table, watermark)) in tables.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(table.as_bytes());
-                    out.push(b'=');
-                    out.extend_from_slice(watermark.sort.as_bytes());
-                    for key in &watermark.key {
-                        out.push(b':');
-                        out.extend_from_slice(sortable_key(key).as_bytes());
-                    }
-                }
-            }
-            Position::Mysql { file, pos, row, .. } => {
-                out.extend_from_slice(b"my:");
-                out.extend_from_slice(&hex::<8>(binlog_index(file)));
-                out.push(b':');
-                out.extend_from_slice(&hex::<16>(*pos));
-                match row {
-                    Some(row) if *row > u32::MAX as u64 => {
-                        out.push(b':');
-                        out.extend_from_slice(&hex::<16>(*row));
-                    }
-                    Some(row) => {
-                        out.push(b':');
-                        out.extend_from_slice(&hex::<8>(*row));
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = Vec::with_capacity(64);
-        self.write_text(&mut text);
-        // Hex digits and separators, and the poll source's table names and
-        // values, which are UTF-8.
-        f.write_str(&String::from_utf8_lossy(&text))
-    }
-}
-
-/// Upper-case hex of the low `N * 4` bits, zero-padded to `N` digits.
-fn hex<const N: usize>(mut value: u64) -> [u8; N] {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = [b'0'; N];
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(value & 0xF) as usize];
-        value >>= 4;
-    }
-    out
-}
-
-/// A Postgres LSN in its usual `XXX/XXXXXXXX` text form.
-pub fn lsn_text(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
-
-/// Parses `XXX/XXXXXXXX` into a 64-bit LSN.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some((hi << 32) | lo)
 }
 
 /// Column values of one row, in table order. Names are shared with the table's
@@ -694,31 +503,5 @@ impl ChangeEvent {
             },
             position: e.position,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_sort_bytewise_in_log_order() {
-        let snap = Position::Postgres {
-            commit_lsn: 0x100,
-            lsn: 0,
-            snapshot_row: Some(5),
-        };
-        let first = Position::postgres(0x100, 0x90);
-        let later = Position::postgres(0x1_0000_0000, 0x20);
-        assert!(snap.to_string() < first.to_string());
-        assert!(first.to_string() < later.to_string());
-        assert_eq!(first.to_string(), "pg:0000000000000100:0000000000000090");
-    }
-
-    #[test]
-    fn lsn_text_round_trips() {
-        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
-        assert_eq!(lsn_text(0x16_B374_D848), "16/B374D848");
-        assert_eq!(parse_lsn("nonsense"), None);
     }
 }

@@ -9,10 +9,12 @@ pub mod batcher;
 pub mod event;
 pub mod mysql;
 pub mod poll;
+pub mod position;
 pub mod postgres;
 pub mod progress;
 
-pub use event::{Batch, ChangeEvent, Image, Op, Position, Row};
+pub use event::{Batch, ChangeEvent, Image, Op, Row};
+pub use position::{Position, PositionKey};
 
 use tokio::sync::watch;
 

@@ -18,7 +18,7 @@ pub mod values;
 
 use plan::{PlanError, TableKey};
 use std::collections::BTreeMap;
-use tidemark_connectors::ChangeEvent;
+use tidemark_connectors::{ChangeEvent, PositionKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -298,18 +298,45 @@ pub fn schema_ddl(
     Ok(ddl)
 }
 
-/// Keeps the events after `applied` (byte-wise position order). Poll positions
-/// are not ordered across tables, so nothing is skipped for them.
+/// Keeps the events after `applied`, in position order (see
+/// `tidemark_connectors::position`). Poll positions are not ordered across
+/// tables, and a position of another log or an unreadable one is not ordered
+/// either: nothing is skipped for them (a repeat, never a loss).
 pub fn after_applied<'a>(
     events: &'a [(&'a ChangeEvent, &'a str)],
     applied: Option<&str>,
 ) -> Vec<(&'a ChangeEvent, &'a str)> {
-    match applied {
-        Some(applied) => events
-            .iter()
-            .filter(|(_, position)| position.starts_with("poll:") || *position > applied)
-            .copied()
-            .collect(),
-        None => events.to_vec(),
+    let Some(applied) = applied.and_then(|a| PositionKey::parse(a).ok().flatten()) else {
+        return events.to_vec();
+    };
+    events
+        .iter()
+        .filter(|(_, position)| match PositionKey::parse(position) {
+            Ok(Some(key)) => !matches!(
+                key.partial_cmp(&applied),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            ),
+            Ok(None) | Err(_) => true,
+        })
+        .copied()
+        .collect()
+}
+
+/// The latest of `positions` in position order; positions that are not
+/// ordered with the others (polling) keep the last one given.
+pub fn latest<'a>(positions: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut latest: Option<(&str, Option<PositionKey>)> = None;
+    for position in positions {
+        let key = PositionKey::parse(position).ok().flatten();
+        let later = match (&latest, &key) {
+            (Some((_, Some(best))), Some(key)) => {
+                key.partial_cmp(best) != Some(std::cmp::Ordering::Less)
+            }
+            _ => true,
+        };
+        if later {
+            latest = Some((position, key));
+        }
     }
+    latest.map(|(position, _)| position)
 }

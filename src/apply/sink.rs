@@ -75,7 +75,7 @@ impl TargetSink {
         self.skipped += (events.len() - fresh.len()) as u64;
         let (Some(first), Some(last)) = (
             fresh.first().map(|(_, p)| *p),
-            fresh.iter().map(|(_, p)| *p).max(),
+            super::latest(fresh.iter().map(|(_, p)| *p)),
         ) else {
             return Ok(());
         };

@@ -16,7 +16,7 @@
 //! losing the lease moved the cursor.
 
 use super::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
-use super::{compare, CursorError};
+use super::CursorError;
 use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
@@ -32,6 +32,12 @@ pub struct DynamoCursor {
     lease: Lease,
     duration: Duration,
     stored: Option<Position>,
+    /// The source of the stored position, as read.
+    pub(super) stored_source: Option<String>,
+    /// The source the next commits belong to.
+    pub(super) source: Option<String>,
+    /// The stored lineage, as read, then the one the next commits record.
+    pub(super) lineage: Option<String>,
 }
 
 impl DynamoCursor {
@@ -47,7 +53,14 @@ impl DynamoCursor {
             lease,
             duration,
             stored: None,
+            stored_source: None,
+            source: None,
+            lineage: None,
         }
+    }
+
+    pub(super) fn path(&self) -> String {
+        format!("dynamodb {}/{}", self.table.table, self.pipeline)
     }
 
     fn error(&self, what: &str, e: impl std::fmt::Display) -> CursorError {
@@ -180,6 +193,16 @@ impl DynamoCursor {
                     _ => None,
                 };
                 self.stored = position.clone();
+                self.stored_source = item
+                    .as_ref()
+                    .map(|item| text(item, "source_identity"))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned);
+                self.lineage = item
+                    .as_ref()
+                    .map(|item| text(item, "lineage"))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned);
                 return Ok(position);
             }
             tokio::time::sleep(self.duration / 4).await;
@@ -227,7 +250,7 @@ impl DynamoCursor {
     /// Commits a position, only while holding the lease and never backward.
     pub async fn commit(&mut self, position: &Position) -> Result<(), CursorError> {
         if let Some(stored) = &self.stored {
-            if compare(position, stored) == Some(std::cmp::Ordering::Less) {
+            if position.order(stored) == Some(std::cmp::Ordering::Less) {
                 return Err(CursorError::Backward {
                     stored: stored.to_string(),
                     attempted: position.to_string(),
@@ -235,15 +258,23 @@ impl DynamoCursor {
             }
         }
         let body = serde_json::to_string(position).map_err(|e| self.error("encode", e))?;
+        let source = self
+            .source
+            .clone()
+            .or_else(|| self.stored_source.clone())
+            .unwrap_or_default();
+        let lineage = self.lineage.clone().unwrap_or_default();
         let held = self
             .lease
             .write(
-                "#position = :p, position_text = :t, updated_at = :now",
+                "#position = :p, position_text = :t, source_identity = :src, lineage = :lin, updated_at = :now",
                 false,
                 |r| {
                     r.expression_attribute_names("#position", "position")
                         .expression_attribute_values(":p", s(&body))
                         .expression_attribute_values(":t", s(&position.to_string()))
+                        .expression_attribute_values(":src", s(&source))
+                        .expression_attribute_values(":lin", s(&lineage))
                         .expression_attribute_values(":now", lease::n(now_ms()))
                 },
             )

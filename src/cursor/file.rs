@@ -1,7 +1,7 @@
 //! The local-file cursor store (the default): one small JSON file, replaced
 //! atomically (write a temporary file, fsync it, rename it over, fsync the folder).
 
-use super::{compare, CursorError};
+use super::CursorError;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,13 @@ struct Record {
     position: Position,
     /// The position's byte-comparable form, for people reading the file.
     position_text: String,
+    /// The source the position belongs to (see `CursorStore::bind_source`);
+    /// absent in cursors written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// See `CursorStore::bind_source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lineage: Option<String>,
     updated_at_ms: i64,
 }
 
@@ -21,6 +28,12 @@ pub struct FileCursor {
     path: PathBuf,
     pipeline: String,
     stored: Option<Position>,
+    /// The source of the stored position, as read.
+    pub(super) stored_source: Option<String>,
+    /// The source the next commits belong to.
+    pub(super) source: Option<String>,
+    /// The stored lineage, as read, then the one the next commits record.
+    pub(super) lineage: Option<String>,
 }
 
 impl FileCursor {
@@ -29,6 +42,9 @@ impl FileCursor {
             path: path.to_path_buf(),
             pipeline: pipeline.to_string(),
             stored: None,
+            stored_source: None,
+            source: None,
+            lineage: None,
         }
     }
 
@@ -60,7 +76,10 @@ impl FileCursor {
     }
 
     pub fn load(&mut self) -> Result<Option<Position>, CursorError> {
-        self.stored = self.read()?.map(|r| r.position);
+        let record = self.read()?;
+        self.stored_source = record.as_ref().and_then(|r| r.source.clone());
+        self.lineage = record.as_ref().and_then(|r| r.lineage.clone());
+        self.stored = record.map(|r| r.position);
         Ok(self.stored.clone())
     }
 
@@ -73,13 +92,17 @@ impl FileCursor {
         }
     }
 
+    pub(super) fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+
     pub fn describe(&self) -> Result<Option<serde_json::Value>, CursorError> {
         Ok(self.read()?.and_then(|r| serde_json::to_value(r).ok()))
     }
 
     pub fn commit(&mut self, position: &Position) -> Result<(), CursorError> {
         if let Some(stored) = &self.stored {
-            match compare(stored, position) {
+            match stored.order(position) {
                 Some(std::cmp::Ordering::Equal) => return Ok(()),
                 Some(std::cmp::Ordering::Less) => {}
                 _ => {
@@ -94,6 +117,8 @@ impl FileCursor {
             pipeline: self.pipeline.clone(),
             position: position.clone(),
             position_text: position.to_string(),
+            source: self.source.clone().or_else(|| self.stored_source.clone()),
+            lineage: self.lineage.clone(),
             updated_at_ms: now_ms(),
         };
         let dir = match self.path.parent() {

@@ -29,6 +29,12 @@ pub enum CursorError {
         found: String,
         expected: String,
     },
+    #[error("cursor {path} belongs to source [{found}], but the configured source is [{expected}]: its position means nothing there; point the config at the cursor's source, or start over with `tidemark cursor reset --config <this config>`")]
+    OtherSource {
+        path: String,
+        found: String,
+        expected: String,
+    },
     #[error("cursor refuses to move backward from {stored} to {attempted}")]
     Backward { stored: String, attempted: String },
     #[error("{0}")]
@@ -66,6 +72,55 @@ impl CursorStore {
             CursorStore::Dynamo(store) => store.commit(position).await,
             CursorStore::Target(store) => store.commit(position).await.map_err(target_error),
         }
+    }
+
+    /// Ties the loaded position to the source it will be used with: a cursor
+    /// recorded for another source (another server, cluster, database or
+    /// slot) is refused; one recorded before sources were named adopts this
+    /// one. Commits from now on record `source`. Call after [`Self::load`].
+    ///
+    /// Returns the cursor's lineage: an id made when a cursor starts from
+    /// nothing (first start, or after `tidemark cursor reset`) and kept by
+    /// every commit after. A sink holding lines of another lineage was written
+    /// under a cursor that no longer exists, so none of its lines may be taken
+    /// for events already written (see `FileSink::open`).
+    pub fn bind_source(&mut self, source: &str, stored: bool) -> Result<String, CursorError> {
+        let (stored_source, current, lineage, path) = match self {
+            CursorStore::File(store) => {
+                let path = store.path();
+                (
+                    &store.stored_source,
+                    &mut store.source,
+                    &mut store.lineage,
+                    path,
+                )
+            }
+            CursorStore::Dynamo(store) => {
+                let path = store.path();
+                (
+                    &store.stored_source,
+                    &mut store.source,
+                    &mut store.lineage,
+                    path,
+                )
+            }
+            // The target keeps the source's cursor in its own transaction; it
+            // is tied to the migration's plan, not to a source identity.
+            CursorStore::Target(_) => return Ok(String::new()),
+        };
+        let stored_source = stored_source.as_deref().filter(|_| stored);
+        if let Some(found) = stored_source.filter(|found| *found != source) {
+            return Err(CursorError::OtherSource {
+                path,
+                found: found.to_string(),
+                expected: source.to_string(),
+            });
+        }
+        *current = Some(source.to_string());
+        if !stored || lineage.is_none() {
+            *lineage = Some(new_lineage());
+        }
+        Ok(lineage.clone().unwrap_or_default())
     }
 
     /// On a clean stop: lets a standby take over at once.
@@ -108,89 +163,11 @@ impl CursorStore {
     }
 }
 
-/// Orders two positions of the same log; `None` when they are of different logs.
-pub fn compare(a: &Position, b: &Position) -> Option<std::cmp::Ordering> {
-    match (a, b) {
-        (
-            Position::Postgres {
-                commit_lsn: ca,
-                lsn: la,
-                ..
-            },
-            Position::Postgres {
-                commit_lsn: cb,
-                lsn: lb,
-                ..
-            },
-        ) => Some((ca, la).cmp(&(cb, lb))),
-        (
-            Position::Mysql {
-                file: fa, pos: pa, ..
-            },
-            Position::Mysql {
-                file: fb, pos: pb, ..
-            },
-        ) => {
-            use tidemark_connectors::event::binlog_index;
-            Some((binlog_index(fa), pa).cmp(&(binlog_index(fb), pb)))
-        }
-        // Every table's watermark must stay or move forward.
-        (Position::Poll { tables: ta }, Position::Poll { tables: tb }) => {
-            let mut order = std::cmp::Ordering::Equal;
-            for (table, wa) in ta {
-                let Some(wb) = tb.get(table) else { continue };
-                match wa.order().cmp(&wb.order()) {
-                    std::cmp::Ordering::Greater => return Some(std::cmp::Ordering::Greater),
-                    std::cmp::Ordering::Less => order = std::cmp::Ordering::Less,
-                    std::cmp::Ordering::Equal => {}
-                }
-            }
-            if order == std::cmp::Ordering::Equal && tb.len() > ta.len() {
-                order = std::cmp::Ordering::Less;
-            }
-            Some(order)
-        }
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::compare;
-    use std::cmp::Ordering;
-    use tidemark_connectors::event::Watermark;
-    use tidemark_connectors::Position;
-
-    fn poll(sort: &str, key: &str) -> Position {
-        Position::Poll {
-            tables: [(
-                "public.t".to_string(),
-                Watermark {
-                    value: String::new(),
-                    sort: sort.into(),
-                    key: vec![key.into()],
-                    scans: 0,
-                },
-            )]
-            .into(),
-        }
-    }
-
-    #[test]
-    fn poll_watermarks_order_numeric_keys_as_numbers() {
-        let ts = "2026-11-21T10:00:00.000000Z";
-        assert_eq!(
-            compare(&poll(ts, "9"), &poll(ts, "10")),
-            Some(Ordering::Less)
-        );
-        assert_eq!(
-            compare(&poll(ts, "10"), &poll(ts, "9")),
-            Some(Ordering::Greater)
-        );
-        assert_eq!(
-            compare(&poll(ts, "10"), &poll("2026-11-21T10:00:01.000000Z", "1")),
-            Some(Ordering::Less)
-        );
-        assert!(poll(ts, "9").to_string() < poll(ts, "10").to_string());
-    }
+/// A fresh lineage id: the time in nanoseconds and the process id, in hex
+/// (unique enough to tell two cursor starts apart; not a secret).
+fn new_lineage() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
 }

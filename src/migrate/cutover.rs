@@ -8,7 +8,6 @@ use super::{load, load_progress, save, verify, MigrateError, Plan, Stage};
 use crate::apply::postgres::connect as pg_connect;
 use crate::apply::sink::TargetCursor;
 use crate::config::{Config, SourceConfig};
-use crate::cursor::compare;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -127,7 +126,7 @@ pub async fn cutover(
     );
     loop {
         let state = match cursor.load().await? {
-            Some(at) if compare(&at, &final_position).is_some_and(|o| o.is_ge()) => break,
+            Some(at) if at.order(&final_position).is_some_and(|o| o.is_ge()) => break,
             other => format!(
                 "applied up to {}",
                 other.map_or("nothing".into(), |p| p.to_string())

@@ -414,6 +414,7 @@ async fn catch_up(
         handle.durable,
         &mut sink,
         &mut cursor,
+        None,
         config.pipeline.commit_every(),
     )
     .await;

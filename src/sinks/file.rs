@@ -12,6 +12,13 @@
 //! and the position of its last line is kept so the pipeline does not write
 //! those events a second time when the source replays from its cursor. For this
 //! sink delivery is therefore exactly once.
+//!
+//! Each file has a companion `events-N.writer` naming who wrote it: the source
+//! identity and the cursor lineage (see `CursorStore::bind_source`). The last
+//! line's position is offered for the replay skip only when its file was
+//! written by the same source under the same cursor lineage. Otherwise (another
+//! server, a rebuilt cluster, a `cursor reset`, a file from before writers were
+//! recorded) nothing is skipped, and the new lines start a new file.
 
 use super::{encode_lines, SinkError};
 use std::fs::{File, OpenOptions};
@@ -32,6 +39,8 @@ pub struct FileSink {
     unsynced: bool,
     /// Where the writeback not yet started begins (see `start_writeback`).
     writeback_from: u64,
+    /// Recorded beside each file (see the module doc).
+    writer: String,
 }
 
 /// See [`FileSink::start_writeback`].
@@ -39,6 +48,28 @@ const WRITEBACK_BYTES: u64 = 4 << 20;
 
 fn file_name(index: u64) -> String {
     format!("events-{index:010}.jsonl")
+}
+
+fn writer_name(index: u64) -> String {
+    format!("events-{index:010}.writer")
+}
+
+/// Who wrote file `index`, when recorded.
+fn writer_of(dir: &Path, index: u64) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(writer_name(index))) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Records who writes file `index` (durably, before any line of it counts).
+fn record_writer(dir: &Path, index: u64, writer: &str) -> std::io::Result<()> {
+    let path = dir.join(writer_name(index));
+    let mut file = File::create(&path)?;
+    file.write_all(writer.as_bytes())?;
+    file.sync_all()?;
+    File::open(dir)?.sync_all()
 }
 
 fn index_of(name: &str) -> Option<u64> {
@@ -49,7 +80,8 @@ fn index_of(name: &str) -> Option<u64> {
 }
 
 impl FileSink {
-    pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Self, SinkError> {
+    /// Opens the directory for `writer` (source identity and cursor lineage).
+    pub fn open(dir: &Path, max_file_bytes: u64, writer: &str) -> Result<Self, SinkError> {
         let io = |source| SinkError::Io {
             path: dir.display().to_string(),
             source,
@@ -66,12 +98,34 @@ impl FileSink {
         let mut last_position = None;
         for &index in indexes.iter().rev() {
             if let Some(line) = recover(&dir.join(file_name(index))).map_err(io)? {
-                last_position = position_of(&line);
+                let wrote = writer_of(dir, index).map_err(io)?;
+                if wrote.as_deref() == Some(writer) {
+                    last_position = position_of(&line);
+                } else {
+                    tracing::info!(
+                        "file sink {}: {} was written by {}, not by this source and cursor ({writer}): no event is skipped as already written",
+                        dir.display(),
+                        file_name(index),
+                        wrote.map_or("an unrecorded writer".into(), |w| format!("[{w}]"))
+                    );
+                }
                 break;
             }
         }
-        let index = indexes.last().copied().unwrap_or(1);
-        let (file, size) = open_append(dir, index).map_err(io)?;
+        let mut index = indexes.last().copied().unwrap_or(1);
+        let (mut file, mut size) = open_append(dir, index).map_err(io)?;
+        if writer_of(dir, index).map_err(io)?.as_deref() != Some(writer) {
+            if size > 0 {
+                index += 1;
+                tracing::info!(
+                    "file sink {}: new lines go to {} (another writer's lines end the file before)",
+                    dir.display(),
+                    file_name(index)
+                );
+                (file, size) = open_append(dir, index).map_err(io)?;
+            }
+            record_writer(dir, index, writer).map_err(io)?;
+        }
         Ok(FileSink {
             dir: dir.to_path_buf(),
             max_file_bytes,
@@ -82,6 +136,7 @@ impl FileSink {
             buf: Vec::new(),
             unsynced: false,
             writeback_from: size,
+            writer: writer.to_string(),
         })
     }
 
@@ -164,6 +219,7 @@ impl FileSink {
         self.sync()?;
         self.index += 1;
         let (file, size) = open_append(&self.dir, self.index).map_err(self.io())?;
+        record_writer(&self.dir, self.index, &self.writer).map_err(self.io())?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(self.io())?;
@@ -274,7 +330,8 @@ mod tests {
         let mut f = File::create(&path).expect("create");
         f.write_all(b"{\"position\":\"pg:1\"}\n{\"position\":\"pg:2\"}\n{\"posit")
             .expect("write");
-        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        record_writer(dir.path(), 1, "w").expect("writer");
+        let sink = FileSink::open(dir.path(), 1 << 20, "w").expect("open");
         assert_eq!(sink.last_position(), Some("pg:2"));
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.ends_with("\"pg:2\"}\n"), "{text}");
@@ -288,7 +345,8 @@ mod tests {
         text.extend([0u8; 3000]);
         text.extend(b"tion\":\"pg:4\"}\n{\"position\":\"pg:5\"}\n");
         std::fs::write(&path, &text).expect("write");
-        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        record_writer(dir.path(), 1, "w").expect("writer");
+        let sink = FileSink::open(dir.path(), 1 << 20, "w").expect("open");
         assert_eq!(sink.last_position(), Some("pg:2"));
         let kept = std::fs::read_to_string(&path).expect("read");
         assert_eq!(kept, "{\"position\":\"pg:1\"}\n{\"position\":\"pg:2\"}\n");
@@ -306,7 +364,8 @@ mod tests {
             format!("{{\"position\":\"pg:6\"}}\n{long}"),
         )
         .expect("write");
-        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        record_writer(dir.path(), 1, "w").expect("writer");
+        let sink = FileSink::open(dir.path(), 1 << 20, "w").expect("open");
         assert_eq!(sink.last_position(), Some("pg:7"));
     }
 
@@ -315,8 +374,35 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(file_name(1)), b"{\"position\":\"pg:9\"}\n").expect("write");
         std::fs::write(dir.path().join(file_name(2)), b"").expect("write");
-        let sink = FileSink::open(dir.path(), 1 << 20).expect("open");
+        record_writer(dir.path(), 1, "w").expect("writer");
+        let sink = FileSink::open(dir.path(), 1 << 20, "w").expect("open");
         assert_eq!(sink.last_position(), Some("pg:9"));
         assert_eq!(sink.index, 2);
+    }
+
+    #[test]
+    fn another_writers_lines_are_not_skipped_and_new_lines_start_a_new_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(file_name(1)), b"{\"position\":\"pg:9\"}\n").expect("write");
+        record_writer(dir.path(), 1, "server A, lineage 1").expect("writer");
+        // The same server after `cursor reset` (a new lineage).
+        let sink = FileSink::open(dir.path(), 1 << 20, "server A, lineage 2").expect("open");
+        assert_eq!(sink.last_position(), None);
+        assert_eq!(sink.index, 2);
+        assert_eq!(
+            writer_of(dir.path(), 2).expect("read").as_deref(),
+            Some("server A, lineage 2")
+        );
+        drop(sink);
+        // Lines from before writers were recorded are not trusted either.
+        let old = tempfile::tempdir().expect("tempdir");
+        std::fs::write(old.path().join(file_name(1)), b"{\"position\":\"pg:9\"}\n").expect("write");
+        let sink = FileSink::open(old.path(), 1 << 20, "w").expect("open");
+        assert_eq!(sink.last_position(), None);
+        assert_eq!(sink.index, 2);
+        drop(sink);
+        // Reopened by the same writer: its own last line counts.
+        let again = FileSink::open(old.path(), 1 << 20, "w").expect("open");
+        assert_eq!(again.index, 2);
     }
 }

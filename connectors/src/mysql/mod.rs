@@ -16,6 +16,7 @@ pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod snapshot;
+mod transaction;
 pub mod values;
 mod wire;
 
@@ -35,6 +36,7 @@ use snapshot::Snapshot;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use transaction::Statement;
 use values::MyKind;
 
 /// What the MySQL connector needs to know.
@@ -123,6 +125,33 @@ pub async fn current_position(cfg: &MysqlConfig) -> Result<Position, SourceError
     })
 }
 
+/// Which source this is, for cursors and sinks: the server's `server_uuid`
+/// (MySQL) or `server_id` (MariaDB has no UUID), and the binlog's base name.
+/// Holds no credentials.
+pub async fn source_identity(cfg: &MysqlConfig) -> Result<String, SourceError> {
+    let mut conn = connect(&cfg.url).await?;
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_uuid', 'server_id', 'log_bin_basename')",
+        )
+        .await
+        .map_err(my_error("read server_uuid, server_id and log_bin_basename"))?;
+    let var = |name: &str| {
+        rows.iter()
+            .find(|(n, v)| n.eq_ignore_ascii_case(name) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let server = match (var("server_uuid"), var("server_id")) {
+        (Some(uuid), _) => format!("server_uuid {uuid}"),
+        (None, Some(id)) => format!("server_id {id}"),
+        (None, None) => "server unnamed".to_string(),
+    };
+    let binlog = var("log_bin_basename")
+        .map(|path| path.rsplit('/').next().unwrap_or(path))
+        .unwrap_or("-");
+    Ok(format!("mysql {server} binlog {binlog}"))
+}
+
 /// The pre-flight problems `tidemark check` reports; empty when capture can run.
 pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
     let mut conn = connect(&cfg.url).await?;
@@ -132,6 +161,8 @@ pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
 /// MariaDB's GTID and GTID_LIST event types.
 const MARIADB_GTID_EVENT: u8 = 162;
 const MARIADB_GTID_LIST_EVENT: u8 = 163;
+/// XA_PREPARE_LOG_EVENT (MySQL and MariaDB): the end of an XA transaction's first phase.
+const XA_PREPARE_EVENT: u8 = 38;
 
 /// The GTID-state key of a cursor entry: the MariaDB domain (`0` of `0-1-5`) or
 /// the MySQL source UUID (before `:`).
@@ -209,6 +240,17 @@ pub struct MysqlSource {
     /// When the rows event being read was decoded (the events' `ts_ms`).
     emitted_ms: i64,
     in_tx: bool,
+    /// The open group ends with a `COMMIT` or XID event (it began with `BEGIN`,
+    /// or a MariaDB GTID event not flagged standalone): statements inside it
+    /// (`SAVEPOINT`, ...) do not end it.
+    explicit_tx: bool,
+    /// Where the open group started (its GTID event, else its first event).
+    group_start: u64,
+    /// The open group is the first phase of this XA transaction: its rows go
+    /// to `xa_rows` until its outcome (see `transaction`).
+    xa_group: Option<String>,
+    xa_rows: Vec<ChangeEvent>,
+    prepared: transaction::Prepared,
     batch: Batcher,
     ended: bool,
 }
@@ -247,6 +289,7 @@ impl MysqlSource {
         let pipeline: Arc<str> = cfg.pipeline.as_str().into();
         let mut gtid_state = BTreeMap::new();
         let mut phase = Phase::Streaming;
+        let fresh = resume.is_none();
         let start = match resume {
             Some(Position::Mysql {
                 file, pos, gtid, ..
@@ -322,6 +365,11 @@ impl MysqlSource {
             emitted_ms: 0,
             tx_seq: 0,
             in_tx: false,
+            explicit_tx: false,
+            group_start: 0,
+            xa_group: None,
+            xa_rows: Vec::new(),
+            prepared: transaction::Prepared::default(),
             batch: Batcher::default(),
             ended: false,
         };
@@ -329,6 +377,19 @@ impl MysqlSource {
             // The stream opens once the snapshot is read.
             Start::File(file, _) if matches!(source.phase, Phase::Snapshot(_)) => {
                 source.file = file.into()
+            }
+            Start::File(file, pos) if fresh => {
+                // The start is fixed: the cursor holds it before any event, so
+                // a stop now and a start later resume here, not at a later end.
+                source.batch.commit(Position::Mysql {
+                    file: file.as_str().into(),
+                    pos,
+                    row: None,
+                    gtid: None,
+                });
+                source
+                    .open_stream(Start::File(file, pos), stream_conn)
+                    .await?
             }
             start => source.open_stream(start, stream_conn).await?,
         }
@@ -477,8 +538,16 @@ impl MysqlSource {
                 self.gtid = Some((domain.to_string(), id.clone(), id.into()));
                 self.tx_id = None;
             }
+            let flags = transaction::mariadb_gtid_flags(data);
+            self.explicit_tx = !flags.standalone;
+            self.xa_group = flags.xa_prepare;
+            self.group_start = start;
             self.in_tx = true;
             self.tx_seq = 0;
+            return Ok(());
+        }
+        if header.event_type_raw() == XA_PREPARE_EVENT {
+            self.prepare_xa(event.data(), next_pos);
             return Ok(());
         }
         if header.event_type_raw() == MARIADB_GTID_LIST_EVENT {
@@ -496,16 +565,46 @@ impl MysqlSource {
         let ts = header.timestamp();
         match data {
             Some(EventData::RotateEvent(_)) => self.file = rotate_name(&event).into(),
-            Some(EventData::QueryEvent(query)) => match query.query().trim() {
-                "BEGIN" => self.in_tx = true,
-                "COMMIT" => self.commit(next_pos),
-                statement => {
-                    let statement = statement.to_string();
-                    let schema = query.schema().to_string();
-                    self.ddl(&schema, &statement, start, ts).await?;
-                    self.commit(next_pos);
+            Some(EventData::QueryEvent(query)) => {
+                let sql = query.query();
+                match transaction::classify(&sql) {
+                    Statement::Begin => {
+                        if !self.in_tx {
+                            self.group_start = start;
+                        }
+                        self.in_tx = true;
+                        self.explicit_tx = true;
+                    }
+                    Statement::XaStart(xid) => {
+                        if !self.in_tx {
+                            self.group_start = start;
+                        }
+                        self.in_tx = true;
+                        self.explicit_tx = true;
+                        self.xa_group = Some(xid.to_string());
+                    }
+                    Statement::Commit | Statement::Rollback => self.commit(next_pos),
+                    Statement::Savepoint | Statement::XaEnd => {}
+                    Statement::XaCommit(xid) => {
+                        let xid = xid.to_string();
+                        self.resolve_xa(&xid, true, start);
+                        self.commit(next_pos);
+                    }
+                    Statement::XaRollback(xid) => {
+                        let xid = xid.to_string();
+                        self.resolve_xa(&xid, false, start);
+                        self.commit(next_pos);
+                    }
+                    // A statement inside a transaction: not its end.
+                    Statement::Other if self.explicit_tx => {}
+                    Statement::Other => {
+                        let statement = sql.trim().to_string();
+                        let schema = query.schema().to_string();
+                        self.ddl(&schema, &statement, start, ts).await?;
+                        self.commit(next_pos);
+                    }
                 }
-            },
+            }
             Some(EventData::XidEvent(_)) => self.commit(next_pos),
             // MySQL 5.6+/8 GTIDs (untested here: MariaDB sends its own events).
             Some(EventData::GtidEvent(g)) => {
@@ -516,6 +615,7 @@ impl MysqlSource {
                     format!("{uuid}:1-{gno}"),
                     format!("{uuid}:{gno}").into(),
                 ));
+                self.group_start = start;
                 self.in_tx = true;
                 self.tx_seq = 0;
             }
@@ -595,24 +695,100 @@ impl MysqlSource {
         Ok(())
     }
 
+    /// The GTID state as a cursor records it.
+    fn gtid_text(&self) -> Option<String> {
+        let gtid: Vec<&str> = self.gtid_state.values().map(String::as_str).collect();
+        (!gtid.is_empty()).then(|| gtid.join(","))
+    }
+
+    /// The end of a group: the cursor may move to `next_pos`, unless an XA
+    /// transaction prepared before is still waiting for its outcome.
     fn commit(&mut self, next_pos: u64) {
         self.in_tx = false;
+        self.explicit_tx = false;
+        self.xa_group = None;
         self.tx_id = None;
         if let Some((key, entry, _)) = self.gtid.take() {
             self.gtid_state.insert(key, entry);
         }
-        let gtid: Vec<&str> = self.gtid_state.values().map(String::as_str).collect();
-        self.batch.commit(Position::Mysql {
-            file: self.file.clone(),
-            pos: next_pos,
-            row: None,
-            gtid: (!gtid.is_empty()).then(|| gtid.join(",")),
-        });
+        let end = match self.prepared.hold() {
+            Some(hold) => hold.clone(),
+            None => Position::Mysql {
+                file: self.file.clone(),
+                pos: next_pos,
+                row: None,
+                gtid: self.gtid_text(),
+            },
+        };
+        self.batch.commit(end);
         if let Some((file, pos)) = &self.cfg.stop_at {
             use crate::event::binlog_index;
             if (binlog_index(&self.file), next_pos) >= (binlog_index(file), *pos) {
                 self.ended = true;
             }
+        }
+    }
+
+    /// `XA PREPARE` ends the first phase of an XA transaction: its rows wait
+    /// for its outcome, and the cursor stays at its start meanwhile.
+    fn prepare_xa(&mut self, data: &[u8], next_pos: u64) {
+        let Some(xid) = self
+            .xa_group
+            .take()
+            .or_else(|| transaction::xa_prepare_xid(data))
+        else {
+            tracing::error!(
+                "XA PREPARE at {} names no readable XID: its rows are dropped",
+                self.at(Some(next_pos))
+            );
+            self.xa_rows.clear();
+            self.commit(next_pos);
+            return;
+        };
+        // The GTID state is still the one before this group.
+        let hold = Position::Mysql {
+            file: self.file.clone(),
+            pos: self.group_start,
+            row: None,
+            gtid: self.gtid_text(),
+        };
+        self.prepared.push(transaction::PreparedXa {
+            xid,
+            rows: std::mem::take(&mut self.xa_rows),
+            hold,
+        });
+        self.commit(next_pos);
+    }
+
+    /// `XA COMMIT` emits the rows of `xid`, positioned at the query (`start`);
+    /// `XA ROLLBACK` drops them.
+    fn resolve_xa(&mut self, xid: &str, committed: bool, start: u64) {
+        // `XA COMMIT ... ONE PHASE` ends the group that holds the rows.
+        let rows = if self.xa_group.as_deref() == Some(xid) {
+            Some(std::mem::take(&mut self.xa_rows))
+        } else {
+            self.prepared.resolve(xid)
+        };
+        let Some(rows) = rows else {
+            if committed {
+                tracing::error!(
+                    "XA COMMIT {xid} at {}: it was prepared before capture started, so its rows were never read and are not emitted",
+                    self.at(Some(start))
+                );
+            }
+            return;
+        };
+        if !committed {
+            return;
+        }
+        for (row, mut event) in rows.into_iter().enumerate() {
+            event.position = Position::Mysql {
+                file: self.file.clone(),
+                pos: start,
+                row: Some(row as u64),
+                gtid: None,
+            };
+            self.batch.push(event);
         }
     }
 
@@ -762,7 +938,7 @@ impl MysqlSource {
             gtid: None,
         };
         let transaction = self.transaction();
-        self.batch.push(ChangeEvent {
+        let event = ChangeEvent {
             op,
             before,
             after,
@@ -774,7 +950,12 @@ impl MysqlSource {
             ts_ms: self.emitted_ms,
             ddl: None,
             columns: None,
-        });
+        };
+        if self.xa_group.is_some() {
+            self.xa_rows.push(event);
+        } else {
+            self.batch.push(event);
+        }
     }
 
     /// A DDL statement on a captured table: the schema history is read again and

@@ -56,6 +56,29 @@ pub struct PollTable {
     pub keyscan_every: Option<Duration>,
 }
 
+/// Which source this is, for cursors and sinks: the engine, host, port and
+/// database of the URL, without its credentials or parameters.
+pub fn source_identity(cfg: &PollConfig) -> String {
+    let Some((scheme, rest)) = cfg.url.split_once("://") else {
+        // A libpq `key=value` string: only its host, port and database.
+        let named: Vec<&str> = cfg
+            .url
+            .split_whitespace()
+            .filter(|kv| {
+                ["host=", "port=", "dbname="]
+                    .iter()
+                    .any(|k| kv.starts_with(k))
+            })
+            .collect();
+        return format!("poll postgres {}", named.join(" "));
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    // Credentials end at the last `@` (a password may hold `/`, not a bare `@`).
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+    format!("poll {scheme} {host}/{db}")
+}
+
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub pipeline: String,

@@ -103,6 +103,37 @@ pub async fn check(cfg: &PostgresConfig) -> Result<Vec<String>, SourceError> {
     catalog::problems(&client, &cfg.tables, &cfg.slot, &cfg.publication).await
 }
 
+/// Which source this is, for cursors and sinks: the cluster's system
+/// identifier (the same on a physical replica, new on a rebuilt cluster), the
+/// database and the slot. Holds no credentials.
+pub async fn source_identity(cfg: &PostgresConfig) -> Result<String, SourceError> {
+    let pg = parse_url(&cfg.url)?;
+    let client = catalog::connect(&pg).await?;
+    let row = client
+        .query_one(
+            "SELECT system_identifier::text, current_database()::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .map_err(|source| SourceError::Postgres {
+            what: "read the system identifier".into(),
+            source,
+        })?;
+    let read = |i: usize| -> Result<String, SourceError> {
+        row.try_get::<_, String>(i)
+            .map_err(|source| SourceError::Postgres {
+                what: "read the system identifier".into(),
+                source,
+            })
+    };
+    Ok(format!(
+        "postgres system {} database {} slot {}",
+        read(0)?,
+        read(1)?,
+        cfg.slot
+    ))
+}
+
 /// Prepares capture without a snapshot and returns where the stream will
 /// start: checks the source, creates the publication, and creates the slot
 /// (dropping one left by an earlier attempt). `tidemark migrate` records this
@@ -699,7 +730,7 @@ impl PostgresSource {
                     lsn: Some(at),
                     ..source.clone()
                 }),
-                position: Position::postgres(tx.commit_lsn, at),
+                position: Position::postgres_change(tx.commit_lsn, at, tx.seq),
                 transaction: Some(TransactionInfo {
                     id: tx.id.clone(),
                     seq: tx.seq,
@@ -717,7 +748,7 @@ impl PostgresSource {
             unchanged,
             key,
             source: Arc::new(source),
-            position: Position::postgres(tx.commit_lsn, lsn),
+            position: Position::postgres_change(tx.commit_lsn, lsn, tx.seq),
             transaction: Some(TransactionInfo {
                 id: tx.id.clone(),
                 seq: tx.seq,

@@ -237,6 +237,7 @@ impl Snapshot {
                         commit_lsn: self.consistent_point,
                         lsn: 0,
                         snapshot_row: Some(self.row_ordinal),
+                        seq: None,
                     },
                     transaction: None,
                     ts_ms,

@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""tidemark torture: a seeded, randomized crash harness.
+
+Each run takes one seed, one engine (PostgreSQL or MariaDB, on servers of the
+harness's own) and one sink (file sink + file cursor, or Kinesis + DynamoDB on
+the local emulators). It fills three tables, starts the daemon (which takes the
+initial snapshot), then runs a seeded workload while SIGKILLing the daemon 3-8
+times and restarting the database server at least once, restarting the daemon
+as systemd would. At the end it writes a fence row, waits (bounded) until the
+sink holds it, stops the daemon with SIGTERM and judges the sink against the
+audit table that triggers filled in the source's own transactions (see
+oracle.py). Runs repeat with seed, seed+1, ... until the time budget (or the
+run count) is spent, cycling through the engine/sink combinations.
+
+    python3 tests/torture/torture.py --minutes 2 --seed 1 --bin target/debug/tidemark
+
+The last line is ``torture: N passed, M failed``; a failed run prints
+``SEED=<seed> engine=<e> sink=<s>``, what went wrong, the first divergent key
+with both its histories, and the command that replays it.
+"""
+
+import argparse
+import random
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import oracle
+from daemon import Daemon
+from engines import TABLES, make_engine
+from faults import CursorWatch, Killer
+from servers import BASE
+from sinks import env as aws_env
+from sinks import make_sink
+from workload import Workload
+
+FENCE_V = -424242
+
+
+@dataclass
+class Totals:
+    passed: int = 0
+    failed: int = 0
+    kills: int = 0
+    restarts: int = 0
+    events: int = 0
+    failures: list = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """Everything a run decides from its seed before it starts."""
+
+    seed: int
+    engine: str
+    sink: str
+    seconds: float
+    max_batch: int = 0
+    commit_interval: str = ""
+    full_identity: tuple = ()
+    kill_moments: list = field(default_factory=list)
+    restart_moments: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        return f"tt_{self.seed}_{self.engine}_{self.sink}"
+
+    def decide(self):
+        rng = random.Random(f"{self.seed}:plan")
+        self.max_batch = rng.choice([50, 64, 100, 128, 200, 256, 333, 500])
+        self.commit_interval = rng.choice(["0s", "200ms", "1s"])
+        self.full_identity = tuple(t for t in TABLES if rng.random() < 0.35)
+        span = self.seconds
+        self.kill_moments = sorted(rng.uniform(0.05, 0.95) * span for _ in range(rng.randint(3, 8)))
+        self.restart_moments = sorted(
+            (rng.uniform(0.15, 0.85) * span, rng.random() < 0.5) for _ in range(rng.randint(1, 2)))
+        return self
+
+    def describe(self):
+        return (f"SEED={self.seed} engine={self.engine} sink={self.sink}"
+                f" (batch={self.max_batch} commit_interval={self.commit_interval}"
+                f" kills={len(self.kill_moments)} server_restarts={len(self.restart_moments)}"
+                f" full_identity={','.join(self.full_identity) or '-'})")
+
+
+class Run:
+    """One seed on one engine and one sink, from an empty database to a verdict."""
+
+    def __init__(self, plan, args):
+        self.plan, self.args = plan, args
+        self.engine = make_engine(plan.engine)
+        self.dir = BASE / "runs" / plan.name
+        self.sink = make_sink(plan.sink, self.dir, random.Random(f"{plan.seed}:sink"), plan.name)
+        self.sink.pipeline = plan.name
+        self.db = plan.name
+        self.daemon = None
+        self.problems = []
+        self.notes = []
+        self.restarts = 0
+        self.events_checked = 0
+
+    # -- set up -----------------------------------------------------------------------
+    def config(self):
+        text = (f'[pipeline]\nname = "{self.plan.name}"\nmax_batch_events = {self.plan.max_batch}\n'
+                f'commit_interval = "{self.plan.commit_interval}"\n\n'
+                f"[source]\n{self.engine.source_toml(self.db, self.plan.seed)}\n"
+                f"{self.sink.toml()}\n[log]\nlevel = \"info\"\n")
+        path = self.dir / "tidemark.toml"
+        path.write_text(text)
+        return path
+
+    def daemon_env(self):
+        return dict(aws_env(), TIDEMARK_HTTP_LISTEN="127.0.0.1:0", RUST_BACKTRACE="1")
+
+    def set_up(self):
+        self.engine.server.ensure()
+        self.engine.create_db(self.db, self.plan.full_identity)
+        self.sink.setup()
+        config = self.config()
+        if self.plan.sink == "kinesis":
+            out = subprocess.run([self.args.bin, "cursor", "init", "--config", str(config)],
+                                 capture_output=True, text=True, env=self.daemon_env(), timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError(f"tidemark cursor init failed: {out.stderr.strip()[-500:]}")
+        self.workload = Workload(self.engine, self.db, random.Random(f"{self.plan.seed}:workload"),
+                                 self.plan.max_batch, f"tt{self.plan.seed}")
+        self.workload.prepopulate()
+        self.mark = self.engine.max_aid(self.db)
+        self.daemon = Daemon(self.args.bin, config, self.dir / "daemon.log", self.daemon_env())
+        self.daemon.start()
+        self.wait("the initial snapshot (a committed cursor)",
+                  lambda: self.sink.cursor() is not None, self.args.catchup_timeout)
+
+    def wait(self, what, check, limit, interval=0.1):
+        deadline = time.monotonic() + limit
+        while not check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {limit:.0f}s waiting for {what};"
+                                   f" daemon log ends:\n{self.daemon.log_tail()}")
+            time.sleep(interval)
+
+    # -- the workload under faults -------------------------------------------------------
+    def torture(self):
+        rng = random.Random(f"{self.plan.seed}:faults")
+        interval = 0.01 if self.plan.sink == "file" else 0.1
+        self.cursors = CursorWatch(self.sink, interval)
+        self.cursors.start()
+        killer = Killer(self.daemon, self.sink, rng, self.plan.kill_moments, self.cursors)
+        killer.begin()
+        restarts = list(self.plan.restart_moments)
+        try:
+            while time.monotonic() - killer.t0 < self.plan.seconds:
+                if restarts and time.monotonic() - killer.t0 >= restarts[0][0]:
+                    self.restart_server(restarts.pop(0)[1])
+                self.workload.step()
+            for _, hard in restarts:  # moments the workload overran: still due
+                self.restart_server(hard)
+        finally:
+            killer.finish()
+        self.progress_kills = killer.progress_triggered
+
+    def restart_server(self, hard):
+        how = self.engine.server.restart(hard)
+        self.restarts += 1
+        self.notes.append(how)
+
+    def catch_up(self):
+        """Writes a fence row and waits until the sink holds it (then a quiet moment)."""
+        (fence,) = self.workload.model.fresh(1)
+        self.engine.execute(self.db, f"INSERT INTO t1 (id, v, t) VALUES ({fence}, {FENCE_V}, 'fence');")
+        seen = []
+
+        def fenced():
+            for event in self.sink.tail():
+                after = event.get("after") or {}
+                if (event.get("source") or {}).get("table") == "t1" and after.get("id") == fence:
+                    seen.append(event)
+            return bool(seen)
+
+        self.wait(f"the daemon to catch up (fence row t1 id={fence})", fenced,
+                  self.args.catchup_timeout, interval=0.25)
+        if self.plan.sink == "kinesis":
+            quiet = [time.monotonic()]
+
+            def settled():
+                if self.sink.tail():
+                    quiet[0] = time.monotonic()
+                return time.monotonic() - quiet[0] > 1.5
+
+            self.wait("the stream to settle", settled, 60, interval=0.3)
+
+    def stop(self):
+        self.cursors.finish()
+        code = self.daemon.stop()
+        if code is None:
+            self.problems.append("SIGTERM: the daemon did not exit within 20 s")
+        elif code != 0:
+            self.problems.append(f"SIGTERM: the daemon exited {code}, not 0")
+        return code
+
+    # -- judging -------------------------------------------------------------------------
+    def sink_events(self):
+        """Captured events in judging order, after the sink-specific checks."""
+        if self.plan.sink == "file":
+            events, torn = self.sink.read_all()
+            events = oracle.captured(events)
+            if torn:
+                self.problems.append(f"file sink: a torn last line ({torn} bytes) after a clean stop")
+            kept, problems = oracle.duplicate_problems(events, exactly_once=True)
+            self.problems += problems + oracle.order_problems_file(events)
+            self.events_checked = len(events)
+            return kept
+        shard_events = [(s, e) for s, e in self.sink.read_all_shards()
+                        if (e.get("source") or {}).get("table") in TABLES]
+        kept, problems = oracle.duplicate_problems([e for _, e in shard_events], exactly_once=False)
+        self.problems += problems + oracle.order_problems_kinesis(shard_events)
+        self.events_checked = len(shard_events)
+        self.notes.append(f"re-deliveries {len(shard_events) - len(kept)}")
+        return sorted(kept, key=lambda e: e.get("position") or "")
+
+    def judge(self):
+        events = self.sink_events()
+        if self.plan.engine == "pg":
+            groups, rows = oracle.shared_lsn_groups(events)
+            self.notes.append(f"{rows} events in {groups} shared-LSN groups")
+        actual, problems = oracle.actual_histories(events)
+        self.problems += problems
+        audit = self.engine.read_audit(self.db)
+        expected, final = oracle.expected_histories(audit, self.mark)
+        tables = {t: self.engine.table_rows(self.db, t) for t in TABLES}
+        for bad in oracle.check_oracle(final, tables):
+            self.problems.append(f"HARNESS: audit replay disagrees with the tables: {bad[:400]}")
+        self.divergent = oracle.compare(expected, actual)
+        self.problems += oracle.summary_of(self.divergent)
+        self.problems += oracle.cursor_problems(
+            self.cursors.samples, getattr(self.engine, "binlog_boundaries", None),
+            getattr(self.engine, "event_before", None))
+        for line in self.daemon.panics()[:3]:
+            self.problems.append(f"daemon panicked: {line.strip()[:300]}")
+        self.notes.append(f"audit rows {len(audit)}, cursor samples {len(self.cursors.samples)}")
+
+    # -- the whole run ---------------------------------------------------------------------
+    def execute(self):
+        started = time.monotonic()
+        try:
+            self.set_up()
+            self.torture()
+            self.catch_up()
+            self.stop()
+            self.judge()
+        except Exception as error:  # noqa: BLE001 - any error fails the run, with its story
+            self.problems.append(f"run aborted: {error}")
+            if self.args.verbose:
+                traceback.print_exc()
+            self.divergent = []
+        finally:
+            if getattr(self, "cursors", None):
+                self.cursors.stop_event.set()
+            if self.daemon:
+                self.daemon.stop(limit=5)
+        self.seconds = time.monotonic() - started
+        self.clean_up()
+        return not self.problems
+
+    def clean_up(self):
+        """Always frees the slot; removes everything else only after a pass (or --no-keep)."""
+        keep = self.problems and not self.args.no_keep
+        try:
+            if self.plan.engine == "pg":
+                self.engine.server.psql("postgres", (
+                    f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                    f" WHERE slot_name = '{self.db}' AND NOT active"), check=False)
+            if not keep:
+                self.engine.drop_db(self.db)
+                self.sink.teardown()
+        except Exception as error:  # noqa: BLE001
+            self.notes.append(f"clean-up: {error}")
+
+    def report(self, index):
+        d = self.daemon
+        kills = d.kills if d else 0
+        head = (f"run {index}: {self.plan.describe()}: {'PASS' if not self.problems else 'FAIL'}"
+                f" in {self.seconds:.0f}s; events {self.events_checked}, kills {kills},"
+                f" server restarts {self.restarts}, daemon starts {d.starts if d else 0},"
+                f" own exits {len(d.exits) if d else 0}, steps {sum(self.workload.steps.values()) if hasattr(self, 'workload') else 0}")
+        print(head)
+        print("    " + "; ".join(self.notes))
+        if not self.problems:
+            return
+        print(f"SEED={self.plan.seed} engine={self.plan.engine} sink={self.plan.sink}")
+        for problem in self.problems:
+            print(f"    {problem}")
+        if self.divergent:
+            explain = getattr(self.engine, "explain", None)
+            print("    " + oracle.describe_divergence(self.divergent[0], explain))
+        print(f"    kept: {self.dir} (daemon.log, tidemark.toml, events), database {self.db}")
+        print(f"    replay: scripts/torture.sh --seed {self.plan.seed} --engine {self.plan.engine}"
+              f" --sink {self.plan.sink} --runs 1 --run-seconds {self.plan.seconds:g}"
+              f" --bin {self.args.bin}")
+
+
+# -- the command line ----------------------------------------------------------------------------
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="total wall-time budget (default 2)")
+    budget.add_argument("--runs", type=int, help="run exactly this many runs instead")
+    parser.add_argument("--seed", type=int, default=None, help="first seed (default: random)")
+    parser.add_argument("--engine", choices=["pg", "mariadb", "both"], default="both")
+    parser.add_argument("--sink", choices=["file", "kinesis", "both"], default="both")
+    parser.add_argument("--bin", default="target/debug/tidemark", help="the tidemark binary")
+    parser.add_argument("--run-seconds", type=float, default=20.0,
+                        help="workload seconds per run (default 20)")
+    parser.add_argument("--catchup-timeout", type=float, default=180.0,
+                        help="longest wait for the snapshot and for the final catch-up")
+    parser.add_argument("--no-keep", action="store_true", help="remove failed runs' state too")
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for aborted runs")
+    args = parser.parse_args(argv)
+    if args.minutes is None and args.runs is None:
+        args.minutes = 2.0
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1_000_000)
+    args.bin = str(Path(args.bin).resolve())
+    return args
+
+
+def combos(args):
+    engines = ["pg", "mariadb"] if args.engine == "both" else [args.engine]
+    sinks = ["file", "kinesis"] if args.sink == "both" else [args.sink]
+    return [(e, s) for s in sinks for e in engines]
+
+
+def overhead(sink):
+    """Rough seconds a run needs besides its workload (setup, catch-up, judging)."""
+    return 30.0 if sink == "kinesis" else 15.0
+
+
+def next_plan(args, index, deadline):
+    """The plan of run ``index``, or None when the budget is spent."""
+    engine, sink = combos(args)[index % len(combos(args))]
+    seconds = args.run_seconds
+    if args.runs is not None:
+        if index >= args.runs:
+            return None
+    else:
+        left = deadline - time.monotonic() - overhead(sink)
+        if left < min(seconds, 8.0):
+            return None
+        seconds = min(seconds, left)
+    return Plan(args.seed + index, engine, sink, seconds).decide()
+
+
+def main(argv):
+    args = parse_args(argv)
+    print(f"torture: seed {args.seed} (replay with --seed {args.seed}); engine={args.engine}"
+          f" sink={args.sink} bin={args.bin} "
+          + (f"budget={args.minutes:g} min" if args.runs is None else f"runs={args.runs}"),
+          flush=True)
+    if not Path(args.bin).is_file():
+        print(f"torture: no binary at {args.bin}")
+        print("torture: 0 passed, 1 failed")
+        return 1
+    started = time.monotonic()
+    deadline = started + (args.minutes or 0) * 60
+    totals = Totals()
+    index = 0
+    while True:
+        plan = next_plan(args, index, deadline)
+        if plan is None:
+            break
+        run = Run(plan, args)
+        ok = run.execute()
+        run.report(index + 1)
+        sys.stdout.flush()
+        totals.passed += ok
+        totals.failed += not ok
+        totals.kills += run.daemon.kills if run.daemon else 0
+        totals.restarts += run.restarts
+        totals.events += run.events_checked
+        if not ok:
+            totals.failures.append(f"SEED={plan.seed} engine={plan.engine} sink={plan.sink}")
+        index += 1
+    print(f"torture: runs {index}, daemon kills {totals.kills}, server restarts {totals.restarts},"
+          f" events checked {totals.events}, wall {time.monotonic() - started:.0f}s")
+    for failure in totals.failures:
+        print(f"torture: failed {failure}")
+    print(f"torture: {totals.passed} passed, {totals.failed} failed")
+    return 0 if totals.failed == 0 and index > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
