@@ -7,6 +7,7 @@ mod capture;
 mod cli;
 mod common;
 mod crash;
+mod exactly_once;
 mod fault_proxy;
 mod migrate;
 mod mysql;

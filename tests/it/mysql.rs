@@ -87,7 +87,7 @@ impl MyDb {
         }
     }
 
-    fn config(&self, table: &str, server_id: u32, extra: &str) -> PathBuf {
+    pub fn config(&self, table: &str, server_id: u32, extra: &str) -> PathBuf {
         let text = format!(
             "[pipeline]\nname = \"{name}\"\nmax_batch_events = 500\n[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:{port}/{name}\"\ntables = [\"{name}.{table}\"]\nserver_id = {server_id}\n{extra}\n[sink]\ntype = \"file\"\npath = \"{dir}/events\"\nmax_file_bytes = 1048576\n[cursor]\ntype = \"file\"\npath = \"{dir}/cursor.json\"\n",
             name = self.name,
@@ -117,7 +117,7 @@ impl MyDb {
     }
 
     /// Starts the daemon and waits until it streams the binlog.
-    async fn start(&self, config: &Path) -> Daemon {
+    pub async fn start(&self, config: &Path) -> Daemon {
         let daemon = Daemon::start(config);
         daemon
             .wait_for("the binlog stream", Duration::from_secs(30), || async {
@@ -127,7 +127,7 @@ impl MyDb {
         daemon
     }
 
-    async fn wait_for_events(&self, daemon: &Daemon, n: usize) {
+    pub async fn wait_for_events(&self, daemon: &Daemon, n: usize) {
         daemon
             .wait_for(&format!("{n} events"), Duration::from_secs(60), || async {
                 self.events().len() >= n

@@ -83,6 +83,10 @@ class PgEngine:
             f" WHERE slot_name = '{db}' AND NOT active;"), check=False)
         self.server.psql("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
+    def leftovers(self):
+        out = self.query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'tt\\_%'")
+        return out.split()
+
     def source_toml(self, db, seed):
         tables = ", ".join(f'"public.{t}"' for t in TABLES)
         return (f'type = "postgres"\nurl = "postgres://postgres@127.0.0.1:{PG_PORT}/{db}"\n'
@@ -141,6 +145,9 @@ class MariadbEngine:
     def create_db(self, db, full_identity):
         del full_identity  # binlog_row_image=FULL logs whole rows for every table
         self.drop_db(db)
+        # No daemon reads the binlog between runs: only the current file is kept.
+        current = self.server.sql(None, "SHOW MASTER STATUS").split("\t")[0]
+        self.server.sql(None, f"PURGE BINARY LOGS TO {quote(current)}")
         kinds = {"t1": "TEXT", "t2": "MEDIUMTEXT", "t3": "VARCHAR(12000)"}
         ddl = [f"CREATE DATABASE {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;", f"USE {db};",
                "CREATE TABLE torture_audit (aid bigint AUTO_INCREMENT PRIMARY KEY,"
@@ -154,6 +161,9 @@ class MariadbEngine:
 
     def drop_db(self, db):
         self.server.sql(None, f"DROP DATABASE IF EXISTS {db}")
+
+    def leftovers(self):
+        return self.query(None, "SHOW DATABASES LIKE 'tt\\_%'").split()
 
     def source_toml(self, db, seed):
         tables = ", ".join(f'"{db}.{t}"' for t in TABLES)

@@ -36,7 +36,7 @@ class Killer(threading.Thread):
                 return
             if self.rng.random() < 0.75 and self.wait_for_writes(limit=3.0):
                 self.progress_triggered += 1
-            if self.stop_event.wait(self.rng.uniform(0.0, 0.12)):
+            if self.stop_event.wait(self.rng.uniform(0.0, 0.03)):
                 return
             self.wait_until_running(limit=15.0)
             if self.proc.kill_only():
@@ -57,15 +57,16 @@ class Killer(threading.Thread):
         return value if value is not None else self.proc.written_events()
 
     def wait_for_writes(self, limit):
-        """True once the sink grows within ``limit`` seconds."""
-        first = self.probe()
+        """True once the sink grows in two polls running (a transaction is streaming)."""
+        last = self.probe()
+        grew = 0
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            time.sleep(0.005 if self.sink.name == "file" else 0.03)
+            time.sleep(0.004 if self.sink.name == "file" else 0.03)
             now = self.probe()
-            if first is None:
-                first = now
-            elif now is not None and now != first:
+            grew = grew + 1 if (last is not None and now is not None and now != last) else 0
+            last = now
+            if grew >= 2:
                 return True
         return False
 

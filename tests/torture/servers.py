@@ -91,9 +91,9 @@ class Postgres:
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
 
-    def _ctl(self, *args):
-        run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", "120", *args],
-            user="postgres", timeout=180)
+    def _ctl(self, *args, wait=120):
+        run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", str(int(wait)), *args],
+            user="postgres", timeout=wait + 60)
 
     def ready(self):
         proc = subprocess.run(
@@ -101,12 +101,27 @@ class Postgres:
         )
         return proc.returncode == 0
 
-    def restart(self, hard):
-        """``pg_ctl restart -m immediate`` (hard: crash recovery) or ``-m fast``."""
+    def restart(self, hard, fast_limit=10):
+        """``pg_ctl restart -m immediate`` (hard: crash recovery) or ``-m fast``.
+
+        Returns ``(what was done, problem or None)``. A fast shutdown waits for
+        every walsender's client to confirm all WAL sent; one that is still
+        waiting after ``fast_limit`` seconds is a problem of the client's, and
+        the restart goes on with ``-m immediate``.
+        """
         mode = "immediate" if hard else "fast"
-        self._ctl("restart", "-m", mode, "-l", str(self.log))
+        problem = None
+        try:
+            self._ctl("restart", "-m", mode, "-l", str(self.log), wait=fast_limit)
+        except SqlError:
+            if hard:
+                raise
+            problem = (f"PostgreSQL fast shutdown blocked for {fast_limit} s while the daemon"
+                       " was connected (its walsender waits for a flush confirmation that never"
+                       " comes); went on with -m immediate")
+            self._ctl("restart", "-m", "immediate", "-l", str(self.log))
         wait_for("PostgreSQL to come back", self.ready, 120)
-        return f"pg_ctl restart -m {mode}"
+        return f"pg_ctl restart -m {mode}" + (" (blocked)" if problem else ""), problem
 
     def psql(self, db, sql, timeout=120, check=True):
         """Runs a script in one session, stopping at the first error."""
@@ -183,7 +198,7 @@ class Mariadb:
         os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
         wait_for("mariadbd to exit", lambda: not _alive(pid), 120)
         self._start()
-        return "mariadbd " + ("SIGKILL" if hard else "SIGTERM") + " and start"
+        return "mariadbd " + ("SIGKILL" if hard else "SIGTERM") + " and start", None
 
     def client_args(self, db=None):
         args = ["mariadb", "-uroot", "-h127.0.0.1", f"-P{MY_PORT}", "--protocol=TCP",

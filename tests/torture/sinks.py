@@ -115,6 +115,7 @@ class KinesisSink:
         self.kinesis = session.client("kinesis", endpoint_url=KINESIS)
         self.dynamodb = session.client("dynamodb", endpoint_url=DYNAMODB)
         self._iterators = None
+        self.seen = []
         self.pipeline = None
 
     def setup(self):
@@ -180,17 +181,18 @@ class KinesisSink:
             iterators[shard] = iterator
 
     def tail(self):
+        """New events since the last call; every one read is kept for ``read_all_shards``."""
         if self._iterators is None:
             self._iterators = {s: self._iterator(s) for s in self._shard_ids()}
         out = []
         self._drain(self._iterators, out)
+        self.seen.extend(out)
         return [event for _, event in out]
 
     def read_all_shards(self):
-        """Every record of every shard, from TRIM_HORIZON: ``[(shard, event)]``."""
-        out = []
-        self._drain({s: self._iterator(s) for s in self._shard_ids()}, out)
-        return out
+        """Every record of every shard since TRIM_HORIZON: ``[(shard, event)]`` in shard order."""
+        self.tail()
+        return list(self.seen)
 
     def cursor(self):
         try:
@@ -217,6 +219,36 @@ def make_sink(kind, run_dir, rng, name):
     if kind == "file":
         return FileSink(run_dir, rng)
     return KinesisSink(run_dir, rng, name)
+
+
+def purge_aws_leftovers():
+    """Deletes the ``tt_*`` streams and cursor tables earlier invocations kept."""
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    kinesis = session.client("kinesis", endpoint_url=KINESIS)
+    dynamodb = session.client("dynamodb", endpoint_url=DYNAMODB)
+    streams, page = [], {"HasMoreStreams": True, "StreamNames": []}
+    while page.get("HasMoreStreams"):
+        start = {"ExclusiveStartStreamName": streams[-1]} if streams else {}
+        page = kinesis.list_streams(Limit=100, **start)
+        streams += page.get("StreamNames", [])
+        if not page.get("StreamNames"):
+            break
+    tables, start = [], {}
+    while True:
+        page = dynamodb.list_tables(Limit=100, **start)
+        tables += page.get("TableNames", [])
+        if "LastEvaluatedTableName" not in page:
+            break
+        start = {"ExclusiveStartTableName": page["LastEvaluatedTableName"]}
+    for stream in streams:
+        if stream.startswith("tt_"):
+            kinesis.delete_stream(StreamName=stream)
+    for table in tables:
+        if table.startswith("tt_"):
+            dynamodb.delete_table(TableName=table)
 
 
 def env():

@@ -21,6 +21,7 @@ with both its histories, and the command that replays it.
 
 import argparse
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -34,10 +35,14 @@ from engines import TABLES, make_engine
 from faults import CursorWatch, Killer
 from servers import BASE
 from sinks import env as aws_env
-from sinks import make_sink
+from sinks import make_sink, purge_aws_leftovers
 from workload import Workload
 
 FENCE_V = -424242
+# Committed row changes per second the workload may run ahead at, by sink: the
+# daemon's debug build into the Kinesis emulator takes a few thousand events/s.
+ROWS_PER_SECOND = {"file": 4000, "kinesis": 1500}
+KEEP_FAILED = 5  # failed runs whose state stays for inspection (the latest ones)
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Run:
         self.notes = []
         self.restarts = 0
         self.events_checked = 0
+        self.phases = []
 
     # -- set up -----------------------------------------------------------------------
     def config(self):
@@ -151,10 +157,17 @@ class Run:
         killer = Killer(self.daemon, self.sink, rng, self.plan.kill_moments, self.cursors)
         killer.begin()
         restarts = list(self.plan.restart_moments)
+        rate = self.args.max_rows_per_second or ROWS_PER_SECOND[self.plan.sink]
+        base = self.workload.rows
         try:
-            while time.monotonic() - killer.t0 < self.plan.seconds:
-                if restarts and time.monotonic() - killer.t0 >= restarts[0][0]:
+            while self.keep_going(killer):
+                elapsed = time.monotonic() - killer.t0
+                if restarts and elapsed >= restarts[0][0]:
                     self.restart_server(restarts.pop(0)[1])
+                ahead = (self.workload.rows - base) / rate - elapsed
+                if ahead > 0:  # keep the volume such that the sink can follow
+                    time.sleep(min(ahead, 0.5))
+                    continue
                 self.workload.step()
             for _, hard in restarts:  # moments the workload overran: still due
                 self.restart_server(hard)
@@ -162,10 +175,19 @@ class Run:
             killer.finish()
         self.progress_kills = killer.progress_triggered
 
+    def keep_going(self, killer):
+        """Until the workload time is up and every planned kill happened (30 s grace)."""
+        elapsed = time.monotonic() - killer.t0
+        if elapsed < self.plan.seconds:
+            return True
+        return killer.is_alive() and elapsed < self.plan.seconds + 30
+
     def restart_server(self, hard):
-        how = self.engine.server.restart(hard)
+        how, problem = self.engine.server.restart(hard)
         self.restarts += 1
         self.notes.append(how)
+        if problem:
+            self.problems.append(problem)
 
     def catch_up(self):
         """Writes a fence row and waits until the sink holds it (then a quiet moment)."""
@@ -246,11 +268,10 @@ class Run:
     def execute(self):
         started = time.monotonic()
         try:
-            self.set_up()
-            self.torture()
-            self.catch_up()
-            self.stop()
-            self.judge()
+            for phase in (self.set_up, self.torture, self.catch_up, self.stop, self.judge):
+                begun = time.monotonic()
+                phase()
+                self.phases.append(f"{phase.__name__.replace('_', '')} {time.monotonic() - begun:.0f}s")
         except Exception as error:  # noqa: BLE001 - any error fails the run, with its story
             self.problems.append(f"run aborted: {error}")
             if self.args.verbose:
@@ -267,15 +288,22 @@ class Run:
 
     def clean_up(self):
         """Always frees the slot; removes everything else only after a pass (or --no-keep)."""
-        keep = self.problems and not self.args.no_keep
         try:
             if self.plan.engine == "pg":
                 self.engine.server.psql("postgres", (
                     f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
                     f" WHERE slot_name = '{self.db}' AND NOT active"), check=False)
-            if not keep:
-                self.engine.drop_db(self.db)
-                self.sink.teardown()
+        except Exception as error:  # noqa: BLE001
+            self.notes.append(f"clean-up: {error}")
+        if not self.problems or self.args.no_keep:
+            self.discard()
+
+    def discard(self):
+        """Removes the run's database, sink (directory, or stream and table) and files."""
+        try:
+            self.engine.drop_db(self.db)
+            self.sink.teardown()
+            shutil.rmtree(self.dir, ignore_errors=True)
         except Exception as error:  # noqa: BLE001
             self.notes.append(f"clean-up: {error}")
 
@@ -287,7 +315,7 @@ class Run:
                 f" server restarts {self.restarts}, daemon starts {d.starts if d else 0},"
                 f" own exits {len(d.exits) if d else 0}, steps {sum(self.workload.steps.values()) if hasattr(self, 'workload') else 0}")
         print(head)
-        print("    " + "; ".join(self.notes))
+        print("    " + "; ".join(self.phases + self.notes))
         if not self.problems:
             return
         print(f"SEED={self.plan.seed} engine={self.plan.engine} sink={self.plan.sink}")
@@ -312,8 +340,10 @@ def parse_args(argv):
     parser.add_argument("--engine", choices=["pg", "mariadb", "both"], default="both")
     parser.add_argument("--sink", choices=["file", "kinesis", "both"], default="both")
     parser.add_argument("--bin", default="target/debug/tidemark", help="the tidemark binary")
-    parser.add_argument("--run-seconds", type=float, default=20.0,
-                        help="workload seconds per run (default 20)")
+    parser.add_argument("--run-seconds", type=float, default=15.0,
+                        help="workload seconds per run (default 15)")
+    parser.add_argument("--max-rows-per-second", type=float, default=None,
+                        help="workload volume cap (default 4000 for file, 1500 for kinesis)")
     parser.add_argument("--catchup-timeout", type=float, default=180.0,
                         help="longest wait for the snapshot and for the final catch-up")
     parser.add_argument("--no-keep", action="store_true", help="remove failed runs' state too")
@@ -328,14 +358,16 @@ def parse_args(argv):
 
 
 def combos(args):
+    """Engine/sink pairs in run order; with both of each, any three runs cover all four."""
     engines = ["pg", "mariadb"] if args.engine == "both" else [args.engine]
     sinks = ["file", "kinesis"] if args.sink == "both" else [args.sink]
-    return [(e, s) for s in sinks for e in engines]
+    pairs = [(e, s) for s in sinks for e in engines]
+    return [pairs[i] for i in (0, 3, 1, 2)] if len(pairs) == 4 else pairs
 
 
 def overhead(sink):
     """Rough seconds a run needs besides its workload (setup, catch-up, judging)."""
-    return 30.0 if sink == "kinesis" else 15.0
+    return 22.0 if sink == "kinesis" else 12.0
 
 
 def next_plan(args, index, deadline):
@@ -353,6 +385,19 @@ def next_plan(args, index, deadline):
     return Plan(args.seed + index, engine, sink, seconds).decide()
 
 
+def purge_leftovers(args):
+    """Removes what earlier invocations kept of their failed runs (``tt_*`` everywhere)."""
+    shutil.rmtree(BASE / "runs", ignore_errors=True)
+    engines = ["pg", "mariadb"] if args.engine == "both" else [args.engine]
+    for name in engines:
+        engine = make_engine(name)
+        engine.server.ensure()
+        for db in engine.leftovers():
+            engine.drop_db(db)
+    if args.sink != "file":
+        purge_aws_leftovers()
+
+
 def main(argv):
     args = parse_args(argv)
     print(f"torture: seed {args.seed} (replay with --seed {args.seed}); engine={args.engine}"
@@ -366,6 +411,8 @@ def main(argv):
     started = time.monotonic()
     deadline = started + (args.minutes or 0) * 60
     totals = Totals()
+    purge_leftovers(args)
+    kept = []
     index = 0
     while True:
         plan = next_plan(args, index, deadline)
@@ -382,6 +429,9 @@ def main(argv):
         totals.events += run.events_checked
         if not ok:
             totals.failures.append(f"SEED={plan.seed} engine={plan.engine} sink={plan.sink}")
+            kept.append(run)
+            if len(kept) > KEEP_FAILED:
+                kept.pop(0).discard()
         index += 1
     print(f"torture: runs {index}, daemon kills {totals.kills}, server restarts {totals.restarts},"
           f" events checked {totals.events}, wall {time.monotonic() - started:.0f}s")

@@ -55,6 +55,7 @@ class Workload:
         self.rows = 0
         self.specials = Counter()  # truncates and column adds, a couple per run
         self.weights = self._weights()
+        self.must = self._must()
 
     def _weights(self):
         weights = {
@@ -62,8 +63,17 @@ class Workload:
             "big_tx": 7, "rollback": 7, "savepoint": 8, "truncate": 1.5, "add_column": 1.5,
         }
         if self.engine.supports_xa:
-            weights["xa"] = 8
+            weights["xa_commit"] = 5
+            weights["xa_rollback"] = 4
         return weights
+
+    def _must(self):
+        """Kinds every run does at least once, early, in a seeded order."""
+        must = ["bulk", "big_tx", "rollback", "savepoint", "pk_update", "truncate", "add_column"]
+        if self.engine.supports_xa:
+            must += ["xa_commit", "xa_rollback"]
+        self.rng.shuffle(must)
+        return must
 
     # -- text and rows -----------------------------------------------------------
     def text(self, big_share=0.12):
@@ -230,20 +240,25 @@ class Workload:
         script.append("COMMIT;")
         return "\n".join(script), rows
 
-    def s_xa(self, model):
-        rng = self.rng
-        xid = f"'{self.tag}x{sum(self.steps.values())}'"
-        how = rng.random()
-        target = model if how < 0.65 else model.copy()
-        big = rng.random() < 0.3
-        sql, rows = self.changes(target, at_least_rows=self.max_batch * 2 if big else 0)
+    def s_xa_commit(self, model):
+        """XA START .. XA END, then XA PREPARE + XA COMMIT, or XA COMMIT .. ONE PHASE."""
+        xid = self.xid()
+        sql, rows = self.changes(model, at_least_rows=self.max_batch * 2 if self.rng.random() < 0.3 else 0)
         head = f"XA START {xid};\n{sql}\nXA END {xid};\n"
-        if how < 0.5:
+        if self.rng.random() < 0.75:
             return head + f"XA PREPARE {xid};\nXA COMMIT {xid};", rows
-        if how < 0.65:
-            return head + f"XA COMMIT {xid} ONE PHASE;", rows
-        model.next_id = target.next_id
-        return head + f"XA PREPARE {xid};\nXA ROLLBACK {xid};", 0
+        return head + f"XA COMMIT {xid} ONE PHASE;", rows
+
+    def s_xa_rollback(self, model):
+        """XA START .. XA END, XA PREPARE, then XA ROLLBACK: nothing of it committed."""
+        xid = self.xid()
+        scratch = model.copy()
+        sql, _ = self.changes(scratch, at_least_rows=self.max_batch * 2 if self.rng.random() < 0.3 else 0)
+        model.next_id = scratch.next_id
+        return f"XA START {xid};\n{sql}\nXA END {xid};\nXA PREPARE {xid};\nXA ROLLBACK {xid};", 0
+
+    def xid(self):
+        return f"'{self.tag}x{sum(self.steps.values())}'"
 
     def s_truncate(self, model):
         table = self.table()
@@ -265,9 +280,15 @@ class Workload:
 
     # -- running ------------------------------------------------------------------
     def choose(self):
+        """Every other step is a kind the run still owes, until none is owed."""
+        if self.must and sum(self.steps.values()) % 2 == 1:
+            return self.must.pop()
         names = [n for n in self.weights
                  if n not in ("truncate", "add_column") or self.specials[n] < 2]
-        return self.rng.choices(names, weights=[self.weights[n] for n in names])[0]
+        name = self.rng.choices(names, weights=[self.weights[n] for n in names])[0]
+        if name in self.must:
+            self.must.remove(name)
+        return name
 
     def step(self):
         """Runs one random step; returns its name."""

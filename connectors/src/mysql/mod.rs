@@ -764,7 +764,11 @@ impl MysqlSource {
     /// `XA ROLLBACK` drops them.
     fn resolve_xa(&mut self, xid: &str, committed: bool, start: u64) {
         // `XA COMMIT ... ONE PHASE` ends the group that holds the rows.
-        let rows = if self.xa_group.as_deref() == Some(xid) {
+        let rows = if self
+            .xa_group
+            .as_deref()
+            .is_some_and(|open| open.eq_ignore_ascii_case(xid))
+        {
             Some(std::mem::take(&mut self.xa_rows))
         } else {
             self.prepared.resolve(xid)

@@ -105,9 +105,10 @@ pub(crate) fn classify<'a>(sql: &'a str) -> Statement<'a> {
     Statement::Other
 }
 
-/// An XID as the binlog's XA queries print it: `X'<gtrid>',X'<bqual>',<format id>`.
+/// An XID as the binlog's XA queries print it: `X'<gtrid>',X'<bqual>',<format id>`
+/// (hex in lower case; XIDs are compared without regard to case).
 pub(crate) fn xid_text(format_id: u32, gtrid: &[u8], bqual: &[u8]) -> String {
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual))
 }
 
@@ -189,7 +190,10 @@ impl Prepared {
 
     /// Takes the rows of `xid` out (its outcome was read).
     pub fn resolve(&mut self, xid: &str) -> Option<Vec<ChangeEvent>> {
-        let at = self.0.iter().position(|xa| xa.xid == xid)?;
+        let at = self
+            .0
+            .iter()
+            .position(|xa| xa.xid.eq_ignore_ascii_case(xid))?;
         Some(self.0.remove(at).rows)
     }
 
