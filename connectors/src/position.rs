@@ -23,6 +23,9 @@
 //! - MySQL/MariaDB: `my:<binlog file index>:<event offset>[:<row index>]`.
 //! - Polling: `poll:<table>=<sortable watermark>:<key>...`; ordered per table
 //!   through the watermark, not parsed back from text (values may hold `:`).
+//! - Apply from Kinesis keeps its progress in a shard's own terms:
+//!   `<sequence number, 64 digits>:<line in the record, 6 digits>`
+//!   ([`PositionKey::shard_text`]).
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -145,6 +148,9 @@ pub enum PositionKey {
     },
     /// Per table: the sortable watermark and the key values, sortable.
     Poll(BTreeMap<String, (String, Vec<String>)>),
+    /// A Kinesis shard: the record's sequence number, zero-padded to 64
+    /// digits, and the event's line in the record.
+    Shard { sequence: String, line: u64 },
 }
 
 impl PartialOrd for PositionKey {
@@ -178,6 +184,16 @@ impl PartialOrd for PositionKey {
                     row: rb,
                 },
             ) => Some((fa, pa, ra).cmp(&(fb, pb, rb))),
+            (
+                Shard {
+                    sequence: sa,
+                    line: la,
+                },
+                Shard {
+                    sequence: sb,
+                    line: lb,
+                },
+            ) => Some((sa, la).cmp(&(sb, lb))),
             (Poll(ta), Poll(tb)) => {
                 let mut order = Ordering::Equal;
                 for (table, wa) in ta {
@@ -206,7 +222,16 @@ pub struct PositionError {
     pub reason: &'static str,
 }
 
+const SHARD_DIGITS: usize = 64;
+const SHARD_LINE_DIGITS: usize = 6;
+
 impl PositionKey {
+    /// The text of an event's place in a Kinesis shard: line `line` of the
+    /// record with sequence number `sequence` (decimal digits).
+    pub fn shard_text(sequence: &str, line: usize) -> String {
+        format!("{sequence:0>SHARD_DIGITS$}:{line:0SHARD_LINE_DIGITS$}")
+    }
+
     /// Reads the key back from a position's text form. Polled positions are
     /// not read back (`Ok(None)`): their values may hold any character, and
     /// only the poll source, which holds them typed, orders them.
@@ -218,6 +243,15 @@ impl PositionKey {
         let Some((log, rest)) = text.split_once(':') else {
             return Err(fail("no log prefix (pg:, my:, poll:)"));
         };
+        if log.len() == SHARD_DIGITS && log.bytes().all(|b| b.is_ascii_digit()) {
+            return match rest.parse::<u64>() {
+                Ok(line) if rest.len() == SHARD_LINE_DIGITS => Ok(Some(PositionKey::Shard {
+                    sequence: log.to_string(),
+                    line,
+                })),
+                _ => Err(fail("a shard position's line is not 6 digits")),
+            };
+        }
         let number = |part: Option<&str>, width: &[usize]| -> Result<Option<u64>, PositionError> {
             match part {
                 None => Ok(None),
@@ -401,6 +435,17 @@ fn hex<const N: usize>(mut value: u64) -> [u8; N] {
     out
 }
 
+/// True when `position` (one polled table's) comes after `written`, the text
+/// of a position of the same table read back from a sink. Poll texts are not
+/// parsed back (see the module doc), but for one table they sort byte-wise in
+/// the watermark's order: the sortable value is fixed-width and key values
+/// are padded ([`sortable_key`]), so the text decides here.
+pub fn poll_written_after(position: &Position, written: &str) -> bool {
+    let mut text = Vec::with_capacity(64);
+    position.write_text(&mut text);
+    text.as_slice() > written.as_bytes()
+}
+
 /// A Postgres LSN in its usual `XXX/XXXXXXXX` text form.
 pub fn lsn_text(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
@@ -516,6 +561,28 @@ mod tests {
             assert!(PositionKey::parse(text).is_err(), "{text}");
         }
         assert_eq!(PositionKey::parse("poll:public.t=1:2"), Ok(None));
+        assert!(PositionKey::parse(&format!("{}:12", "0".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn shard_positions_order_by_sequence_number_then_line() {
+        let texts = [
+            PositionKey::shard_text("9", 1),
+            PositionKey::shard_text("9", 2),
+            PositionKey::shard_text("10", 0),
+            PositionKey::shard_text(
+                "49590338271490256608559692538361571095921575989136588898",
+                0,
+            ),
+        ];
+        for pair in texts.windows(2) {
+            let (a, b) = (
+                PositionKey::parse(&pair[0]).unwrap().unwrap(),
+                PositionKey::parse(&pair[1]).unwrap().unwrap(),
+            );
+            assert_eq!(a.partial_cmp(&b), Some(Ordering::Less), "{pair:?}");
+            assert!(pair[0] < pair[1]);
+        }
     }
 
     #[test]

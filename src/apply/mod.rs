@@ -40,20 +40,24 @@ pub enum ApplyError {
     },
 }
 
-/// The check every transaction that records progress makes first.
+/// The check every transaction that records progress makes first: the
+/// stored position must be before the batch's first (polled positions are
+/// not ordered across tables and are not checked).
 pub fn check_progress(stored: Option<String>, p: &Progress<'_>) -> Result<(), ApplyError> {
+    let ordered = |text: &str| PositionKey::parse(text).ok().flatten();
+    let passed = |stored: &str| match (ordered(stored), ordered(p.first)) {
+        (Some(stored), Some(first)) => matches!(
+            stored.partial_cmp(&first),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        ),
+        _ => false,
+    };
     match stored {
-        Some(stored)
-            if !stored.is_empty()
-                && !p.first.starts_with("poll:")
-                && stored.as_str() >= p.first =>
-        {
-            Err(ApplyError::Superseded {
-                scope: p.scope.to_string(),
-                stored,
-                first: p.first.to_string(),
-            })
-        }
+        Some(stored) if passed(&stored) => Err(ApplyError::Superseded {
+            scope: p.scope.to_string(),
+            stored,
+            first: p.first.to_string(),
+        }),
         _ => Ok(()),
     }
 }

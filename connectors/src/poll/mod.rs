@@ -589,7 +589,7 @@ impl PollSource {
             }
             let position = single_table(&polled.cfg.name, sort, key.clone());
             if let Some(last) = &polled.replay_after {
-                if position.to_string().as_str() <= last.as_str() {
+                if !crate::position::poll_written_after(&position, last) {
                     continue;
                 }
                 polled.replay_after = None;

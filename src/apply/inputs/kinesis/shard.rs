@@ -12,7 +12,7 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use std::sync::Arc;
 use std::time::Duration;
-use tidemark_connectors::ChangeEvent;
+use tidemark_connectors::{ChangeEvent, PositionKey};
 use tokio::sync::watch;
 
 /// The checkpoint of a shard read to its end.
@@ -89,7 +89,6 @@ fn decode(
                 "kinesis stream {stream} shard {shard}: sequence number {sequence:?} is not a number"
             )));
         }
-        let base = padded(sequence);
         let lines = record
             .data
             .as_ref()
@@ -102,7 +101,7 @@ fn decode(
                     index + 1
                 ))
             })?;
-            events.push((parsed.event, format!("{base}:{index:06}")));
+            events.push((parsed.event, PositionKey::shard_text(sequence, index)));
         }
     }
     Ok(events)
