@@ -250,6 +250,20 @@ impl Lease {
         bump: bool,
         values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
     ) -> Result<Held, String> {
+        self.write_then(set, bump, false, values).await
+    }
+
+    /// [`Lease::write`]; with `let_go`, the lease is dropped under the same
+    /// lock, whatever the answer, so no renewal can slip in between a release
+    /// and the forgetting of the counter (it would find the lease taken by a
+    /// standby and stop the process as if it had been lost).
+    async fn write_then(
+        &self,
+        set: &str,
+        bump: bool,
+        let_go: bool,
+        values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
+    ) -> Result<Held, String> {
         let mut guard = self.counter.lock().await;
         let Some(mine) = *guard else {
             return Ok(Held::NotHeld);
@@ -267,9 +281,15 @@ impl Lease {
             .expression_attribute_values(":me", s(&self.owner))
             .expression_attribute_values(":mine", n(mine))
             .expression_attribute_values(":next", n(next));
-        match values(request).send().await {
+        let answer = values(request).send().await;
+        if let_go {
+            *guard = None;
+        }
+        match answer {
             Ok(_) => {
-                *guard = Some(next);
+                if !let_go {
+                    *guard = Some(next);
+                }
                 Ok(Held::Yes)
             }
             Err(e) if conditional_failed(&e) => {
@@ -290,15 +310,17 @@ impl Lease {
 
     /// Gives the lease up (a clean stop), so another instance takes it at once.
     pub async fn release(&self) -> Result<Held, String> {
-        let result = self
-            .write("#owner = :none, lease_expires_at = :zero", true, |r| {
+        // Whatever the answer, this instance holds the lease no more.
+        self.write_then(
+            "#owner = :none, lease_expires_at = :zero",
+            true,
+            true,
+            |r| {
                 r.expression_attribute_values(":none", s(RELEASED))
                     .expression_attribute_values(":zero", n(0))
-            })
-            .await;
-        // Whatever the answer, this instance holds the lease no more.
-        *self.counter.lock().await = None;
-        result
+            },
+        )
+        .await
     }
 }
 

@@ -241,6 +241,9 @@ impl PostgresSource {
         let repl_cfg = replication_config(&pg, &cfg)?;
         let at = |lsn: u64| lsn_text(lsn);
 
+        // A stream-only start fixes its position at once: the cursor holds it
+        // before any event (see `Batcher::commit`).
+        let mut start_at = None;
         let (repl, phase) = match resume {
             Some(Position::Postgres { lsn, .. }) => {
                 let Some(slot) = slot else {
@@ -286,8 +289,9 @@ impl PostgresSource {
                 let mut repl = ReplicationClient::connect_gated(repl_cfg)
                     .await
                     .map_err(stream_error(0))?;
-                if slot.is_some() && !cfg.snapshot {
+                if let (Some(slot), false) = (&slot, cfg.snapshot) {
                     tracing::info!("streaming slot {} from its confirmed position", cfg.slot);
+                    start_at = slot.confirmed_flush_lsn;
                     repl.start().await.map_err(stream_error(0))?;
                     (repl, Phase::Streaming)
                 } else {
@@ -355,11 +359,16 @@ impl PostgresSource {
                         (repl, Phase::Snapshot(Box::new(snapshot)))
                     } else {
                         repl.start().await.map_err(stream_error(consistent_point))?;
+                        start_at = Some(consistent_point);
                         (repl, Phase::Streaming)
                     }
                 }
             }
         };
+        let mut batch = Batcher::default();
+        if let Some(lsn) = start_at {
+            batch.commit(Position::postgres(lsn, lsn));
+        }
         Ok(PostgresSource {
             cfg,
             pipeline,
@@ -371,7 +380,7 @@ impl PostgresSource {
             phase,
             relations: HashMap::new(),
             tx: None,
-            batch: Batcher::default(),
+            batch,
             last_lsn: 0,
             pending_schema: HashMap::new(),
             ended: false,
