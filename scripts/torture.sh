@@ -3,7 +3,12 @@
 #
 #   scripts/torture.sh --minutes N --seed S [--engine pg|mariadb|both]
 #                      [--sink file|kinesis|both] [--bin PATH] [--runs K]
-#                      [--run-seconds SECONDS] [--catchup-timeout SECONDS] [--no-keep] [--verbose]
+#                      [--run-seconds SECONDS] [--catchup-timeout SECONDS]
+#                      [--max-rows-per-second N] [--blocked-shutdown fail|warn]
+#                      [--no-keep] [--verbose]
+#
+# (--runs K instead of --minutes; without either, a 2-minute budget; without
+# --seed, a random one, printed first.)
 #
 # Idempotent setup: a Python venv with boto3 under .tools/torture-venv (for
 # reading Kinesis and DynamoDB back) and, for Kinesis runs, the AWS emulators
@@ -39,4 +44,4 @@ if [ "$sink" != file ]; then
   python=$venv/bin/python
   bash scripts/setup-aws-emulators.sh >&2
 fi
-exec "$python" -u tests/torture/torture.py "$@"
+exec "$python" -B -u tests/torture/torture.py "$@"

@@ -104,22 +104,22 @@ class Daemon:
             return self.proc is not None and self.proc.poll() is None
 
     def stop(self, limit=20):
-        """SIGTERM and wait: the exit code, or None when it had to be killed."""
+        """SIGTERM and wait: ``(was running, exit code or None when it had to be killed)``."""
         self.stopping = True
         if self._thread:
             self._thread.join(timeout=5)
         with self.lock:
             if self.proc is None:
-                return None
+                return False, None
             if self.proc.poll() is not None:
-                return self.proc.returncode  # it was down (exited on its own)
+                return False, self.proc.returncode
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout=limit)
+                return True, self.proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
-                return None
+                return True, None
 
     # -- what it said -------------------------------------------------------------
     def log_text(self):

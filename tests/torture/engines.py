@@ -250,12 +250,17 @@ class MariadbEngine:
         if not starts:
             return None
         group = events[starts[-1]]
+        if not group[3].startswith(("BEGIN", "XA START")):  # a standalone statement (DDL)
+            body = events[starts[-1] + 1:starts[-1] + 2]
+            return f"{file}: group '{group[3][:60]}': {body[0][3][:60] if body else '?'}"
         after = [e for e in events[starts[-1] + 1:] if e[1] in ("Xid", "XA_prepare", "Query")]
         ends = [e for e in after if e[1] in ("Xid", "XA_prepare")][:1]
         tail = ""
         if ends and ends[0][1] == "XA_prepare":
             xid = ends[0][3].replace("XA PREPARE ", "")
-            nxt = [e for e in events if e[0] > ends[0][0] and e[1] == "Query"
+            later = [e for e in events if e[0] > ends[0][0]]
+            later += self.binlog_events(f"mariadb-bin.{int(index, 16) + 1:06d}") or []
+            nxt = [e for e in later if e[1] == "Query"
                    and e[3].endswith(xid) and not e[3].startswith("XA END")][:1]
             tail = f", then {nxt[0][3][:40]}" if nxt else ""
         end = f"{ends[0][1]} {ends[0][3][:40]}" if ends else "?"

@@ -52,7 +52,7 @@ class FileSink:
 
     def files(self):
         try:
-            return sorted(p for p in self.events_dir.iterdir() if p.is_file())
+            return sorted(self.events_dir.glob("events-*.jsonl"))
         except FileNotFoundError:
             return []
 
@@ -65,8 +65,9 @@ class FileSink:
                 pass
         return total
 
-    def tail(self):
-        """Whole lines written since the last call (a torn last line waits)."""
+    def tail(self, needle=None):
+        """Whole lines written since the last call (a torn last line waits); with
+        ``needle``, only the lines that contain it."""
         events = []
         for path in self.files():
             offset = self._offsets.get(path, 0)
@@ -75,7 +76,8 @@ class FileSink:
                 data = f.read()
             end = data.rfind(b"\n") + 1
             for line in data[:end].splitlines():
-                events.append(json.loads(line))
+                if needle is None or needle in line:
+                    events.append(json.loads(line))
             self._offsets[path] = offset + end
         return events
 
@@ -103,17 +105,12 @@ class KinesisSink:
     exactly_once = False
 
     def __init__(self, run_dir, rng, name):
-        import boto3  # only Kinesis runs need it (installed by scripts/torture.sh)
-
         self.dir = Path(run_dir)
         self.stream = name
         self.table = name
         self.shards = rng.randint(1, 4)
         self.aggregate = rng.random() < 0.3
-        session = boto3.session.Session(
-            aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
-        self.kinesis = session.client("kinesis", endpoint_url=KINESIS)
-        self.dynamodb = session.client("dynamodb", endpoint_url=DYNAMODB)
+        self.kinesis, self.dynamodb = _clients()
         self._iterators = None
         self.seen = []
         self.pipeline = None
@@ -180,8 +177,9 @@ class KinesisSink:
                     break
             iterators[shard] = iterator
 
-    def tail(self):
+    def tail(self, needle=None):
         """New events since the last call; every one read is kept for ``read_all_shards``."""
+        del needle  # records are parsed anyway: the judge needs them all
         if self._iterators is None:
             self._iterators = {s: self._iterator(s) for s in self._shard_ids()}
         out = []
@@ -207,6 +205,18 @@ class KinesisSink:
                 "position_text": item.get("position_text", {}).get("S")}
 
 
+def _clients():
+    """Kinesis and DynamoDB clients for the emulators, with short timeouts."""
+    import boto3  # only Kinesis runs need it (installed by scripts/torture.sh)
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    config = Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 3})
+    return (session.client("kinesis", endpoint_url=KINESIS, config=config),
+            session.client("dynamodb", endpoint_url=DYNAMODB, config=config))
+
+
 def _wait(what, check, limit):
     deadline = time.monotonic() + limit
     while not check():
@@ -223,12 +233,7 @@ def make_sink(kind, run_dir, rng, name):
 
 def purge_aws_leftovers():
     """Deletes the ``tt_*`` streams and cursor tables earlier invocations kept."""
-    import boto3
-
-    session = boto3.session.Session(
-        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
-    kinesis = session.client("kinesis", endpoint_url=KINESIS)
-    dynamodb = session.client("dynamodb", endpoint_url=DYNAMODB)
+    kinesis, dynamodb = _clients()
     streams, page = [], {"HasMoreStreams": True, "StreamNames": []}
     while page.get("HasMoreStreams"):
         start = {"ExclusiveStartStreamName": streams[-1]} if streams else {}

@@ -144,8 +144,11 @@ class Run:
         deadline = time.monotonic() + limit
         while not check():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {limit:.0f}s waiting for {what};"
-                                   f" daemon log ends:\n{self.daemon.log_tail()}")
+                exits = self.daemon.exits
+                raise TimeoutError(
+                    f"timed out after {limit:.0f}s waiting for {what}; the daemon exited on its"
+                    f" own {len(exits)} times (last (code, seconds up): {exits[-3:]});"
+                    f" its log ends:\n{self.daemon.log_tail()}")
             time.sleep(interval)
 
     # -- the workload under faults -------------------------------------------------------
@@ -173,7 +176,11 @@ class Run:
                 self.restart_server(hard)
         finally:
             killer.finish()
-        self.progress_kills = killer.progress_triggered
+        self.notes.append(f"kills while the sink grew: {killer.progress_triggered}")
+        work = self.workload
+        self.notes.append("steps " + " ".join(f"{k}={n}" for k, n in sorted(work.steps.items())))
+        if work.errors:
+            self.notes.append(f"{len(work.errors)} steps failed (first: {work.errors[0][:200]})")
 
     def keep_going(self, killer):
         """Until the workload time is up and every planned kill happened (30 s grace)."""
@@ -186,21 +193,23 @@ class Run:
         how, problem = self.engine.server.restart(hard)
         self.restarts += 1
         self.notes.append(how)
-        if problem:
+        if problem and self.args.blocked_shutdown == "fail":
             self.problems.append(problem)
+        elif problem:
+            self.notes.append(f"warning: {problem}")
 
     def catch_up(self):
         """Writes a fence row and waits until the sink holds it (then a quiet moment)."""
         (fence,) = self.workload.model.fresh(1)
         self.engine.execute(self.db, f"INSERT INTO t1 (id, v, t) VALUES ({fence}, {FENCE_V}, 'fence');")
-        seen = []
+        needle = f":{fence}".encode()  # a cheap filter before parsing
 
         def fenced():
-            for event in self.sink.tail():
+            for event in self.sink.tail(needle):
                 after = event.get("after") or {}
                 if (event.get("source") or {}).get("table") == "t1" and after.get("id") == fence:
-                    seen.append(event)
-            return bool(seen)
+                    return True
+            return False
 
         self.wait(f"the daemon to catch up (fence row t1 id={fence})", fenced,
                   self.args.catchup_timeout, interval=0.25)
@@ -216,12 +225,13 @@ class Run:
 
     def stop(self):
         self.cursors.finish()
-        code = self.daemon.stop()
-        if code is None:
+        was_running, code = self.daemon.stop()
+        if not was_running:
+            self.notes.append(f"the daemon was down at the end (last exit {code})")
+        elif code is None:
             self.problems.append("SIGTERM: the daemon did not exit within 20 s")
         elif code != 0:
             self.problems.append(f"SIGTERM: the daemon exited {code}, not 0")
-        return code
 
     # -- judging -------------------------------------------------------------------------
     def sink_events(self):
@@ -346,6 +356,8 @@ def parse_args(argv):
                         help="workload volume cap (default 4000 for file, 1500 for kinesis)")
     parser.add_argument("--catchup-timeout", type=float, default=180.0,
                         help="longest wait for the snapshot and for the final catch-up")
+    parser.add_argument("--blocked-shutdown", choices=["fail", "warn"], default="fail",
+                        help="a PostgreSQL fast shutdown the daemon blocks: fail the run (default)")
     parser.add_argument("--no-keep", action="store_true", help="remove failed runs' state too")
     parser.add_argument("--verbose", action="store_true", help="tracebacks for aborted runs")
     args = parser.parse_args(argv)

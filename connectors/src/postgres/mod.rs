@@ -520,7 +520,22 @@ impl PostgresSource {
                 })?;
                 self.apply(lsn, message).await?;
             }
-            ReplicationEvent::KeepAlive { wal_end, .. } => {
+            ReplicationEvent::KeepAlive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                // The server asks for a reply when it waits on this client: at
+                // half its `wal_sender_timeout`, and in a fast shutdown, which
+                // waits until the client confirms all it was sent. Between
+                // transactions everything before `wal_end` was read, so the
+                // cursor may move there (as for a heartbeat) and the confirmed
+                // position can reach what was sent.
+                if reply_requested && self.tx.is_none() && wal_end.as_u64() > self.last_lsn {
+                    self.batch
+                        .commit(Position::postgres(wal_end.as_u64(), wal_end.as_u64()));
+                    self.last_lsn = wal_end.as_u64();
+                }
                 // The server has sent everything before `wal_end`: past the stop
                 // LSN and between transactions, there is nothing more to read.
                 if self.tx.is_none()
