@@ -15,3 +15,11 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
+
+# The randomized crash harness (tests/torture), on a short budget: its own
+# PostgreSQL and MariaDB, SIGKILLs and server restarts, judged against the
+# sources' audit history. The seed comes from the commit and is printed first,
+# so a failure replays with `scripts/torture.sh --seed S`; the script runs as
+# long as asked (`--minutes N`).
+seed=$((16#$(git rev-parse --short=7 HEAD 2>/dev/null || echo 0)))
+bash scripts/torture.sh --minutes 2 --seed "$seed"
