@@ -108,6 +108,72 @@ async fn copy_rows_sharing_an_lsn_survive_kills_while_written() {
     assert_eq!(positions.len(), all, "events share positions");
 }
 
+/// A schema event inside a transaction is emitted only when the layout
+/// changed while the daemon ran: a replay of that transaction after a kill
+/// does not emit it again, and the rows after it must keep their positions
+/// (they shifted by one, and the replay skip then dropped the row after the
+/// last one written when both came from one `COPY` record).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_change_inside_a_transaction_keeps_positions_across_a_replay() {
+    let db = TestDb::new("tm_eo_ddl_tx").await;
+    db.client
+        .batch_execute("CREATE TABLE s (id int PRIMARY KEY)")
+        .await
+        .expect("ddl");
+    let config = db.config(&["public.s"], "");
+    let mut daemon = Daemon::start(&config);
+    wait_until("the first cursor", Duration::from_secs(30), || async {
+        db.cursor().is_some()
+    })
+    .await;
+    const ROWS: i64 = 120_000;
+    // The daemon learns the old layout, then the table changes, and the next
+    // transaction's first change carries the new one: a schema event first.
+    db.client
+        .batch_execute("INSERT INTO s VALUES (0)")
+        .await
+        .expect("insert");
+    db.wait_for_id(&daemon, 0).await;
+    db.client
+        .batch_execute(&format!(
+            "ALTER TABLE s ADD COLUMN note text;
+             COPY s (id) FROM PROGRAM 'seq 1 {ROWS}';
+             INSERT INTO s VALUES (-1)"
+        ))
+        .await
+        .expect("transaction");
+    let port = http_port(&daemon).await;
+    daemon
+        .wait_for(
+            "the transaction's rows to flow",
+            Duration::from_secs(120),
+            || async {
+                let scrape = http_get(port, "/metrics").await.1;
+                counter_sum(&scrape, "tidemark_events_written_total", "") >= 15_000.0
+            },
+        )
+        .await;
+    daemon.crash().await;
+    let mut daemon = Daemon::start(&config);
+    db.wait_for_id(&daemon, -1).await;
+    daemon.stop().await;
+    let events = db.events();
+    let counts = id_counts(&events, "c");
+    let missing: Vec<i64> = (0..=ROWS).filter(|id| !counts.contains_key(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows never reached the sink (first: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(counts.values().all(|n| *n == 1), "a row was written twice");
+    assert_eq!(
+        events.iter().filter(|e| e["op"] == "s").count(),
+        1,
+        "the schema event, once (before the kill)"
+    );
+}
+
 /// After `cursor reset`, the sink may hold lines whose positions are higher
 /// than anything the source will send (another server, RESET MASTER, a
 /// rebuilt cluster): none of the new events may be taken for those.

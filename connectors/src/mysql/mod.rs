@@ -749,8 +749,16 @@ impl MysqlSource {
         };
         self.batch.commit(end);
         if let Some((file, pos)) = &self.cfg.stop_at {
-            use crate::event::binlog_index;
-            if (binlog_index(&self.file), next_pos) >= (binlog_index(file), *pos) {
+            let at = |file: &str, pos: u64| Position::Mysql {
+                file: file.into(),
+                pos,
+                row: None,
+                gtid: None,
+            };
+            if at(&self.file, next_pos)
+                .order(&at(file, *pos))
+                .is_some_and(|o| o.is_ge())
+            {
                 self.ended = true;
             }
         }

@@ -177,7 +177,14 @@ struct Transaction {
     id: Arc<str>,
     commit_lsn: u64,
     ts_ms: i64,
+    /// Events emitted so far (`transaction.seq`).
     seq: u64,
+    /// Row changes and truncates read so far: the ordinal in their positions.
+    /// Schema events are not counted: they are emitted only when the layout
+    /// changed while this process ran, so a replay of the same transaction
+    /// after a restart may not emit them, and the changes must keep their
+    /// positions (the file sink's replay skip and consumers' dedup rely on it).
+    changes: u64,
 }
 
 enum Phase {
@@ -494,6 +501,7 @@ impl PostgresSource {
                     commit_lsn: final_lsn.as_u64(),
                     ts_ms: commit_time_micros / 1000 + PG_EPOCH_OFFSET_MS,
                     seq: 0,
+                    changes: 0,
                 });
             }
             ReplicationEvent::Commit { lsn, end_lsn, .. } => {
@@ -616,20 +624,11 @@ impl PostgresSource {
                 );
             }
             Message::Truncate { relations, .. } => {
-                // One event per table; they share the truncate's WAL record, so each
-                // takes a distinct LSN inside that record (lsn, lsn+2, ...; the odd
-                // ones before them are for schema events, see `push`).
-                for (i, relation) in relations.into_iter().enumerate() {
+                // One event per table; they share the truncate's WAL record and
+                // LSN, and their ordinals tell them apart.
+                for relation in relations {
                     self.schema(relation, lsn)?;
-                    self.push(
-                        Op::Truncate,
-                        relation,
-                        lsn + 2 * i as u64,
-                        None,
-                        None,
-                        Vec::new(),
-                        None,
-                    );
+                    self.push(Op::Truncate, relation, lsn, None, None, Vec::new(), None);
                 }
             }
         }
@@ -744,6 +743,8 @@ impl PostgresSource {
             // handed to changes are record starts, so no change has that LSN.
             let at = lsn.saturating_sub(1);
             tx.seq += 1;
+            // Before the change it precedes: at the LSN just before it, with
+            // that change's ordinal (see `Transaction::changes`).
             self.batch.push(ChangeEvent {
                 op: Op::Schema,
                 before: None,
@@ -754,7 +755,7 @@ impl PostgresSource {
                     lsn: Some(at),
                     ..source.clone()
                 }),
-                position: Position::postgres_change(tx.commit_lsn, at, tx.seq),
+                position: Position::postgres_change(tx.commit_lsn, at, tx.changes + 1),
                 transaction: Some(TransactionInfo {
                     id: tx.id.clone(),
                     seq: tx.seq,
@@ -765,6 +766,7 @@ impl PostgresSource {
             });
         }
         tx.seq += 1;
+        tx.changes += 1;
         self.batch.push(ChangeEvent {
             op,
             before: before.map(Image::from),
@@ -772,7 +774,7 @@ impl PostgresSource {
             unchanged,
             key,
             source: Arc::new(source),
-            position: Position::postgres_change(tx.commit_lsn, lsn, tx.seq),
+            position: Position::postgres_change(tx.commit_lsn, lsn, tx.changes),
             transaction: Some(TransactionInfo {
                 id: tx.id.clone(),
                 seq: tx.seq,
