@@ -328,6 +328,20 @@ impl MysqlSource {
                 {
                     gtid_state.insert(gtid_key(entry).to_string(), entry.to_string());
                 }
+                let binlog_pos: Option<String> = conn
+                    .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+                    .await
+                    .map_err(my_error("read @@gtid_binlog_pos"))?;
+                if let Some(gtid) = gtid.as_deref() {
+                    if let Some(forgotten) =
+                        transaction::gtid_forgotten(gtid, binlog_pos.as_deref().unwrap_or(""))
+                    {
+                        return Err(SourceError::Setup(format!(
+                            "source: the cursor (at {file}:{pos}) has read transaction {forgotten}, but the server's binlog now ends at GTID {:?}: its binlog was reset (RESET MASTER) or this is another server, so {file}:{pos} names other changes now; recover with `tidemark cursor reset --config <this config>`, then start again to take a new snapshot",
+                            binlog_pos.unwrap_or_default()
+                        )));
+                    }
+                }
                 if !file.is_empty() {
                     if !logs.iter().any(|(name, _)| **name == *file) {
                         return Err(SourceError::Setup(format!(

@@ -171,6 +171,28 @@ pub(crate) fn xa_prepare_xid(data: &[u8]) -> Option<String> {
     read_xid(data.get(1..)?, 4)
 }
 
+/// The first MariaDB GTID (`domain-server-seq`) of `cursor` that the server's
+/// `@@gtid_binlog_pos` does not reach: a transaction the cursor has read but
+/// the server's binlog no longer knows (after `RESET MASTER`, or on another
+/// server). `None` when every domain of the cursor is at or behind the
+/// server's. MySQL UUID sets (`uuid:1-5`) are not compared.
+pub(crate) fn gtid_forgotten<'a>(cursor: &'a str, server: &str) -> Option<&'a str> {
+    let parse = |entry: &str| -> Option<(u32, u64)> {
+        let mut parts = entry.trim().split('-');
+        let domain = parts.next()?.parse().ok()?;
+        let _server_id = parts.next()?;
+        Some((domain, parts.next()?.parse().ok()?))
+    };
+    let known: Vec<(u32, u64)> = server.split(',').filter_map(parse).collect();
+    cursor.split(',').find(|entry| {
+        parse(entry).is_some_and(|(domain, seq)| {
+            !known
+                .iter()
+                .any(|(d, server_seq)| *d == domain && *server_seq >= seq)
+        })
+    })
+}
+
 /// An XA transaction read up to its `XA PREPARE`, waiting for its outcome.
 pub(crate) struct PreparedXa {
     pub xid: String,
@@ -241,6 +263,22 @@ mod tests {
         assert_eq!(classify("SAVEPOINTS"), Statement::Other);
         assert_eq!(classify("ALTER TABLE t ADD c INT"), Statement::Other);
         assert_eq!(classify("BEGIN NOT ATOMIC SELECT 1; END"), Statement::Other);
+    }
+
+    #[test]
+    fn a_cursor_past_the_servers_binlog_is_told() {
+        assert_eq!(gtid_forgotten("0-1-50", "0-1-80"), None);
+        assert_eq!(gtid_forgotten("0-1-50", "0-1-50"), None);
+        // RESET MASTER: the numbering started over, or nothing is left.
+        assert_eq!(gtid_forgotten("0-1-50", "0-1-3"), Some("0-1-50"));
+        assert_eq!(gtid_forgotten("0-1-50", ""), Some("0-1-50"));
+        // A domain the server never saw.
+        assert_eq!(gtid_forgotten("0-1-5,2-7-9", "0-1-6"), Some("2-7-9"));
+        // MySQL sets are not compared.
+        assert_eq!(
+            gtid_forgotten("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5", ""),
+            None
+        );
     }
 
     #[test]
