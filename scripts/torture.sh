@@ -10,6 +10,13 @@
 # (--runs K instead of --minutes; without either, a 2-minute budget; without
 # --seed, a random one, printed first.)
 #
+# Besides the kills and server restarts of every run, the seed picks two
+# variations: a stream-only start (snapshot = "never", stopped before any write,
+# writes while it is down; every seed divisible by 3) and, in every MariaDB run
+# with the file sink, a cursor reset mid-workload after RESET MASTER on the
+# harness's own server (a new snapshot, positions starting over). The run's
+# headline names them (start=never(...), cursor_reset@Ns).
+#
 # Idempotent setup: a Python venv with boto3 under .tools/torture-venv (for
 # reading Kinesis and DynamoDB back) and, for Kinesis runs, the AWS emulators
 # (scripts/setup-aws-emulators.sh). The harness starts its own PostgreSQL

@@ -731,6 +731,11 @@ async fn run_pipeline(
         )),
         _ => bail!("source: no source configured"),
     };
+    if let Some(start) =
+        pipeline::commit_fresh_start(&source, &mut sink, &mut cursor, &handle.durable).await?
+    {
+        tracing::info!("no cursor: the start {start} is the cursor now");
+    }
     health().set_phase(Phase::Streaming);
     ops::health::notify_ready();
     tracing::info!("pipeline {} running", config.pipeline.name);

@@ -61,6 +61,16 @@ impl AnySource {
         }
     }
 
+    /// See `PostgresSource::fresh_start`; polling starts from nothing, so a
+    /// stop before its first row repeats nothing and loses nothing.
+    fn fresh_start(&self) -> Option<Position> {
+        match self {
+            AnySource::Postgres(source) => source.fresh_start(),
+            AnySource::Mysql(source) => source.fresh_start(),
+            AnySource::Poll(_) => None,
+        }
+    }
+
     async fn close(self) {
         match self {
             AnySource::Postgres(source) => source.close().await,
@@ -144,6 +154,21 @@ async fn commit(
     Ok(end)
 }
 
+/// A stream-only start without a cursor: commits where it starts, before the
+/// daemon says it runs and before anything is read, so a stop or a kill before
+/// the first change loses nothing made meanwhile. Returns that position.
+pub async fn commit_fresh_start(
+    source: &AnySource,
+    sink: &mut AnySink,
+    cursor: &mut CursorStore,
+    durable: &watch::Sender<Option<Position>>,
+) -> Result<Option<Position>, PipelineError> {
+    match source.fresh_start() {
+        Some(start) => Ok(Some(commit(start, sink, cursor, durable).await?)),
+        None => Ok(None),
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -163,6 +188,7 @@ pub async fn run(
     resumed: Option<&Position>,
     commit_every: Duration,
 ) -> Result<Summary, PipelineError> {
+    let mut summary = Summary::default();
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
     // Written batches' vectors, emptied on the writer, go back to the reader,
     // which fills them again instead of allocating new ones.
@@ -186,7 +212,6 @@ pub async fn run(
         (source, result)
     });
 
-    let mut summary = Summary::default();
     // After a crash the sink may already hold events past the cursor: skip them.
     let mut replay = ReplayWindow::new(resumed, sink.last_position());
     let mut last_log = Instant::now();

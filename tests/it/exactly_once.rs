@@ -270,14 +270,16 @@ async fn a_cursor_of_another_source_is_refused() {
     assert_command_refused("run", &config, "database tm_eo_ident_b slot tm_eo_ident]");
 }
 
-/// MariaDB, `snapshot = "never"`: the start position is the cursor at once, so
-/// changes made while the daemon is stopped after a first run are captured.
+/// MariaDB, `snapshot = "never"`: the start position is the cursor before the
+/// daemon says it runs, so changes made while it is down after a first run
+/// (killed at once) are captured.
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_stream_only_remembers_where_it_started() {
     let db = MyDb::new("tm_eo_never", "CREATE TABLE t (id INT PRIMARY KEY)");
     let config = db.config("t", 4601, "snapshot = \"never\"");
+    // Killed as soon as it says it runs: the start is the cursor already.
     let mut daemon = db.start(&config).await;
-    daemon.stop().await;
+    daemon.crash().await;
     assert!(db.cursor().is_some(), "no cursor after a first run");
     sql("USE tm_eo_never; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)");
     let mut daemon = db.start(&config).await;

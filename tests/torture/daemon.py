@@ -92,6 +92,23 @@ class Daemon:
         self.kills += 1
         return True
 
+    def stop_only(self, sig, limit=20):
+        """Sends ``sig`` (SIGTERM or SIGKILL) and reaps, leaving it down (the
+        supervisor waits) until ``start_again``. Returns ``(was running, exit code,
+        or None when a SIGTERM was not obeyed within ``limit`` s and SIGKILL had to)``."""
+        self.lock.acquire()
+        if self.proc is None or self.proc.poll() is not None:
+            return False, None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.kills += 1
+        try:
+            return True, self.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            return True, None
+
     def start_again(self):
         """Ends a ``kill_only``: starts the daemon and releases the supervisor."""
         try:
@@ -132,6 +149,12 @@ class Daemon:
     def current_log(self):
         text = self.log_text()
         return text[text.rfind("\n== start "):]
+
+    def log_since(self, start):
+        """The log from ``== start <start>`` on (every later start included)."""
+        text = self.log_text()
+        at = text.find(f"\n== start {start} at ")
+        return text[at:] if at >= 0 else ""
 
     def log_tail(self, lines=25):
         return "\n".join(self.log_text().splitlines()[-lines:])

@@ -87,11 +87,33 @@ class PgEngine:
         out = self.query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'tt\\_%'")
         return out.split()
 
-    def source_toml(self, db, seed):
+    def source_toml(self, db, seed, snapshot="initial"):
         tables = ", ".join(f'"public.{t}"' for t in TABLES)
         return (f'type = "postgres"\nurl = "postgres://postgres@127.0.0.1:{PG_PORT}/{db}"\n'
                 f'tables = [{tables}]\nslot = "{db}"\npublication = "{db}"\n'
-                f'snapshot = "initial"\nheartbeat_interval = "2s"\n')
+                f'snapshot = "{snapshot}"\nheartbeat_interval = "2s"\n')
+
+    def log_end(self, db):
+        """Where the WAL ends now (an LSN), comparable with ``cursor_point``."""
+        text = self.query(db, "SELECT pg_current_wal_lsn()::text").strip()
+        high, low = text.split("/")
+        return (int(high, 16) << 32) | int(low, 16)
+
+    @staticmethod
+    def cursor_point(text):
+        """The end LSN of a cursor's ``pg:<commit LSN>:<end LSN>``, or None."""
+        parts = (text or "").split(":")
+        try:
+            return int(parts[2], 16) if parts[0] == "pg" and len(parts) >= 3 else None
+        except ValueError:
+            return None
+
+    def streaming(self, db):
+        """The run's slot exists, is held by a walsender, and has confirmed a position."""
+        out = self.query("postgres", (
+            "SELECT active AND confirmed_flush_lsn IS NOT NULL FROM pg_replication_slots"
+            f" WHERE slot_name = '{db}'"))
+        return out.strip() == "t"
 
     # -- running SQL -------------------------------------------------------
     def execute(self, db, script):
@@ -165,10 +187,35 @@ class MariadbEngine:
     def leftovers(self):
         return self.query(None, "SHOW DATABASES LIKE 'tt\\_%'").split()
 
-    def source_toml(self, db, seed):
+    def source_toml(self, db, seed, snapshot="initial"):
         tables = ", ".join(f'"{db}.{t}"' for t in TABLES)
         return (f'type = "mysql"\nurl = "mysql://root@127.0.0.1:{MY_PORT}/{db}"\n'
-                f'tables = [{tables}]\nserver_id = {5000 + seed % 100000}\nsnapshot = "initial"\n')
+                f'tables = [{tables}]\nserver_id = {5000 + seed % 100000}\nsnapshot = "{snapshot}"\n')
+
+    def log_end(self, db):
+        """Where the binlog ends now: ``(file index, offset)``, as ``cursor_point``."""
+        file, pos = self.query(db, "SHOW MASTER STATUS").split("\t")[:2]
+        return int(file.rsplit(".", 1)[1]), int(pos)
+
+    @staticmethod
+    def cursor_point(text):
+        """``(file index, offset)`` of a cursor's ``my:<file>:<offset>``, or None."""
+        parts = (text or "").split(":")
+        try:
+            return (int(parts[1], 16), int(parts[2], 16)) if parts[0] == "my" else None
+        except (ValueError, IndexError):
+            return None
+
+    def streaming(self, db):
+        """Nothing to see from the server's side: the daemon's log says it streams."""
+        del db
+        return True
+
+    def reset_binlog(self):
+        """``RESET MASTER`` on the harness's own server: every binlog goes, numbering
+        and offsets start over (positions go down). Forgets the cached binlogs."""
+        self.server.sql(None, "RESET MASTER")
+        self.__dict__.pop("_binlog_cache", None)
 
     def execute(self, db, script):
         self.server.sql(db, "SET SESSION innodb_lock_wait_timeout = 10;\n" + script, timeout=180)

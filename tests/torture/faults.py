@@ -5,7 +5,9 @@ Most kills wait, after their seeded moment, until the sink is seen growing (the
 daemon is in the middle of writing, likely inside a large transaction), then
 wait a seeded few milliseconds more: a kill while idle proves little. Each kill
 reads the cursor while the daemon is down (nobody can move it then) before
-starting the daemon again.
+starting the daemon again. The run holds ``Killer.hold`` while it stops the
+daemon itself (a cursor reset, and the new snapshot after it): kills due then
+wait until it lets go.
 """
 
 import threading
@@ -21,6 +23,7 @@ class Killer(threading.Thread):
         self.stop_event = threading.Event()
         self.t0 = None
         self.progress_triggered = 0
+        self.hold = threading.Lock()  # held by the run while kills must wait
 
     def begin(self):
         self.t0 = time.monotonic()
@@ -39,11 +42,12 @@ class Killer(threading.Thread):
             if self.stop_event.wait(self.rng.uniform(0.0, 0.03)):
                 return
             self.wait_until_running(limit=15.0)
-            if self.proc.kill_only():
-                try:
-                    self.cursors.sample(after_kill=True)
-                finally:
-                    self.proc.start_again()
+            with self.hold:  # not while the run stops the daemon itself (a cursor reset)
+                if self.proc.kill_only():
+                    try:
+                        self.cursors.sample(after_kill=True)
+                    finally:
+                        self.proc.start_again()
 
     def wait_until_running(self, limit):
         """A kill is owed even while the daemon waits out a backoff: wait for it."""

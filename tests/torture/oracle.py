@@ -5,15 +5,21 @@ as the initial snapshot saw it), ``img`` (the row after an insert or update) and
 ``del`` (gone: a delete, the old key of a key change, or a truncate of its
 table), each image compared on ``id``, ``v`` and ``t`` only. The source side is
 replayed from the audit table (entries up to the snapshot mark fold into one
-``snap``); the sink side from the events, in file order (file sink) or in
-position order (Kinesis, after dropping exact re-deliveries). The sequences
-must be equal: a missing entry is a lost change, an extra one a change that was
-never committed (or written twice).
+``snap``; with a stream-only start they are not expected at all, and the
+comparison starts at the first change after the daemon's first start; after a
+cursor reset the new snapshot adds one ``snap`` per key live at the reset); the
+sink side from the events, in file order (file sink) or in position order
+(Kinesis, after dropping exact re-deliveries). The sequences must be equal: a
+missing entry is a lost change, an extra one a change that was never committed
+(or written twice).
 
 Around that: duplicates (none at all for the file sink), distinct events that
 share a ``position``, positions that do not increase (file order; per key and
 shard on Kinesis), a cursor that moves backward, and (MariaDB) a cursor that is
-not at a transaction boundary of the binlog.
+not at a transaction boundary of the binlog. After a cursor reset against a
+server whose binlog started over (``RESET MASTER``), positions belong to a new
+log: these checks run on the lines (and cursor values) before the reset and
+after it separately.
 """
 
 import difflib
@@ -65,15 +71,33 @@ class Replay:
             self.delete(table, key_id, where, "t")
 
 
-def expected_histories(audit, mark):
-    """The committed history per key; what committed up to ``mark`` folds into ``snap``."""
+def expected_histories(audit, mark, snapshot=True, resnapshot=None):
+    """The committed history per key, from the daemon's start on.
+
+    What committed up to ``mark`` (the daemon's first start) is replayed without
+    being recorded; with ``snapshot`` it folds into one ``snap`` per live key (the
+    initial snapshot), without it (a stream-only start) nothing of it is expected.
+    ``resnapshot`` (an audit id: a cursor reset, after which the daemon took a new
+    snapshot) adds a ``snap`` of every key live then. Returns ``(histories, final
+    state, state at mark)``; the last one is what a stream-only sink's consumer
+    knows of the rows it was never sent (for unchanged TOAST values and truncates).
+    """
+    folds = [(mark, snapshot)] + ([(resnapshot, True)] if resnapshot is not None else [])
     replay = Replay()
     replay.recording = False
-    folded = False
+    start = {}
+
+    def fold(at, snap):
+        if not replay.recording:
+            start.update(replay.state)
+        replay.recording = True
+        if snap:
+            for (table, key_id), img in sorted(replay.state.items()):
+                replay.record((table, key_id), SNAP, img, at, "r")
+
     for row in audit:
-        if not folded and row.aid > mark:
-            _fold(replay, mark)
-            folded = True
+        while folds and row.aid > folds[0][0]:
+            fold(*folds.pop(0))
         if row.op == "c":
             replay.put(row.tbl, row.new_id, image(row.img), row.aid, "c")
         elif row.op == "u":
@@ -84,21 +108,22 @@ def expected_histories(audit, mark):
             replay.delete(row.tbl, row.old_id, row.aid, "d")
         elif row.op == "t":
             replay.truncate(row.tbl, row.aid)
-    if not folded:
-        _fold(replay, mark)
-    return replay.history, replay.state
-
-
-def _fold(replay, mark):
-    replay.recording = True
-    for (table, key_id), img in sorted(replay.state.items()):
-        replay.record((table, key_id), SNAP, img, mark, "r")
+    while folds:
+        fold(*folds.pop(0))
+    return replay.history, replay.state, start
 
 
 # -- the sink's side ----------------------------------------------------------------
-def actual_histories(events):
-    """The history per key as the events tell it; ``(histories, problems)``."""
+def actual_histories(events, known=None):
+    """The history per key as the events tell it; ``(histories, problems)``.
+
+    ``known``: rows the sink was never sent but a consumer has (a stream-only
+    start): ``{(table, id): (id, v, t)}``, not recorded, only looked up.
+    """
     replay = Replay()
+    for (table, key_id), img in (known or {}).items():
+        replay.state[(table, key_id)] = img
+        replay.live[table].add(key_id)
     problems = []
     for event in events:
         table = (event.get("source") or {}).get("table")
@@ -249,7 +274,8 @@ def cursor_problems(samples, boundaries_of=None, event_before=None):
 
 # -- comparing histories ------------------------------------------------------------
 def compare(expected, actual):
-    """Divergent keys, earliest first: ``[(order, key, index, exp, act, missing, extra)]``."""
+    """Divergent keys, earliest first:
+    ``[(order, key, index, exp, act, missing, extra, missing entries)]``."""
     divergent = []
     for key in set(expected) | set(actual):
         exp, act = expected.get(key, []), actual.get(key, [])
@@ -260,10 +286,12 @@ def compare(expected, actual):
         index = next((n for n, (a, b) in enumerate(zip(exp_cmp, act_cmp)) if a != b),
                      min(len(exp_cmp), len(act_cmp)))
         missing = extra = 0
+        lost = []
         matcher = difflib.SequenceMatcher(None, exp_cmp, act_cmp, autojunk=False)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag in ("delete", "replace"):
                 missing += i2 - i1
+                lost += exp[i1:i2]
             if tag in ("insert", "replace"):
                 extra += j2 - j1
         if index < len(exp):
@@ -272,18 +300,24 @@ def compare(expected, actual):
             order = (0, exp[-1][2] + 0.5, "")
         else:
             order = (1, 0, str(act[0][2]))
-        divergent.append((order, key, index, exp, act, missing, extra))
+        divergent.append((order, key, index, exp, act, missing, extra, lost))
     divergent.sort(key=lambda d: d[0])
     return divergent
 
 
-def summary_of(divergent):
+def summary_of(divergent, phase_of=None):
+    """``missing``/``extra`` lines; ``phase_of(entry)`` names when a missing entry
+    committed (say, while the daemon was down), for a breakdown."""
     missing = sum(d[5] for d in divergent)
     extra = sum(d[6] for d in divergent)
     lines = []
     if missing:
         keys = sum(1 for d in divergent if d[5])
-        lines.append(f"missing: {missing} committed changes absent from the sink ({keys} keys)")
+        line = f"missing: {missing} committed changes absent from the sink ({keys} keys)"
+        if phase_of:
+            phases = Counter(phase_of(entry) for d in divergent for entry in d[7])
+            line += ": " + ", ".join(f"{n} {label}" for label, n in phases.most_common())
+        lines.append(line)
     if extra:
         keys = sum(1 for d in divergent if d[6])
         lines.append(f"extra: {extra} sink entries the source never committed ({keys} keys)")
@@ -311,7 +345,7 @@ def show_sequence(entries, index, width=6):
 
 def describe_divergence(d, explain=None):
     """The first divergent key, both its histories, and where the sink's entry came from."""
-    _, (table, key_id), index, exp, act, missing, extra = d
+    _, (table, key_id), index, exp, act, missing, extra = d[:7]
     text = (f"first divergent key: {table} id={key_id} (entry {index}; source has {len(exp)},"
             f" sink has {len(act)}; {missing} missing, {extra} extra)\n"
             f"    source (audit aid): {show_sequence(exp, index)}\n"

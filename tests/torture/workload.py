@@ -290,9 +290,11 @@ class Workload:
             self.must.remove(name)
         return name
 
-    def step(self):
-        """Runs one random step; returns its name."""
-        name = self.choose()
+    def step(self, name=None):
+        """Runs one step (of kind ``name``, else a random one); returns its name."""
+        name = name or self.choose()
+        if name in self.must:
+            self.must.remove(name)
         if name in ("truncate", "add_column"):
             self.specials[name] += 1
         model = self.model.copy()

@@ -275,6 +275,8 @@ pub struct MysqlSource {
     xa_group: Option<String>,
     xa_rows: Vec<ChangeEvent>,
     prepared: transaction::Prepared,
+    /// A stream-only start without a cursor: where it starts (see [`Self::fresh_start`]).
+    fresh_start: Option<Position>,
     batch: Batcher,
     ended: bool,
 }
@@ -411,6 +413,7 @@ impl MysqlSource {
             xa_group: None,
             xa_rows: Vec::new(),
             prepared: transaction::Prepared::default(),
+            fresh_start: None,
             batch: Batcher::default(),
             ended: false,
         };
@@ -420,9 +423,9 @@ impl MysqlSource {
                 source.file = file.into()
             }
             Start::File(file, pos) if fresh => {
-                // The start is fixed: the cursor holds it before any event, so
-                // a stop now and a start later resume here, not at a later end.
-                source.batch.commit(Position::Mysql {
+                // The start is fixed: the pipeline commits it before reading,
+                // so a stop now and a start later resume here, not at a later end.
+                source.fresh_start = Some(Position::Mysql {
                     file: file.as_str().into(),
                     pos,
                     row: None,
@@ -470,6 +473,13 @@ impl MysqlSource {
         );
         self.file = file.into();
         Ok(())
+    }
+
+    /// Where a stream-only start without a cursor begins: the pipeline commits
+    /// it before reading, so a stop (or a kill) before the first change loses
+    /// nothing made meanwhile.
+    pub fn fresh_start(&self) -> Option<Position> {
+        self.fresh_start.clone()
     }
 
     /// The next batch, or `None` once stopped.

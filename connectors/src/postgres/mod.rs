@@ -204,6 +204,8 @@ pub struct PostgresSource {
     relations: HashMap<u32, TableSchema>,
     tx: Option<Transaction>,
     batch: Batcher,
+    /// A stream-only start without a cursor: where it starts (see [`Self::fresh_start`]).
+    fresh_start: Option<Position>,
     /// Where the stream is, for error messages.
     last_lsn: u64,
     /// Schema events waiting for their table's next change, by relation id.
@@ -248,8 +250,8 @@ impl PostgresSource {
         let repl_cfg = replication_config(&pg, &cfg)?;
         let at = |lsn: u64| lsn_text(lsn);
 
-        // A stream-only start fixes its position at once: the cursor holds it
-        // before any event (see `Batcher::commit`).
+        // A stream-only start fixes its position at once: the pipeline
+        // commits it before reading (see `fresh_start`).
         let mut start_at = None;
         let (repl, phase) = match resume {
             Some(Position::Postgres { lsn, .. }) => {
@@ -372,10 +374,6 @@ impl PostgresSource {
                 }
             }
         };
-        let mut batch = Batcher::default();
-        if let Some(lsn) = start_at {
-            batch.commit(Position::postgres(lsn, lsn));
-        }
         Ok(PostgresSource {
             cfg,
             pipeline,
@@ -387,12 +385,20 @@ impl PostgresSource {
             phase,
             relations: HashMap::new(),
             tx: None,
-            batch,
+            batch: Batcher::default(),
+            fresh_start: start_at.map(|lsn| Position::postgres(lsn, lsn)),
             last_lsn: 0,
             pending_schema: HashMap::new(),
             ended: false,
             next_heartbeat: Instant::now(),
         })
+    }
+
+    /// Where a stream-only start without a cursor begins: the pipeline commits
+    /// it before reading, so a stop (or a kill) before the first change loses
+    /// nothing made meanwhile.
+    pub fn fresh_start(&self) -> Option<Position> {
+        self.fresh_start.clone()
     }
 
     /// The next batch, or `None` once stopped (or past `stop_at_lsn`).
