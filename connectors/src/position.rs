@@ -352,50 +352,55 @@ impl Position {
         self.key().partial_cmp(&other.key())
     }
 
-    /// True when this position comes strictly after `other`, in the same log.
-    pub fn is_after(&self, other: &PositionKey) -> bool {
-        self.key().partial_cmp(other) == Some(Ordering::Greater)
+    /// Appends the position's text (what `Display` gives): its key's.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        self.key().write_text(out);
     }
+}
 
-    /// Appends the position's text (what `Display` gives). Written by hand:
-    /// this runs for every event written.
+impl PositionKey {
+    /// Appends the text form (see the module doc). Written by hand: this runs
+    /// for every event written.
     pub fn write_text(&self, out: &mut Vec<u8>) {
         match self {
-            Position::Postgres {
+            PositionKey::Postgres {
                 commit_lsn,
                 lsn,
-                snapshot_row,
-                seq,
+                ordinal,
             } => {
                 out.extend_from_slice(b"pg:");
                 out.extend_from_slice(&hex::<16>(*commit_lsn));
                 out.push(b':');
                 out.extend_from_slice(&hex::<16>(*lsn));
-                if let Some(ordinal) = snapshot_row.or(*seq) {
+                if let Some(ordinal) = ordinal {
                     out.push(b':');
-                    out.extend_from_slice(&hex::<16>(ordinal));
+                    out.extend_from_slice(&hex::<16>(*ordinal));
                 }
             }
-            Position::Poll { tables } => {
+            PositionKey::Poll(tables) => {
                 // Per table: `table=<sortable cursor value>:<key>...`; numeric key
                 // values are zero-padded so ties on the cursor sort by key.
                 out.extend_from_slice(b"poll:");
-                for (i, (table, watermark)) in tables.iter().enumerate() {
+                for (i, (table, (sort, key))) in tables.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
                     out.extend_from_slice(table.as_bytes());
                     out.push(b'=');
-                    out.extend_from_slice(watermark.sort.as_bytes());
-                    for key in &watermark.key {
+                    out.extend_from_slice(sort.as_bytes());
+                    for value in key {
                         out.push(b':');
-                        out.extend_from_slice(sortable_key(key).as_bytes());
+                        out.extend_from_slice(value.as_bytes());
                     }
                 }
             }
-            Position::Mysql { file, pos, row, .. } => {
+            PositionKey::Mysql {
+                file_index,
+                pos,
+                row,
+            } => {
                 out.extend_from_slice(b"my:");
-                out.extend_from_slice(&hex::<8>(binlog_index(file)));
+                out.extend_from_slice(&hex::<8>(*file_index));
                 out.push(b':');
                 out.extend_from_slice(&hex::<16>(*pos));
                 match row {
@@ -409,6 +414,10 @@ impl Position {
                     }
                     None => {}
                 }
+            }
+            PositionKey::Shard { sequence, line } => {
+                out.extend_from_slice(sequence.as_bytes());
+                out.extend_from_slice(format!(":{line:0SHARD_LINE_DIGITS$}").as_bytes());
             }
         }
     }
@@ -504,7 +513,9 @@ mod tests {
         let old = PositionKey::parse("pg:0000000000000500:0000000000000400")
             .unwrap()
             .unwrap();
-        assert!(rows.iter().all(|r| r.is_after(&old)));
+        assert!(rows
+            .iter()
+            .all(|r| r.key().partial_cmp(&old) == Some(Ordering::Greater)));
     }
 
     #[test]

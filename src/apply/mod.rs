@@ -303,44 +303,34 @@ pub fn schema_ddl(
 }
 
 /// Keeps the events after `applied`, in position order (see
-/// `tidemark_connectors::position`). Poll positions are not ordered across
-/// tables, and a position of another log or an unreadable one is not ordered
-/// either: nothing is skipped for them (a repeat, never a loss).
+/// `tidemark_connectors::position`), and names the latest of those kept.
+/// Poll positions are not ordered across tables, and a position of another
+/// log or an unreadable one is not ordered either: nothing is skipped for
+/// them (a repeat, never a loss), and the last one given counts as latest.
+/// Each position is parsed once.
 pub fn after_applied<'a>(
     events: &'a [(&'a ChangeEvent, &'a str)],
     applied: Option<&str>,
-) -> Vec<(&'a ChangeEvent, &'a str)> {
-    let Some(applied) = applied.and_then(|a| PositionKey::parse(a).ok().flatten()) else {
-        return events.to_vec();
-    };
-    events
-        .iter()
-        .filter(|(_, position)| match PositionKey::parse(position) {
-            Ok(Some(key)) => !matches!(
-                key.partial_cmp(&applied),
-                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-            ),
-            Ok(None) | Err(_) => true,
-        })
-        .copied()
-        .collect()
-}
-
-/// The latest of `positions` in position order; positions that are not
-/// ordered with the others (polling) keep the last one given.
-pub fn latest<'a>(positions: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+) -> (Vec<(&'a ChangeEvent, &'a str)>, Option<&'a str>) {
+    use std::cmp::Ordering::{Equal, Less};
+    let applied = applied.and_then(|a| PositionKey::parse(a).ok().flatten());
+    let mut fresh = Vec::with_capacity(events.len());
     let mut latest: Option<(&str, Option<PositionKey>)> = None;
-    for position in positions {
+    for &(event, position) in events {
         let key = PositionKey::parse(position).ok().flatten();
-        let later = match (&latest, &key) {
-            (Some((_, Some(best))), Some(key)) => {
-                key.partial_cmp(best) != Some(std::cmp::Ordering::Less)
+        if let (Some(applied), Some(key)) = (&applied, &key) {
+            if matches!(key.partial_cmp(applied), Some(Less | Equal)) {
+                continue;
             }
+        }
+        fresh.push((event, position));
+        let later = match (&latest, &key) {
+            (Some((_, Some(best))), Some(key)) => key.partial_cmp(best) != Some(Less),
             _ => true,
         };
         if later {
             latest = Some((position, key));
         }
     }
-    latest.map(|(position, _)| position)
+    (fresh, latest.map(|(position, _)| position))
 }

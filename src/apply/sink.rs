@@ -71,12 +71,9 @@ impl TargetSink {
         &mut self,
         events: &[(&ChangeEvent, &str)],
     ) -> Result<(), ApplyError> {
-        let fresh = after_applied(events, self.applied.as_deref());
+        let (fresh, latest) = after_applied(events, self.applied.as_deref());
         self.skipped += (events.len() - fresh.len()) as u64;
-        let (Some(first), Some(last)) = (
-            fresh.first().map(|(_, p)| *p),
-            super::latest(fresh.iter().map(|(_, p)| *p)),
-        ) else {
+        let (Some(first), Some(last)) = (fresh.first().map(|(_, p)| *p), latest) else {
             return Ok(());
         };
         let progress = Progress {

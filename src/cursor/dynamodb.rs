@@ -16,7 +16,7 @@
 //! losing the lease moved the cursor.
 
 use super::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
-use super::CursorError;
+use super::{Binding, CursorError};
 use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
@@ -32,12 +32,8 @@ pub struct DynamoCursor {
     lease: Lease,
     duration: Duration,
     stored: Option<Position>,
-    /// The source of the stored position, as read.
-    pub(super) stored_source: Option<String>,
-    /// The source the next commits belong to.
-    pub(super) source: Option<String>,
-    /// The stored lineage, as read, then the one the next commits record.
-    pub(super) lineage: Option<String>,
+    /// Whose position it is (see `CursorStore::bind_source`).
+    pub(super) binding: Binding,
 }
 
 impl DynamoCursor {
@@ -53,9 +49,7 @@ impl DynamoCursor {
             lease,
             duration,
             stored: None,
-            stored_source: None,
-            source: None,
-            lineage: None,
+            binding: Binding::default(),
         }
     }
 
@@ -193,16 +187,16 @@ impl DynamoCursor {
                     _ => None,
                 };
                 self.stored = position.clone();
-                self.stored_source = item
-                    .as_ref()
-                    .map(|item| text(item, "source_identity"))
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned);
-                self.lineage = item
-                    .as_ref()
-                    .map(|item| text(item, "lineage"))
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned);
+                let attribute = |name: &str| {
+                    item.as_ref()
+                        .map(|item| text(item, name))
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                };
+                self.binding = Binding {
+                    source: attribute("source_identity"),
+                    lineage: attribute("lineage"),
+                };
                 return Ok(position);
             }
             tokio::time::sleep(self.duration / 4).await;
@@ -258,12 +252,8 @@ impl DynamoCursor {
             }
         }
         let body = serde_json::to_string(position).map_err(|e| self.error("encode", e))?;
-        let source = self
-            .source
-            .clone()
-            .or_else(|| self.stored_source.clone())
-            .unwrap_or_default();
-        let lineage = self.lineage.clone().unwrap_or_default();
+        let source = self.binding.source.as_deref().unwrap_or_default();
+        let lineage = self.binding.lineage.as_deref().unwrap_or_default();
         let held = self
             .lease
             .write(
@@ -273,8 +263,8 @@ impl DynamoCursor {
                     r.expression_attribute_names("#position", "position")
                         .expression_attribute_values(":p", s(&body))
                         .expression_attribute_values(":t", s(&position.to_string()))
-                        .expression_attribute_values(":src", s(&source))
-                        .expression_attribute_values(":lin", s(&lineage))
+                        .expression_attribute_values(":src", s(source))
+                        .expression_attribute_values(":lin", s(lineage))
                         .expression_attribute_values(":now", lease::n(now_ms()))
                 },
             )

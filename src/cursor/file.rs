@@ -1,7 +1,7 @@
 //! The local-file cursor store (the default): one small JSON file, replaced
 //! atomically (write a temporary file, fsync it, rename it over, fsync the folder).
 
-use super::CursorError;
+use super::{Binding, CursorError};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,12 +28,8 @@ pub struct FileCursor {
     path: PathBuf,
     pipeline: String,
     stored: Option<Position>,
-    /// The source of the stored position, as read.
-    pub(super) stored_source: Option<String>,
-    /// The source the next commits belong to.
-    pub(super) source: Option<String>,
-    /// The stored lineage, as read, then the one the next commits record.
-    pub(super) lineage: Option<String>,
+    /// Whose position it is (see `CursorStore::bind_source`).
+    pub(super) binding: Binding,
 }
 
 impl FileCursor {
@@ -42,9 +38,7 @@ impl FileCursor {
             path: path.to_path_buf(),
             pipeline: pipeline.to_string(),
             stored: None,
-            stored_source: None,
-            source: None,
-            lineage: None,
+            binding: Binding::default(),
         }
     }
 
@@ -77,8 +71,10 @@ impl FileCursor {
 
     pub fn load(&mut self) -> Result<Option<Position>, CursorError> {
         let record = self.read()?;
-        self.stored_source = record.as_ref().and_then(|r| r.source.clone());
-        self.lineage = record.as_ref().and_then(|r| r.lineage.clone());
+        self.binding = Binding {
+            source: record.as_ref().and_then(|r| r.source.clone()),
+            lineage: record.as_ref().and_then(|r| r.lineage.clone()),
+        };
         self.stored = record.map(|r| r.position);
         Ok(self.stored.clone())
     }
@@ -117,8 +113,8 @@ impl FileCursor {
             pipeline: self.pipeline.clone(),
             position: position.clone(),
             position_text: position.to_string(),
-            source: self.source.clone().or_else(|| self.stored_source.clone()),
-            lineage: self.lineage.clone(),
+            source: self.binding.source.clone(),
+            lineage: self.binding.lineage.clone(),
             updated_at_ms: now_ms(),
         };
         let dir = match self.path.parent() {

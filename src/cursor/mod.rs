@@ -43,6 +43,15 @@ pub enum CursorError {
     LeaseLost { pipeline: String, table: String },
 }
 
+/// Which source a cursor's position belongs to, and its lineage (see
+/// [`CursorStore::bind_source`]): as read with the position, then as the
+/// next commits record them.
+#[derive(Debug, Default)]
+pub(crate) struct Binding {
+    pub source: Option<String>,
+    pub lineage: Option<String>,
+}
+
 /// The configured store. The set is fixed, so an enum reads plainer than a trait object.
 pub enum CursorStore {
     File(FileCursor),
@@ -85,42 +94,25 @@ impl CursorStore {
     /// under a cursor that no longer exists, so none of its lines may be taken
     /// for events already written (see `FileSink::open`).
     pub fn bind_source(&mut self, source: &str, stored: bool) -> Result<String, CursorError> {
-        let (stored_source, current, lineage, path) = match self {
-            CursorStore::File(store) => {
-                let path = store.path();
-                (
-                    &store.stored_source,
-                    &mut store.source,
-                    &mut store.lineage,
-                    path,
-                )
-            }
-            CursorStore::Dynamo(store) => {
-                let path = store.path();
-                (
-                    &store.stored_source,
-                    &mut store.source,
-                    &mut store.lineage,
-                    path,
-                )
-            }
+        let (path, binding) = match self {
+            CursorStore::File(store) => (store.path(), &mut store.binding),
+            CursorStore::Dynamo(store) => (store.path(), &mut store.binding),
             // The target keeps the source's cursor in its own transaction; it
             // is tied to the migration's plan, not to a source identity.
             CursorStore::Target(_) => return Ok(String::new()),
         };
-        let stored_source = stored_source.as_deref().filter(|_| stored);
-        if let Some(found) = stored_source.filter(|found| *found != source) {
+        if let Some(found) = binding.source.as_deref().filter(|f| stored && *f != source) {
             return Err(CursorError::OtherSource {
                 path,
                 found: found.to_string(),
                 expected: source.to_string(),
             });
         }
-        *current = Some(source.to_string());
-        if !stored || lineage.is_none() {
-            *lineage = Some(new_lineage());
+        binding.source = Some(source.to_string());
+        if !stored || binding.lineage.is_none() {
+            binding.lineage = Some(new_lineage());
         }
-        Ok(lineage.clone().unwrap_or_default())
+        Ok(binding.lineage.clone().unwrap_or_default())
     }
 
     /// On a clean stop: lets a standby take over at once.

@@ -99,15 +99,9 @@ class Daemon:
         self.lock.acquire()
         if self.proc is None or self.proc.poll() is not None:
             return False, None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(sig)
         if sig == signal.SIGKILL:
             self.kills += 1
-        try:
-            return True, self.proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            return True, None
+        return True, self._signal_and_reap(sig, limit)
 
     def start_again(self):
         """Ends a ``kill_only``: starts the daemon and releases the supervisor."""
@@ -130,13 +124,18 @@ class Daemon:
                 return False, None
             if self.proc.poll() is not None:
                 return False, self.proc.returncode
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return True, self.proc.wait(timeout=limit)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-                return True, None
+            return True, self._signal_and_reap(signal.SIGTERM, limit)
+
+    def _signal_and_reap(self, sig, limit):
+        """Sends ``sig`` and waits: the exit code, or None when it had to be
+        killed after ``limit`` s."""
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            return None
 
     # -- what it said -------------------------------------------------------------
     def log_text(self):
