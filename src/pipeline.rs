@@ -361,6 +361,8 @@ mod tests {
                 commit_lsn: None,
                 tx_id: None,
                 watermark: None,
+                server_id: None,
+                gtid: None,
             }),
             position,
             transaction: None,

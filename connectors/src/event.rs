@@ -128,6 +128,11 @@ pub struct SourceInfo {
     pub tx_id: Option<u32>,
     /// Query-based capture: the cursor column's value.
     pub watermark: Option<String>,
+    /// MySQL/MariaDB: the server id of the binlog event, and the transaction's
+    /// GTID when the server logs them (`file`, `pos` and `row` come from the
+    /// event's position).
+    pub server_id: Option<u32>,
+    pub gtid: Option<Arc<str>>,
 }
 
 /// The source transaction and the event's 1-based ordinal within it.
@@ -209,6 +214,7 @@ impl ChangeEvent {
             key.write_json(out);
         }
         out.extend_from_slice(b",\"source\":");
+        // The cached block is open: the fields from the position close it.
         match &cache.last {
             Some((last, json)) if Arc::ptr_eq(last, &self.source) => out.extend_from_slice(json),
             _ => {
@@ -220,6 +226,15 @@ impl ChangeEvent {
                 cache.last = Some((self.source.clone(), json));
             }
         }
+        if let Position::Mysql { file, pos, row, .. } = &self.position {
+            out.extend_from_slice(b",\"file\":");
+            json::string(out, file);
+            out.extend_from_slice(b",\"pos\":");
+            json::integer(out, *pos);
+            out.extend_from_slice(b",\"row\":");
+            json::integer(out, row.unwrap_or(0));
+        }
+        out.push(b'}');
         out.extend_from_slice(b",\"position\":");
         match &self.position {
             // Poll positions hold key values, which may need escaping.
@@ -267,7 +282,8 @@ impl ChangeEvent {
     }
 }
 
-/// The `source` block of the envelope.
+/// The `source` block of the envelope, without its closing brace (fields
+/// that differ per event follow it).
 fn write_source(out: &mut Vec<u8>, source: &SourceInfo) {
     out.extend_from_slice(b"{\"connector\":");
     json::string(out, source.connector);
@@ -302,7 +318,14 @@ fn write_source(out: &mut Vec<u8>, source: &SourceInfo) {
         out.extend_from_slice(b",\"watermark\":");
         json::string(out, watermark);
     }
-    out.push(b'}');
+    if let Some(server_id) = source.server_id {
+        out.extend_from_slice(b",\"server_id\":");
+        json::integer(out, server_id);
+    }
+    if let Some(gtid) = &source.gtid {
+        out.extend_from_slice(b",\"gtid\":");
+        json::string(out, gtid);
+    }
 }
 
 fn write_image(out: &mut Vec<u8>, image: Option<&Image>) {
@@ -483,6 +506,8 @@ impl ChangeEvent {
                     commit_lsn: None,
                     tx_id: None,
                     watermark: None,
+                    server_id: None,
+                    gtid: None,
                 }),
                 // Not parsed back: consumers order by the text form.
                 position: Position::Poll {

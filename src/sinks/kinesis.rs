@@ -421,6 +421,8 @@ mod tests {
                 commit_lsn: None,
                 tx_id: None,
                 watermark: None,
+                server_id: None,
+                gtid: None,
             }),
             position: Position::postgres(1, 1),
             transaction: None,

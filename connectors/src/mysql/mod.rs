@@ -12,6 +12,7 @@
 //! Resuming checks first that the file still exists, and never skips ahead.
 
 pub mod checks;
+mod ddl;
 pub mod retention;
 pub mod rows;
 pub mod schema;
@@ -261,6 +262,8 @@ pub struct MysqlSource {
     tx_seq: u64,
     /// The `source` block last made (see [`MysqlSource::source`]).
     last_source: Option<Arc<SourceInfo>>,
+    /// The server id in the header of the binlog event being read.
+    event_server_id: u32,
     /// When the rows event being read was decoded (the events' `ts_ms`).
     emitted_ms: i64,
     in_tx: bool,
@@ -405,6 +408,7 @@ impl MysqlSource {
             gtid: None,
             tx_id: None,
             last_source: None,
+            event_server_id: 0,
             emitted_ms: 0,
             tx_seq: 0,
             in_tx: false,
@@ -568,6 +572,7 @@ impl MysqlSource {
 
     async fn handle(&mut self, event: Event) -> Result<(), SourceError> {
         let header = event.header();
+        self.event_server_id = header.server_id();
         let next_pos = header.log_pos() as u64;
         let start = next_pos.saturating_sub(header.event_size() as u64);
         if let (Some(sum), Ok(Some(alg))) = (event.checksum(), event.footer().get_checksum_alg()) {
@@ -929,22 +934,22 @@ impl MysqlSource {
 
     /// The `source` block of an event: the rows of one rows event share it
     /// (`last` is the block made before).
-    fn source(
-        last: &mut Option<Arc<SourceInfo>>,
-        pipeline: &Arc<str>,
-        db: &Arc<str>,
-        table: &Arc<str>,
-        ts: u32,
-    ) -> Arc<SourceInfo> {
+    fn source(&mut self, db: &Arc<str>, table: &Arc<str>, ts: u32) -> Arc<SourceInfo> {
         let ts_ms = ts as i64 * 1000;
-        if let Some(same) = last.as_ref().filter(|last| {
-            Arc::ptr_eq(&last.table, table) && Arc::ptr_eq(&last.db, db) && last.ts_ms == ts_ms
+        let gtid = self.gtid.as_ref().map(|(_, _, id)| id);
+        let server_id = Some(self.event_server_id);
+        if let Some(same) = self.last_source.as_ref().filter(|last| {
+            Arc::ptr_eq(&last.table, table)
+                && Arc::ptr_eq(&last.db, db)
+                && last.ts_ms == ts_ms
+                && last.server_id == server_id
+                && last.gtid.as_ref() == gtid
         }) {
             return same.clone();
         }
         let source = Arc::new(SourceInfo {
             connector: "mysql",
-            name: pipeline.clone(),
+            name: self.pipeline.clone(),
             db: db.clone(),
             schema: db.clone(),
             table: table.clone(),
@@ -954,8 +959,10 @@ impl MysqlSource {
             commit_lsn: None,
             tx_id: None,
             watermark: None,
+            server_id,
+            gtid: gtid.cloned(),
         });
-        *last = Some(source.clone());
+        self.last_source = Some(source.clone());
         source
     }
 
@@ -987,7 +994,7 @@ impl MysqlSource {
         after: Option<DecodedImage>,
         ts: u32,
     ) {
-        let source = Self::source(&mut self.last_source, &self.pipeline, db, table, ts);
+        let source = self.source(db, table, ts);
         let (before, before_key) = before.map_or((None, None), |b| (Some(b.image), b.key));
         let (after, after_key, unchanged) = match after {
             Some(a) => (Some(a.image), a.key, a.missing),
@@ -1031,11 +1038,20 @@ impl MysqlSource {
         start: u64,
         ts: u32,
     ) -> Result<(), SourceError> {
-        let touched = ddl_tables(default_db, sql, &self.cfg.tables);
-        let truncate = sql
-            .trim_start()
-            .to_ascii_uppercase()
-            .starts_with("TRUNCATE");
+        let statement = ddl::ddl_tables(default_db, sql);
+        let truncate = statement.truncate;
+        let touched: Vec<(String, String)> = self
+            .cfg
+            .tables
+            .iter()
+            .filter(|(db, table)| {
+                statement
+                    .tables
+                    .iter()
+                    .any(|(d, t)| d.eq_ignore_ascii_case(db) && t.eq_ignore_ascii_case(table))
+            })
+            .cloned()
+            .collect();
         for (i, (db, table)) in touched.into_iter().enumerate() {
             let columns = if truncate {
                 None
@@ -1052,7 +1068,7 @@ impl MysqlSource {
                 }
             };
             let (db, table): (Arc<str>, Arc<str>) = (db.as_str().into(), table.as_str().into());
-            let source = Self::source(&mut self.last_source, &self.pipeline, &db, &table, ts);
+            let source = self.source(&db, &table, ts);
             let transaction = self.transaction();
             self.batch.push(ChangeEvent {
                 op: if truncate { Op::Truncate } else { Op::Schema },
@@ -1133,38 +1149,6 @@ fn convert(info: &TableColumns, row: &BinlogRow) -> DecodedImage {
         image: row.into(),
         missing,
     }
-}
-
-/// The captured tables a DDL statement names (`db.table`, or `table` in the
-/// statement's default database), for ALTER/CREATE/DROP/RENAME/TRUNCATE.
-fn ddl_tables(default_db: &str, sql: &str, captured: &[(String, String)]) -> Vec<(String, String)> {
-    let upper = sql.trim_start().to_ascii_uppercase();
-    if !["ALTER", "CREATE", "DROP", "RENAME", "TRUNCATE"]
-        .iter()
-        .any(|k| upper.starts_with(k))
-    {
-        return Vec::new();
-    }
-    let names: Vec<(String, String)> = sql
-        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')' || c == ';')
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            let t = t.replace('`', "");
-            match t.split_once('.') {
-                Some((db, table)) => (db.to_string(), table.to_string()),
-                None => (default_db.to_string(), t),
-            }
-        })
-        .collect();
-    captured
-        .iter()
-        .filter(|(db, table)| {
-            names
-                .iter()
-                .any(|(d, t)| d.eq_ignore_ascii_case(db) && t.eq_ignore_ascii_case(table))
-        })
-        .cloned()
-        .collect()
 }
 
 /// The file a ROTATE event names. The artificial first one arrives before the
@@ -1292,20 +1276,5 @@ mod tests {
             vec![(0, "0-1-42".to_string()), (3, "3-7-9".to_string())]
         );
         assert!(parse_gtid_list(&data[..10]).is_empty());
-    }
-
-    #[test]
-    fn ddl_names_captured_tables_only() {
-        let captured = vec![("shop".to_string(), "orders".to_string())];
-        assert_eq!(
-            ddl_tables("shop", "ALTER TABLE `orders` ADD COLUMN x int", &captured),
-            captured
-        );
-        assert_eq!(
-            ddl_tables("other", "ALTER TABLE shop.orders DROP x", &captured),
-            captured
-        );
-        assert!(ddl_tables("shop", "ALTER TABLE orders_archive ADD y int", &captured).is_empty());
-        assert!(ddl_tables("shop", "INSERT INTO orders VALUES (1)", &captured).is_empty());
     }
 }

@@ -85,7 +85,10 @@ impl TableColumns {
             if sent.charsets && labels.is_none() {
                 continue;
             }
-            let charset = if self.kinds.get(i) == Some(&MyKind::Bytes) {
+            let charset = if matches!(
+                self.kinds.get(i),
+                Some(MyKind::Bytes | MyKind::FixedBytes(_))
+            ) {
                 BINARY_CHARSET
             } else if self
                 .charsets

@@ -296,6 +296,8 @@ impl Snapshot {
                         commit_lsn: None,
                         tx_id: None,
                         watermark: None,
+                        server_id: None,
+                        gtid: None,
                     }),
                     // Just before the snapshot position: no binlog event starts
                     // there, and it sorts before everything streamed after it.

@@ -27,8 +27,12 @@ pub enum MyKind {
     Decimal,
     /// BIT(1): a boolean.
     Bit1,
-    /// BIT(n>1), BINARY, VARBINARY, BLOB, GEOMETRY: base64.
+    /// BIT(n>1), VARBINARY, BLOB, spatial types (the server's form: a 4-byte
+    /// little-endian SRID, then WKB): base64.
     Bytes,
+    /// BINARY(n): base64 of the n bytes the server stores. The binlog drops
+    /// trailing zero bytes; they are put back.
+    FixedBytes(usize),
     /// CHAR, VARCHAR, TEXT (and MariaDB's JSON, a LONGTEXT): a string, decoded from
     /// latin1 when the column's charset says so.
     Text {
@@ -48,6 +52,34 @@ pub enum MyKind {
     Timestamp,
     /// Anything else: its bytes as text.
     Other,
+}
+
+/// The spatial data types, as `information_schema.COLUMNS.DATA_TYPE` names them.
+pub fn is_spatial(data_type: &str) -> bool {
+    matches!(
+        data_type.to_ascii_lowercase().as_str(),
+        "geometry"
+            | "point"
+            | "linestring"
+            | "polygon"
+            | "multipoint"
+            | "multilinestring"
+            | "multipolygon"
+            | "geometrycollection"
+    )
+}
+
+/// The declared length of a `MYSQL_TYPE_STRING` column from its two TABLE_MAP
+/// metadata bytes (the real type, with the length's high bits folded in, then
+/// the length's low byte).
+fn string_length(meta: &[u8]) -> usize {
+    match meta {
+        [real, low, ..] if real & 0x30 != 0x30 => {
+            *low as usize | ((((*real & 0x30) ^ 0x30) as usize) << 4)
+        }
+        [_, low, ..] => *low as usize,
+        _ => 0,
+    }
 }
 
 /// latin1 charset ids (latin1_swedish_ci, latin1_bin, latin1_general_ci, ...).
@@ -87,6 +119,9 @@ impl MyKind {
             MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => MyKind::DateTime,
             MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => MyKind::Timestamp,
             MYSQL_TYPE_GEOMETRY => MyKind::Bytes,
+            MYSQL_TYPE_STRING if charset == BINARY_CHARSET => {
+                MyKind::FixedBytes(string_length(meta))
+            }
             MYSQL_TYPE_STRING
             | MYSQL_TYPE_VAR_STRING
             | MYSQL_TYPE_VARCHAR
@@ -153,8 +188,15 @@ impl MyKind {
             "decimal" => MyKind::Decimal,
             "float" | "double" => MyKind::Float,
             "bit" if column_type.eq_ignore_ascii_case("bit(1)") => MyKind::Bit1,
-            "bit" | "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
-            | "geometry" => MyKind::Bytes,
+            "binary" => MyKind::FixedBytes(
+                column_type
+                    .trim_start_matches("binary(")
+                    .trim_end_matches(')')
+                    .parse()
+                    .unwrap_or(1),
+            ),
+            "bit" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => MyKind::Bytes,
+            t if is_spatial(t) => MyKind::Bytes,
             "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "json"
             | "enum" => MyKind::Text { latin1: false },
             "set" => MyKind::SetText,
@@ -252,11 +294,14 @@ impl MyKind {
                 for (i, byte) in b.iter().enumerate().take(8) {
                     mask |= (*byte as u64) << (8 * i);
                 }
+                // A SET has at most 64 members; labels past that (from a
+                // hostile or broken table map) are never set.
                 Value::Array(
                     labels
                         .iter()
+                        .take(64)
                         .enumerate()
-                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .filter(|(i, _)| mask & (1u64 << i) != 0)
                         .map(|(_, l)| Value::String(l.clone()))
                         .collect(),
                 )
@@ -273,6 +318,12 @@ impl MyKind {
                     .collect(),
             ),
             (MyKind::Bytes, MyValue::Bytes(b)) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&b))
+            }
+            (MyKind::FixedBytes(length), MyValue::Bytes(mut b)) => {
+                if b.len() < *length {
+                    b.resize(*length, 0);
+                }
                 Value::String(base64::engine::general_purpose::STANDARD.encode(&b))
             }
             (MyKind::Text { latin1: true }, MyValue::Bytes(b)) => {
@@ -472,6 +523,29 @@ mod tests {
         );
     }
 
+    /// The binlog drops BINARY(n)'s trailing zero bytes; the server stores
+    /// them, and the snapshot reads them.
+    #[test]
+    fn binary_is_padded_to_its_declared_length() {
+        // BINARY(4): real type 0xfe, length 4.
+        let kind = MyKind::of(
+            ColumnType::MYSQL_TYPE_STRING,
+            &[0xfe, 4],
+            BINARY_CHARSET,
+            None,
+        );
+        assert_eq!(kind, MyKind::FixedBytes(4));
+        assert_eq!(kind.value(MyValue::Bytes(vec![0xff, 1])), json!("/wEAAA=="));
+        assert_eq!(
+            MyKind::from_sql("binary", "binary(4)"),
+            MyKind::FixedBytes(4)
+        );
+        // Lengths past 255 keep their high bits in the first byte (BINARY(255) max,
+        // but CHAR(n) in 4-byte charsets reaches 1020).
+        assert_eq!(string_length(&[0xfe ^ 0x10, 0xfc]), 0x1fc);
+        assert_eq!(MyKind::from_sql("point", "point"), MyKind::Bytes);
+    }
+
     #[test]
     fn timestamps_are_utc() {
         assert_eq!(epoch_to_utc("1795276897.5"), "2026-11-21T16:01:37.500000Z");
@@ -482,6 +556,12 @@ mod tests {
     fn enums_sets_and_bits() {
         let e = MyKind::Enum(vec!["sad".into(), "happy".into()]);
         assert_eq!(e.value(MyValue::Int(2)), json!("happy"));
+        // A (hostile) layout claiming more than 64 members reads only 64.
+        let many: Vec<String> = (0..70).map(|i| format!("m{i}")).collect();
+        assert_eq!(
+            MyKind::Set(many).value(MyValue::Bytes(vec![1, 0, 0, 0, 0, 0, 0, 0x80, 0xff])),
+            json!(["m0", "m63"])
+        );
         let s = MyKind::Set(vec!["a".into(), "b".into(), "c".into()]);
         assert_eq!(s.value(MyValue::Bytes(vec![0b101])), json!(["a", "c"]));
         assert_eq!(MyKind::Bit1.value(MyValue::Bytes(vec![1])), json!(true));

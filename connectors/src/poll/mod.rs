@@ -507,6 +507,8 @@ impl PollSource {
             commit_lsn: None,
             tx_id: None,
             watermark: None,
+            server_id: None,
+            gtid: None,
         }
     }
 

@@ -742,6 +742,8 @@ impl PostgresSource {
             commit_lsn: Some(tx.commit_lsn),
             tx_id: Some(tx.xid),
             watermark: None,
+            server_id: None,
+            gtid: None,
         };
         if let Some(columns) = self.pending_schema.remove(&relation) {
             // A table's schema event comes just before its first change under the

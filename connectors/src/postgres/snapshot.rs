@@ -232,6 +232,8 @@ impl Snapshot {
                         commit_lsn: Some(self.consistent_point),
                         tx_id: None,
                         watermark: None,
+                        server_id: None,
+                        gtid: None,
                     }),
                     position: Position::Postgres {
                         commit_lsn: self.consistent_point,
