@@ -96,7 +96,13 @@ impl PgTarget {
             )
             .await
             .map_err(|e| ApplyError::db("read tidemark_applied")(pg_detail(e)))?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        row.map(|r| {
+            Ok((
+                column(&r, 0, "read tidemark_applied")?,
+                column(&r, 1, "read tidemark_applied")?,
+            ))
+        })
+        .transpose()
     }
 
     pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), ApplyError> {
@@ -187,7 +193,10 @@ impl PgTarget {
                 )
                 .await
                 .map_err(|e| ApplyError::db("read tidemark_applied")(pg_detail(e)))?;
-            check_progress(stored.map(|r| r.get(0)), p)?;
+            let stored = stored
+                .map(|r| column(&r, 0, "read tidemark_applied"))
+                .transpose()?;
+            check_progress(stored, p)?;
         }
         let mut rows = 0;
         for step in steps {
@@ -295,6 +304,17 @@ fn copy_error(table: &TargetTable, e: tokio_postgres::Error) -> ApplyError {
     }
 }
 
+/// Column `i` of a row the target returned; a NULL or unexpected type is an
+/// error naming what was read, never a panic.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+    what: &str,
+) -> Result<T, ApplyError> {
+    row.try_get(i)
+        .map_err(|e| ApplyError::db(what.to_string())(pg_detail(e)))
+}
+
 /// The target table for a source table, read from the catalog once.
 async fn lookup(
     tables: &mut HashMap<TableKey, Arc<TargetTable>>,
@@ -372,11 +392,12 @@ pub async fn describe(
     }
     let mut key: Vec<(i32, String)> = Vec::new();
     let mut map = HashMap::new();
+    let what = format!("describe target table {quoted}");
     for row in &columns {
-        let name: String = row.get(0);
-        let type_name: String = row.get(1);
-        if row.get::<_, bool>(2) {
-            key.push((row.get(3), name.clone()));
+        let name: String = column(row, 0, &what)?;
+        let type_name: String = column(row, 1, &what)?;
+        if column::<bool>(row, 2, &what)? {
+            key.push((column(row, 3, &what)?, name.clone()));
         }
         let kind = pg_kind(&type_name);
         map.insert(name, (type_name, kind));

@@ -7,7 +7,7 @@ use super::values::ValueKind;
 use super::TableName;
 use crate::SourceError;
 use std::collections::HashMap;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
 /// Session settings that make value text forms predictable (see `values`).
 pub const SESSION_OPTIONS: &str =
@@ -16,6 +16,16 @@ pub const SESSION_OPTIONS: &str =
 fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
     let what = what.into();
     move |source| SourceError::Postgres { what, source }
+}
+
+/// Column `i` of a catalog row: a NULL or a type the query did not promise (a
+/// hostile or odd server) is an error naming what was read, never a panic.
+pub(crate) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+    what: &str,
+) -> Result<T, SourceError> {
+    row.try_get(i).map_err(query_error(what))
 }
 
 /// Opens an ordinary connection with the pinned session settings (and the
@@ -68,8 +78,9 @@ pub async fn table_shape(
     else {
         return Ok(None);
     };
-    let oid: u32 = row.get(0);
-    let estimated_rows: i64 = row.get(1);
+    let what = format!("read the catalog entry of {table}");
+    let oid: u32 = column(&row, 0, &what)?;
+    let estimated_rows: i64 = column(&row, 1, &what)?;
     let columns = client
         .query(
             "SELECT attname::text, atttypid FROM pg_attribute \
@@ -80,8 +91,8 @@ pub async fn table_shape(
         .await
         .map_err(query_error(format!("read the columns of {table}")))?
         .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, u32>(1)))
-        .collect();
+        .map(|r| Ok((column(r, 0, &what)?, column(r, 1, &what)?)))
+        .collect::<Result<_, SourceError>>()?;
     Ok(Some(TableShape {
         name: table.clone(),
         columns,
@@ -92,7 +103,7 @@ pub async fn table_shape(
 
 /// The primary-key column names of a relation, in key order.
 pub async fn primary_key(client: &Client, relid: u32) -> Result<Vec<String>, SourceError> {
-    Ok(client
+    client
         .query(
             "SELECT a.attname::text FROM pg_index i \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
@@ -105,8 +116,8 @@ pub async fn primary_key(client: &Client, relid: u32) -> Result<Vec<String>, Sou
             "read the primary key of relation {relid}"
         )))?
         .iter()
-        .map(|r| r.get(0))
-        .collect())
+        .map(|r| column(r, 0, "read a primary-key column"))
+        .collect()
 }
 
 /// Resolves value kinds by type OID, asking the catalog for non-built-in types
@@ -138,8 +149,13 @@ impl TypeKinds {
             let Some(row) = row else {
                 break ValueKind::Text;
             };
-            let (typtype, elem, base, category): (String, u32, u32, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let what = format!("read type {current}");
+            let (typtype, elem, base, category): (String, u32, u32, String) = (
+                column(&row, 0, &what)?,
+                column(&row, 1, &what)?,
+                column(&row, 2, &what)?,
+                column(&row, 3, &what)?,
+            );
             if typtype == "d" {
                 current = base;
             } else if category == "A" && elem != 0 {
@@ -161,7 +177,7 @@ pub async fn type_name(client: &Client, oid: u32, modifier: i32) -> Result<Strin
         .query_one("SELECT format_type($1, $2)", &[&oid, &modifier])
         .await
         .map_err(query_error(format!("name type {oid}")))?;
-    Ok(row.get(0))
+    column(&row, 0, &format!("name type {oid}"))
 }
 
 /// A replication slot as the server lists it.
@@ -182,21 +198,32 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
         )
         .await
         .map_err(query_error(format!("look up replication slot {slot}")))?;
-    Ok(row.map(|r| SlotState {
-        plugin: r.get(0),
-        database: r.get(1),
-        active: r.get(2),
-        confirmed_flush_lsn: r
-            .get::<_, Option<String>>(3)
-            .and_then(|t| crate::event::parse_lsn(&t)),
-    }))
+    let what = format!("read replication slot {slot}");
+    row.map(|r| {
+        Ok(SlotState {
+            plugin: column(&r, 0, &what)?,
+            database: column(&r, 1, &what)?,
+            active: column(&r, 2, &what)?,
+            confirmed_flush_lsn: column::<Option<String>>(&r, 3, &what)?
+                .and_then(|t| crate::event::parse_lsn(&t)),
+        })
+    })
+    .transpose()
 }
 
-/// The tables a publication holds, as `schema.table`; `None` when it does not exist.
+/// What a publication holds.
+pub struct Publication {
+    /// `schema.table` of each table.
+    pub tables: Vec<String>,
+    /// `FOR ALL TABLES`: tables created later join it.
+    pub all_tables: bool,
+}
+
+/// The tables a publication holds; `None` when it does not exist.
 pub async fn publication_tables(
     client: &Client,
     publication: &str,
-) -> Result<Option<Vec<String>>, SourceError> {
+) -> Result<Option<Publication>, SourceError> {
     let exists = client
         .query_opt(
             "SELECT puballtables FROM pg_publication WHERE pubname = $1",
@@ -204,9 +231,10 @@ pub async fn publication_tables(
         )
         .await
         .map_err(query_error(format!("look up publication {publication}")))?;
-    if exists.is_none() {
+    let what = format!("read publication {publication}");
+    let Some(all_tables) = exists.map(|r| column::<bool>(&r, 0, &what)).transpose()? else {
         return Ok(None);
-    }
+    };
     let rows = client
         .query(
             "SELECT schemaname::text || '.' || tablename::text FROM pg_publication_tables WHERE pubname = $1",
@@ -214,7 +242,45 @@ pub async fn publication_tables(
         )
         .await
         .map_err(query_error(format!("list the tables of publication {publication}")))?;
-    Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+    Ok(Some(Publication {
+        tables: rows
+            .iter()
+            .map(|r| column(r, 0, &what))
+            .collect::<Result<_, _>>()?,
+        all_tables,
+    }))
+}
+
+/// Warnings about a publication that holds more than the configured tables:
+/// their changes reach tidemark, which drops them before the sink (and counts
+/// them in `tidemark_unconfigured_changes_dropped_total`), but the server
+/// still decodes and sends them.
+pub fn publication_warnings(
+    publication: &str,
+    published: &Publication,
+    tables: &[TableName],
+) -> Vec<String> {
+    let configured: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    let mut warnings = Vec::new();
+    if published.all_tables {
+        warnings.push(format!(
+            "source.publication: publication {publication} is FOR ALL TABLES: changes of tables outside source.tables are sent to tidemark and dropped there (use a publication of the configured tables only)"
+        ));
+    } else {
+        let others: Vec<&str> = published
+            .tables
+            .iter()
+            .filter(|p| !configured.contains(p))
+            .map(String::as_str)
+            .collect();
+        if !others.is_empty() {
+            warnings.push(format!(
+                "source.publication: publication {publication} also holds {}, outside source.tables: their changes are sent to tidemark and dropped there",
+                others.join(", ")
+            ));
+        }
+    }
+    warnings
 }
 
 /// What the source needs for capture, checked without changing anything.
@@ -235,14 +301,18 @@ pub async fn problems(
         )
         .await
         .map_err(query_error("read server settings"))?;
-    let wal_level: String = settings.get(0);
+    let what = "read server settings";
+    let wal_level: String = column(&settings, 0, what)?;
     if wal_level != "logical" {
         problems.push(format!(
             "source: wal_level is '{wal_level}', logical decoding needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)"
         ));
     }
-    let (can_replicate, role, database): (bool, String, String) =
-        (settings.get(1), settings.get(2), settings.get(3));
+    let (can_replicate, role, database): (bool, String, String) = (
+        column(&settings, 1, what)?,
+        column(&settings, 2, what)?,
+        column(&settings, 3, what)?,
+    );
     if !can_replicate {
         problems.push(format!(
             "source: role '{role}' has neither REPLICATION nor SUPERUSER (ALTER ROLE {role} REPLICATION)"
@@ -265,8 +335,13 @@ pub async fn problems(
             ));
             continue;
         };
-        let (identity, has_pk, can_select, kind): (String, bool, bool, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let what = format!("look up table {table}");
+        let (identity, has_pk, can_select, kind): (String, bool, bool, String) = (
+            column(&row, 0, &what)?,
+            column(&row, 1, &what)?,
+            column(&row, 2, &what)?,
+            column(&row, 3, &what)?,
+        );
         if kind != "r" && kind != "p" {
             problems.push(format!("source.tables: {table} is not a table (relkind '{kind}'); only tables can be published"));
         }
@@ -305,12 +380,15 @@ pub async fn problems(
             }
         }
         None => {
-            let used: i64 = client
-                .query_one("SELECT count(*) FROM pg_replication_slots", &[])
-                .await
-                .map_err(query_error("count replication slots"))?
-                .get(0);
-            let max: i32 = settings.get(4);
+            let used: i64 = column(
+                &client
+                    .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+                    .await
+                    .map_err(query_error("count replication slots"))?,
+                0,
+                "count replication slots",
+            )?;
+            let max: i32 = column(&settings, 4, what)?;
             if used >= max as i64 {
                 problems.push(format!(
                     "source.slot: slot '{slot}' is missing and all {max} slots are taken (raise max_replication_slots)"
@@ -320,9 +398,12 @@ pub async fn problems(
     }
     if let Some(published) = publication_tables(client, publication).await? {
         for table in tables {
-            if !published.iter().any(|p| *p == table.to_string()) {
+            if !published.tables.iter().any(|p| *p == table.to_string()) {
                 tracing::info!("publication {publication} lacks {table}; `run` adds it");
             }
+        }
+        for warning in publication_warnings(publication, &published, tables) {
+            tracing::warn!("{warning}");
         }
     }
     Ok(problems)

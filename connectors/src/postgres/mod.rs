@@ -159,7 +159,7 @@ pub async fn create_slot(cfg: &PostgresConfig) -> Result<Position, SourceError> 
         )
         .await
         .map_err(fail(format!("create replication slot {}", cfg.slot)))?;
-    let text: String = row.get(0);
+    let text: String = catalog::column(&row, 0, &format!("create replication slot {}", cfg.slot))?;
     let lsn = crate::event::parse_lsn(&text).ok_or_else(|| {
         SourceError::Setup(format!(
             "slot {} was created at an unreadable LSN {text}",
@@ -202,6 +202,9 @@ pub struct PostgresSource {
     control: SourceControl,
     phase: Phase,
     relations: HashMap<u32, TableSchema>,
+    /// Relations the publication sends that are not in `source.tables` (it
+    /// holds other tables, or is `FOR ALL TABLES`): their changes are dropped.
+    unconfigured: HashMap<u32, TableName>,
     tx: Option<Transaction>,
     batch: Batcher,
     /// A stream-only start without a cursor: where it starts (see [`Self::fresh_start`]).
@@ -384,6 +387,7 @@ impl PostgresSource {
             control,
             phase,
             relations: HashMap::new(),
+            unconfigured: HashMap::new(),
             tx: None,
             batch: Batcher::default(),
             fresh_start: start_at.map(|lsn| Position::postgres(lsn, lsn)),
@@ -582,6 +586,34 @@ impl PostgresSource {
     }
 
     async fn apply(&mut self, lsn: u64, message: Message) -> Result<(), SourceError> {
+        let message = match message {
+            Message::Insert { relation, .. }
+            | Message::Update { relation, .. }
+            | Message::Delete { relation, .. }
+                if self.unconfigured.contains_key(&relation) =>
+            {
+                self.drop_unconfigured(relation, 1);
+                return Ok(());
+            }
+            Message::Truncate {
+                relations,
+                cascade,
+                restart_identity,
+            } => {
+                let (configured, others): (Vec<u32>, Vec<u32>) = relations
+                    .into_iter()
+                    .partition(|r| !self.unconfigured.contains_key(r));
+                for relation in others {
+                    self.drop_unconfigured(relation, 1);
+                }
+                Message::Truncate {
+                    relations: configured,
+                    cascade,
+                    restart_identity,
+                }
+            }
+            message => message,
+        };
         match message {
             Message::Relation(relation) => self.relation(lsn, relation).await?,
             Message::Type | Message::Origin => {}
@@ -652,9 +684,33 @@ impl PostgresSource {
             })
     }
 
+    /// Counts a change of a table outside `source.tables`, which is dropped
+    /// here, before the sink; the first one of each table is logged.
+    fn drop_unconfigured(&mut self, relation: u32, changes: u64) {
+        metrics::counter!("tidemark_unconfigured_changes_dropped_total").increment(changes);
+        if let Some(name) = self.unconfigured.get_mut(&relation) {
+            if !name.table.is_empty() {
+                tracing::warn!(
+                    "publication {} sends changes of {name}, which is not in source.tables: they are dropped (see `tidemark check`)",
+                    self.cfg.publication
+                );
+                // Logged once: the name is not needed again.
+                *name = TableName::new("", "");
+            }
+        }
+    }
+
     /// Records a relation's layout; when it differs from the one known, emits a
-    /// schema event placed just before the change that carried it.
+    /// schema event placed just before the change that carried it. A relation
+    /// outside `source.tables` is only remembered, to drop its changes.
     async fn relation(&mut self, lsn: u64, relation: Relation) -> Result<(), SourceError> {
+        let name = TableName::new(&relation.schema, &relation.table);
+        if !self.cfg.tables.contains(&name) {
+            self.relations.remove(&relation.id);
+            self.unconfigured.entry(relation.id).or_insert(name);
+            return Ok(());
+        }
+        self.unconfigured.remove(&relation.id);
         let mut columns = Vec::with_capacity(relation.columns.len());
         for c in &relation.columns {
             columns.push(Column {
@@ -879,9 +935,10 @@ async fn ensure_publication(client: &Client, cfg: &PostgresConfig) -> Result<(),
                 .map_err(fail(format!("create publication {}", cfg.publication)))?;
             tracing::info!("created publication {}", cfg.publication);
         }
+        Some(published) if published.all_tables => {}
         Some(published) => {
             for table in &cfg.tables {
-                if !published.contains(&table.to_string()) {
+                if !published.tables.contains(&table.to_string()) {
                     let sql = format!(
                         "ALTER PUBLICATION {} ADD TABLE {}",
                         cfg.publication,

@@ -53,15 +53,20 @@ impl SlotWatch {
                 what: format!("read the state of slot {}", self.slot),
                 source,
             })?;
-        Ok(row.map(|row| {
-            let max_keep_mb: i64 = row.get(4);
-            SlotRetention {
-                wal_status: row.get(0),
-                behind_bytes: row.get(1),
-                retained_bytes: row.get(2),
-                safe_wal_bytes: row.get(3),
-                max_keep_bytes: (max_keep_mb >= 0).then_some(max_keep_mb * 1024 * 1024),
-            }
-        }))
+        let what = format!("read the state of slot {}", self.slot);
+        let what = what.as_str();
+        use super::catalog::column;
+        row.map(|row| {
+            let max_keep_mb: i64 = column(&row, 4, what)?;
+            Ok(SlotRetention {
+                wal_status: column(&row, 0, what)?,
+                behind_bytes: column(&row, 1, what)?,
+                retained_bytes: column(&row, 2, what)?,
+                safe_wal_bytes: column(&row, 3, what)?,
+                max_keep_bytes: (max_keep_mb >= 0)
+                    .then_some(max_keep_mb.saturating_mul(1024 * 1024)),
+            })
+        })
+        .transpose()
     }
 }

@@ -75,9 +75,10 @@ impl ValueKind {
     pub fn to_json(&self, text: &str) -> Value {
         match self {
             ValueKind::Integer => integer(text),
-            ValueKind::Numeric | ValueKind::Date | ValueKind::Json | ValueKind::Text => {
+            ValueKind::Numeric | ValueKind::Json | ValueKind::Text => {
                 Value::String(text.to_owned())
             }
+            ValueKind::Date => Value::String(astronomical_year(text)),
             ValueKind::Float => match text.parse::<f64>().ok().and_then(Number::from_f64) {
                 Some(n) => Value::Number(n),
                 None => Value::String(text.to_owned()),
@@ -96,6 +97,7 @@ impl ValueKind {
                 let mut parser = ArrayParser {
                     rest: body.as_bytes(),
                     element,
+                    depth: 0,
                 };
                 parser
                     .array()
@@ -154,9 +156,40 @@ fn is_infinite(text: &str) -> bool {
     text == "infinity" || text == "-infinity"
 }
 
+/// A date or timestamp before year 1 (Postgres writes `4714-11-24 BC`) in ISO
+/// 8601's astronomical numbering: 1 BC is year `0000`, 2 BC `-0001`, so
+/// `-4713-11-24`. Other texts are returned as they are.
+fn astronomical_year(text: &str) -> String {
+    let Some(ad_form) = text.strip_suffix(" BC") else {
+        return text.to_owned();
+    };
+    let digits = ad_form.bytes().take_while(u8::is_ascii_digit).count();
+    match ad_form[..digits].parse::<i64>() {
+        Ok(year_bc) => {
+            let year = 1 - year_bc;
+            let sign = if year < 0 { "-" } else { "" };
+            format!("{sign}{:04}{}", year.abs(), &ad_form[digits..])
+        }
+        Err(_) => text.to_owned(),
+    }
+}
+
+/// A timestamp text ending in ` BC`: formed by `form` without the suffix, then
+/// its year made astronomical.
+fn before_year_one(text: &str, form: fn(&str) -> String) -> Option<String> {
+    let formed = form(text.strip_suffix(" BC")?);
+    Some(match formed.split_once('T') {
+        Some((date, time)) => format!("{}T{time}", astronomical_year(&format!("{date} BC"))),
+        None => formed,
+    })
+}
+
 fn timestamp(text: &str) -> String {
     if is_infinite(text) {
         return text.to_owned();
+    }
+    if let Some(bc) = before_year_one(text, timestamp) {
+        return bc;
     }
     match text.split_once(' ') {
         Some((date, time)) => format!("{date}T{}", micros(time)),
@@ -168,6 +201,9 @@ fn timestamptz(text: &str) -> String {
     if is_infinite(text) {
         return text.to_owned();
     }
+    if let Some(bc) = before_year_one(text, timestamptz) {
+        return bc;
+    }
     // With TimeZone=UTC the server writes `... 13:45:00.123+00`.
     match text.strip_suffix("+00") {
         Some(utc) => format!("{}Z", timestamp(utc)),
@@ -175,10 +211,15 @@ fn timestamptz(text: &str) -> String {
     }
 }
 
+/// Postgres arrays have at most 6 dimensions (`MAXDIM`); deeper nesting is
+/// not an array Postgres wrote, and is not recursed into.
+const MAX_ARRAY_DEPTH: usize = 6;
+
 /// Parses Postgres' array literal (`{1,NULL,"a,b",{2,3}}`).
 struct ArrayParser<'a> {
     rest: &'a [u8],
     element: &'a ValueKind,
+    depth: usize,
 }
 
 impl ArrayParser<'_> {
@@ -193,12 +234,14 @@ impl ArrayParser<'_> {
     }
 
     fn array(&mut self) -> Option<Value> {
-        if self.bump()? != b'{' {
+        if self.bump()? != b'{' || self.depth == MAX_ARRAY_DEPTH {
             return None;
         }
+        self.depth += 1;
         let mut items = Vec::new();
         if self.peek()? == b'}' {
             self.bump();
+            self.depth -= 1;
             return Some(Value::Array(items));
         }
         loop {
@@ -223,7 +266,10 @@ impl ArrayParser<'_> {
             items.push(item);
             match self.bump()? {
                 b',' => continue,
-                b'}' => return Some(Value::Array(items)),
+                b'}' => {
+                    self.depth -= 1;
+                    return Some(Value::Array(items));
+                }
                 _ => return None,
             }
         }
@@ -278,5 +324,41 @@ mod tests {
         );
         assert_eq!(ints.to_json("[0:1]={7,8}"), json!([7, 8]));
         assert_eq!(ints.to_json("{}"), json!([]));
+        // Six dimensions are read; hostile nesting past that is left as text,
+        // without recursing a level per byte.
+        assert_eq!(ints.to_json("{{{{{{1}}}}}}"), json!([[[[[[1]]]]]]));
+        let deep = format!("{}{}", "{".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(ints.to_json(&deep), json!(deep));
+    }
+
+    /// Years before 1 use ISO 8601 astronomical numbering, the same for
+    /// every date and time type, and timestamptz stays UTC `…Z`.
+    #[test]
+    fn dates_before_year_one_are_astronomical() {
+        assert_eq!(
+            ValueKind::Date.to_json("0001-01-01 BC"),
+            json!("0000-01-01")
+        );
+        assert_eq!(
+            ValueKind::Date.to_json("4714-11-24 BC"),
+            json!("-4713-11-24")
+        );
+        assert_eq!(
+            ValueKind::Timestamp.to_json("0002-02-03 04:05:06.5 BC"),
+            json!("-0001-02-03T04:05:06.500000")
+        );
+        assert_eq!(
+            ValueKind::TimestampTz.to_json("4714-12-31 23:59:59.999999+00 BC"),
+            json!("-4713-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(
+            ValueKind::TimestampTz.to_json("294276-12-31 23:59:59.999999+00"),
+            json!("294276-12-31T23:59:59.999999Z")
+        );
+        let dates = ValueKind::Array(Box::new(ValueKind::Date));
+        assert_eq!(
+            dates.to_json(r#"{"0001-01-01 BC",2026-01-01}"#),
+            json!(["0000-01-01", "2026-01-01"])
+        );
     }
 }
