@@ -12,6 +12,7 @@ pub mod inputs;
 pub mod mysql;
 pub mod plan;
 pub mod postgres;
+mod refusal;
 pub mod sink;
 pub mod types;
 pub mod values;
@@ -26,6 +27,14 @@ pub enum ApplyError {
     Database { what: String, detail: String },
     #[error("target table {table}: {message}")]
     Table { table: String, message: String },
+    #[error("target table {table}: column {column} of the row with key {key} (event at {position}) was refused: {message}")]
+    Refused {
+        table: String,
+        column: String,
+        key: String,
+        position: String,
+        message: String,
+    },
     #[error("target table {table}: a copied row's key is there already: {detail}")]
     KeyConflict { table: String, detail: String },
     #[error(transparent)]

@@ -6,6 +6,7 @@
 //! transaction before it and starts a new one after it.
 
 use super::plan::{Step, TableKey};
+use super::refusal;
 use super::types::Engine;
 use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
 use super::{
@@ -156,18 +157,79 @@ impl MyTarget {
         steps: Vec<Step>,
         progress: Option<Progress<'_>>,
     ) -> Result<u64, ApplyError> {
-        let result = self.apply_in_transaction(steps, progress).await;
-        if result.is_err() {
+        let mut failed = None;
+        let result = self
+            .apply_in_transaction(&steps, progress, &mut failed)
+            .await;
+        if let Err(e) = result {
             // Best effort: the caller stops on the error anyway.
             let _ = self.conn.query_drop("ROLLBACK").await;
+            if let (ApplyError::Table { .. }, Some(step)) = (&e, failed.and_then(|i| steps.get(i)))
+            {
+                if let Some(refusal) = self.locate_refusal(step).await {
+                    return Err(refusal);
+                }
+            }
+            return Err(e);
         }
+        result
+    }
+
+    /// Names the row and column of a failed step (see [`refusal`](super::refusal)).
+    async fn locate_refusal(&mut self, step: &Step) -> Option<ApplyError> {
+        let (Step::Upsert { table, .. } | Step::Move { table, .. }) = step else {
+            return None;
+        };
+        let target = self.table(table).await.ok()?;
+        for row in refusal::single_rows(step) {
+            let Err(row_error) = self.attempt(&row, &target).await else {
+                continue;
+            };
+            let mut column = None;
+            for (name, single) in refusal::single_columns(&row, &target.key) {
+                if self.attempt(&single, &target).await.is_err() {
+                    column = Some(name);
+                    break;
+                }
+            }
+            return Some(refusal::refused(
+                &target.quoted,
+                &target.key,
+                &row,
+                column.as_deref(),
+                row_error,
+            ));
+        }
+        None
+    }
+
+    /// Writes one step in a transaction that is rolled back.
+    async fn attempt(&mut self, step: &Step, table: &TargetTable) -> Result<(), ApplyError> {
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(my_error("begin a target transaction"))?;
+        let mut result = Ok(());
+        match statements(step, table) {
+            Ok((sqls, _)) => {
+                for sql in sqls {
+                    result = self.run(table, &sql).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => result = Err(e),
+        }
+        let _ = self.conn.query_drop("ROLLBACK").await;
         result
     }
 
     async fn apply_in_transaction(
         &mut self,
-        steps: Vec<Step>,
+        steps: &[Step],
         progress: Option<Progress<'_>>,
+        failed: &mut Option<usize>,
     ) -> Result<u64, ApplyError> {
         self.conn
             .query_drop("START TRANSACTION")
@@ -185,8 +247,9 @@ impl MyTarget {
             check_progress(stored, p)?;
         }
         let mut rows = 0;
-        for step in steps {
-            let source = match &step {
+        for (index, step) in steps.iter().enumerate() {
+            *failed = Some(index);
+            let source = match step {
                 Step::Upsert { table, .. }
                 | Step::Delete { table, .. }
                 | Step::Truncate { table }
@@ -225,17 +288,26 @@ impl MyTarget {
                 }
             };
             let table = self.table(source).await?;
-            let (sqls, count) = statements(&step, &table)?;
+            let (sqls, count) = statements(step, &table)?;
             for (i, sql) in sqls.iter().enumerate() {
                 self.run(&table, sql).await?;
-                if let (0, 0, Step::Move { columns, row, .. }) =
-                    (i, self.conn.affected_rows(), &step)
+                if let (
+                    0,
+                    0,
+                    Step::Move {
+                        columns,
+                        row,
+                        position,
+                        ..
+                    },
+                ) = (i, self.conn.affected_rows(), step)
                 {
                     // The old row is not on the target: write what the event has.
                     let upsert = Step::Upsert {
                         table: source.clone(),
                         columns: columns.clone(),
                         rows: vec![row.clone()],
+                        positions: vec![position.clone()],
                     };
                     for sql in statements(&upsert, &table)?.0 {
                         self.run(&table, &sql).await?;
@@ -244,6 +316,7 @@ impl MyTarget {
             }
             rows += count;
         }
+        *failed = None;
         if let Some(p) = progress {
             self.conn
                 .exec_drop(

@@ -30,11 +30,14 @@ impl std::fmt::Display for TableKey {
 /// One write to a target table.
 #[derive(Debug, PartialEq)]
 pub enum Step {
-    /// Insert or update these rows (all with the same columns, key columns included).
+    /// Insert or update these rows (all with the same columns, key columns
+    /// included); `positions[i]` is the position of the event that gave row `i`
+    /// its state, for errors.
     Upsert {
         table: TableKey,
         columns: Vec<Arc<str>>,
         rows: Vec<Vec<Value>>,
+        positions: Vec<Arc<str>>,
     },
     /// Delete the rows with these keys (columns in `columns` order).
     Delete {
@@ -54,6 +57,7 @@ pub enum Step {
         columns: Vec<Arc<str>>,
         row: Vec<Value>,
         carry: Vec<Arc<str>>,
+        position: Arc<str>,
     },
     /// A schema change: the event, for the target to act on.
     Schema {
@@ -71,12 +75,13 @@ pub enum PlanError {
 /// Per table, in first-seen order: key text → (first-seen order, state).
 type Pending = Vec<(TableKey, HashMap<String, (usize, State)>)>;
 
-/// Rows grouped by their column list.
-type Groups = Vec<(Vec<Arc<str>>, Vec<Vec<Value>>)>;
+/// Rows grouped by their column list, with their positions.
+type Groups = Vec<(Vec<Arc<str>>, Vec<Vec<Value>>, Vec<Arc<str>>)>;
 
-/// The last known state of one row in the batch.
+/// The last known state of one row in the batch (an upsert with the
+/// position of the event that gave it).
 enum State {
-    Upsert(Row),
+    Upsert(Row, Arc<str>),
     Delete(Row),
 }
 
@@ -138,7 +143,7 @@ pub fn plan<'a>(
             if old.0.len() == key.0.len() && old != *key {
                 let old_text = key_text(&old);
                 let earlier = match rows.get(&old_text) {
-                    Some((_, State::Upsert(earlier))) => Some(earlier.clone()),
+                    Some((_, State::Upsert(earlier, _))) => Some(earlier.clone()),
                     _ => None,
                 };
                 let carry: Vec<Arc<str>> = event
@@ -166,6 +171,7 @@ pub fn plan<'a>(
                         columns,
                         row: values,
                         carry,
+                        position: position.into(),
                     });
                     continue;
                 }
@@ -174,7 +180,7 @@ pub fn plan<'a>(
         }
         let key_text = key_text(key);
         if !event.unchanged.is_empty() {
-            if let Some((_, State::Upsert(earlier))) = rows.get(&key_text) {
+            if let Some((_, State::Upsert(earlier, _))) = rows.get(&key_text) {
                 for name in &event.unchanged {
                     if row.get(name).is_some() {
                         continue;
@@ -186,7 +192,7 @@ pub fn plan<'a>(
             }
         }
         let order = rows.get(&key_text).map_or(next, |(o, _)| *o);
-        rows.insert(key_text, (order, State::Upsert(row)));
+        rows.insert(key_text, (order, State::Upsert(row, position.into())));
     }
     flush(&mut pending, &mut steps);
     Ok(steps)
@@ -216,28 +222,35 @@ fn flush(pending: &mut Pending, steps: &mut Vec<Step>) {
         let mut deletes: Groups = Vec::new();
         let mut upserts: Groups = Vec::new();
         for (_, state) in states {
-            let (groups, row) = match state {
-                State::Delete(key) => (&mut deletes, key),
-                State::Upsert(row) => (&mut upserts, row),
+            let (groups, row, position) = match state {
+                State::Delete(key) => (&mut deletes, key, None),
+                State::Upsert(row, position) => (&mut upserts, row, Some(position)),
             };
             let (names, values): (Vec<Arc<str>>, Vec<Value>) = row.0.into_iter().unzip();
-            match groups.iter_mut().find(|(n, _)| *n == names) {
-                Some((_, rows)) => rows.push(values),
-                None => groups.push((names, vec![values])),
-            }
+            let group = match groups.iter().position(|(n, _, _)| *n == names) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push((names, Vec::new(), Vec::new()));
+                    let last = groups.len() - 1;
+                    &mut groups[last]
+                }
+            };
+            group.1.push(values);
+            group.2.extend(position);
         }
-        for (columns, keys) in deletes {
+        for (columns, keys, _) in deletes {
             steps.push(Step::Delete {
                 table: table.clone(),
                 columns,
                 keys,
             });
         }
-        for (columns, rows) in upserts {
+        for (columns, rows, positions) in upserts {
             steps.push(Step::Upsert {
                 table: table.clone(),
                 columns,
                 rows,
+                positions,
             });
         }
     }

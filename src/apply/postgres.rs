@@ -5,6 +5,7 @@
 //! own input functions.
 
 use super::plan::{Step, TableKey};
+use super::refusal;
 use super::types::Engine;
 use super::values::{pg_kind, pg_text};
 use super::{
@@ -180,6 +181,79 @@ impl PgTarget {
         steps: Vec<Step>,
         progress: Option<Progress<'_>>,
     ) -> Result<u64, ApplyError> {
+        let mut failed = None;
+        let result = self
+            .apply_in_transaction(&steps, progress, &mut failed)
+            .await;
+        if let Err(e) = result {
+            if let (ApplyError::Table { .. }, Some(step)) = (&e, failed.and_then(|i| steps.get(i)))
+            {
+                if let Some(refusal) = self.locate_refusal(step).await {
+                    return Err(refusal);
+                }
+            }
+            return Err(e);
+        }
+        result
+    }
+
+    /// Names the row and column of a failed step (see [`refusal`](super::refusal)).
+    async fn locate_refusal(&mut self, step: &Step) -> Option<ApplyError> {
+        let (Step::Upsert { table, .. } | Step::Move { table, .. }) = step else {
+            return None;
+        };
+        let target = lookup(&mut self.tables, &self.map, &self.client, table)
+            .await
+            .ok()?;
+        for row in refusal::single_rows(step) {
+            let Err(row_error) = self.attempt(&row, &target).await else {
+                continue;
+            };
+            let mut column = None;
+            for (name, single) in refusal::single_columns(&row, &target.key) {
+                if self.attempt(&single, &target).await.is_err() {
+                    column = Some(name);
+                    break;
+                }
+            }
+            return Some(refusal::refused(
+                &target.quoted,
+                &target.key,
+                &row,
+                column.as_deref(),
+                row_error,
+            ));
+        }
+        None
+    }
+
+    /// Writes one step in a transaction that is rolled back.
+    async fn attempt(&mut self, step: &Step, table: &TargetTable) -> Result<(), ApplyError> {
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| ApplyError::db("begin a target transaction")(pg_detail(e)))?;
+        for (sql, params) in statements(step, table)?.0 {
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            tx.execute(&sql, &refs)
+                .await
+                .map_err(|e| ApplyError::Table {
+                    table: table.quoted.clone(),
+                    message: pg_detail(e),
+                })?;
+        }
+        // Dropped: rolled back.
+        Ok(())
+    }
+
+    async fn apply_in_transaction(
+        &mut self,
+        steps: &[Step],
+        progress: Option<Progress<'_>>,
+        failed: &mut Option<usize>,
+    ) -> Result<u64, ApplyError> {
         let tx = self
             .client
             .transaction()
@@ -199,8 +273,9 @@ impl PgTarget {
             check_progress(stored, p)?;
         }
         let mut rows = 0;
-        for step in steps {
-            let source = match &step {
+        for (index, step) in steps.iter().enumerate() {
+            *failed = Some(index);
+            let source = match step {
                 Step::Upsert { table, .. }
                 | Step::Delete { table, .. }
                 | Step::Truncate { table }
@@ -213,7 +288,7 @@ impl PgTarget {
                 }
             };
             let table = lookup(&mut self.tables, &self.map, &tx, source).await?;
-            let (sqls, count) = statements(&step, &table)?;
+            let (sqls, count) = statements(step, &table)?;
             for (i, (sql, params)) in sqls.iter().enumerate() {
                 let refs: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -224,12 +299,23 @@ impl PgTarget {
                         table: table.quoted.clone(),
                         message: pg_detail(e),
                     })?;
-                if let (0, 0, Step::Move { columns, row, .. }) = (i, written, &step) {
+                if let (
+                    0,
+                    0,
+                    Step::Move {
+                        columns,
+                        row,
+                        position,
+                        ..
+                    },
+                ) = (i, written, step)
+                {
                     // The old row is not on the target: write what the event has.
                     let upsert = Step::Upsert {
                         table: source.clone(),
                         columns: columns.clone(),
                         rows: vec![row.clone()],
+                        positions: vec![position.clone()],
                     };
                     for (sql, params) in statements(&upsert, &table)?.0 {
                         let refs: Vec<&(dyn ToSql + Sync)> =
@@ -245,6 +331,7 @@ impl PgTarget {
             }
             rows += count;
         }
+        *failed = None;
         if let Some(p) = progress {
             tx.execute(
                 "INSERT INTO public.tidemark_applied (scope, position) VALUES ($1, $2)

@@ -79,6 +79,8 @@ fn mysql_to_pg(native: &str) -> String {
         "tinytext" | "text" | "mediumtext" | "longtext" | "enum" => "text".into(),
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => "bytea".into(),
         "set" => "text[]".into(),
+        // The server's bytes: a 4-byte little-endian SRID, then WKB.
+        t if tidemark_connectors::mysql::values::is_spatial(t) => "bytea".into(),
         "json" => "json".into(),
         "date" => "date".into(),
         "time" => format!("time({})", args.first().map_or("0", |s| s)),

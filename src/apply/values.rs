@@ -20,8 +20,8 @@ pub enum Kind {
         bits: u32,
     },
     Json,
-    /// A Postgres array.
-    Array,
+    /// A Postgres array, and what its elements hold.
+    Array(Element),
     /// A MySQL `SET`.
     Set,
     Date,
@@ -30,11 +30,40 @@ pub enum Kind {
     Text,
 }
 
+/// The elements of a Postgres array, as far as their event form differs from
+/// Postgres input text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    /// base64 in events, `\x…` hex for Postgres.
+    Bytes,
+    /// Dates and timestamps: years before 1 are astronomical in events.
+    Date,
+    DateTime,
+    /// Everything else: the event form is Postgres input text.
+    Other,
+}
+
+impl Element {
+    fn kind(self) -> Kind {
+        match self {
+            Element::Bytes => Kind::Bytes,
+            Element::Date => Kind::Date,
+            Element::DateTime => Kind::DateTime,
+            Element::Other => Kind::Text,
+        }
+    }
+}
+
 /// The kind of a Postgres column from its `format_type` text.
 pub fn pg_kind(type_name: &str) -> Kind {
     let base = type_name.split('(').next().unwrap_or(type_name).trim();
-    if type_name.ends_with("[]") {
-        return Kind::Array;
+    if let Some(element) = type_name.strip_suffix("[]") {
+        return Kind::Array(match pg_kind(element) {
+            Kind::Bytes => Element::Bytes,
+            Kind::Date => Element::Date,
+            Kind::DateTime => Element::DateTime,
+            _ => Element::Other,
+        });
     }
     match base {
         "boolean" => Kind::Bool,
@@ -68,6 +97,9 @@ pub fn mysql_kind(data_type: &str, column_type: &str) -> Kind {
                 .unwrap_or(1),
         },
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Bytes,
+        // Spatial values travel as the server's own bytes (SRID, then WKB),
+        // which a spatial column takes as a binary string.
+        t if tidemark_connectors::mysql::values::is_spatial(t) => Kind::Bytes,
         "json" => Kind::Json,
         "set" => Kind::Set,
         "date" => Kind::Date,
@@ -110,33 +142,58 @@ pub fn pg_text(kind: Kind, value: &Value) -> Result<Option<String>, String> {
                 out
             }
             Kind::Date | Kind::DateTime if is_zero_date(s) => return Ok(None),
+            Kind::Date | Kind::DateTime => pg_date_text(s),
             _ => s.clone(),
         },
         Value::Array(items) => match kind {
-            Kind::Array => pg_array(items),
+            Kind::Array(element) => pg_array(items, element)?,
             _ => value.to_string(),
         },
         Value::Object(_) => value.to_string(),
     }))
 }
 
-/// A Postgres array literal (`{a,"b c",NULL,{1,2}}`).
-fn pg_array(items: &[Value]) -> String {
+/// A year before 1 in the event form (ISO 8601 astronomical: `0000` is 1 BC,
+/// `-0001` 2 BC) as the year number Postgres reads with a ` BC` suffix.
+fn year_before_one(text: &str) -> Option<(i64, &str)> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+    let year: i64 = unsigned.get(..digits)?.parse().ok()?;
+    let year = if negative { -year } else { year };
+    (digits >= 4 && year <= 0 && unsigned.as_bytes().get(digits) == Some(&b'-'))
+        .then(|| (1 - year, &unsigned[digits..]))
+}
+
+/// Postgres input text for a date or timestamp in the event form: years
+/// before 1 get Postgres' ` BC` suffix.
+fn pg_date_text(text: &str) -> String {
+    match year_before_one(text) {
+        Some((year_bc, rest)) => format!("{year_bc:04}{rest} BC"),
+        None => text.to_owned(),
+    }
+}
+
+/// A Postgres array literal (`{a,"b c",NULL,{1,2}}`), each element converted
+/// as its kind says (`bytea[]` elements are base64 in events).
+fn pg_array(items: &[Value], element: Element) -> Result<String, String> {
     let mut out = String::from("{");
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         match item {
-            Value::Null => out.push_str("NULL"),
-            Value::Array(inner) => out.push_str(&pg_array(inner)),
-            Value::String(s) => quote_array_element(&mut out, s),
-            Value::Object(_) => quote_array_element(&mut out, &item.to_string()),
-            other => out.push_str(&other.to_string()),
+            Value::Array(inner) => out.push_str(&pg_array(inner, element)?),
+            item => match pg_text(element.kind(), item)? {
+                None => out.push_str("NULL"),
+                Some(text) => quote_array_element(&mut out, &text),
+            },
         }
     }
     out.push('}');
-    out
+    Ok(out)
 }
 
 fn quote_array_element(out: &mut String, text: &str) {
@@ -170,6 +227,10 @@ pub fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), 
                 }
             }
             Kind::Bool => out.push_str(if s == "t" || s == "true" { "1" } else { "0" }),
+            Kind::Date | Kind::DateTime if !is_mysql_date(s) => return Err(
+                "has no MySQL/MariaDB equivalent (dates run from year 0000 to 9999, no infinity)"
+                    .into(),
+            ),
             // Event timestamps are ISO (`T`, and `Z` for UTC): MySQL takes the
             // space form, in the session's UTC.
             Kind::DateTime => quote_mysql(out, &s.trim_end_matches('Z').replacen('T', " ", 1)),
@@ -188,6 +249,15 @@ pub fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), 
         Value::Array(_) | Value::Object(_) => quote_mysql(out, &value.to_string()),
     }
     Ok(())
+}
+
+/// Whether a date or timestamp event text is one MySQL/MariaDB can hold: a
+/// four-digit year (not `infinity`, not before year 1 (`0000-01-01` is 1 BC
+/// in the event form), not past 9999); MySQL's zero dates are.
+fn is_mysql_date(text: &str) -> bool {
+    let year = text.as_bytes().get(..5);
+    let four_digits = year.is_some_and(|y| y[..4].iter().all(u8::is_ascii_digit) && y[4] == b'-');
+    four_digits && (is_zero_date(text) || !text.starts_with("0000-"))
 }
 
 /// A quoted MySQL string literal (backslash escapes on, the server default).
@@ -220,8 +290,34 @@ mod tests {
         assert_eq!(text(Kind::Text, json!("aGk=")), Some("aGk=".into()));
         assert_eq!(text(Kind::Bool, json!(true)), Some("t".into()));
         assert_eq!(
-            text(Kind::Array, json!(["a", "b c", null])),
+            text(pg_kind("text[]"), json!(["a", "b c", null])),
             Some("{\"a\",\"b c\",NULL}".into())
+        );
+        // bytea[] elements are base64 in events and hex for Postgres.
+        assert_eq!(
+            text(pg_kind("bytea[]"), json!([["AAEC", null], ["", "/w=="]])),
+            Some(r#"{{"\\x000102",NULL},{"\\x","\\xff"}}"#.into())
+        );
+        assert_eq!(
+            text(pg_kind("boolean[]"), json!([true, false])),
+            Some(r#"{"t","f"}"#.into())
+        );
+        // Years before 1 go back to Postgres' BC form.
+        assert_eq!(
+            text(Kind::DateTime, json!("-4713-12-31T23:59:59.999999Z")),
+            Some("4714-12-31T23:59:59.999999Z BC".into())
+        );
+        assert_eq!(
+            text(Kind::Date, json!("0000-01-01")),
+            Some("0001-01-01 BC".into())
+        );
+        assert_eq!(
+            text(pg_kind("date[]"), json!(["0000-01-01", "2026-01-01"])),
+            Some(r#"{"0001-01-01 BC","2026-01-01"}"#.into())
+        );
+        assert_eq!(
+            text(Kind::Date, json!("2026-01-01")),
+            Some("2026-01-01".into())
         );
         assert_eq!(text(Kind::Date, json!("0000-00-00")), None);
         assert_eq!(
@@ -244,6 +340,20 @@ mod tests {
             "'2026-11-21 13:45:00.5'"
         );
         assert_eq!(lit(Kind::Set, json!(["a", "b"])), "'a,b'");
+        assert_eq!(lit(Kind::Date, json!("0000-00-00")), "'0000-00-00'");
+        for refused in [
+            "infinity",
+            "-infinity",
+            "-4713-11-24",
+            "0000-01-01",
+            "294276-01-01T00:00:00.000000Z",
+        ] {
+            let mut out = String::new();
+            assert!(
+                mysql_literal(Kind::DateTime, &json!(refused), &mut out).is_err(),
+                "{refused}"
+            );
+        }
         assert_eq!(lit(Kind::Text, json!(["a", "b"])), "'[\"a\",\"b\"]'");
     }
 }

@@ -448,7 +448,7 @@ impl Db {
                 Kind::Bool => format!("{c}::int::text"),
                 Kind::Decimal => format!("trim_scale({c})::text"),
                 Kind::Bytes => format!("encode({c}, 'hex')"),
-                Kind::Array => format!("array_to_string({c}, ',', '\\N')"),
+                Kind::Array(_) => format!("array_to_string({c}, ',', '\\N')"),
                 Kind::Date => format!("to_char({c}, 'YYYY-MM-DD')"),
                 Kind::DateTime => format!("to_char({c}, 'YYYY-MM-DD HH24:MI:SS.US')"),
                 Kind::Time => format!("to_char({c}::interval, 'HH24:MI:SS.US')"),

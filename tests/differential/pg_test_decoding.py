@@ -544,6 +544,10 @@ def main():
         msg = " ".join(str(e).split())
         print(f"pg_test_decoding: postgres: {msg}", file=sys.stderr)
         return 1
+    except Exception as e:
+        msg = " ".join(str(e).split())
+        print(f"pg_test_decoding: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -278,8 +278,7 @@ pub(crate) fn ddl_tables(default_db: &str, sql: &str) -> DdlTables {
             r.eat("TEMPORARY");
             if r.eat("TABLE") || r.eat("TABLES") {
                 r.eat_all(&["IF", "EXISTS"]);
-                loop {
-                    let Some(name) = r.table_name() else { break };
+                while let Some(name) = r.table_name() {
                     out.tables.push(name);
                     if r.peek() != Some(&Token::Punct(',')) {
                         break;
@@ -288,17 +287,14 @@ pub(crate) fn ddl_tables(default_db: &str, sql: &str) -> DdlTables {
                 }
             }
         }
-    } else if r.eat("RENAME") {
-        if r.eat("TABLE") || r.eat("TABLES") {
-            loop {
+    } else if r.eat("RENAME") && (r.eat("TABLE") || r.eat("TABLES")) {
+        loop {
+            out.tables.extend(r.table_name());
+            if r.eat("TO") {
                 out.tables.extend(r.table_name());
-                r.eat_all(&["WAIT"]);
-                if r.eat("TO") {
-                    out.tables.extend(r.table_name());
-                }
-                if !r.skip_to_comma() {
-                    break;
-                }
+            }
+            if !r.skip_to_comma() {
+                break;
             }
         }
     }

@@ -1,0 +1,137 @@
+//! Naming the value a target refused.
+//!
+//! A batch is written as multi-row statements, so the target's error (MariaDB's
+//! `Cannot get geometry object …`, Postgres' `invalid input syntax …`) does not
+//! say which row or column it was about. After the batch is rolled back, the
+//! failed step's rows are tried one at a time, then the failing row's columns
+//! one at a time (each with the key), each try in a transaction that is rolled
+//! back; what fails first is named with its key and event position.
+
+use super::plan::Step;
+use super::ApplyError;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The rows of a failed step, each as a step of its own, to try one at a time
+/// (empty for steps that are not row writes).
+pub(crate) fn single_rows(step: &Step) -> Vec<Step> {
+    let one = |table: &super::plan::TableKey,
+               columns: &[Arc<str>],
+               row: &Vec<Value>,
+               position: &Arc<str>| {
+        Step::Upsert {
+            table: table.clone(),
+            columns: columns.to_vec(),
+            rows: vec![row.clone()],
+            positions: vec![position.clone()],
+        }
+    };
+    match step {
+        Step::Upsert {
+            table,
+            columns,
+            rows,
+            positions,
+        } => rows
+            .iter()
+            .zip(positions)
+            .map(|(row, position)| one(table, columns, row, position))
+            .collect(),
+        Step::Move {
+            table,
+            columns,
+            row,
+            position,
+            ..
+        } => vec![one(table, columns, row, position)],
+        _ => Vec::new(),
+    }
+}
+
+/// The key and each other column of a one-row step from [`single_rows`], as
+/// steps to try one at a time: the first refused names the column.
+pub(crate) fn single_columns(row: &Step, key_columns: &[String]) -> Vec<(Arc<str>, Step)> {
+    let Step::Upsert {
+        table,
+        columns,
+        rows,
+        positions,
+    } = row
+    else {
+        return Vec::new();
+    };
+    let Some(values) = rows.first() else {
+        return Vec::new();
+    };
+    let is_key = |name: &str| key_columns.iter().any(|k| k == name);
+    let key: Vec<(Arc<str>, Value)> = key_pairs(columns, values, key_columns);
+    columns
+        .iter()
+        .zip(values)
+        .filter(|(name, _)| !is_key(name))
+        .map(|(name, value)| {
+            let (mut names, mut row): (Vec<Arc<str>>, Vec<Value>) = key.iter().cloned().unzip();
+            names.push(name.clone());
+            row.push(value.clone());
+            (
+                name.clone(),
+                Step::Upsert {
+                    table: table.clone(),
+                    columns: names,
+                    rows: vec![row],
+                    positions: positions.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn key_pairs(
+    columns: &[Arc<str>],
+    values: &[Value],
+    key_columns: &[String],
+) -> Vec<(Arc<str>, Value)> {
+    columns
+        .iter()
+        .zip(values)
+        .filter(|(name, _)| key_columns.iter().any(|k| k == &***name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// The error for a refused one-row step: table, column (when one alone was
+/// refused), key and position, with the target's message.
+pub(crate) fn refused(
+    table: &str,
+    key_columns: &[String],
+    row: &Step,
+    column: Option<&str>,
+    error: ApplyError,
+) -> ApplyError {
+    let (key, position) = match row {
+        Step::Upsert {
+            columns,
+            rows,
+            positions,
+            ..
+        } => (
+            rows.first()
+                .map(|values| key_pairs(columns, values, key_columns))
+                .unwrap_or_default(),
+            positions.first().map(|p| p.to_string()).unwrap_or_default(),
+        ),
+        _ => (Vec::new(), String::new()),
+    };
+    let mut key_text = Vec::new();
+    tidemark_connectors::Row(key).write_json(&mut key_text);
+    ApplyError::Refused {
+        table: table.to_string(),
+        column: column.unwrap_or("(the row as a whole)").to_string(),
+        key: String::from_utf8_lossy(&key_text).into_owned(),
+        position,
+        message: match error {
+            ApplyError::Table { message, .. } => message,
+            other => other.to_string(),
+        },
+    }
+}
