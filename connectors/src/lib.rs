@@ -7,6 +7,8 @@
 
 pub mod batcher;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mysql;
 pub mod poll;
 pub mod position;

@@ -15,8 +15,9 @@ For each manifest it
   5. inserts each "refused" value on the source (it must be accepted there) and
      reports what the other engine does with it (informational);
   6. evaluates the canonical forms again in a deliberately different session
-     (time zone, DateStyle, IntervalStyle, extra_float_digits ...) and lists the
-     columns whose canonical text depends on the session (informational);
+     (time zone, DateStyle, IntervalStyle, extra_float_digits ...) without the
+     manifest's `canon_session` statements and lists the columns whose
+     canonical text depends on the session (informational);
   7. drops its databases (unless --keep).
 
 Stdlib only; talks to the servers through the `psql` and `mariadb` CLIs.
@@ -137,14 +138,16 @@ def parse_rows(out, ncols):
     return rows
 
 
-def pg_select(db, table, exprs, options=PG_SESSION):
-    sql = "SELECT id, %s FROM %s ORDER BY id;" % (", ".join(pg_hex(e) for e in exprs), table)
+def pg_select(db, table, exprs, options=PG_SESSION, pre=()):
+    sql = "".join(s.rstrip(";") + ";\n" for s in pre)
+    sql += "SELECT id, %s FROM %s ORDER BY id;" % (", ".join(pg_hex(e) for e in exprs), table)
     out, _, _ = psql(db, sql, options)
     return parse_rows(out, len(exprs))
 
 
-def my_select(db, table, exprs, session=MY_SESSION):
-    sql = "%s SELECT id, %s FROM %s ORDER BY id;" % (session, ", ".join(my_hex(e) for e in exprs), table)
+def my_select(db, table, exprs, session=MY_SESSION, pre=()):
+    sql = session + "".join(s.rstrip(";") + ";\n" for s in pre)
+    sql += "SELECT id, %s FROM %s ORDER BY id;" % (", ".join(my_hex(e) for e in exprs), table)
     out, _, _ = mariadb(db, sql)
     return parse_rows(out, len(exprs))
 
@@ -388,6 +391,8 @@ def check_postgres(path, m, keep):
     report, info = [], []
     cols, refused = m["columns"], m["refused"]
     names = [c["name"] for c in cols]
+    pg_pre = m.get("canon_session", {}).get("postgres", [])
+    my_pre = m.get("canon_session", {}).get("mysql", [])
     src, tgt = "tm_h2_pg_src", "tm_h2_pg_tgt"
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s ENCODING 'UTF8' TEMPLATE template0;" % (src, src))
     mariadb(None, "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s CHARACTER SET utf8mb4;" % (tgt, tgt))
@@ -420,11 +425,11 @@ def check_postgres(path, m, keep):
         for w in warnings_in(out, err):
             report.append("MariaDB target insert warning: " + w)
         # 4. canonical forms
-        pg_c = pg_select(src, "t", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols])
-        my_c = my_select(tgt, "t", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols])
+        pg_c = pg_select(src, "t", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols], pre=pg_pre)
+        my_c = my_select(tgt, "t", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols], pre=my_pre)
         cross = {c["name"] for c in cols if c.get("canon_cross", True)}
         compare("pg->mariadb", names, pg_c, my_c, report, only=cross)
-        same = pg_select(src, "t_same", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols])
+        same = pg_select(src, "t_same", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols], pre=pg_pre)
         compare("pg->pg", names, pg_c, same, report)
         # 6. session dependence
         hostile = pg_select(src, "t", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols], PG_HOSTILE)
@@ -504,6 +509,8 @@ def check_mariadb(path, m, keep):
     report, info = [], []
     cols, refused = m["columns"], m["refused"]
     names = [c["name"] for c in cols]
+    pg_pre = m.get("canon_session", {}).get("postgres", [])
+    my_pre = m.get("canon_session", {}).get("mysql", [])
     src, tgt = "tm_h2_my_src", "tm_h2_my_tgt"
     mariadb(None, "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s CHARACTER SET utf8mb4;" % (src, src))
     psql("postgres", "DROP DATABASE IF EXISTS %s; CREATE DATABASE %s ENCODING 'UTF8' TEMPLATE template0;" % (tgt, tgt))
@@ -532,11 +539,11 @@ def check_mariadb(path, m, keep):
             pg_script.append("INSERT INTO t (id, %s) VALUES (%d, %s);" % (
                 ", ".join(pg_ident(n) for n in names), rid, ", ".join(lits)))
         psql(tgt, "\n".join(pg_script))
-        my_c = my_select(src, "t", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols])
-        pg_c = pg_select(tgt, "t", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols])
+        my_c = my_select(src, "t", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols], pre=my_pre)
+        pg_c = pg_select(tgt, "t", [canon(c["canon_pg"], pg_ident(c["name"])) for c in cols], pre=pg_pre)
         cross = {c["name"] for c in cols if c.get("canon_cross", True)}
         compare("mariadb->pg", names, my_c, pg_c, report, only=cross)
-        same = my_select(src, "t_same", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols])
+        same = my_select(src, "t_same", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols], pre=my_pre)
         compare("mariadb->mariadb", names, my_c, same, report)
         dep = []
         hostile = my_select(src, "t", [canon(c["canon_mysql"], my_ident(c["name"])) for c in cols], MY_HOSTILE)

@@ -16,3 +16,4 @@ mod poll;
 mod poll_mysql;
 mod snapshot;
 mod tls;
+mod types_differential;

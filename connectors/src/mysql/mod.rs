@@ -1179,7 +1179,7 @@ fn rotate_name(event: &Event) -> String {
 
 /// Column names, kinds, wire layout and key from a TABLE_MAP event's metadata
 /// (names empty when the server sent none).
-fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
+pub(crate) fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
     let mut names = Vec::new();
     let mut enums: Vec<Vec<String>> = Vec::new();
     let mut sets: Vec<Vec<String>> = Vec::new();
