@@ -45,7 +45,11 @@ pub fn binlog_rows(data: &[u8]) {
         let count = columns.wire.len();
         let (bits, rest) = rows_data.split_at_checked(count.div_ceil(8))?;
         *rows_data = rest;
-        Some((0..count).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect())
+        Some(
+            (0..count)
+                .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+                .collect(),
+        )
     };
     let before = if flags & 1 != 0 {
         bitmap(&mut rows_data)
@@ -154,9 +158,18 @@ pub fn event_from_json(data: &[u8]) {
     parsed.event.write_json(&mut out);
     match crate::ChangeEvent::from_json(&out) {
         Ok(again) => {
-            assert_eq!(again.event.after, parsed.event.after, "after changed on a round trip");
-            assert_eq!(again.event.key, parsed.event.key, "key changed on a round trip");
+            assert_eq!(
+                again.event.after, parsed.event.after,
+                "after changed on a round trip"
+            );
+            assert_eq!(
+                again.event.key, parsed.event.key,
+                "key changed on a round trip"
+            );
         }
-        Err(e) => panic!("an accepted event wrote {} which does not parse: {e}", String::from_utf8_lossy(&out)),
+        Err(e) => panic!(
+            "an accepted event wrote {} which does not parse: {e}",
+            String::from_utf8_lossy(&out)
+        ),
     }
 }

@@ -14,6 +14,8 @@ pub enum Kind {
     Integer,
     Decimal,
     Float,
+    /// MySQL's single-precision `FLOAT`.
+    Float4,
     Bytes,
     /// Bit strings; `bits` is the width (1 for a flag).
     Bit {
@@ -88,7 +90,8 @@ pub fn mysql_kind(data_type: &str, column_type: &str) -> Kind {
             Kind::Integer
         }
         "decimal" | "numeric" => Kind::Decimal,
-        "float" | "double" | "real" => Kind::Float,
+        "float" => Kind::Float4,
+        "double" | "real" => Kind::Float,
         "bit" => Kind::Bit {
             bits: column_type
                 .trim_start_matches("bit(")
@@ -212,9 +215,20 @@ pub fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), 
     match value {
         Value::Null => out.push_str("NULL"),
         Value::Bool(b) => out.push_str(if *b { "1" } else { "0" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
+        Value::Number(n) => match (kind, n.as_f64()) {
+            // The largest single-precision value, written exactly
+            // (3.4028234663852886e38), is past the bound MySQL checks a FLOAT
+            // literal against (its FLT_MAX constant, 3.402823466e38), and is
+            // refused; that constant rounds to the same float.
+            (Kind::Float4, Some(f)) if (f as f32).abs() == f32::MAX => out.push_str(if f < 0.0 {
+                "-3.402823466e38"
+            } else {
+                "3.402823466e38"
+            }),
+            _ => {
+                let _ = write!(out, "{n}");
+            }
+        },
         Value::String(s) => match kind {
             Kind::Bytes | Kind::Bit { .. } => {
                 let bytes = decode_base64(s)?;
@@ -340,6 +354,10 @@ mod tests {
             "'2026-11-21 13:45:00.5'"
         );
         assert_eq!(lit(Kind::Set, json!(["a", "b"])), "'a,b'");
+        // FLOAT's maximum as events carry it (the f32 widened) goes in.
+        assert_eq!(lit(Kind::Float4, json!(f32::MAX as f64)), "3.402823466e38");
+        assert_eq!(lit(Kind::Float4, json!(-3.4028235e38)), "-3.402823466e38");
+        assert_eq!(lit(Kind::Float4, json!(1.5)), "1.5");
         assert_eq!(lit(Kind::Date, json!("0000-00-00")), "'0000-00-00'");
         for refused in [
             "infinity",

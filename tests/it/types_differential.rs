@@ -60,14 +60,20 @@ fn yes() -> bool {
 }
 
 fn corpus(file: &str) -> Corpus {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/types").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/types")
+        .join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 impl Corpus {
     fn rows(&self) -> usize {
-        self.columns.iter().map(|c| c.values.len()).max().unwrap_or(0)
+        self.columns
+            .iter()
+            .map(|c| c.values.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// `CREATE TABLE t (id int primary key, touch int, <columns>)`, with the
@@ -122,7 +128,9 @@ fn python() -> PathBuf {
 
 /// Runs an independent decoder script; its JSON lines.
 fn decoder(script: &str, args: &[&str]) -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential").join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/differential")
+        .join(script);
     let out = Command::new(python())
         .arg(&path)
         .args(args)
@@ -139,29 +147,52 @@ fn decoder(script: &str, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// The `after` of each event of `op` by id.
+/// Each event of `op` by its row's id.
 fn by_id<'a>(events: &'a [Value], op: &str) -> BTreeMap<i64, &'a Value> {
     events
         .iter()
         .filter(|e| e["op"] == op)
-        .filter_map(|e| Some((e["after"]["id"].as_i64()?, &e["after"])))
+        .filter_map(|e| Some((e["after"]["id"].as_i64()?, e)))
         .collect()
 }
 
-/// Compares two images column by column (all but `id` and `touch`); a column
-/// missing from one side counts only when `both` says it must be on both.
-fn compare(what: &str, id: i64, ours: &Value, theirs: &Value, columns: &[CorpusColumn], failures: &mut Vec<String>) {
+fn unchanged(event: &Value) -> &[Value] {
+    event["unchanged"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// A value for a failure line, cut to a readable length.
+fn shown(value: Option<&Value>) -> String {
+    let text = value.map_or("(absent)".into(), Value::to_string);
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}… ({} chars)", &text[..cut], text.chars().count()),
+        None => text,
+    }
+}
+
+/// Compares two images column by column (all but `id` and `touch`). A column
+/// `theirs` lists in `unchanged` (an unchanged TOAST value an update did not
+/// send) is not compared.
+fn compare(
+    what: &str,
+    id: i64,
+    ours: &Value,
+    theirs: &Value,
+    columns: &[CorpusColumn],
+    unchanged: &[Value],
+    failures: &mut Vec<String>,
+) {
     for c in columns {
         let (a, b) = (ours.get(&c.name), theirs.get(&c.name));
         match (a, b) {
             (Some(a), Some(b)) if a == b => {}
             (None, None) => {}
+            (Some(_), None) if unchanged.iter().any(|u| u == c.name.as_str()) => {}
             _ => failures.push(format!(
                 "{what}: row {id} column {} ({}): tidemark {} / other {}",
                 c.name,
                 c.type_name,
-                a.map_or("(absent)".into(), Value::to_string),
-                b.map_or("(absent)".into(), Value::to_string)
+                shown(a),
+                shown(b)
             )),
         }
     }
@@ -179,7 +210,15 @@ fn snapshot_against_stream(events: &[Value], corpus: &Corpus, failures: &mut Vec
         };
         for (op, stream) in [("c", &created), ("u", &updated)] {
             match stream.get(&(id + 1000)) {
-                Some(s) => compare(&format!("snapshot vs stream {op}"), id, r, s, &corpus.columns, failures),
+                Some(s) => compare(
+                    &format!("snapshot vs stream {op}"),
+                    id,
+                    &r["after"],
+                    &s["after"],
+                    &corpus.columns,
+                    unchanged(s),
+                    failures,
+                ),
                 None => failures.push(format!("row {}: no {op} event", id + 1000)),
             }
         }
@@ -189,7 +228,13 @@ fn snapshot_against_stream(events: &[Value], corpus: &Corpus, failures: &mut Vec
 /// tidemark's streamed events against an independent decoder's, by op and id.
 /// Columns tidemark lists in `unchanged` are not in its image; they must not be
 /// in the other either.
-fn stream_against_decoder(what: &str, events: &[Value], other: &[Value], corpus: &Corpus, failures: &mut Vec<String>) {
+fn stream_against_decoder(
+    what: &str,
+    events: &[Value],
+    other: &[Value],
+    corpus: &Corpus,
+    failures: &mut Vec<String>,
+) {
     let mut compared = 0;
     for op in ["c", "u"] {
         let ours = by_id(events, op);
@@ -198,25 +243,46 @@ fn stream_against_decoder(what: &str, events: &[Value], other: &[Value], corpus:
             match theirs.get(id) {
                 Some(o) => {
                     compared += 1;
-                    compare(&format!("{what} {op}"), *id, after, o, &corpus.columns, failures)
+                    compare(
+                        &format!("{what} {op}"),
+                        *id,
+                        &after["after"],
+                        &o["after"],
+                        &corpus.columns,
+                        unchanged(o),
+                        failures,
+                    )
                 }
                 None => failures.push(format!("{what}: {op} of row {id} is not in its output")),
             }
         }
     }
-    assert!(compared >= 2 * corpus.rows(), "{what}: only {compared} events compared");
+    assert!(
+        compared >= 2 * corpus.rows(),
+        "{what}: only {compared} events compared"
+    );
 }
 
 /// `md5` over the canonical texts of one column, in id order, on Postgres.
-async fn pg_checksum(client: &tokio_postgres::Client, table: &str, canon: &str) -> (String, Vec<String>) {
+async fn pg_checksum(
+    client: &tokio_postgres::Client,
+    table: &str,
+    canon: &str,
+) -> (String, Vec<String>) {
     let expr = format!("coalesce(({canon})::text, '<NULL>')");
     let sum: String = client
-        .query_one(&format!("SELECT md5(coalesce(string_agg({expr}, '|' ORDER BY id), '')) FROM {table}"), &[])
+        .query_one(
+            &format!("SELECT md5(coalesce(string_agg({expr}, '|' ORDER BY id), '')) FROM {table}"),
+            &[],
+        )
         .await
         .unwrap_or_else(|e| panic!("checksum {expr} on {table}: {e}"))
         .get(0);
     let texts = client
-        .query(&format!("SELECT id::text || ' ' || {expr} FROM {table} ORDER BY id"), &[])
+        .query(
+            &format!("SELECT id::text || ' ' || {expr} FROM {table} ORDER BY id"),
+            &[],
+        )
         .await
         .unwrap_or_else(|e| panic!("{expr} on {table}: {e}"))
         .iter()
@@ -231,19 +297,35 @@ fn my_checksum(db: &str, table: &str, canon: &str) -> (String, Vec<String>) {
     let sum = sql(&format!(
         "SET SESSION group_concat_max_len = 1073741824; USE {db}; SELECT md5(coalesce(group_concat({expr} ORDER BY id SEPARATOR '|'), '')) FROM {table}"
     ));
-    let texts = sql(&format!("USE {db}; SELECT concat(id, ' ', {expr}) FROM {table} ORDER BY id"));
-    (sum.trim().to_string(), texts.lines().map(str::to_string).collect())
+    let texts = sql(&format!(
+        "USE {db}; SELECT concat(id, ' ', {expr}) FROM {table} ORDER BY id"
+    ));
+    (
+        sum.trim().to_string(),
+        texts.lines().map(str::to_string).collect(),
+    )
 }
 
 /// Appends a failure when two checksums differ, with the first rows that differ.
-fn check_sums(what: &str, column: &CorpusColumn, source: (String, Vec<String>), target: (String, Vec<String>), failures: &mut Vec<String>) {
+fn check_sums(
+    what: &str,
+    column: &CorpusColumn,
+    source: (String, Vec<String>),
+    target: (String, Vec<String>),
+    failures: &mut Vec<String>,
+) {
     if source.0 == target.0 {
         return;
     }
     let diff: Vec<String> = source
         .1
         .iter()
-        .zip(target.1.iter().chain(std::iter::repeat(&String::from("(missing)"))))
+        .zip(
+            target
+                .1
+                .iter()
+                .chain(std::iter::repeat(&String::from("(missing)"))),
+        )
         .filter(|(a, b)| a != b)
         .take(3)
         .map(|(a, b)| format!("source {a:?} / target {b:?}"))
@@ -263,12 +345,21 @@ fn check_sums(what: &str, column: &CorpusColumn, source: (String, Vec<String>), 
 fn apply(config: &Path, name: &str, target: &str, tables: &str) -> (i32, String) {
     let copy = config.with_file_name(format!("{name}.toml"));
     std::fs::copy(config, &copy).expect("copy config");
-    let engine = if target.starts_with("mysql") { "mysql" } else { "postgres" };
+    let engine = if target.starts_with("mysql") {
+        "mysql"
+    } else {
+        "postgres"
+    };
     append(
         &copy,
         &format!("[target]\ntype = \"{engine}\"\nurl = \"{target}\"\n[target.tables]\n{tables}\n[apply]\ninput = \"sink\"\n"),
     );
-    run_to_end(&["apply", "--config", copy.to_str().expect("path"), "--until-idle"])
+    run_to_end(&[
+        "apply",
+        "--config",
+        copy.to_str().expect("path"),
+        "--until-idle",
+    ])
 }
 
 fn report(failures: Vec<String>) {
@@ -286,15 +377,26 @@ async fn postgres_types_agree_with_test_decoding_and_survive_apply() {
     let n = corpus.rows();
     let db = TestDb::new("tm_diff_pg").await;
     for statement in &corpus.setup {
-        db.client.batch_execute(statement).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        db.client
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    db.client.batch_execute(&corpus.create("t", '"', |c| &c.type_name)).await.expect("create t");
+    db.client
+        .batch_execute(&corpus.create("t", '"', |c| &c.type_name))
+        .await
+        .expect("create t");
     for insert in corpus.inserts("t", '"') {
-        db.client.batch_execute(&insert).await.unwrap_or_else(|e| panic!("{insert}: {e}"));
+        db.client
+            .batch_execute(&insert)
+            .await
+            .unwrap_or_else(|e| panic!("{insert}: {e}"));
     }
     // The second opinion's slot, from before the stream's changes.
     db.client
-        .batch_execute("SELECT pg_create_logical_replication_slot('tm_diff_pg_td', 'test_decoding')")
+        .batch_execute(
+            "SELECT pg_create_logical_replication_slot('tm_diff_pg_td', 'test_decoding')",
+        )
         .await
         .expect("test_decoding slot");
 
@@ -305,7 +407,11 @@ async fn postgres_types_agree_with_test_decoding_and_survive_apply() {
             db.events().iter().filter(|e| e["op"] == "r").count() >= n
         })
         .await;
-    let names: Vec<String> = corpus.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+    let names: Vec<String> = corpus
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name))
+        .collect();
     db.client
         .batch_execute(&format!(
             "INSERT INTO t (id, {0}) SELECT id + 1000, {0} FROM t WHERE id <= {n}; UPDATE t SET touch = 1 WHERE id > 1000",
@@ -319,27 +425,48 @@ async fn postgres_types_agree_with_test_decoding_and_survive_apply() {
         })
         .await;
     daemon.stop().await;
-    let events: Vec<Value> = db.events().into_iter().filter(|e| e["source"]["table"] == "t").collect();
+    let events: Vec<Value> = db
+        .events()
+        .into_iter()
+        .filter(|e| e["source"]["table"] == "t")
+        .collect();
 
     let mut failures = Vec::new();
     snapshot_against_stream(&events, &corpus, &mut failures);
     let dsn = format!("host=127.0.0.1 port=5432 user=postgres dbname={}", db.name);
-    let decoded: Vec<Value> = decoder("pg_test_decoding.py", &["--dsn", &dsn, "--slot", "tm_diff_pg_td"])
-        .into_iter()
-        .filter(|e| e["table"] == "public.t")
-        .collect();
+    let decoded: Vec<Value> = decoder(
+        "pg_test_decoding.py",
+        &["--dsn", &dsn, "--slot", "tm_diff_pg_td"],
+    )
+    .into_iter()
+    .filter(|e| e["table"] == "public.t")
+    .collect();
     stream_against_decoder("test_decoding", &events, &decoded, &corpus, &mut failures);
-    db.client.batch_execute("SELECT pg_drop_replication_slot('tm_diff_pg_td')").await.expect("drop slot");
+    db.client
+        .batch_execute("SELECT pg_drop_replication_slot('tm_diff_pg_td')")
+        .await
+        .expect("drop slot");
 
     // Apply into a Postgres and a MariaDB target, tables made with the corpus' target types.
     let pg_target = TestDb::new("tm_diff_pg_to_pg").await;
     for statement in &corpus.setup {
-        pg_target.client.batch_execute(statement).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        pg_target
+            .client
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    pg_target.client.batch_execute(&corpus.create("t", '"', |c| &c.pg_target)).await.expect("target t");
+    pg_target
+        .client
+        .batch_execute(&corpus.create("t", '"', |c| &c.pg_target))
+        .await
+        .expect("target t");
     let (code, stderr) = apply(&config, "to_pg", &pg_target.url(), "\"public.t\" = \"t\"");
     assert_eq!(code, 0, "apply into Postgres: {stderr}");
-    let my_target = MyDb::new("tm_diff_pg_to_my", &corpus.create("t", '`', |c| &c.mysql_target));
+    let my_target = MyDb::new(
+        "tm_diff_pg_to_my",
+        &corpus.create("t", '`', |c| &c.mysql_target),
+    );
     let my_url = format!("mysql://root@127.0.0.1:3306/{}", my_target.name);
     let (code, stderr) = apply(&config, "to_my", &my_url, "\"public.t\" = \"t\"");
     assert_eq!(code, 0, "apply into MariaDB: {stderr}");
@@ -347,10 +474,22 @@ async fn postgres_types_agree_with_test_decoding_and_survive_apply() {
         let canon_src = c.canon_pg.replace("{c}", &format!("\"{}\"", c.name));
         let source = pg_checksum(&db.client, "t", &canon_src).await;
         let target = pg_checksum(&pg_target.client, "t", &canon_src).await;
-        check_sums("apply into Postgres", c, source.clone(), target, &mut failures);
+        check_sums(
+            "apply into Postgres",
+            c,
+            source.clone(),
+            target,
+            &mut failures,
+        );
         if c.canon_cross {
             let canon_my = c.canon_mysql.replace("{c}", &format!("`{}`", c.name));
-            check_sums("apply into MariaDB", c, source, my_checksum(&my_target.name, "t", &canon_my), &mut failures);
+            check_sums(
+                "apply into MariaDB",
+                c,
+                source,
+                my_checksum(&my_target.name, "t", &canon_my),
+                &mut failures,
+            );
         }
     }
     pg_refusals(&corpus, &my_url, &my_target.name).await;
@@ -383,7 +522,11 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
         })
         .await;
     let (file, pos) = binlog_position();
-    let names: Vec<String> = corpus.columns.iter().map(|c| format!("`{}`", c.name)).collect();
+    let names: Vec<String> = corpus
+        .columns
+        .iter()
+        .map(|c| format!("`{}`", c.name))
+        .collect();
     let setup = corpus.setup.join(";\n");
     sql(&format!(
         "USE tm_diff_my; {setup}{sep} INSERT INTO t (id, {0}) SELECT id + 1000, {0} FROM t WHERE id <= {n}; UPDATE t SET touch = 1 WHERE id > 1000",
@@ -392,13 +535,32 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
     ));
     db.wait_for_events(&daemon, 3 * n).await;
     daemon.stop().await;
-    let events: Vec<Value> = db.events().into_iter().filter(|e| e["source"]["table"] == "t").collect();
+    let events: Vec<Value> = db
+        .events()
+        .into_iter()
+        .filter(|e| e["source"]["table"] == "t")
+        .collect();
 
     let mut failures = Vec::new();
     snapshot_against_stream(&events, &corpus, &mut failures);
     let decoded: Vec<Value> = decoder(
         "mysql_binlog.py",
-        &["--host", "127.0.0.1", "--port", "3306", "--user", "root", "--server-id", "4702", "--log-file", &file, "--log-pos", &pos, "--only-schema", "tm_diff_my"],
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "3306",
+            "--user",
+            "root",
+            "--server-id",
+            "4702",
+            "--log-file",
+            &file,
+            "--log-pos",
+            &pos,
+            "--only-schema",
+            "tm_diff_my",
+        ],
     )
     .into_iter()
     .filter(|e| e["table"] == "tm_diff_my.t")
@@ -424,35 +586,69 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
         .map(|e| {
             let mut e = e.clone();
             let (id, op) = (e["after"]["id"].as_i64(), e["op"].clone());
-            let other = decoded.iter().find(|d| d["op"] == op && d["after"]["id"].as_i64() == id);
-            if let (Some(after), Some(other)) = (e.get_mut("after").and_then(Value::as_object_mut), other) {
+            let other = decoded
+                .iter()
+                .find(|d| d["op"] == op && d["after"]["id"].as_i64() == id);
+            if let (Some(after), Some(other)) =
+                (e.get_mut("after").and_then(Value::as_object_mut), other)
+            {
                 after.retain(|k, _| other["after"].get(k).is_some());
             }
             e
         })
         .collect();
-    stream_against_decoder("python-mysql-replication", &ours, &decoded, &corpus, &mut failures);
+    stream_against_decoder(
+        "python-mysql-replication",
+        &ours,
+        &decoded,
+        &corpus,
+        &mut failures,
+    );
     eprintln!("python-mysql-replication could not decode {undecodable} values (left out)");
 
     let pg_target = TestDb::new("tm_diff_my_to_pg").await;
-    pg_target.client.batch_execute(&corpus.create("t", '"', |c| &c.pg_target)).await.expect("target t");
-    let my_target = MyDb::new("tm_diff_my_to_my", &format!("{};", {
-        let mut ddl = corpus.setup.clone();
-        ddl.push(corpus.create("t", '`', |c| &c.mysql_target));
-        ddl.join(";\n")
-    }));
+    pg_target
+        .client
+        .batch_execute(&corpus.create("t", '"', |c| &c.pg_target))
+        .await
+        .expect("target t");
+    let my_target = MyDb::new(
+        "tm_diff_my_to_my",
+        &format!("{};", {
+            let mut ddl = corpus.setup.clone();
+            ddl.push(corpus.create("t", '`', |c| &c.mysql_target));
+            ddl.join(";\n")
+        }),
+    );
     let maps = "\"tm_diff_my.t\" = \"t\"";
-    let (code, stderr) = apply(&config, "to_my", &format!("mysql://root@127.0.0.1:3306/{}", my_target.name), maps);
+    let (code, stderr) = apply(
+        &config,
+        "to_my",
+        &format!("mysql://root@127.0.0.1:3306/{}", my_target.name),
+        maps,
+    );
     assert_eq!(code, 0, "apply into MariaDB: {stderr}");
     let (code, stderr) = apply(&config, "to_pg", &pg_target.url(), maps);
     assert_eq!(code, 0, "apply into Postgres: {stderr}");
     for c in &corpus.columns {
         let canon_my = c.canon_mysql.replace("{c}", &format!("`{}`", c.name));
         let source = my_checksum(&db.name, "t", &canon_my);
-        check_sums("apply into MariaDB", c, source.clone(), my_checksum(&my_target.name, "t", &canon_my), &mut failures);
+        check_sums(
+            "apply into MariaDB",
+            c,
+            source.clone(),
+            my_checksum(&my_target.name, "t", &canon_my),
+            &mut failures,
+        );
         if c.canon_cross {
             let canon_pg = c.canon_pg.replace("{c}", &format!("\"{}\"", c.name));
-            check_sums("apply into Postgres", c, source, pg_checksum(&pg_target.client, "t", &canon_pg).await, &mut failures);
+            check_sums(
+                "apply into Postgres",
+                c,
+                source,
+                pg_checksum(&pg_target.client, "t", &canon_pg).await,
+                &mut failures,
+            );
         }
     }
     my_refusals(&corpus, &pg_target).await;
@@ -463,7 +659,11 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
 /// one row each, only its column set) stops at the first, naming table,
 /// column, key and position, with nothing written.
 fn check_refusal(first: &Refused, code: i32, stderr: &str, position_prefix: &str) {
-    assert_ne!(code, 0, "the target took {} = {}: {stderr}", first.name, first.value);
+    assert_ne!(
+        code, 0,
+        "the target took {} = {}: {stderr}",
+        first.name, first.value
+    );
     assert!(
         stderr.contains("refused")
             && stderr.contains("refused_values")
@@ -478,58 +678,118 @@ fn check_refusal(first: &Refused, code: i32, stderr: &str, position_prefix: &str
 
 /// Postgres values a MariaDB target cannot hold.
 async fn pg_refusals(corpus: &Corpus, my_url: &str, my_db: &str) {
-    let refused: Vec<&Refused> = corpus.refused.iter().filter(|r| r.target == "mysql").collect();
+    let refused: Vec<&Refused> = corpus
+        .refused
+        .iter()
+        .filter(|r| r.target == "mysql")
+        .collect();
     let Some(first) = refused.first() else { return };
     let db = TestDb::new("tm_diff_pg_refused").await;
     for statement in &corpus.setup {
-        db.client.batch_execute(statement).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        db.client
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
-    let columns: Vec<String> = refused.iter().map(|r| format!("\"{}\" {}", r.name, r.type_name)).collect();
+    let columns: Vec<String> = refused
+        .iter()
+        .map(|r| format!("\"{}\" {}", r.name, r.type_name))
+        .collect();
     db.client
-        .batch_execute(&format!("CREATE TABLE refused_values (id int PRIMARY KEY, {})", columns.join(", ")))
+        .batch_execute(&format!(
+            "CREATE TABLE refused_values (id int PRIMARY KEY, {})",
+            columns.join(", ")
+        ))
         .await
         .expect("create refused_values");
     for (i, r) in refused.iter().enumerate() {
         db.client
-            .batch_execute(&format!("INSERT INTO refused_values (id, \"{}\") VALUES ({}, {})", r.name, i + 1, r.value))
+            .batch_execute(&format!(
+                "INSERT INTO refused_values (id, \"{}\") VALUES ({}, {})",
+                r.name,
+                i + 1,
+                r.value
+            ))
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", r.value));
     }
     let config = db.config(&["public.refused_values"], "");
     let mut daemon = Daemon::start(&config);
     daemon
-        .wait_for("the snapshot", Duration::from_secs(60), || async { db.events().len() >= refused.len() })
+        .wait_for("the snapshot", Duration::from_secs(60), || async {
+            db.events().len() >= refused.len()
+        })
         .await;
     daemon.stop().await;
-    let target: Vec<String> = refused.iter().map(|r| format!("`{}` {}", r.name, my_type_of(r))).collect();
-    sql(&format!("USE {my_db}; CREATE TABLE refused_values (id int PRIMARY KEY, {})", target.join(", ")));
-    let (code, stderr) = apply(&config, "refused_to_my", my_url, "\"public.refused_values\" = \"refused_values\"");
+    let target: Vec<String> = refused
+        .iter()
+        .map(|r| format!("`{}` {}", r.name, my_type_of(r)))
+        .collect();
+    sql(&format!(
+        "USE {my_db}; CREATE TABLE refused_values (id int PRIMARY KEY, {})",
+        target.join(", ")
+    ));
+    let (code, stderr) = apply(
+        &config,
+        "refused_to_my",
+        my_url,
+        "\"public.refused_values\" = \"refused_values\"",
+    );
     check_refusal(first, code, &stderr, "pg:");
-    assert_eq!(sql(&format!("SELECT count(*) FROM {my_db}.refused_values")).trim(), "0");
+    assert_eq!(
+        sql(&format!("SELECT count(*) FROM {my_db}.refused_values")).trim(),
+        "0"
+    );
 }
 
 /// MariaDB values a Postgres target cannot hold.
 async fn my_refusals(corpus: &Corpus, pg_target: &TestDb) {
-    let refused: Vec<&Refused> = corpus.refused.iter().filter(|r| r.target == "postgres").collect();
+    let refused: Vec<&Refused> = corpus
+        .refused
+        .iter()
+        .filter(|r| r.target == "postgres")
+        .collect();
     let Some(first) = refused.first() else { return };
-    let columns: Vec<String> = refused.iter().map(|r| format!("`{}` {}", r.name, r.type_name)).collect();
+    let columns: Vec<String> = refused
+        .iter()
+        .map(|r| format!("`{}` {}", r.name, r.type_name))
+        .collect();
     let mut ddl = corpus.setup.clone();
-    ddl.push(format!("CREATE TABLE refused_values (id int PRIMARY KEY, {})", columns.join(", ")));
+    ddl.push(format!(
+        "CREATE TABLE refused_values (id int PRIMARY KEY, {})",
+        columns.join(", ")
+    ));
     for (i, r) in refused.iter().enumerate() {
-        ddl.push(format!("INSERT INTO refused_values (id, `{}`) VALUES ({}, {})", r.name, i + 1, r.value));
+        ddl.push(format!(
+            "INSERT INTO refused_values (id, `{}`) VALUES ({}, {})",
+            r.name,
+            i + 1,
+            r.value
+        ));
     }
     let db = MyDb::new("tm_diff_my_refused", &format!("{};", ddl.join(";\n")));
     let config = db.config("refused_values", 4703, "");
     let mut daemon = db.start(&config).await;
     db.wait_for_events(&daemon, refused.len()).await;
     daemon.stop().await;
-    let target: Vec<String> = refused.iter().map(|r| format!("\"{}\" {}", r.name, pg_type_of(r))).collect();
+    let target: Vec<String> = refused
+        .iter()
+        .map(|r| format!("\"{}\" {}", r.name, pg_type_of(r)))
+        .collect();
     pg_target
         .client
-        .batch_execute(&format!("CREATE TABLE refused_values (id int PRIMARY KEY, {})", target.join(", ")))
+        .batch_execute(&format!(
+            "CREATE TABLE refused_values (id int PRIMARY KEY, {})",
+            target.join(", ")
+        ))
         .await
         .expect("target refused_values");
-    let (code, stderr) = apply(&config, "refused_to_pg", &pg_target.url(), "\"tm_diff_my_refused.refused_values\" = \"refused_values\"");
+    let (code, stderr) = apply(
+        &config,
+        "refused_to_pg",
+        &pg_target.url(),
+        "\"tm_diff_my_refused.refused_values\" = \"refused_values\"",
+    );
     check_refusal(first, code, &stderr, "my:");
     let rows: i64 = pg_target
         .client

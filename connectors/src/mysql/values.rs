@@ -54,6 +54,24 @@ pub enum MyKind {
     Other,
 }
 
+/// MySQL's and MariaDB's `latin1` is Windows-1252 (0x80 is `€`), not ISO
+/// 8859-1; the five bytes 1252 leaves undefined map to the C1 controls of
+/// the same number, as the server converts them.
+const CP1252_HIGH: [char; 32] = [
+    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}',
+    '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
+];
+
+/// One `latin1` byte as the server reads it.
+fn latin1_char(byte: u8) -> char {
+    match byte {
+        0x80..=0x9F => CP1252_HIGH[(byte - 0x80) as usize],
+        other => other as char,
+    }
+}
+
 /// The spatial data types, as `information_schema.COLUMNS.DATA_TYPE` names them.
 pub fn is_spatial(data_type: &str) -> bool {
     matches!(
@@ -232,7 +250,7 @@ impl MyKind {
         };
         match (self, v) {
             (_, MyValue::NULL) => out.extend_from_slice(b"null"),
-            (MyKind::Enum(_), v) => json::value(out, &self.value(v)),
+            (MyKind::Enum(_) | MyKind::Year, v) => json::value(out, &self.value(v)),
             (_, MyValue::Int(i)) => json::integer(out, i),
             (_, MyValue::UInt(u)) => json::integer(out, u),
             (MyKind::Text { latin1: false } | MyKind::Decimal, MyValue::Bytes(b)) => {
@@ -307,6 +325,10 @@ impl MyKind {
                 )
             }
             (MyKind::Year, MyValue::Bytes(b)) => match String::from_utf8_lossy(&b).parse::<u16>() {
+                // The binlog stores a YEAR as its offset from 1900, and the
+                // zero year 0000 as 0, which the row decoder reads as 1900
+                // (not a YEAR value: they run from 1901).
+                Ok(1900) => Value::Number(0.into()),
                 Ok(year) => Value::Number(year.into()),
                 Err(_) => Value::String(String::from_utf8_lossy(&b).into_owned()),
             },
@@ -327,7 +349,7 @@ impl MyKind {
                 Value::String(base64::engine::general_purpose::STANDARD.encode(&b))
             }
             (MyKind::Text { latin1: true }, MyValue::Bytes(b)) => {
-                Value::String(b.iter().map(|c| *c as char).collect())
+                Value::String(b.iter().map(|c| latin1_char(*c)).collect())
             }
             (MyKind::Timestamp, MyValue::Bytes(b)) => {
                 Value::String(epoch_to_utc(&String::from_utf8_lossy(&b)))
@@ -481,6 +503,8 @@ mod tests {
             (MyKind::Float, MyValue::Double(1.5)),
             (MyKind::Bit1, MyValue::Bytes(vec![1])),
             (MyKind::Integer, MyValue::NULL),
+            (MyKind::Year, MyValue::Bytes(b"1900".to_vec())),
+            (MyKind::Year, MyValue::Bytes(b"2155".to_vec())),
         ];
         for (kind, value) in cases {
             let mut rendered = Vec::new();
@@ -565,6 +589,15 @@ mod tests {
         let s = MyKind::Set(vec!["a".into(), "b".into(), "c".into()]);
         assert_eq!(s.value(MyValue::Bytes(vec![0b101])), json!(["a", "c"]));
         assert_eq!(MyKind::Bit1.value(MyValue::Bytes(vec![1])), json!(true));
+        // YEAR 0000 arrives from the row decoder as 1900.
+        assert_eq!(
+            MyKind::Year.value(MyValue::Bytes(b"1900".to_vec())),
+            json!(0)
+        );
+        assert_eq!(
+            MyKind::Year.value(MyValue::Bytes(b"1901".to_vec())),
+            json!(1901)
+        );
         assert_eq!(
             MyKind::Integer.value(MyValue::UInt(u64::MAX)),
             json!(u64::MAX)
@@ -572,6 +605,12 @@ mod tests {
         assert_eq!(
             MyKind::Text { latin1: true }.value(MyValue::Bytes(vec![0xE9])),
             json!("é")
+        );
+        // The server's latin1 is Windows-1252, as its own conversion (the
+        // snapshot's path) reads it.
+        assert_eq!(
+            MyKind::Text { latin1: true }.value(MyValue::Bytes(vec![0x80, 0x81, 0x9F])),
+            json!("€\u{81}Ÿ")
         );
     }
 }
