@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-postgres.sh
 bash scripts/setup-mariadb.sh
 bash scripts/setup-aws-emulators.sh
+# The independent decoders of the differential type tests (tests/differential):
+# python-mysql-replication and psycopg, pinned, in .tools/venv.
+bash scripts/setup-python-tools.sh
 # The unit files are checked with `systemd-analyze verify`.
 if ! command -v systemd-analyze >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null

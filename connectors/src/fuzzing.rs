@@ -61,18 +61,7 @@ pub fn binlog_rows(data: &[u8]) {
     } else {
         None
     };
-    let mut buf = ParseBuf(rows_data);
-    let mut len_hint = 64;
-    while !buf.is_empty() {
-        for image in [&before, &after].into_iter().flatten() {
-            if rows::read_image(&mut buf, image, &columns, &mut len_hint).is_err() {
-                return;
-            }
-        }
-        if before.is_none() && after.is_none() {
-            return;
-        }
-    }
+    let _ = rows::read_rows(rows_data, before.as_deref(), after.as_deref(), &columns);
 }
 
 /// pgoutput messages with value parsing: `[u16 LE length][message]...`.
@@ -171,5 +160,35 @@ pub fn event_from_json(data: &[u8]) {
             "an accepted event wrote {} which does not parse: {e}",
             String::from_utf8_lossy(&out)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Inputs the fuzzers found (`fuzz/regressions/<target>/`), each once a
+    /// hang, crash or panic: they must now return.
+    #[test]
+    fn fuzz_findings_return() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+        let targets: [(&str, fn(&[u8])); 3] = [
+            ("binlog_rows", super::binlog_rows),
+            ("pgoutput", |data| {
+                super::pgoutput_messages(data);
+                super::postgres_value_text(data);
+            }),
+            ("event_from_json", super::event_from_json),
+        ];
+        let mut ran = 0;
+        for (target, run) in targets {
+            let Ok(entries) = std::fs::read_dir(root.join(target)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let data = std::fs::read(entry.path()).expect("read a regression input");
+                run(&data);
+                ran += 1;
+            }
+        }
+        assert!(ran > 0, "no regression inputs under {}", root.display());
     }
 }

@@ -723,23 +723,16 @@ impl MysqlSource {
                     let after_cols: Option<Vec<bool>> = rows
                         .columns_after_image()
                         .map(|b| b.iter().map(|x| *x).collect());
-                    let mut buf = mysql_common::io::ParseBuf(rows.rows_data());
-                    let mut decoded = Vec::new();
-                    let mut len_hint = 64;
-                    while !buf.is_empty() {
-                        let mut image = |cols: &Option<Vec<bool>>| {
-                            cols.as_ref()
-                                .map(|c| rows::read_image(&mut buf, c, info, &mut len_hint))
-                                .transpose()
-                        };
-                        let pair = image(&before_cols)
-                            .and_then(|before| Ok((before, image(&after_cols)?)));
-                        decoded.push(pair.map_err(|e| SourceError::Decode {
-                            at: format!("{} row {}", self.at(Some(start)), decoded.len()),
-                            message: e.to_string(),
-                        })?);
-                    }
-                    decoded
+                    rows::read_rows(
+                        rows.rows_data(),
+                        before_cols.as_deref(),
+                        after_cols.as_deref(),
+                        info,
+                    )
+                    .map_err(|(row, e)| SourceError::Decode {
+                        at: format!("{} row {row}", self.at(Some(start))),
+                        message: e.to_string(),
+                    })?
                 };
                 let names = (info.db.clone(), info.table.clone());
                 for (i, (before, after)) in decoded.into_iter().enumerate() {
