@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod exactly_once;
+mod faithful;
 mod fault_proxy;
 mod migrate;
 mod mysql;

@@ -1,0 +1,113 @@
+//! What reaches the sink is what was configured and nothing else: account
+//! statements on a server with a captured table named `user` never become
+//! events, and a publication holding more than `source.tables` (or `FOR ALL
+//! TABLES`) does not leak the other tables' rows.
+
+use crate::common::*;
+use crate::mysql::{sql, MyDb};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_account_statements_never_become_events_even_on_a_table_named_user() {
+    let db = MyDb::new(
+        "tm_faithful_user",
+        "CREATE TABLE user (id int PRIMARY KEY, name varchar(20)); CREATE TABLE other (id int PRIMARY KEY)",
+    );
+    let mut daemon = db.start(&db.config("user", 4711, "snapshot = \"never\"")).await;
+    let secret = "Sw0rdf1sh-tm-17";
+    sql(&format!(
+        "DROP USER IF EXISTS 'user'@'localhost';
+         CREATE USER 'user'@'localhost' IDENTIFIED BY '{secret}';
+         ALTER USER 'user'@'localhost' IDENTIFIED BY '{secret}2';
+         GRANT SELECT ON tm_faithful_user.user TO 'user'@'localhost';
+         SET PASSWORD FOR 'user'@'localhost' = PASSWORD('{secret}3');
+         REVOKE SELECT ON tm_faithful_user.user FROM 'user'@'localhost';
+         USE tm_faithful_user;
+         ALTER TABLE other ADD COLUMN user int;
+         CREATE TABLE user_archive (user int);
+         INSERT INTO user VALUES (1, 'after the accounts');
+         ALTER TABLE user ADD COLUMN age int;
+         DROP USER 'user'@'localhost';"
+    ));
+    db.wait_for_events(&daemon, 2).await;
+    daemon.stop().await;
+    let events = db.events();
+    let text = serde_json::to_string(&events).expect("json");
+    assert!(!text.contains(secret), "a password reached the sink: {text}");
+    let ops: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap_or_default(),
+                e["source"]["table"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    // The insert, and the one DDL that was on the captured table.
+    assert_eq!(ops, [("c", "user"), ("s", "user")], "{events:#?}");
+    assert_eq!(events[1]["ddl"], "ALTER TABLE user ADD COLUMN age int");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_tables_outside_source_tables_are_dropped_counted_and_warned_about() {
+    let db = TestDb::new("tm_faithful_pub").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE listed (id int PRIMARY KEY, v text);
+             CREATE TABLE cards (id int PRIMARY KEY, number text);
+             CREATE PUBLICATION tm_faithful_pub FOR ALL TABLES;",
+        )
+        .await
+        .expect("tables and a FOR ALL TABLES publication");
+    let config = db.config(&["public.listed"], "snapshot = \"never\"");
+    let config_arg = config.to_str().expect("path");
+
+    let (code, stderr) = run_to_end(&["check", "--config", config_arg]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("FOR ALL TABLES") && stderr.contains("source.publication"),
+        "check does not warn of the publication: {stderr}"
+    );
+
+    let mut daemon = Daemon::start(&config);
+    db.wait_for_slot(true).await;
+    let card = "4111111111111111";
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO cards VALUES (1, '{card}');
+             BEGIN; INSERT INTO listed VALUES (1, 'a'); UPDATE cards SET number = number || '0'; COMMIT;
+             TRUNCATE cards, listed;
+             INSERT INTO listed VALUES (2, 'b');"
+        ))
+        .await
+        .expect("changes");
+    daemon
+        .wait_for("the listed table's changes", Duration::from_secs(30), || async {
+            db.events().iter().any(|e| e["after"]["id"] == 2)
+        })
+        .await;
+    let port = http_port(&daemon).await;
+    let (_, metrics) = http_get(port, "/metrics").await;
+    daemon.stop().await;
+    let events = db.events();
+    let text = serde_json::to_string(&events).expect("json");
+    assert!(!text.contains(card), "an unlisted table's row reached the sink");
+    let tables: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap_or_default(),
+                e["source"]["table"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(tables, [("c", "listed"), ("t", "listed"), ("c", "listed")]);
+    // Insert, update and truncate of `cards`.
+    assert_eq!(
+        counter_sum(&metrics, "tidemark_unconfigured_changes_dropped_total", ""),
+        3.0,
+        "{metrics}"
+    );
+    assert!(!metrics.contains("cards"), "the unlisted table has a series: {metrics}");
+    assert!(!daemon.stderr().contains(card));
+}
