@@ -118,7 +118,10 @@ pub(crate) fn refused(
             rows.first()
                 .map(|values| key_pairs(columns, values, key_columns))
                 .unwrap_or_default(),
-            positions.first().map(|p| p.to_string()).unwrap_or_default(),
+            positions
+                .first()
+                .filter(|p| !p.is_empty())
+                .map_or_else(|| "none: a row of the copy".into(), |p| p.to_string()),
         ),
         _ => (Vec::new(), String::new()),
     };

@@ -100,6 +100,15 @@ fn pg_to_mysql(native: &str, key: bool) -> String {
     let (base, args, _) = parse(native);
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     let precision = || args.first().map_or("6".to_string(), |p| p.clone());
+    // `time with time zone` keeps its offset, which MySQL's TIME cannot: its
+    // text form goes in a text column.
+    let lower = native.to_ascii_lowercase();
+    if lower.starts_with("time")
+        && !lower.starts_with("timestamp")
+        && lower.ends_with("with time zone")
+    {
+        return if key { "varchar(255)" } else { "longtext" }.into();
+    }
     match base.as_str() {
         "smallint" => "smallint".into(),
         "integer" => "int".into(),
@@ -141,6 +150,15 @@ mod tests {
         assert_eq!(pg("datetime(6)"), "timestamp(6)");
         assert_eq!(pg("timestamp"), "timestamp(0) with time zone");
         assert_eq!(pg("varchar(20)"), "character varying(20)");
+    }
+
+    #[test]
+    fn time_with_time_zone_keeps_its_offset_as_text() {
+        let to_my = |t| target_type(Engine::Postgres, Engine::Mysql, t, false);
+        assert_eq!(to_my("time with time zone"), "longtext");
+        assert_eq!(to_my("time(3) with time zone"), "longtext");
+        assert_eq!(to_my("time(3) without time zone"), "time(3)");
+        assert_eq!(to_my("timestamp(3) with time zone"), "datetime(3)");
     }
 
     #[test]

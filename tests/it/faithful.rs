@@ -13,7 +13,9 @@ async fn mysql_account_statements_never_become_events_even_on_a_table_named_user
         "tm_faithful_user",
         "CREATE TABLE user (id int PRIMARY KEY, name varchar(20)); CREATE TABLE other (id int PRIMARY KEY)",
     );
-    let mut daemon = db.start(&db.config("user", 4711, "snapshot = \"never\"")).await;
+    let mut daemon = db
+        .start(&db.config("user", 4711, "snapshot = \"never\""))
+        .await;
     let secret = "Sw0rdf1sh-tm-17";
     sql(&format!(
         "DROP USER IF EXISTS 'user'@'localhost';
@@ -33,7 +35,10 @@ async fn mysql_account_statements_never_become_events_even_on_a_table_named_user
     daemon.stop().await;
     let events = db.events();
     let text = serde_json::to_string(&events).expect("json");
-    assert!(!text.contains(secret), "a password reached the sink: {text}");
+    assert!(
+        !text.contains(secret),
+        "a password reached the sink: {text}"
+    );
     let ops: Vec<(&str, &str)> = events
         .iter()
         .map(|e| {
@@ -82,16 +87,21 @@ async fn postgres_tables_outside_source_tables_are_dropped_counted_and_warned_ab
         .await
         .expect("changes");
     daemon
-        .wait_for("the listed table's changes", Duration::from_secs(30), || async {
-            db.events().iter().any(|e| e["after"]["id"] == 2)
-        })
+        .wait_for(
+            "the listed table's changes",
+            Duration::from_secs(30),
+            || async { db.events().iter().any(|e| e["after"]["id"] == 2) },
+        )
         .await;
     let port = http_port(&daemon).await;
     let (_, metrics) = http_get(port, "/metrics").await;
     daemon.stop().await;
     let events = db.events();
     let text = serde_json::to_string(&events).expect("json");
-    assert!(!text.contains(card), "an unlisted table's row reached the sink");
+    assert!(
+        !text.contains(card),
+        "an unlisted table's row reached the sink"
+    );
     let tables: Vec<(&str, &str)> = events
         .iter()
         .map(|e| {
@@ -108,6 +118,9 @@ async fn postgres_tables_outside_source_tables_are_dropped_counted_and_warned_ab
         3.0,
         "{metrics}"
     );
-    assert!(!metrics.contains("cards"), "the unlisted table has a series: {metrics}");
+    assert!(
+        !metrics.contains("cards"),
+        "the unlisted table has a series: {metrics}"
+    );
     assert!(!daemon.stderr().contains(card));
 }

@@ -17,7 +17,7 @@ fn migrate_config(config: &Path, target_url: &str, extra: &str) {
     );
 }
 
-fn status(config: &Path) -> String {
+pub fn status(config: &Path) -> String {
     let (code, stdout, stderr) = run_output(&[
         "migrate",
         "status",
@@ -28,7 +28,7 @@ fn status(config: &Path) -> String {
     stdout
 }
 
-async fn wait_for_stage(run: &Daemon, config: &Path, needle: &str) {
+pub async fn wait_for_stage(run: &Daemon, config: &Path, needle: &str) {
     run.wait_for(needle, Duration::from_secs(120), || async {
         status(config).contains(needle)
     })

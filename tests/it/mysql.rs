@@ -233,7 +233,11 @@ async fn mysql_ops_and_value_forms_in_snapshot_and_stream() {
     let source = &events[1]["source"];
     assert_eq!(source["gtid"], gtid, "{source}");
     let server_id = sql("SELECT @@server_id");
-    assert_eq!(source["server_id"].to_string(), server_id.trim(), "{source}");
+    assert_eq!(
+        source["server_id"].to_string(),
+        server_id.trim(),
+        "{source}"
+    );
     let file = source["file"].as_str().unwrap_or_default();
     assert!(
         sql("SHOW BINARY LOGS").lines().any(|l| l.starts_with(file)) && !file.is_empty(),
@@ -241,11 +245,21 @@ async fn mysql_ops_and_value_forms_in_snapshot_and_stream() {
     );
     let position = events[1]["position"].as_str().unwrap_or_default();
     let pos_hex = position.split(':').nth(2).unwrap_or_default();
-    assert_eq!(u64::from_str_radix(pos_hex, 16).ok(), source["pos"].as_u64(), "{source} at {position}");
+    assert_eq!(
+        u64::from_str_radix(pos_hex, 16).ok(),
+        source["pos"].as_u64(),
+        "{source} at {position}"
+    );
     assert_eq!(source["row"], 0);
-    let events_in_binlog = sql(&format!("SHOW BINLOG EVENTS IN '{file}' FROM {}", source["pos"]));
+    let events_in_binlog = sql(&format!(
+        "SHOW BINLOG EVENTS IN '{file}' FROM {}",
+        source["pos"]
+    ));
     assert!(
-        events_in_binlog.lines().next().is_some_and(|l| l.contains("Write_rows")),
+        events_in_binlog
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("Write_rows")),
         "pos names the rows event: {events_in_binlog}"
     );
     assert_eq!(events[0]["source"]["row"], 1, "the snapshot row's ordinal");

@@ -493,6 +493,59 @@ async fn postgres_types_agree_with_test_decoding_and_survive_apply() {
         }
     }
     pg_refusals(&corpus, &my_url, &my_target.name).await;
+
+    // `migrate` into both engines: the copy (COPY between Postgres databases,
+    // events across engines), then the catch-up of a change made after it.
+    let mg_pg = TestDb::new("tm_diff_pg_mg_pg").await;
+    for statement in &corpus.setup {
+        mg_pg
+            .client
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let mg_my = MyDb::new("tm_diff_pg_mg_my", "");
+    let mg_my_url = format!("mysql://root@127.0.0.1:3306/{}", mg_my.name);
+    for (name, url) in [
+        ("tm_diff_pg_mg_pg", mg_pg.url()),
+        ("tm_diff_pg_mg_my", mg_my_url.clone()),
+    ] {
+        let touch = async {
+            db.client
+                .batch_execute("UPDATE t SET touch = coalesce(touch, 0) + 1 WHERE id > 1000")
+                .await
+                .expect("touch");
+        };
+        let touch = std::sync::Mutex::new(Some(touch));
+        let handle = tokio::runtime::Handle::current();
+        migrate(&config, name, &url, "\"public.t\" = \"t\"", n, || {
+            if let Some(touch) = touch.lock().ok().and_then(|mut t| t.take()) {
+                tokio::task::block_in_place(|| handle.block_on(touch));
+            }
+        })
+        .await;
+    }
+    for c in &corpus.columns {
+        let canon_src = c.canon_pg.replace("{c}", &format!("\"{}\"", c.name));
+        let source = pg_checksum(&db.client, "t", &canon_src).await;
+        check_sums(
+            "migrate into Postgres",
+            c,
+            source.clone(),
+            pg_checksum(&mg_pg.client, "t", &canon_src).await,
+            &mut failures,
+        );
+        if c.canon_cross {
+            let canon_my = c.canon_mysql.replace("{c}", &format!("`{}`", c.name));
+            check_sums(
+                "migrate into MariaDB",
+                c,
+                source,
+                my_checksum(&mg_my.name, "t", &canon_my),
+                &mut failures,
+            );
+        }
+    }
     report(failures);
 }
 
@@ -652,7 +705,103 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
         }
     }
     my_refusals(&corpus, &pg_target).await;
+
+    // `migrate` into both engines (events in both directions), then the
+    // catch-up of a change made after the copy.
+    let mg_pg = TestDb::new("tm_diff_my_mg_pg").await;
+    let mg_my = MyDb::new("tm_diff_my_mg_my", "");
+    let mg_my_url = format!("mysql://root@127.0.0.1:3306/{}", mg_my.name);
+    let touch = || {
+        sql(&format!("USE tm_diff_my; {setup}{sep} UPDATE t SET touch = coalesce(touch, 0) + 1 WHERE id > 1000", sep = if setup.is_empty() { "" } else { ";" }));
+    };
+    migrate(&config, "tm_diff_my_mg_pg", &mg_pg.url(), maps, n, touch).await;
+    migrate(&config, "tm_diff_my_mg_my", &mg_my_url, maps, n, touch).await;
+    for c in &corpus.columns {
+        let canon_my = c.canon_mysql.replace("{c}", &format!("`{}`", c.name));
+        let source = my_checksum(&db.name, "t", &canon_my);
+        check_sums(
+            "migrate into MariaDB",
+            c,
+            source.clone(),
+            my_checksum(&mg_my.name, "t", &canon_my),
+            &mut failures,
+        );
+        if c.canon_cross {
+            let canon_pg = c.canon_pg.replace("{c}", &format!("\"{}\"", c.name));
+            check_sums(
+                "migrate into Postgres",
+                c,
+                source,
+                pg_checksum(&mg_pg.client, "t", &canon_pg).await,
+                &mut failures,
+            );
+        }
+    }
     report(failures);
+}
+
+/// Runs `tidemark migrate run` of `t` from the source of `source_config`
+/// (its `[source]`, with a slot and publication of the migration's own) into
+/// a fresh target: the copy, then the catch-up of a change made after it
+/// (`touch` on every streamed row, by `touch_source`). Returns once the
+/// catch-up has applied that change; the run is stopped.
+async fn migrate(
+    source_config: &Path,
+    name: &str,
+    target_url: &str,
+    tables: &str,
+    rows: usize,
+    touch_source: impl FnOnce(),
+) {
+    let text = std::fs::read_to_string(source_config).expect("config");
+    let start = text.find("[source]").expect("a [source]");
+    let end = text[start..]
+        .find("[sink]")
+        .map_or(text.len(), |i| start + i);
+    let source = text[start..end]
+        .lines()
+        .map(|l| match l.split_once(" = ") {
+            Some(("slot" | "publication", _)) => {
+                format!("{} = \"{name}\"", l.split(' ').next().unwrap_or_default())
+            }
+            Some(("server_id", _)) => "server_id = 4791".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let engine = if target_url.starts_with("mysql") {
+        "mysql"
+    } else {
+        "postgres"
+    };
+    let config = source_config.with_file_name(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!("[pipeline]\nname = \"{name}\"\n{source}\n[target]\ntype = \"{engine}\"\nurl = \"{target_url}\"\n[target.tables]\n{tables}\n[migrate]\nparallelism = 2\nchunk_rows = 7\n"),
+    )
+    .expect("migrate config");
+    let mut run = Daemon::command(&["migrate", "run"], &config);
+    crate::migrate::wait_for_stage(&run, &config, "stage catch-up").await;
+    touch_source();
+    run.wait_for(
+        "the catch-up of the change after the copy",
+        Duration::from_secs(120),
+        || async {
+            let status = crate::migrate::status(&config);
+            let applied = status.lines().find_map(|l| {
+                l.strip_prefix("catch-up: ")?
+                    .split(", ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            });
+            applied.is_some_and(|a| a >= rows)
+        },
+    )
+    .await;
+    run.stop().await;
 }
 
 /// Checks the apply of `refusals` (captured from a database of their own,
