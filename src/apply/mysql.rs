@@ -16,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tidemark_connectors::mysql::{text_rows, text_value};
 
 /// A statement is cut at about this size (the server's `max_allowed_packet`
 /// is 16 MiB by default on MariaDB, 64 MiB on MySQL 8).
@@ -70,11 +71,9 @@ impl MyTarget {
         schema_changes: SchemaChanges,
     ) -> Result<MyTarget, ApplyError> {
         let mut conn = connect(url).await?;
-        let db: Option<String> = conn
-            .query_first("SELECT DATABASE()")
+        let db = text_value(&mut conn, "SELECT DATABASE()")
             .await
-            .map_err(my_error("read the target database"))?
-            .flatten();
+            .map_err(my_error("read the target database"))?;
         let Some(db) = db else {
             return Err(ApplyError::Setup(
                 "target.url: name the target database (mysql://user@host:3306/DB)".into(),
@@ -354,25 +353,39 @@ pub async fn describe(
     name: &str,
 ) -> Result<Option<TargetTable>, ApplyError> {
     let quoted = format!("{}.{}", quote(schema), quote(name));
-    let rows: Vec<(String, String, String)> = conn
-        .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-            (schema, name),
-        )
-        .await
-        .map_err(my_error(format!("describe target table {quoted}")))?;
+    let rows: Vec<(String, String, String)> = text_rows(
+        conn,
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+        (schema, name),
+    )
+    .await
+    .map_err(my_error(format!("describe target table {quoted}")))?
+    .into_iter()
+    .map(|row| match row.as_slice() {
+        [Some(name), Some(data_type), Some(column_type)] => {
+            Ok((name.clone(), data_type.clone(), column_type.clone()))
+        }
+        _ => Err(ApplyError::Table {
+            table: quoted.clone(),
+            message: format!("information_schema.COLUMNS gave an unreadable row {row:?}"),
+        }),
+    })
+    .collect::<Result<_, _>>()?;
     if rows.is_empty() {
         return Ok(None);
     }
-    let key: Vec<String> = conn
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
-            (schema, name),
-        )
-        .await
-        .map_err(my_error(format!("read the primary key of {quoted}")))?;
+    let key: Vec<String> = text_rows(
+        conn,
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+        (schema, name),
+    )
+    .await
+    .map_err(my_error(format!("read the primary key of {quoted}")))?
+    .into_iter()
+    .filter_map(|row| row.into_iter().next().flatten())
+    .collect();
     if key.is_empty() {
         return Err(ApplyError::Table {
             table: quoted,

@@ -72,6 +72,45 @@ pub(crate) async fn connect(url: &str) -> Result<Conn, SourceError> {
 }
 
 /// `SHOW BINARY LOGS`: each binlog's name and size, oldest first.
+/// The rows of a query with every column as text (`None` for NULL), read
+/// without mysql_async's typed conversions, which panic on a value of another
+/// type: a server that answers oddly is an error or a missing value, never a
+/// panic.
+pub async fn text_rows(
+    conn: &mut Conn,
+    sql: &str,
+    params: impl Into<mysql_async::Params> + Send,
+) -> Result<Vec<Vec<Option<String>>>, mysql_async::Error> {
+    let rows: Vec<mysql_async::Row> = match params.into() {
+        mysql_async::Params::Empty => conn.query(sql).await?,
+        params => conn.exec(sql, params).await?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            row.unwrap()
+                .into_iter()
+                .map(|value| match value {
+                    mysql_async::Value::NULL => None,
+                    mysql_async::Value::Bytes(bytes) => {
+                        Some(String::from_utf8_lossy(&bytes).into_owned())
+                    }
+                    other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The first column of the first row of `sql` as text (see [`text_rows`]).
+pub async fn text_value(conn: &mut Conn, sql: &str) -> Result<Option<String>, mysql_async::Error> {
+    Ok(text_rows(conn, sql, ())
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten()))
+}
+
 pub(crate) async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, SourceError> {
     // MySQL 8 adds columns: read the first two by index.
     Ok(conn
@@ -113,8 +152,7 @@ pub async fn current_position(cfg: &MysqlConfig) -> Result<Position, SourceError
                 "source: the server reports no binlog position (is log_bin on?)".into(),
             )
         })?;
-    let gtid: Option<String> = conn
-        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+    let gtid = text_value(&mut conn, "SELECT @@GLOBAL.gtid_binlog_pos")
         .await
         .ok()
         .flatten();
@@ -131,16 +169,20 @@ pub async fn current_position(cfg: &MysqlConfig) -> Result<Position, SourceError
 /// Holds no credentials.
 pub async fn source_identity(cfg: &MysqlConfig) -> Result<String, SourceError> {
     let mut conn = connect(&cfg.url).await?;
-    let rows: Vec<(String, String)> = conn
-        .query(
-            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_uuid', 'server_id', 'log_bin_basename')",
-        )
-        .await
-        .map_err(my_error("read server_uuid, server_id and log_bin_basename"))?;
+    let rows = text_rows(
+        &mut conn,
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_uuid', 'server_id', 'log_bin_basename')",
+        (),
+    )
+    .await
+    .map_err(my_error("read server_uuid, server_id and log_bin_basename"))?;
     let var = |name: &str| {
-        rows.iter()
-            .find(|(n, v)| n.eq_ignore_ascii_case(name) && !v.is_empty())
-            .map(|(_, v)| v.as_str())
+        rows.iter().find_map(|row| match row.as_slice() {
+            [Some(n), Some(v), ..] if n.eq_ignore_ascii_case(name) && !v.is_empty() => {
+                Some(v.as_str())
+            }
+            _ => None,
+        })
     };
     let server = match (var("server_uuid"), var("server_id")) {
         (Some(uuid), _) => format!("server_uuid {uuid}"),
@@ -333,8 +375,7 @@ impl MysqlSource {
                 {
                     gtid_state.insert(gtid_key(entry).to_string(), entry.to_string());
                 }
-                let binlog_pos: Option<String> = conn
-                    .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+                let binlog_pos = text_value(&mut conn, "SELECT @@GLOBAL.gtid_binlog_pos")
                     .await
                     .map_err(my_error("read @@gtid_binlog_pos"))?;
                 if let Some(gtid) = gtid.as_deref() {

@@ -2,9 +2,8 @@
 //! daemon's retention watch: `SHOW BINARY LOGS` and the expiry setting, on a
 //! connection of its own.
 
-use super::{binary_logs, connect, my_error};
+use super::{binary_logs, connect, my_error, text_value};
 use crate::SourceError;
-use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 /// One reading against a cursor at `file:pos`.
@@ -33,20 +32,16 @@ impl BinlogWatch {
 
     pub async fn check(&mut self, file: &str, pos: u64) -> Result<BinlogRetention, SourceError> {
         let logs = binary_logs(&mut self.conn).await?;
-        let expire_seconds = match self
-            .conn
-            .query_first::<u64, _>("SELECT @@global.binlog_expire_logs_seconds")
-            .await
-        {
-            Ok(seconds) => seconds.unwrap_or(0),
-            // Servers before MariaDB 10.6 / MySQL 8 know only days.
-            Err(_) => self
-                .conn
-                .query_first::<f64, _>("SELECT @@global.expire_logs_days")
-                .await
-                .map_err(my_error("read expire_logs_days"))?
-                .map_or(0, |days| (days * 86_400.0) as u64),
-        };
+        let expire_seconds =
+            match text_value(&mut self.conn, "SELECT @@global.binlog_expire_logs_seconds").await {
+                Ok(seconds) => seconds.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+                // Servers before MariaDB 10.6 / MySQL 8 know only days.
+                Err(_) => text_value(&mut self.conn, "SELECT @@global.expire_logs_days")
+                    .await
+                    .map_err(my_error("read expire_logs_days"))?
+                    .and_then(|days| days.parse::<f64>().ok())
+                    .map_or(0, |days| (days * 86_400.0) as u64),
+            };
         let index = logs.iter().position(|(name, _)| name == file);
         let behind_bytes = match index {
             Some(i) => {
