@@ -180,30 +180,15 @@ impl MyTarget {
             return None;
         };
         let target = self.table(table).await.ok()?;
-        for row in refusal::single_rows(step) {
-            let Err(row_error) = self.attempt(&row, &target).await else {
-                continue;
-            };
-            let mut column = None;
-            for (name, single) in refusal::single_columns(&row, &target.key) {
-                if self.attempt(&single, &target).await.is_err() {
-                    column = Some(name);
-                    break;
-                }
-            }
-            return Some(refusal::refused(
-                &target.quoted,
-                &target.key,
-                &row,
-                column.as_deref(),
-                row_error,
-            ));
-        }
-        None
+        refusal::locate(self, &target, step).await
     }
 
     /// Writes one step in a transaction that is rolled back.
-    async fn attempt(&mut self, step: &Step, table: &TargetTable) -> Result<(), ApplyError> {
+    async fn attempt_rolled_back(
+        &mut self,
+        step: &Step,
+        table: &TargetTable,
+    ) -> Result<(), ApplyError> {
         self.conn
             .query_drop("START TRANSACTION")
             .await
@@ -343,6 +328,17 @@ impl MyTarget {
                 table: table.quoted.clone(),
                 message: e.to_string(),
             })
+    }
+}
+
+impl refusal::Attempt for MyTarget {
+    fn attempt<'a>(
+        &'a mut self,
+        step: &'a Step,
+        table: &'a TargetTable,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApplyError>> + Send + 'a>>
+    {
+        Box::pin(self.attempt_rolled_back(step, table))
     }
 }
 

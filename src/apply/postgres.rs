@@ -205,45 +205,21 @@ impl PgTarget {
         let target = lookup(&mut self.tables, &self.map, &self.client, table)
             .await
             .ok()?;
-        for row in refusal::single_rows(step) {
-            let Err(row_error) = self.attempt(&row, &target).await else {
-                continue;
-            };
-            let mut column = None;
-            for (name, single) in refusal::single_columns(&row, &target.key) {
-                if self.attempt(&single, &target).await.is_err() {
-                    column = Some(name);
-                    break;
-                }
-            }
-            return Some(refusal::refused(
-                &target.quoted,
-                &target.key,
-                &row,
-                column.as_deref(),
-                row_error,
-            ));
-        }
-        None
+        refusal::locate(self, &target, step).await
     }
 
     /// Writes one step in a transaction that is rolled back.
-    async fn attempt(&mut self, step: &Step, table: &TargetTable) -> Result<(), ApplyError> {
+    async fn attempt_rolled_back(
+        &mut self,
+        step: &Step,
+        table: &TargetTable,
+    ) -> Result<(), ApplyError> {
         let tx = self
             .client
             .transaction()
             .await
             .map_err(|e| ApplyError::db("begin a target transaction")(pg_detail(e)))?;
-        for (sql, params) in statements(step, table)?.0 {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            tx.execute(&sql, &refs)
-                .await
-                .map_err(|e| ApplyError::Table {
-                    table: table.quoted.clone(),
-                    message: pg_detail(e),
-                })?;
-        }
+        execute_all(&tx, &statements(step, table)?.0, table).await?;
         // Dropped: rolled back.
         Ok(())
     }
@@ -317,16 +293,7 @@ impl PgTarget {
                         rows: vec![row.clone()],
                         positions: vec![position.clone()],
                     };
-                    for (sql, params) in statements(&upsert, &table)?.0 {
-                        let refs: Vec<&(dyn ToSql + Sync)> =
-                            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                        tx.execute(&sql, &refs)
-                            .await
-                            .map_err(|e| ApplyError::Table {
-                                table: table.quoted.clone(),
-                                message: pg_detail(e),
-                            })?;
-                    }
+                    execute_all(&tx, &statements(&upsert, &table)?.0, &table).await?;
                 }
             }
             rows += count;
@@ -346,6 +313,38 @@ impl PgTarget {
             .map_err(|e| ApplyError::db("commit a target transaction")(pg_detail(e)))?;
         Ok(rows)
     }
+}
+
+impl refusal::Attempt for PgTarget {
+    fn attempt<'a>(
+        &'a mut self,
+        step: &'a Step,
+        table: &'a TargetTable,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApplyError>> + Send + 'a>>
+    {
+        Box::pin(self.attempt_rolled_back(step, table))
+    }
+}
+
+/// Runs statements in order; the first error names the table.
+async fn execute_all(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &[Statement],
+    table: &TargetTable,
+) -> Result<u64, ApplyError> {
+    let mut written = 0;
+    for (sql, params) in statements {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        written = tx
+            .execute(sql, &refs)
+            .await
+            .map_err(|e| ApplyError::Table {
+                table: table.quoted.clone(),
+                message: pg_detail(e),
+            })?;
+    }
+    Ok(written)
 }
 
 /// A `COPY … FROM STDIN` under way; dropped unfinished, it rolls back.

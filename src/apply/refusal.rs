@@ -8,13 +8,54 @@
 //! back; what fails first is named with its key and event position.
 
 use super::plan::Step;
-use super::ApplyError;
+use super::{ApplyError, TargetTable};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// A target that can write a step in a transaction it then rolls back.
+pub(crate) trait Attempt {
+    fn attempt<'a>(
+        &'a mut self,
+        step: &'a Step,
+        table: &'a TargetTable,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
+}
+
+/// The refusal of `step` (an upsert or move into `table` that failed): its
+/// first row the target refuses alone, with the first of its columns refused
+/// alone; `None` when every row goes in by itself.
+pub(crate) async fn locate(
+    target: &mut (impl Attempt + Send),
+    table: &TargetTable,
+    step: &Step,
+) -> Option<ApplyError> {
+    for row in single_rows(step) {
+        let Err(row_error) = target.attempt(&row, table).await else {
+            continue;
+        };
+        let mut column = None;
+        for (name, single) in single_columns(&row, &table.key) {
+            if target.attempt(&single, table).await.is_err() {
+                column = Some(name);
+                break;
+            }
+        }
+        return Some(refused(
+            &table.quoted,
+            &table.key,
+            &row,
+            column.as_deref(),
+            row_error,
+        ));
+    }
+    None
+}
 
 /// The rows of a failed step, each as a step of its own, to try one at a time
 /// (empty for steps that are not row writes).
-pub(crate) fn single_rows(step: &Step) -> Vec<Step> {
+fn single_rows(step: &Step) -> Vec<Step> {
     let one = |table: &super::plan::TableKey,
                columns: &[Arc<str>],
                row: &Vec<Value>,
@@ -50,7 +91,7 @@ pub(crate) fn single_rows(step: &Step) -> Vec<Step> {
 
 /// The key and each other column of a one-row step from [`single_rows`], as
 /// steps to try one at a time: the first refused names the column.
-pub(crate) fn single_columns(row: &Step, key_columns: &[String]) -> Vec<(Arc<str>, Step)> {
+fn single_columns(row: &Step, key_columns: &[String]) -> Vec<(Arc<str>, Step)> {
     let Step::Upsert {
         table,
         columns,
@@ -101,7 +142,7 @@ fn key_pairs(
 
 /// The error for a refused one-row step: table, column (when one alone was
 /// refused), key and position, with the target's message.
-pub(crate) fn refused(
+fn refused(
     table: &str,
     key_columns: &[String],
     row: &Step,
