@@ -146,6 +146,9 @@ pub fn event_from_json(data: &[u8]) {
     let mut out = Vec::new();
     parsed.event.write_json(&mut out);
     match crate::ChangeEvent::from_json(&out) {
+        // A schema event's envelope has no row images: an `after` one
+        // carries is not kept (nor applied).
+        Ok(_) if parsed.event.op == crate::Op::Schema => {}
         Ok(again) => {
             assert_eq!(
                 again.event.after, parsed.event.after,
