@@ -32,8 +32,12 @@ pub(crate) async fn locate(
     step: &Step,
 ) -> Option<ApplyError> {
     for row in single_rows(step) {
-        let Err(row_error) = target.attempt(&row, table).await else {
-            continue;
+        let row_error = match target.attempt(&row, table).await {
+            Ok(()) => continue,
+            Err(e @ ApplyError::Table { .. }) => e,
+            // Not the row: the connection or a transaction failed; the
+            // original error says more.
+            Err(_) => return None,
         };
         let mut column = None;
         for (name, single) in single_columns(&row, &table.key) {

@@ -408,3 +408,33 @@ pub async fn problems(
     }
     Ok(problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_with_more_than_the_configured_tables_is_warned_about() {
+        let tables = [TableName::new("public", "listed")];
+        let only = Publication {
+            tables: vec!["public.listed".into()],
+            all_tables: false,
+        };
+        assert!(publication_warnings("p", &only, &tables).is_empty());
+        let more = Publication {
+            tables: vec!["public.listed".into(), "public.cards".into()],
+            all_tables: false,
+        };
+        let warnings = publication_warnings("p", &more, &tables);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("public.cards") && !warnings[0].contains("public.listed,"),
+            "{warnings:?}"
+        );
+        let all = Publication {
+            tables: vec!["public.listed".into()],
+            all_tables: true,
+        };
+        assert!(publication_warnings("p", &all, &tables)[0].contains("FOR ALL TABLES"));
+    }
+}
