@@ -1211,6 +1211,59 @@ fn rotate_name(event: &Event) -> String {
     name(body.len())
 }
 
+/// The ENUM or SET labels of each such column, from the optional metadata
+/// field's bytes: per column a length-encoded count, then that many
+/// length-encoded strings. Read here rather than by `mysql_common`, which
+/// reserves room for the count it reads before checking it against the bytes
+/// there are (a hostile count aborted the process: found by the binlog_rows
+/// fuzzer).
+fn label_lists(mut raw: &[u8]) -> std::io::Result<Vec<Vec<String>>> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let length = |raw: &mut &[u8]| -> std::io::Result<usize> {
+        let (&first, rest) = raw
+            .split_first()
+            .ok_or_else(|| invalid("truncated ENUM/SET labels"))?;
+        let width = match first {
+            0..=0xfa => {
+                *raw = rest;
+                return Ok(first as usize);
+            }
+            0xfc => 2,
+            0xfd => 3,
+            0xfe => 8,
+            _ => return Err(invalid("a malformed length in the ENUM/SET labels")),
+        };
+        let (bytes, rest) = rest
+            .split_at_checked(width)
+            .ok_or_else(|| invalid("truncated ENUM/SET labels"))?;
+        *raw = rest;
+        let mut value = [0u8; 8];
+        value[..width].copy_from_slice(bytes);
+        usize::try_from(u64::from_le_bytes(value))
+            .map_err(|_| invalid("an ENUM/SET label length past memory"))
+    };
+    let mut lists = Vec::new();
+    while !raw.is_empty() {
+        let count = length(&mut raw)?;
+        // Each label takes at least its length byte.
+        if count > raw.len() {
+            return Err(invalid("more ENUM/SET labels than bytes"));
+        }
+        let mut labels = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = length(&mut raw)?;
+            let (label, rest) = raw
+                .split_at_checked(len)
+                .ok_or_else(|| invalid("truncated ENUM/SET label"))?;
+            raw = rest;
+            labels.push(String::from_utf8_lossy(label).into_owned());
+        }
+        lists.push(labels);
+    }
+    Ok(lists)
+}
+
 /// Column names, kinds, wire layout and key from a TABLE_MAP event's metadata
 /// (names empty when the server sent none).
 pub(crate) fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
@@ -1228,18 +1281,14 @@ pub(crate) fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableCo
                     .collect();
             }
             OptionalMetadataField::EnumStrValue(v) => {
-                enums = v
-                    .iter_values()
-                    .flatten()
-                    .map(|e| e.values().iter().map(|x| x.value().into_owned()).collect())
-                    .collect();
+                let mut raw = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&v, &mut raw);
+                enums = label_lists(&raw)?;
             }
             OptionalMetadataField::SetStrValue(v) => {
-                sets = v
-                    .iter_values()
-                    .flatten()
-                    .map(|e| e.values().iter().map(|x| x.value().into_owned()).collect())
-                    .collect();
+                let mut raw = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&v, &mut raw);
+                sets = label_lists(&raw)?;
             }
             OptionalMetadataField::SimplePrimaryKey(pk) => {
                 key = pk.iter_indexes().flatten().map(|i| i as usize).collect();
