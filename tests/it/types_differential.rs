@@ -162,10 +162,14 @@ fn unchanged(event: &Value) -> &[Value] {
 
 /// A value for a failure line, cut to a readable length.
 fn shown(value: Option<&Value>) -> String {
-    let text = value.map_or("(absent)".into(), Value::to_string);
+    cut(&value.map_or("(absent)".into(), Value::to_string))
+}
+
+/// Text cut to a readable length for a failure line.
+fn cut(text: &str) -> String {
     match text.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}… ({} chars)", &text[..cut], text.chars().count()),
-        None => text,
+        Some((end, _)) => format!("{}… ({} chars)", &text[..end], text.chars().count()),
+        None => text.to_string(),
     }
 }
 
@@ -328,7 +332,7 @@ fn check_sums(
         )
         .filter(|(a, b)| a != b)
         .take(3)
-        .map(|(a, b)| format!("source {a:?} / target {b:?}"))
+        .map(|(a, b)| format!("source {:?} / target {:?}", cut(a), cut(b)))
         .collect();
     failures.push(format!(
         "{what}: column {} ({}): checksum {} / {}: {}",
@@ -510,20 +514,8 @@ async fn postgres_types_agree_with_test_decoding_and_survive_apply() {
         ("tm_diff_pg_mg_pg", mg_pg.url()),
         ("tm_diff_pg_mg_my", mg_my_url.clone()),
     ] {
-        let touch = async {
-            db.client
-                .batch_execute("UPDATE t SET touch = coalesce(touch, 0) + 1 WHERE id > 1000")
-                .await
-                .expect("touch");
-        };
-        let touch = std::sync::Mutex::new(Some(touch));
-        let handle = tokio::runtime::Handle::current();
-        migrate(&config, name, &url, "\"public.t\" = \"t\"", n, || {
-            if let Some(touch) = touch.lock().ok().and_then(|mut t| t.take()) {
-                tokio::task::block_in_place(|| handle.block_on(touch));
-            }
-        })
-        .await;
+        let touch = Touch::Postgres(&db.client);
+        migrate(&config, name, &url, "\"public.t\" = \"t\"", n, touch).await;
     }
     for c in &corpus.columns {
         let canon_src = c.canon_pg.replace("{c}", &format!("\"{}\"", c.name));
@@ -711,8 +703,9 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
     let mg_pg = TestDb::new("tm_diff_my_mg_pg").await;
     let mg_my = MyDb::new("tm_diff_my_mg_my", "");
     let mg_my_url = format!("mysql://root@127.0.0.1:3306/{}", mg_my.name);
-    let touch = || {
-        sql(&format!("USE tm_diff_my; {setup}{sep} UPDATE t SET touch = coalesce(touch, 0) + 1 WHERE id > 1000", sep = if setup.is_empty() { "" } else { ";" }));
+    let touch = Touch::Mysql {
+        db: "tm_diff_my",
+        setup: &setup,
     };
     migrate(&config, "tm_diff_my_mg_pg", &mg_pg.url(), maps, n, touch).await;
     migrate(&config, "tm_diff_my_mg_my", &mg_my_url, maps, n, touch).await;
@@ -740,10 +733,39 @@ async fn mariadb_types_agree_with_python_mysql_replication_and_survive_apply() {
     report(failures);
 }
 
+/// Where `migrate` makes its change after the copy: every streamed row's
+/// `touch` column goes up by one.
+#[derive(Clone, Copy)]
+enum Touch<'a> {
+    Postgres(&'a tokio_postgres::Client),
+    /// The database, and the session setup its values need.
+    Mysql {
+        db: &'a str,
+        setup: &'a str,
+    },
+}
+
+impl Touch<'_> {
+    async fn run(self) {
+        const TOUCH: &str = "UPDATE t SET touch = coalesce(touch, 0) + 1 WHERE id > 1000";
+        match self {
+            Touch::Postgres(client) => client.batch_execute(TOUCH).await.expect("touch"),
+            Touch::Mysql { db, setup } => {
+                let setup = if setup.is_empty() {
+                    String::new()
+                } else {
+                    format!("{setup};")
+                };
+                sql(&format!("USE {db}; {setup} {TOUCH}"));
+            }
+        }
+    }
+}
+
 /// Runs `tidemark migrate run` of `t` from the source of `source_config`
 /// (its `[source]`, with a slot and publication of the migration's own) into
 /// a fresh target: the copy, then the catch-up of a change made after it
-/// (`touch` on every streamed row, by `touch_source`). Returns once the
+/// (`touch`). Returns once the
 /// catch-up has applied that change; the run is stopped.
 async fn migrate(
     source_config: &Path,
@@ -751,7 +773,7 @@ async fn migrate(
     target_url: &str,
     tables: &str,
     rows: usize,
-    touch_source: impl FnOnce(),
+    touch: Touch<'_>,
 ) {
     let text = std::fs::read_to_string(source_config).expect("config");
     let start = text.find("[source]").expect("a [source]");
@@ -782,7 +804,7 @@ async fn migrate(
     .expect("migrate config");
     let mut run = Daemon::command(&["migrate", "run"], &config);
     crate::migrate::wait_for_stage(&run, &config, "stage catch-up").await;
-    touch_source();
+    touch.run().await;
     run.wait_for(
         "the catch-up of the change after the copy",
         Duration::from_secs(120),
