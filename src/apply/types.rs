@@ -79,6 +79,8 @@ fn mysql_to_pg(native: &str) -> String {
         "tinytext" | "text" | "mediumtext" | "longtext" | "enum" => "text".into(),
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => "bytea".into(),
         "set" => "text[]".into(),
+        "inet6" | "inet4" => "inet".into(),
+        "uuid" => "uuid".into(),
         // The server's bytes: a 4-byte little-endian SRID, then WKB.
         t if tidemark_connectors::mysql::values::is_spatial(t) => "bytea".into(),
         "json" => "json".into(),
@@ -150,6 +152,9 @@ mod tests {
         assert_eq!(pg("datetime(6)"), "timestamp(6)");
         assert_eq!(pg("timestamp"), "timestamp(0) with time zone");
         assert_eq!(pg("varchar(20)"), "character varying(20)");
+        assert_eq!(pg("inet6"), "inet");
+        assert_eq!(pg("uuid"), "uuid");
+        assert_eq!(pg("point"), "bytea");
     }
 
     #[test]

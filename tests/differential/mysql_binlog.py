@@ -64,6 +64,8 @@ script with an error naming the table and position instead.
 
 import argparse
 import base64
+import socket
+import uuid
 import datetime
 import decimal
 import json
@@ -290,6 +292,24 @@ class Decoder:
         return out
 
 
+def plugin_text(image, types):
+    """INET6 and UUID values (base64 of their 16 bytes above) in the text the
+    server prints: glibc's inet_ntop for INET6, Python's uuid for UUID."""
+    if not image:
+        return
+    for name, kind in types.items():
+        value = image.get(name)
+        if not isinstance(value, str):
+            continue
+        raw = base64.b64decode(value).ljust(16, b"\0")
+        if len(raw) != 16:
+            image[name] = undecodable(f"{kind} of {len(raw)} bytes")
+        elif kind == "inet6":
+            image[name] = socket.inet_ntop(socket.AF_INET6, raw)
+        else:
+            image[name] = str(uuid.UUID(bytes=raw))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", required=True)
@@ -347,6 +367,25 @@ def main():
             enable_logging=False,
         )
         out = sys.stdout
+        plugin_cache = {}
+
+        def plugin_types(schema, name):
+            """Columns of MariaDB's plugin types (INET6, UUID), which the binlog
+            sends as BINARY(16): name -> type, from information_schema."""
+            if (schema, name) not in plugin_cache:
+                conn = pymysql.connect(**settings)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute(
+                            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+                            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND DATA_TYPE IN ('inet6', 'uuid')",
+                            (schema, name),
+                        )
+                        plugin_cache[(schema, name)] = {c: t for c, t in cur.fetchall()}
+                finally:
+                    conn.close()
+            return plugin_cache[(schema, name)]
+
         for event in stream:
             where = f"{stream.log_file}:{event.packet.log_pos - event.packet.event_size}"
             if event._is_event_valid is False:
@@ -378,6 +417,8 @@ def main():
                 else:
                     op, after = "d", None
                     before = decoder.image(columns, row["values"], row["none_sources"])
+                for image in (before, after):
+                    plugin_text(image, plugin_types(event.schema, event.table))
                 obj = {"table": table, "op": op, "before": before, "after": after, "unchanged": unchanged}
                 out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
                 out.write("\n")

@@ -961,6 +961,9 @@ impl MysqlSource {
                 self.at(Some(start))
             );
         }
+        if let Some(history) = self.history.get(&key) {
+            history.name_plugin_types(&mut columns);
+        }
         columns.render_names();
         self.tables.insert(tme.table_id(), columns);
         Ok(())

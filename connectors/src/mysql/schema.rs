@@ -103,6 +103,28 @@ impl TableColumns {
         }
     }
 
+    /// MariaDB's `INET6` and `UUID` travel in the binlog as `BINARY(16)`:
+    /// the schema history, which names their type, makes a TABLE_MAP layout
+    /// render them as the server prints them (and the snapshot reads them).
+    /// Only a 16-byte binary column the history calls so, at the same place
+    /// with the same name, is taken.
+    pub fn name_plugin_types(&self, layout: &mut TableColumns) {
+        for (i, wire) in layout.wire.iter_mut().enumerate() {
+            let same_column = self.names.get(i) == layout.names.get(i);
+            let kind = match self.types.get(i).map(|t| t.to_ascii_lowercase()) {
+                Some(t) if t == "inet6" => MyKind::Inet6,
+                Some(t) if t == "uuid" => MyKind::Uuid,
+                _ => continue,
+            };
+            if same_column && wire.kind == MyKind::FixedBytes(16) {
+                wire.kind = kind.clone();
+                if let Some(k) = layout.kinds.get_mut(i) {
+                    *k = kind;
+                }
+            }
+        }
+    }
+
     /// The `columns` of a schema-change event.
     pub fn infos(&self) -> Vec<ColumnInfo> {
         self.names

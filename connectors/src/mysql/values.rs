@@ -33,6 +33,11 @@ pub enum MyKind {
     /// BINARY(n): base64 of the n bytes the server stores. The binlog drops
     /// trailing zero bytes; they are put back.
     FixedBytes(usize),
+    /// MariaDB `INET6` (16 bytes in the binlog): its text, as the server
+    /// prints it.
+    Inet6,
+    /// MariaDB `UUID` (16 bytes in the binlog, in text order): its text.
+    Uuid,
     /// CHAR, VARCHAR, TEXT (and MariaDB's JSON, a LONGTEXT): a string, decoded from
     /// latin1 when the column's charset says so.
     Text {
@@ -70,6 +75,54 @@ fn latin1_char(byte: u8) -> char {
         0x80..=0x9F => CP1252_HIGH[(byte - 0x80) as usize],
         other => other as char,
     }
+}
+
+/// An IPv6 address as MariaDB's `INET6` prints it (inet_ntop's form): the
+/// longest run of zero groups as `::`, and the last 32 bits dotted for
+/// IPv4-compatible (`::1.2.3.4`) and IPv4-mapped (`::ffff:1.2.3.4`) addresses.
+fn inet6_text(address: [u8; 16]) -> String {
+    let words: Vec<u16> = address
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], w[1]]))
+        .collect();
+    // The first longest run of two or more zero groups.
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, word) in words.iter().enumerate() {
+        if *word == 0 {
+            run = if run.1 == 0 {
+                (i, 1)
+            } else {
+                (run.0, run.1 + 1)
+            };
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run = (0, 0);
+        }
+    }
+    let dotted = || {
+        format!(
+            "{}.{}.{}.{}",
+            address[12], address[13], address[14], address[15]
+        )
+    };
+    if best.0 == 0 && (best.1 == 6 || (best.1 == 5 && words[5] == 0xffff)) {
+        let prefix = if best.1 == 5 { "::ffff:" } else { "::" };
+        return format!("{prefix}{}", dotted());
+    }
+    let group = |words: &[u16]| {
+        words
+            .iter()
+            .map(|w| format!("{w:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if best.1 < 2 {
+        return group(&words);
+    }
+    let (start, end) = (best.0, best.0 + best.1);
+    format!("{}::{}", group(&words[..start]), group(&words[end..]))
 }
 
 /// The spatial data types, as `information_schema.COLUMNS.DATA_TYPE` names them.
@@ -342,6 +395,25 @@ impl MyKind {
             (MyKind::Bytes, MyValue::Bytes(b)) => {
                 Value::String(base64::engine::general_purpose::STANDARD.encode(&b))
             }
+            // Both are BINARY(16) in the binlog, trailing zero bytes dropped.
+            (MyKind::Inet6, MyValue::Bytes(mut b)) if b.len() <= 16 => {
+                b.resize(16, 0);
+                let mut address = [0u8; 16];
+                address.copy_from_slice(&b);
+                Value::String(inet6_text(address))
+            }
+            (MyKind::Uuid, MyValue::Bytes(mut b)) if b.len() <= 16 => {
+                b.resize(16, 0);
+                let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+                Value::String(format!(
+                    "{}-{}-{}-{}-{}",
+                    &hex[..8],
+                    &hex[8..12],
+                    &hex[12..16],
+                    &hex[16..20],
+                    &hex[20..]
+                ))
+            }
             (MyKind::FixedBytes(length), MyValue::Bytes(mut b)) => {
                 if b.len() < *length {
                     b.resize(*length, 0);
@@ -568,6 +640,38 @@ mod tests {
         // but CHAR(n) in 4-byte charsets reaches 1020).
         assert_eq!(string_length(&[0xfe ^ 0x10, 0xfc]), 0x1fc);
         assert_eq!(MyKind::from_sql("point", "point"), MyKind::Bytes);
+    }
+
+    /// MariaDB's INET6 text (checked against the server's own output for
+    /// these addresses) and UUID text.
+    #[test]
+    fn inet6_and_uuid_print_as_the_server_does() {
+        let inet6 = |text: &str| {
+            let address: std::net::Ipv6Addr = text.parse().expect("address");
+            MyKind::Inet6.value(MyValue::Bytes(address.octets().to_vec()))
+        };
+        for text in [
+            "2001:db8::ff00:42:8329",
+            "::1.2.3.4",
+            "::ffff:1.2.3.4",
+            "::",
+            "::1",
+            "fe80::1:0:0:1",
+            "1:0:0:2::3",
+            "1::",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::102",
+            "::1:0:0",
+        ] {
+            assert_eq!(inet6(text), json!(text), "{text}");
+        }
+        assert_eq!(
+            MyKind::Uuid.value(MyValue::Bytes(vec![
+                0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0x1d, 0xef, 0x81, 0x23, 0x45, 0x67, 0x89, 0xab,
+                0xcd, 0xef
+            ])),
+            json!("12345678-9abc-1def-8123-456789abcdef")
+        );
     }
 
     #[test]
