@@ -39,6 +39,95 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Upper bounds of sizes and durations (config/README.md lists them): past
+/// them a value is a typo or a unit mistake, and some would hold memory
+/// without limit (a batch is never cut inside a transaction below
+/// `max_batch_events`).
+pub mod bounds {
+    use std::time::Duration;
+
+    /// Events, rows, pages.
+    pub const MAX_COUNT: usize = 1_000_000;
+    pub const MAX_PARALLELISM: usize = 64;
+    pub const MAX_FILE_BYTES: u64 = 1 << 40;
+    pub const DAY: Duration = Duration::from_secs(86_400);
+    pub const HOUR: Duration = Duration::from_secs(3_600);
+}
+
+/// A count between `min` and `max`, or an error naming the key.
+fn count(key: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{value} is not between {min} and {max}"),
+        ))
+    }
+}
+
+/// A duration between `min` and `max`, or an error naming the key.
+fn duration(
+    key: &str,
+    text: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<(), ConfigError> {
+    match parse_duration(text) {
+        Some(d) if d >= min && d <= max => Ok(()),
+        _ => Err(invalid(
+            key,
+            format!(
+                "{text:?} is not a duration between {} and {} (like 30s, 500ms, 5m)",
+                humantime_text(min),
+                humantime_text(max)
+            ),
+        )),
+    }
+}
+
+fn humantime_text(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        0 if d.is_zero() => "0s".into(),
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => format!("{s}s"),
+    }
+}
+
+/// `log.level`: levels or `target=level` directives, comma-separated. A word
+/// that is neither (a typo like `wran`) is refused: the filter library takes
+/// it for a target name and would silence every line.
+fn log_level(text: &str) -> Result<(), ConfigError> {
+    let level = |l: &str| {
+        ["trace", "debug", "info", "warn", "error", "off"]
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(l.trim()))
+    };
+    let target = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:-.".contains(c))
+    };
+    let ok = !text.trim().is_empty()
+        && text
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((t, l)) => target(t.trim()) && level(l),
+                None => level(directive),
+            });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "log.level",
+            format!(
+                "{text:?} is not a level (trace, debug, info, warn, error, off) or target=level directives like info,tidemark=debug"
+            ),
+        ))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -555,18 +644,20 @@ impl Config {
                 format!("{name:?} must be letters, digits, '_', '-' or '.'"),
             ));
         }
-        if self.pipeline.max_batch_events == 0 {
-            return Err(invalid("pipeline.max_batch_events", "must be at least 1"));
-        }
-        if parse_duration(&self.pipeline.commit_interval).is_none() {
-            return Err(invalid(
-                "pipeline.commit_interval",
-                format!(
-                    "{:?} is not a duration like 1s or 500ms",
-                    self.pipeline.commit_interval
-                ),
-            ));
-        }
+        use bounds::*;
+        use std::time::Duration;
+        count(
+            "pipeline.max_batch_events",
+            self.pipeline.max_batch_events,
+            1,
+            MAX_COUNT,
+        )?;
+        duration(
+            "pipeline.commit_interval",
+            &self.pipeline.commit_interval,
+            Duration::ZERO,
+            HOUR,
+        )?;
         if let Some(target) = &self.target {
             let engine = crate::apply::types::Engine::of_url(&target.url);
             if engine != Some(target.engine.engine()) {
@@ -579,12 +670,13 @@ impl Config {
                 ));
             }
         }
-        if self.migrate.parallelism == 0 {
-            return Err(invalid("migrate.parallelism", "must be at least 1"));
-        }
-        if self.migrate.chunk_rows == 0 {
-            return Err(invalid("migrate.chunk_rows", "must be at least 1"));
-        }
+        count(
+            "migrate.parallelism",
+            self.migrate.parallelism,
+            1,
+            MAX_PARALLELISM,
+        )?;
+        count("migrate.chunk_rows", self.migrate.chunk_rows, 1, MAX_COUNT)?;
         match &self.source {
             SourceConfig::Postgres(pg) => {
                 postgres::parse_url(&pg.url).map_err(|e| invalid("source.url", e.to_string()))?;
@@ -614,19 +706,19 @@ impl Config {
                         ));
                     }
                 }
-                if pg.snapshot_chunk_rows == 0 {
-                    return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
-                }
-                if pg.heartbeat_interval != "off"
-                    && parse_duration(&pg.heartbeat_interval).is_none_or(|d| d.is_zero())
-                {
-                    return Err(invalid(
+                count(
+                    "source.snapshot_chunk_rows",
+                    pg.snapshot_chunk_rows,
+                    1,
+                    MAX_COUNT,
+                )?;
+                if pg.heartbeat_interval != "off" {
+                    duration(
                         "source.heartbeat_interval",
-                        format!(
-                            "{:?} is not a duration like 30s, or \"off\"",
-                            pg.heartbeat_interval
-                        ),
-                    ));
+                        &pg.heartbeat_interval,
+                        Duration::from_millis(100),
+                        DAY,
+                    )?;
                 }
             }
             SourceConfig::Poll(poll) => {
@@ -649,15 +741,13 @@ impl Config {
                         "poll sources read postgres:// or mysql:// URLs",
                     ));
                 }
-                if parse_duration(&poll.interval).is_none_or(|d| d.is_zero()) {
-                    return Err(invalid(
-                        "source.interval",
-                        format!("{:?} is not a duration like 2s or 500ms", poll.interval),
-                    ));
-                }
-                if poll.page_size == 0 {
-                    return Err(invalid("source.page_size", "must be at least 1"));
-                }
+                duration(
+                    "source.interval",
+                    &poll.interval,
+                    Duration::from_millis(10),
+                    DAY,
+                )?;
+                count("source.page_size", poll.page_size, 1, MAX_COUNT)?;
                 if poll.table.is_empty() {
                     return Err(invalid("source.table", "lists no table ([[source.table]])"));
                 }
@@ -668,12 +758,12 @@ impl Config {
                             format!("{:?} is not `schema.table`", table.name),
                         ));
                     }
-                    if parse_duration(&table.lag_window).is_none() {
-                        return Err(invalid(
-                            "source.table.lag_window",
-                            format!("{:?} is not a duration like 5s", table.lag_window),
-                        ));
-                    }
+                    duration(
+                        "source.table.lag_window",
+                        &table.lag_window,
+                        Duration::ZERO,
+                        DAY,
+                    )?;
                     if let Some(mode) = &table.delete_detection {
                         if mode != "keyscan" {
                             return Err(invalid(
@@ -682,12 +772,12 @@ impl Config {
                             ));
                         }
                     }
-                    if parse_duration(&table.keyscan_interval).is_none_or(|d| d.is_zero()) {
-                        return Err(invalid(
-                            "source.table.keyscan_interval",
-                            format!("{:?} is not a duration like 1m", table.keyscan_interval),
-                        ));
-                    }
+                    duration(
+                        "source.table.keyscan_interval",
+                        &table.keyscan_interval,
+                        Duration::from_millis(10),
+                        7 * DAY,
+                    )?;
                 }
             }
             SourceConfig::Mysql(my) => {
@@ -708,38 +798,34 @@ impl Config {
                 if my.server_id == 0 {
                     return Err(invalid("source.server_id", "must be a non-zero replica id"));
                 }
-                if my.snapshot_chunk_rows == 0 {
-                    return Err(invalid("source.snapshot_chunk_rows", "must be at least 1"));
-                }
+                count(
+                    "source.snapshot_chunk_rows",
+                    my.snapshot_chunk_rows,
+                    1,
+                    MAX_COUNT,
+                )?;
             }
         }
         self.http.address()?;
-        for (key, value) in [
-            ("retention.check_interval", &self.retention.check_interval),
-            (
-                "retention.warn_before_purge",
-                &self.retention.warn_before_purge,
-            ),
-        ] {
-            if parse_duration(value).is_none_or(|d| d.is_zero()) {
-                return Err(invalid(
-                    key,
-                    format!("{value:?} is not a duration like 30s"),
-                ));
-            }
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "{:?} is not a level or filter like info or tidemark=debug",
-                    self.log.level
-                ),
-            ));
-        }
+        duration(
+            "retention.check_interval",
+            &self.retention.check_interval,
+            Duration::from_secs(1),
+            DAY,
+        )?;
+        duration(
+            "retention.warn_before_purge",
+            &self.retention.warn_before_purge,
+            Duration::from_secs(1),
+            30 * DAY,
+        )?;
+        log_level(&self.log.level)?;
         if let SinkConfig::File { max_file_bytes, .. } = &self.sink {
-            if *max_file_bytes < 4096 {
-                return Err(invalid("sink.max_file_bytes", "must be at least 4096"));
+            if !(4096..=MAX_FILE_BYTES).contains(max_file_bytes) {
+                return Err(invalid(
+                    "sink.max_file_bytes",
+                    format!("{max_file_bytes} is not between 4096 and {MAX_FILE_BYTES}"),
+                ));
             }
         }
         if let SinkConfig::Kinesis {
@@ -767,13 +853,12 @@ impl Config {
             if table.is_empty() {
                 return Err(invalid("cursor.table", "names no table"));
             }
-            if parse_duration(lease_duration).is_none_or(|d| d < std::time::Duration::from_secs(1))
-            {
-                return Err(invalid(
-                    "cursor.lease_duration",
-                    format!("{lease_duration:?} is not a duration of at least 1s, like 10s"),
-                ));
-            }
+            duration(
+                "cursor.lease_duration",
+                lease_duration,
+                Duration::from_secs(1),
+                HOUR,
+            )?;
         }
         Ok(())
     }
@@ -958,6 +1043,47 @@ publication = "tidemark_demo"
         let err = parse(&GOOD.replace("slot =", "slott =")).expect_err("unknown key");
         let text = err.to_string();
         assert!(text.contains(":8:") && text.contains("slott"), "{text}");
+    }
+
+    /// Every size and duration has an upper bound, and `log.level` takes
+    /// only levels and `target=level` directives: each of these is refused in
+    /// one line naming its key.
+    #[test]
+    fn unbounded_sizes_durations_and_level_typos_are_refused() {
+        let huge = "9223372036854775807";
+        let cases: Vec<(String, &str)> = vec![
+            (GOOD.replace("[pipeline]\n", &format!("[pipeline]\nmax_batch_events = {huge}\n")), "pipeline.max_batch_events"),
+            (GOOD.replace("[pipeline]\n", "[pipeline]\nmax_batch_events = 0\n"), "pipeline.max_batch_events"),
+            (GOOD.replace("[pipeline]\n", "[pipeline]\ncommit_interval = \"2h\"\n"), "pipeline.commit_interval"),
+            (format!("{GOOD}snapshot_chunk_rows = {huge}\n"), "source.snapshot_chunk_rows"),
+            (format!("{GOOD}heartbeat_interval = \"5124095576030431h\"\n"), "source.heartbeat_interval"),
+            (format!("{GOOD}heartbeat_interval = \"0s\"\n"), "source.heartbeat_interval"),
+            (format!("{GOOD}[migrate]\nparallelism = 100000\n"), "migrate.parallelism"),
+            (format!("{GOOD}[migrate]\nchunk_rows = {huge}\n"), "migrate.chunk_rows"),
+            (format!("{GOOD}[sink]\ntype = \"file\"\npath = \"x\"\nmax_file_bytes = {huge}\n"), "sink.max_file_bytes"),
+            (format!("{GOOD}[cursor]\ntype = \"dynamodb\"\ntable = \"t\"\nlease_duration = \"5124095576030431h\"\n"), "cursor.lease_duration"),
+            (format!("{GOOD}[retention]\ncheck_interval = \"1000h\"\n"), "retention.check_interval"),
+            (format!("{GOOD}[log]\nlevel = \"wran\"\n"), "log.level"),
+            (format!("{GOOD}[log]\nlevel = \"tidemark=loud\"\n"), "log.level"),
+            (format!("{GOOD}[log]\nlevel = \"\"\n"), "log.level"),
+        ];
+        for (text, key) in &cases {
+            let err = parse(text).expect_err(key);
+            let line = err.to_string();
+            assert!(
+                line.starts_with(&format!("{key}:")) && !line.contains('\n'),
+                "{key}: {line}"
+            );
+        }
+        for good in [
+            "info",
+            "warn,tidemark=debug",
+            "tidemark::apply=trace, error",
+            "OFF",
+        ] {
+            parse(&format!("{GOOD}[log]\nlevel = {good:?}\n"))
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]

@@ -54,6 +54,16 @@ async fn broken_configs_name_the_key() {
             "TIDEMARK_NO_SUCH_VAR",
         ),
         (format!("{BASE}snapshot = \"sometimes\"\n"), "sometimes"),
+        // Unbounded values and a level typo that would silence every line.
+        (
+            format!("{BASE}snapshot_chunk_rows = 9223372036854775807\n"),
+            "source.snapshot_chunk_rows",
+        ),
+        (
+            format!("{BASE}heartbeat_interval = \"5124095576030431h\"\n"),
+            "source.heartbeat_interval",
+        ),
+        (format!("{BASE}[log]\nlevel = \"wran\"\n"), "log.level"),
         ("[pipeline\nname=1".to_string(), "bad.toml"),
     ];
     for (text, needle) in cases {
