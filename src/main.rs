@@ -181,7 +181,7 @@ fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            logging::fatal(cli.log_format, &format!("cannot start the runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -191,7 +191,7 @@ fn main() -> std::process::ExitCode {
             // One line per problem; a cause chain is joined on one line.
             let text = format!("{e:#}");
             for line in text.lines() {
-                eprintln!("error: {line}");
+                logging::fatal(cli.log_format, line);
             }
             std::process::ExitCode::FAILURE
         }

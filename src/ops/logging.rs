@@ -29,6 +29,24 @@ pub fn init(format: LogFormat) {
     let _ = FILTER.set(handle);
 }
 
+/// The line a command ends with when it fails: `error: …` as text, or a
+/// JSON line like every other under `--log-format json` (whatever the level
+/// filter says: the reason for an exit is always shown).
+pub fn fatal(format: LogFormat, line: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {line}"),
+        LogFormat::Json => {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::stderr)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::error!(target: "tidemark", "{line}");
+            });
+        }
+    }
+}
+
 /// The default filter: info, without the Postgres client's NOTICE lines.
 const QUIET_LIBRARIES_AT_INFO: &str = "info,tokio_postgres=warn";
 

@@ -75,6 +75,26 @@ async fn broken_configs_name_the_key() {
     }
     let (code, stderr) = run_to_end(&["run", "--config", "/nonexistent/tidemark.toml"]);
     assert_clear_error(code, &stderr, "/nonexistent/tidemark.toml");
+    // Under --log-format json the fatal line is JSON too, at any level filter.
+    let path = write(
+        &dir,
+        &format!(
+            "{}[log]\nlevel = \"off\"\n",
+            BASE.replace("[\"public.good\"]", "[]")
+        ),
+    );
+    let (code, stderr) = run_to_end(&["--log-format", "json", "run", "--config", &path]);
+    assert_ne!(code, 0, "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the fatal line is not JSON ({e}): {stderr}"));
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        line["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
