@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod config;
 pub mod cursor;
+pub mod lockfile;
 pub mod migrate;
 pub mod ops;
 pub mod pipeline;

@@ -35,6 +35,8 @@ pub enum CursorError {
         found: String,
         expected: String,
     },
+    #[error("cursor: {0}")]
+    Locked(#[from] crate::lockfile::LockError),
     #[error("cursor refuses to move backward from {stored} to {attempted}")]
     Backward { stored: String, attempted: String },
     #[error("{0}")]

@@ -21,6 +21,7 @@
 //! recorded) nothing is skipped, and the new lines start a new file.
 
 use super::{encode_lines, SinkError};
+use crate::lockfile::LockFile;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ use tidemark_connectors::event::SourceCache;
 use tidemark_connectors::ChangeEvent;
 
 pub struct FileSink {
+    /// Held while the sink is open (see [`crate::lockfile`]).
+    _lock: LockFile,
     dir: PathBuf,
     max_file_bytes: u64,
     index: u64,
@@ -87,6 +90,13 @@ impl FileSink {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        // The directory's own entry, should it be new, is made durable too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        // One writer per directory: a second process appending to the same
+        // files would interleave its lines with this one's.
+        let lock = LockFile::acquire(&dir.join(".tidemark.lock"))?;
         let mut indexes: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| {
@@ -127,6 +137,7 @@ impl FileSink {
             record_writer(dir, index, writer).map_err(io)?;
         }
         Ok(FileSink {
+            _lock: lock,
             dir: dir.to_path_buf(),
             max_file_bytes,
             index,
@@ -404,5 +415,24 @@ mod tests {
         // Reopened by the same writer: its own last line counts.
         let again = FileSink::open(old.path(), 1 << 20, "w").expect("open");
         assert_eq!(again.index, 2);
+    }
+
+    /// A second process on the same directory is refused, naming the holder.
+    #[test]
+    fn one_writer_per_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = FileSink::open(dir.path(), 1 << 20, "w").expect("open");
+        match FileSink::open(dir.path(), 1 << 20, "w") {
+            Err(SinkError::Locked(e)) => {
+                assert!(
+                    e.to_string().contains(&std::process::id().to_string()),
+                    "{e}"
+                )
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a second writer opened the directory"),
+        }
+        drop(first);
+        FileSink::open(dir.path(), 1 << 20, "w").expect("free again");
     }
 }

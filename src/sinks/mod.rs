@@ -24,6 +24,8 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("file sink: {0}")]
+    Locked(#[from] crate::lockfile::LockError),
     #[error("stdout sink: {0}")]
     Stdout(#[source] std::io::Error),
     #[error("kinesis sink: {0}")]
