@@ -155,3 +155,20 @@ async fn unfit_sources_are_refused_with_the_reason() {
     ]);
     assert_clear_error(code, &stderr, "connect to the source");
 }
+
+/// Two processes on one sink directory and cursor file would interleave their
+/// lines and commits: the second is refused in one line naming the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_on_the_same_paths_is_refused_naming_the_first() {
+    let db = TestDb::new("tm_cli_twice").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("table");
+    let config = db.config(&["public.t"], "snapshot = \"never\"");
+    let mut first = Daemon::start(&config);
+    db.wait_for_slot(true).await;
+    let (code, stderr) = run_to_end(&["run", "--config", config.to_str().expect("path")]);
+    assert_clear_error(code, &stderr, &format!("pid {}", first.child.id()));
+    first.stop().await;
+}
