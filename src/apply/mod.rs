@@ -293,6 +293,16 @@ pub fn schema_ddl(
     } else {
         types::Engine::Postgres
     };
+    if let Some(c) = added.iter().find(|c| !types::is_type_text(&c.type_name)) {
+        return Err(ApplyError::Table {
+            table: quoted.to_string(),
+            message: format!(
+                "schema change on {source}: column {:?} has type text {:?}, which is not a type; refused, nothing was changed",
+                &*c.name,
+                c.type_name
+            ),
+        });
+    }
     let mut ddl: Vec<String> = added
         .iter()
         .map(|c| {

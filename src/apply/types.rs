@@ -48,6 +48,143 @@ fn parse(native: &str) -> (String, Vec<String>, bool) {
     (base, args, unsigned)
 }
 
+/// Whether a column's type text from an event (`columns[].type` of a schema
+/// event, which `apply` turns into `ALTER TABLE … ADD COLUMN`) is a type and
+/// nothing more: a name (schema-qualified, or a quoted identifier), then only
+/// the words of multi-word type names (`double precision`, `timestamp(3)
+/// with time zone`, `int(10) unsigned`, `interval day to second`), with
+/// number arguments or quoted ENUM/SET labels, and array brackets. Events
+/// come from the sink or the stream, which anyone who can write to them
+/// controls: a type that is not one never reaches SQL.
+pub fn is_type_text(text: &str) -> bool {
+    const WORDS: [&str; 16] = [
+        "precision",
+        "varying",
+        "with",
+        "without",
+        "time",
+        "zone",
+        "unsigned",
+        "signed",
+        "zerofill",
+        "to",
+        "year",
+        "month",
+        "day",
+        "hour",
+        "minute",
+        "second",
+    ];
+    let mut chars = text.trim().chars().peekable();
+    let mut first = true;
+    if text.len() > 65_535 {
+        return false;
+    }
+    loop {
+        let Some(word) = identifier(&mut chars) else {
+            return false;
+        };
+        if first {
+            while chars.peek() == Some(&'.') {
+                chars.next();
+                if identifier(&mut chars).is_none() {
+                    return false;
+                }
+            }
+        } else if !WORDS.iter().any(|w| w.eq_ignore_ascii_case(&word)) {
+            return false;
+        }
+        first = false;
+        if chars.peek() == Some(&'(') && !arguments(&mut chars) {
+            return false;
+        }
+        while chars.peek() == Some(&'[') {
+            chars.next();
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            if chars.next() != Some(']') {
+                return false;
+            }
+        }
+        match chars.next() {
+            None => return true,
+            Some(' ') => continue,
+            Some(_) => return false,
+        }
+    }
+}
+
+/// `name` or `"quoted name"` (doubled quotes inside); its text.
+fn identifier(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+    let mut word = String::new();
+    if chars.peek() == Some(&'"') {
+        chars.next();
+        loop {
+            match chars.next()? {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    word.push('"');
+                }
+                '"' => return (!word.is_empty()).then_some(word),
+                c if c.is_control() => return None,
+                c => word.push(c),
+            }
+        }
+    }
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '$' {
+            word.push(c);
+            chars.next();
+        } else {
+            break;
+        }
+    }
+    (!word.is_empty() && !word.starts_with(|c: char| c.is_ascii_digit())).then_some(word)
+}
+
+/// `(10)`, `(10,2)` or `('a','it''s')`: numbers, or labels quoted with no
+/// backslash (which a MySQL session may read as an escape) and no control
+/// character.
+fn arguments(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    chars.next();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        match chars.peek() {
+            Some('\'') => {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('\'') if chars.peek() == Some(&'\'') => {
+                            chars.next();
+                        }
+                        Some('\'') => break,
+                        Some(c) if c == '\\' || c.is_control() => return false,
+                        Some(_) => {}
+                        None => return false,
+                    }
+                }
+            }
+            Some(c) if c.is_ascii_digit() => {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            }
+            _ => return false,
+        }
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        match chars.next() {
+            Some(',') => continue,
+            Some(')') => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// The target type for a source column's type text. `key` columns get types a
 /// MySQL primary key can hold (bounded lengths).
 pub fn target_type(from: Engine, to: Engine, native: &str, key: bool) -> String {
@@ -155,6 +292,49 @@ mod tests {
         assert_eq!(pg("inet6"), "inet");
         assert_eq!(pg("uuid"), "uuid");
         assert_eq!(pg("point"), "bytea");
+    }
+
+    /// Type texts from events are types and nothing more.
+    #[test]
+    fn only_type_texts_pass() {
+        for good in [
+            "integer",
+            "double precision",
+            "character varying(255)",
+            "numeric(10,2)",
+            "timestamp(3) with time zone",
+            "time without time zone",
+            "int(10) unsigned zerofill",
+            "decimal(65, 30)",
+            "enum('a','it''s','x,y')",
+            "set('')",
+            "integer[]",
+            "text[][]",
+            "public.mood",
+            "\"My Type\"[]",
+            "interval day to second",
+            "geometry",
+        ] {
+            assert!(is_type_text(good), "{good}");
+        }
+        for bad in [
+            "",
+            "int; DROP TABLE victim",
+            "int, DROP COLUMN id",
+            "int REFERENCES victim ON DELETE CASCADE",
+            "int DEFAULT 1",
+            "text COLLATE \"C\"",
+            "int GENERATED ALWAYS AS (1) STORED",
+            "enum('a\\'); DROP TABLE victim; --')",
+            "enum('a')); DROP TABLE victim; --",
+            "varchar(10) -- comment",
+            "int /* x */",
+            "\"unterminated",
+            "numeric(1e9)",
+            "int\n; DROP TABLE victim",
+        ] {
+            assert!(!is_type_text(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -124,3 +124,75 @@ async fn postgres_tables_outside_source_tables_are_dropped_counted_and_warned_ab
     );
     assert!(!daemon.stderr().contains(card));
 }
+
+/// A schema event whose column type is SQL, as anyone who can write to the
+/// sink or the stream could craft it, is refused on both target engines in
+/// one line, and the target is left as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crafted_schema_event_runs_no_sql_on_either_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).expect("events dir");
+    let source = r#""source":{"connector":"postgres","name":"tm_crafted","db":"d","schema":"public","table":"t","ts_ms":1,"snapshot":false}"#;
+    let lines = [
+        format!(
+            r#"{{"op":"c","before":null,"after":{{"id":1}},"key":{{"id":1}},{source},"position":"pg:0000000000000001:0000000000000001:0000000000000001","ts_ms":1}}"#
+        ),
+        format!(
+            r#"{{"op":"s",{source},"position":"pg:0000000000000002:0000000000000001:0000000000000001","ts_ms":1,"ddl":null,"columns":[{{"name":"id","type":"integer","key":true}},{{"name":"x","type":"int; DROP TABLE victim; --","key":false}}]}}"#
+        ),
+    ];
+    std::fs::write(
+        events.join("events-0000000001.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .expect("events");
+
+    let pg = TestDb::new("tm_crafted_pg").await;
+    pg.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE victim (id int)")
+        .await
+        .expect("target tables");
+    let my = MyDb::new(
+        "tm_crafted_my",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE victim (id int)",
+    );
+    for (engine, url) in [
+        ("postgres", pg.url()),
+        ("mysql", format!("mysql://root@127.0.0.1:3306/{}", my.name)),
+    ] {
+        let config = dir.path().join(format!("{engine}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[pipeline]\nname = \"tm_crafted\"\n[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"public.t\"]\nslot = \"tm_crafted\"\npublication = \"tm_crafted\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"{engine}\"\nurl = \"{url}\"\nschema_changes = \"apply\"\n[apply]\ninput = \"sink\"\n",
+                pg.url(),
+                events.display()
+            ),
+        )
+        .expect("config");
+        let (code, stderr) = run_to_end(&[
+            "apply",
+            "--config",
+            config.to_str().expect("path"),
+            "--until-idle",
+        ]);
+        assert_ne!(code, 0, "{engine}: {stderr}");
+        assert!(stderr.contains("is not a type"), "{engine}: {stderr}");
+    }
+    let victims: i64 = pg
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'victim'",
+            &[],
+        )
+        .await
+        .expect("victim")
+        .get(0);
+    assert_eq!(victims, 1, "the Postgres target lost a table");
+    assert_eq!(
+        sql("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'tm_crafted_my' AND TABLE_NAME = 'victim'").trim(),
+        "1",
+        "the MariaDB target lost a table"
+    );
+}
