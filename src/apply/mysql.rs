@@ -157,30 +157,17 @@ impl MyTarget {
         progress: Option<Progress<'_>>,
     ) -> Result<u64, ApplyError> {
         let mut failed = None;
-        let result = self
+        match self
             .apply_in_transaction(&steps, progress, &mut failed)
-            .await;
-        if let Err(e) = result {
-            // Best effort: the caller stops on the error anyway.
-            let _ = self.conn.query_drop("ROLLBACK").await;
-            if let (ApplyError::Table { .. }, Some(step)) = (&e, failed.and_then(|i| steps.get(i)))
-            {
-                if let Some(refusal) = self.locate_refusal(step).await {
-                    return Err(refusal);
-                }
+            .await
+        {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                // Best effort: the caller stops on the error anyway.
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(refusal::explain(self, e, failed.and_then(|i| steps.get(i))).await)
             }
-            return Err(e);
         }
-        result
-    }
-
-    /// Names the row and column of a failed step (see [`refusal`](super::refusal)).
-    async fn locate_refusal(&mut self, step: &Step) -> Option<ApplyError> {
-        let (Step::Upsert { table, .. } | Step::Move { table, .. }) = step else {
-            return None;
-        };
-        let target = self.table(table).await.ok()?;
-        refusal::locate(self, &target, step).await
     }
 
     /// Writes one step in a transaction that is rolled back.
@@ -339,6 +326,15 @@ impl refusal::Attempt for MyTarget {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApplyError>> + Send + 'a>>
     {
         Box::pin(self.attempt_rolled_back(step, table))
+    }
+
+    fn target_table<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<TargetTable>, ApplyError>> + Send + 'a>,
+    > {
+        Box::pin(self.table(source))
     }
 }
 

@@ -182,30 +182,14 @@ impl PgTarget {
         progress: Option<Progress<'_>>,
     ) -> Result<u64, ApplyError> {
         let mut failed = None;
-        let result = self
+        match self
             .apply_in_transaction(&steps, progress, &mut failed)
-            .await;
-        if let Err(e) = result {
-            if let (ApplyError::Table { .. }, Some(step)) = (&e, failed.and_then(|i| steps.get(i)))
-            {
-                if let Some(refusal) = self.locate_refusal(step).await {
-                    return Err(refusal);
-                }
-            }
-            return Err(e);
-        }
-        result
-    }
-
-    /// Names the row and column of a failed step (see [`refusal`](super::refusal)).
-    async fn locate_refusal(&mut self, step: &Step) -> Option<ApplyError> {
-        let (Step::Upsert { table, .. } | Step::Move { table, .. }) = step else {
-            return None;
-        };
-        let target = lookup(&mut self.tables, &self.map, &self.client, table)
             .await
-            .ok()?;
-        refusal::locate(self, &target, step).await
+        {
+            Ok(rows) => Ok(rows),
+            // The transaction was dropped, so rolled back.
+            Err(e) => Err(refusal::explain(self, e, failed.and_then(|i| steps.get(i))).await),
+        }
     }
 
     /// Writes one step in a transaction that is rolled back.
@@ -323,6 +307,15 @@ impl refusal::Attempt for PgTarget {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApplyError>> + Send + 'a>>
     {
         Box::pin(self.attempt_rolled_back(step, table))
+    }
+
+    fn target_table<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<TargetTable>, ApplyError>> + Send + 'a>,
+    > {
+        Box::pin(lookup(&mut self.tables, &self.map, &self.client, source))
     }
 }
 

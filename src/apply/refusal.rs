@@ -7,12 +7,14 @@
 //! one at a time (each with the key), each try in a transaction that is rolled
 //! back; what fails first is named with its key and event position.
 
-use super::plan::Step;
+use super::plan::{Step, TableKey};
 use super::{ApplyError, TargetTable};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A target that can write a step in a transaction it then rolls back.
 pub(crate) trait Attempt {
@@ -20,13 +22,39 @@ pub(crate) trait Attempt {
         &'a mut self,
         step: &'a Step,
         table: &'a TargetTable,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
+    ) -> Boxed<'a, Result<(), ApplyError>>;
+
+    /// The target table a source table's rows go to.
+    fn target_table<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+    ) -> Boxed<'a, Result<Arc<TargetTable>, ApplyError>>;
+}
+
+/// What a failed batch reports: when a row write failed (`failed` is its
+/// step, the batch rolled back), the refusal naming its row and column;
+/// otherwise the error as it is.
+pub(crate) async fn explain(
+    target: &mut (impl Attempt + Send),
+    error: ApplyError,
+    failed: Option<&Step>,
+) -> ApplyError {
+    let (ApplyError::Table { .. }, Some(step)) = (&error, failed) else {
+        return error;
+    };
+    let (Step::Upsert { table, .. } | Step::Move { table, .. }) = step else {
+        return error;
+    };
+    let Ok(table) = target.target_table(table).await else {
+        return error;
+    };
+    locate(target, &table, step).await.unwrap_or(error)
 }
 
 /// The refusal of `step` (an upsert or move into `table` that failed): its
 /// first row the target refuses alone, with the first of its columns refused
 /// alone; `None` when every row goes in by itself.
-pub(crate) async fn locate(
+async fn locate(
     target: &mut (impl Attempt + Send),
     table: &TargetTable,
     step: &Step,
