@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -25,7 +25,6 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct LockFile {
     _file: File,
-    path: PathBuf,
 }
 
 impl LockFile {
@@ -63,14 +62,7 @@ impl LockFile {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(LockFile {
-            _file: file,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(LockFile { _file: file })
     }
 }
 

@@ -323,17 +323,14 @@ impl refusal::Attempt for MyTarget {
         &'a mut self,
         step: &'a Step,
         table: &'a TargetTable,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApplyError>> + Send + 'a>>
-    {
+    ) -> refusal::Boxed<'a, Result<(), ApplyError>> {
         Box::pin(self.attempt_rolled_back(step, table))
     }
 
     fn target_table<'a>(
         &'a mut self,
         source: &'a TableKey,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Arc<TargetTable>, ApplyError>> + Send + 'a>,
-    > {
+    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, ApplyError>> {
         Box::pin(self.table(source))
     }
 }

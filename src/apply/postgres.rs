@@ -250,15 +250,7 @@ impl PgTarget {
             let table = lookup(&mut self.tables, &self.map, &tx, source).await?;
             let (sqls, count) = statements(step, &table)?;
             for (i, (sql, params)) in sqls.iter().enumerate() {
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let written = tx
-                    .execute(sql, &refs)
-                    .await
-                    .map_err(|e| ApplyError::Table {
-                        table: table.quoted.clone(),
-                        message: pg_detail(e),
-                    })?;
+                let written = execute(&tx, sql, params, &table).await?;
                 if let (
                     0,
                     0,
@@ -304,40 +296,42 @@ impl refusal::Attempt for PgTarget {
         &'a mut self,
         step: &'a Step,
         table: &'a TargetTable,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApplyError>> + Send + 'a>>
-    {
+    ) -> refusal::Boxed<'a, Result<(), ApplyError>> {
         Box::pin(self.attempt_rolled_back(step, table))
     }
 
     fn target_table<'a>(
         &'a mut self,
         source: &'a TableKey,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Arc<TargetTable>, ApplyError>> + Send + 'a>,
-    > {
+    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, ApplyError>> {
         Box::pin(lookup(&mut self.tables, &self.map, &self.client, source))
     }
 }
 
-/// Runs statements in order; the first error names the table.
+/// Runs one statement; its error names the table. The rows it wrote.
+async fn execute(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[Vec<Option<String>>],
+    table: &TargetTable,
+) -> Result<u64, ApplyError> {
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    tx.execute(sql, &refs).await.map_err(|e| ApplyError::Table {
+        table: table.quoted.clone(),
+        message: pg_detail(e),
+    })
+}
+
+/// Runs statements in order; the first error stops them.
 async fn execute_all(
     tx: &tokio_postgres::Transaction<'_>,
     statements: &[Statement],
     table: &TargetTable,
-) -> Result<u64, ApplyError> {
-    let mut written = 0;
+) -> Result<(), ApplyError> {
     for (sql, params) in statements {
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        written = tx
-            .execute(sql, &refs)
-            .await
-            .map_err(|e| ApplyError::Table {
-                table: table.quoted.clone(),
-                message: pg_detail(e),
-            })?;
+        execute(tx, sql, params, table).await?;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// A `COPY … FROM STDIN` under way; dropped unfinished, it rolls back.

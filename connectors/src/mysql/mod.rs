@@ -71,7 +71,6 @@ pub(crate) async fn connect(url: &str) -> Result<Conn, SourceError> {
         .map_err(my_error("connect to the source"))
 }
 
-/// `SHOW BINARY LOGS`: each binlog's name and size, oldest first.
 /// The rows of a query with every column as text (`None` for NULL), read
 /// without mysql_async's typed conversions, which panic on a value of another
 /// type: a server that answers oddly is an error or a missing value, never a
@@ -111,6 +110,7 @@ pub async fn text_value(conn: &mut Conn, sql: &str) -> Result<Option<String>, my
         .and_then(|row| row.into_iter().next().flatten()))
 }
 
+/// `SHOW BINARY LOGS`: each binlog's name and size, oldest first.
 pub(crate) async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, SourceError> {
     // MySQL 8 adds columns: read the first two by index.
     Ok(conn

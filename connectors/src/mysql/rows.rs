@@ -278,18 +278,7 @@ mod tests {
     /// an error, not a loop that never ends (found by the binlog_rows fuzzer).
     #[test]
     fn bytes_no_row_image_reads_are_an_error() {
-        let table = super::TableColumns {
-            db: "d".into(),
-            table: "t".into(),
-            names: Vec::new(),
-            kinds: Vec::new(),
-            types: Vec::new(),
-            charsets: Vec::new(),
-            key: Vec::new(),
-            estimated_rows: 0,
-            wire: Vec::new(),
-            json_names: Vec::new(),
-        };
+        let table = super::TableColumns::empty("d", "t");
         let result = super::read_rows(&[0x25], None, Some(&[]), &table);
         match result {
             Err((0, e)) => assert!(e.to_string().contains("no row image reads"), "{e}"),

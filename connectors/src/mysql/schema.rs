@@ -40,6 +40,22 @@ pub struct TableColumns {
 }
 
 impl TableColumns {
+    /// A table of no columns yet.
+    pub fn empty(db: &str, table: &str) -> TableColumns {
+        TableColumns {
+            db: db.into(),
+            table: table.into(),
+            names: Vec::new(),
+            kinds: Vec::new(),
+            types: Vec::new(),
+            charsets: Vec::new(),
+            key: Vec::new(),
+            estimated_rows: 0,
+            wire: Vec::new(),
+            json_names: Vec::new(),
+        }
+    }
+
     /// Renders the column names for row images; run once the names are final.
     pub fn render_names(&mut self) {
         self.json_names = self
@@ -111,9 +127,9 @@ impl TableColumns {
     pub fn name_plugin_types(&self, layout: &mut TableColumns) {
         for (i, wire) in layout.wire.iter_mut().enumerate() {
             let same_column = self.names.get(i) == layout.names.get(i);
-            let kind = match self.types.get(i).map(|t| t.to_ascii_lowercase()) {
-                Some(t) if t == "inet6" => MyKind::Inet6,
-                Some(t) if t == "uuid" => MyKind::Uuid,
+            let kind = match self.types.get(i) {
+                Some(t) if t.eq_ignore_ascii_case("inet6") => MyKind::Inet6,
+                Some(t) if t.eq_ignore_ascii_case("uuid") => MyKind::Uuid,
                 _ => continue,
             };
             if same_column && wire.kind == MyKind::FixedBytes(16) {
@@ -181,18 +197,7 @@ pub async fn read_columns(
     };
     let int =
         |r: &mysql_async::Row, i: usize| r.get_opt::<i64, _>(i).and_then(Result::ok).unwrap_or(0);
-    let mut columns = TableColumns {
-        db: db.into(),
-        table: table.into(),
-        names: Vec::new(),
-        kinds: Vec::new(),
-        types: Vec::new(),
-        charsets: Vec::new(),
-        key: Vec::new(),
-        estimated_rows: 0,
-        wire: Vec::new(),
-        json_names: Vec::new(),
-    };
+    let mut columns = TableColumns::empty(db, table);
     for row in &rows {
         let column_type = text(row, 2);
         columns.names.push(text(row, 0).into());

@@ -38,7 +38,7 @@ use pgwire_replication::{
     Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
 use snapshot::Snapshot;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use table::{Column, TableSchema};
@@ -204,7 +204,7 @@ pub struct PostgresSource {
     relations: HashMap<u32, TableSchema>,
     /// Relations the publication sends that are not in `source.tables` (it
     /// holds other tables, or is `FOR ALL TABLES`): their changes are dropped.
-    unconfigured: HashMap<u32, TableName>,
+    unconfigured: HashSet<u32>,
     tx: Option<Transaction>,
     batch: Batcher,
     /// A stream-only start without a cursor: where it starts (see [`Self::fresh_start`]).
@@ -387,7 +387,7 @@ impl PostgresSource {
             control,
             phase,
             relations: HashMap::new(),
-            unconfigured: HashMap::new(),
+            unconfigured: HashSet::new(),
             tx: None,
             batch: Batcher::default(),
             fresh_start: start_at.map(|lsn| Position::postgres(lsn, lsn)),
@@ -590,9 +590,9 @@ impl PostgresSource {
             Message::Insert { relation, .. }
             | Message::Update { relation, .. }
             | Message::Delete { relation, .. }
-                if self.unconfigured.contains_key(&relation) =>
+                if self.unconfigured.contains(&relation) =>
             {
-                self.drop_unconfigured(relation, 1);
+                count_unconfigured(1);
                 return Ok(());
             }
             Message::Truncate {
@@ -602,10 +602,8 @@ impl PostgresSource {
             } => {
                 let (configured, others): (Vec<u32>, Vec<u32>) = relations
                     .into_iter()
-                    .partition(|r| !self.unconfigured.contains_key(r));
-                for relation in others {
-                    self.drop_unconfigured(relation, 1);
-                }
+                    .partition(|r| !self.unconfigured.contains(r));
+                count_unconfigured(others.len() as u64);
                 Message::Truncate {
                     relations: configured,
                     cascade,
@@ -684,22 +682,6 @@ impl PostgresSource {
             })
     }
 
-    /// Counts a change of a table outside `source.tables`, which is dropped
-    /// here, before the sink; the first one of each table is logged.
-    fn drop_unconfigured(&mut self, relation: u32, changes: u64) {
-        metrics::counter!("tidemark_unconfigured_changes_dropped_total").increment(changes);
-        if let Some(name) = self.unconfigured.get_mut(&relation) {
-            if !name.table.is_empty() {
-                tracing::warn!(
-                    "publication {} sends changes of {name}, which is not in source.tables: they are dropped (see `tidemark check`)",
-                    self.cfg.publication
-                );
-                // Logged once: the name is not needed again.
-                *name = TableName::new("", "");
-            }
-        }
-    }
-
     /// Records a relation's layout; when it differs from the one known, emits a
     /// schema event placed just before the change that carried it. A relation
     /// outside `source.tables` is only remembered, to drop its changes.
@@ -707,7 +689,12 @@ impl PostgresSource {
         let name = TableName::new(&relation.schema, &relation.table);
         if !self.cfg.tables.contains(&name) {
             self.relations.remove(&relation.id);
-            self.unconfigured.entry(relation.id).or_insert(name);
+            if self.unconfigured.insert(relation.id) {
+                tracing::warn!(
+                    "publication {} sends changes of {name}, which is not in source.tables: they are dropped (see `tidemark check`)",
+                    self.cfg.publication
+                );
+            }
             return Ok(());
         }
         self.unconfigured.remove(&relation.id);
@@ -916,6 +903,11 @@ async fn wait_for_slot_release(client: &Client, slot: &str) -> Result<(), Source
             _ => return Ok(()),
         }
     }
+}
+
+/// Counts changes of tables outside `source.tables`, dropped before the sink.
+fn count_unconfigured(changes: u64) {
+    metrics::counter!("tidemark_unconfigured_changes_dropped_total").increment(changes);
 }
 
 /// Creates the publication, or adds the configured tables it lacks.
