@@ -619,15 +619,21 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        let expanded = expand_env(&text, &shown)?;
+        let (expanded, substituted) = expand_env(&text, &shown)?;
         let config: Config = toml::from_str(&expanded).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
             line: unknown_key_line(&expanded, e.message())
                 .or_else(|| e.span().map(|s| line_of(&expanded, s.start)))
                 .unwrap_or(0),
-            message: e.message().replace('\n', " "),
+            message: redact(&e.message().replace('\n', " "), &substituted),
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key,
+                message: redact(&message, &substituted),
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -973,8 +979,23 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// Replaces each `${NAME}` with the environment variable's value.
-fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
+/// Shows `${NAME}` where an error would quote a value that came from the
+/// environment (secrets come that way). Values under 3 bytes are left: they
+/// would blank out digits and words of the message, and are no secrets.
+fn redact(message: &str, substituted: &[(String, String)]) -> String {
+    let mut out = message.to_string();
+    for (name, value) in substituted {
+        if value.len() >= 3 {
+            out = out.replace(value.as_str(), &format!("${{{name}}}"));
+        }
+    }
+    out
+}
+
+/// Replaces each `${NAME}` with the environment variable's value; returns
+/// the text and the (name, value) pairs substituted.
+fn expand_env(text: &str, path: &str) -> Result<(String, Vec<(String, String)>), ConfigError> {
+    let mut substituted = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -993,10 +1014,11 @@ fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
             var: var.to_string(),
         })?;
         out.push_str(&value);
+        substituted.push((var.to_string(), value));
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, substituted))
 }
 
 #[cfg(test)]

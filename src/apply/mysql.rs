@@ -16,7 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tidemark_connectors::mysql::{text_rows, text_value};
+use tidemark_connectors::mysql::{text_rows, text_value, tls};
 
 /// A statement is cut at about this size (the server's `max_allowed_packet`
 /// is 16 MiB by default on MariaDB, 64 MiB on MySQL 8).
@@ -49,19 +49,62 @@ fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> Apply
 }
 
 /// Connects with UTC session time and the settings replicated rows need.
+///
+/// Values reach the target as literals (no prepare round trip per batch
+/// shape); they stay literals whatever the server's modes, because the
+/// session's `sql_mode` is set here without `NO_BACKSLASH_ESCAPES` (the
+/// escaping of [`quote_mysql`] needs backslashes to escape) and read back.
+/// mysql_async always asks for multi-statements, so every statement built
+/// from events goes through [`execute_one`], which the server parses as one
+/// statement.
 pub async fn connect(url: &str) -> Result<Conn, ApplyError> {
-    let opts = mysql_async::Opts::from_url(url)
-        .map_err(|e| ApplyError::Setup(format!("target.url: not a valid MySQL URL ({e})")))?;
-    let mut conn = Conn::new(opts)
+    let url = tls::parse(url).map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+    let mut conn = tls::connect(&url)
         .await
         .map_err(my_error("connect to the target"))?;
-    conn.query_drop(
-        "SET SESSION time_zone = '+00:00', SESSION foreign_key_checks = 0, \
-         SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')",
+    let mode = text_value(&mut conn, "SELECT @@SESSION.sql_mode")
+        .await
+        .map_err(my_error("read the target's sql_mode"))?
+        .unwrap_or_default();
+    let mode = session_mode(&mode);
+    conn.exec_drop(
+        "SET SESSION time_zone = '+00:00', SESSION foreign_key_checks = 0, SESSION sql_mode = ?",
+        (&mode,),
     )
     .await
     .map_err(my_error("set the target session up"))?;
+    let set = text_value(&mut conn, "SELECT @@SESSION.sql_mode")
+        .await
+        .map_err(my_error("read the target's sql_mode"))?
+        .unwrap_or_default();
+    if set.split(',').any(|m| m == "NO_BACKSLASH_ESCAPES") {
+        return Err(ApplyError::Setup(format!(
+            "target: the session's sql_mode keeps NO_BACKSLASH_ESCAPES ({set}); tidemark cannot write values safely"
+        )));
+    }
     Ok(conn)
+}
+
+/// The server's `sql_mode` without `NO_BACKSLASH_ESCAPES`, with
+/// `NO_AUTO_VALUE_ON_ZERO` (a replicated 0 stays 0).
+fn session_mode(server: &str) -> String {
+    let mut modes: Vec<&str> = server
+        .split(',')
+        .filter(|m| !m.is_empty() && *m != "NO_BACKSLASH_ESCAPES" && *m != "NO_AUTO_VALUE_ON_ZERO")
+        .collect();
+    modes.push("NO_AUTO_VALUE_ON_ZERO");
+    modes.join(",")
+}
+
+/// Runs one statement through the binary protocol's prepare, which takes one
+/// statement only: text built from events can never carry a second one.
+/// Closed at once: every batch's text differs, so a cache would only fill up.
+pub async fn execute_one(conn: &mut Conn, sql: &str) -> Result<u64, mysql_async::Error> {
+    let statement = conn.prep(sql).await?;
+    let result = conn.exec_drop(&statement, ()).await;
+    let affected = conn.affected_rows();
+    conn.close(statement).await?;
+    result.map(|()| affected)
 }
 
 impl MyTarget {
@@ -184,7 +227,7 @@ impl MyTarget {
         match statements(step, table) {
             Ok((sqls, _)) => {
                 for sql in sqls {
-                    result = self.run(table, &sql).await;
+                    result = self.run(table, &sql).await.map(drop);
                     if result.is_err() {
                         break;
                     }
@@ -242,7 +285,7 @@ impl MyTarget {
                             .map_err(my_error("commit before a schema change"))?;
                         for statement in ddl {
                             tracing::info!("target: {statement}");
-                            self.conn.query_drop(&statement).await.map_err(|e| {
+                            execute_one(&mut self.conn, &statement).await.map_err(|e| {
                                 ApplyError::Table {
                                     table: target.quoted.clone(),
                                     message: format!("{statement}: {e}"),
@@ -261,7 +304,7 @@ impl MyTarget {
             let table = self.table(source).await?;
             let (sqls, count) = statements(step, &table)?;
             for (i, sql) in sqls.iter().enumerate() {
-                self.run(&table, sql).await?;
+                let changed = self.run(&table, sql).await?;
                 if let (
                     0,
                     0,
@@ -271,7 +314,7 @@ impl MyTarget {
                         position,
                         ..
                     },
-                ) = (i, self.conn.affected_rows(), step)
+                ) = (i, changed, step)
                 {
                     // The old row is not on the target: write what the event has.
                     let upsert = Step::Upsert {
@@ -307,9 +350,9 @@ impl MyTarget {
 }
 
 impl MyTarget {
-    async fn run(&mut self, table: &TargetTable, sql: &str) -> Result<(), ApplyError> {
-        self.conn
-            .query_drop(sql)
+    /// Runs one statement built from events; returns the rows it changed.
+    async fn run(&mut self, table: &TargetTable, sql: &str) -> Result<u64, ApplyError> {
+        execute_one(&mut self.conn, sql)
             .await
             .map_err(|e| ApplyError::Table {
                 table: table.quoted.clone(),

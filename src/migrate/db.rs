@@ -4,7 +4,7 @@
 //! migration's own state rows.
 
 use super::MigrateError;
-use crate::apply::mysql::{connect as my_connect, quote as my_quote};
+use crate::apply::mysql::{connect as my_connect, execute_one, quote as my_quote};
 use crate::apply::pg_detail;
 use crate::apply::postgres::connect as pg_connect;
 use crate::apply::types::{target_type, Engine};
@@ -81,9 +81,10 @@ impl Db {
             Some(Engine::Postgres) => Db::Postgres(pg_connect(url).await?),
             Some(Engine::Mysql) => Db::Mysql(my_connect(url).await?),
             None => {
-                return Err(MigrateError::Config(format!(
-                    "{url:?} is not a postgres:// or mysql:// URL"
-                )))
+                // Never echoed: a `key=value` string may hold `password=`.
+                return Err(MigrateError::Config(
+                    "a migrate URL must start with postgres://, postgresql:// or mysql://".into(),
+                ));
             }
         })
     }
@@ -130,12 +131,10 @@ impl Db {
                 .execute(sql, &[])
                 .await
                 .map_err(pg_err(sql.to_string())),
-            Db::Mysql(conn) => {
-                conn.query_drop(sql)
-                    .await
-                    .map_err(my_err(sql.to_string()))?;
-                Ok(conn.affected_rows())
-            }
+            // One statement, whatever the text holds (see `execute_one`).
+            Db::Mysql(conn) => execute_one(conn, sql)
+                .await
+                .map_err(my_err(sql.to_string())),
         }
     }
 
@@ -647,21 +646,22 @@ impl Db {
 
     /// Creates the migration's bookkeeping table: one JSON document per name.
     pub async fn ensure_documents(&mut self) -> Result<(), MigrateError> {
-        let sql = match self {
-            Db::Postgres(_) => "CREATE TABLE IF NOT EXISTS public.tidemark_migration (name text PRIMARY KEY, kind text NOT NULL, document text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
-                                CREATE TABLE IF NOT EXISTS public.tidemark_cutover (name text PRIMARY KEY, cut_over_at timestamptz NOT NULL DEFAULT now(), final_position text NOT NULL, verified boolean NOT NULL, record text NOT NULL)",
-            Db::Mysql(_) => "CREATE TABLE IF NOT EXISTS tidemark_migration (name varchar(255) NOT NULL PRIMARY KEY, kind varchar(32) NOT NULL, document longtext NOT NULL, updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));
-                             CREATE TABLE IF NOT EXISTS tidemark_cutover (name varchar(255) NOT NULL PRIMARY KEY, cut_over_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), final_position varchar(2048) NOT NULL, verified boolean NOT NULL, record longtext NOT NULL)",
-        };
         match self {
             Db::Postgres(client) => client
-                .batch_execute(sql)
+                .batch_execute("CREATE TABLE IF NOT EXISTS public.tidemark_migration (name text PRIMARY KEY, kind text NOT NULL, document text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
+                                CREATE TABLE IF NOT EXISTS public.tidemark_cutover (name text PRIMARY KEY, cut_over_at timestamptz NOT NULL DEFAULT now(), final_position text NOT NULL, verified boolean NOT NULL, record text NOT NULL)")
                 .await
                 .map_err(pg_err("create tidemark_migration"))?,
-            Db::Mysql(conn) => conn
-                .query_drop(sql)
-                .await
-                .map_err(my_err("create tidemark_migration"))?,
+            Db::Mysql(conn) => {
+                for statement in [
+                    "CREATE TABLE IF NOT EXISTS tidemark_migration (name varchar(255) NOT NULL PRIMARY KEY, kind varchar(32) NOT NULL, document longtext NOT NULL, updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+                    "CREATE TABLE IF NOT EXISTS tidemark_cutover (name varchar(255) NOT NULL PRIMARY KEY, cut_over_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), final_position varchar(2048) NOT NULL, verified boolean NOT NULL, record longtext NOT NULL)",
+                ] {
+                    execute_one(conn, statement)
+                        .await
+                        .map_err(my_err("create tidemark_migration"))?;
+                }
+            }
         }
         Ok(())
     }

@@ -196,3 +196,93 @@ async fn a_crafted_schema_event_runs_no_sql_on_either_target() {
         "the MariaDB target lost a table"
     );
 }
+
+/// Row values written to hurt: the audit's injection row, backslash
+/// sequences, quotes, NUL, 4-byte UTF-8. The target is the MariaDB on 3307,
+/// whose default `sql_mode` has `NO_BACKSLASH_ESCAPES` (under which the old
+/// `\'` escaping ended the string and ran a `DROP TABLE`). The server's own
+/// `HEX()` of what landed must be the bytes sent, and the other table stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_row_values_land_as_data_on_a_no_backslash_escapes_target() {
+    use crate::mysql::{sql_at, NO_METADATA};
+    let values = [
+        "x'), (3, CONCAT(0x41)); DROP TABLE victim; -- ",
+        "\\'); DROP TABLE victim; -- ",
+        "back\\slash \\\\ \\n \\0 \\Z %_",
+        "\"double\" 'single' `tick`",
+        "nul \u{0} byte",
+        "😀 four-byte",
+        "",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).expect("events dir");
+    let source = r#""source":{"connector":"postgres","name":"tm_hostile","db":"d","schema":"public","table":"t","ts_ms":1,"snapshot":false}"#;
+    let lines: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let row = serde_json::json!({"id": i, "v": v});
+            format!(
+                r#"{{"op":"c","before":null,"after":{row},"key":{{"id":{i}}},{source},"position":"pg:{:016X}:0000000000000001:0000000000000001","ts_ms":1}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    std::fs::write(
+        events.join("events-0000000001.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .expect("events");
+    let my = MyDb::new_at(
+        NO_METADATA,
+        "tm_hostile_my",
+        "CREATE TABLE t (id int PRIMARY KEY, v text CHARACTER SET utf8mb4); CREATE TABLE victim (id int)",
+    );
+    assert_eq!(
+        sql_at(
+            NO_METADATA,
+            "root",
+            "SELECT FIND_IN_SET('NO_BACKSLASH_ESCAPES', @@GLOBAL.sql_mode) > 0"
+        )
+        .trim(),
+        "1",
+        "the server on 3307 must default to NO_BACKSLASH_ESCAPES (scripts/setup-mariadb.sh)"
+    );
+    let config = dir.path().join("apply.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"tm_hostile\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"tm_hostile\"\npublication = \"tm_hostile\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:{NO_METADATA}/{}\"\n[apply]\ninput = \"sink\"\n",
+            events.display(),
+            my.name
+        ),
+    )
+    .expect("config");
+    let (code, stderr) = run_to_end(&[
+        "apply",
+        "--config",
+        config.to_str().expect("path"),
+        "--until-idle",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        sql_at(NO_METADATA, "root", "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'tm_hostile_my' AND TABLE_NAME = 'victim'").trim(),
+        "1",
+        "the target lost a table"
+    );
+    let landed = sql_at(
+        NO_METADATA,
+        "root",
+        "SELECT id, HEX(v) FROM tm_hostile_my.t ORDER BY id",
+    );
+    let expected: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let hex: String = v.bytes().map(|b| format!("{b:02X}")).collect();
+            format!("{i}\t{hex}\n")
+        })
+        .collect();
+    assert_eq!(landed, expected, "what landed is not what was sent");
+}

@@ -15,6 +15,7 @@ mod mysql;
 mod ops;
 mod poll;
 mod poll_mysql;
+mod secrets;
 mod snapshot;
 mod tls;
 mod types_differential;

@@ -404,4 +404,33 @@ fn systemd_units_verify() {
         .expect("systemd-analyze verify");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+    // systemd's own hardening score, each unit at 2.0 or lower.
+    for path in &paths {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(path)
+            .output()
+            .expect("systemd-analyze security");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split(": ")
+                    .nth(1)
+            })
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no exposure level in: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        assert!(
+            score <= 2.0,
+            "{}: exposure {score}:\n{text}",
+            path.display()
+        );
+    }
 }

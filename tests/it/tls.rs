@@ -1,5 +1,7 @@
 //! TLS to PostgreSQL with libpq's `sslmode`/`sslrootcert` URL parameters,
-//! against the test CA scripts/setup-postgres.sh gives the server.
+//! against the test CA scripts/setup-postgres.sh gives the server; TLS to
+//! MariaDB with `ssl-mode`/`ssl-ca`, against the server on 3307 and the test
+//! CA scripts/setup-mariadb.sh gives it.
 
 use crate::common::*;
 use std::path::Path;
@@ -100,4 +102,95 @@ async fn capture_over_verified_tls_and_refusals_name_the_cause() {
         .filter_map(|e| e["after"]["id"].as_i64())
         .collect();
     assert_eq!(ids, [1, 2]);
+}
+
+const MY_CA: &str = "/var/lib/mysql-no-metadata/tls/ca.pem";
+
+/// `apply` of an empty events folder into the MariaDB on 3307 as `url`
+/// says: it connects, sets the session up, creates its table, and ends.
+fn apply_into(url: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("apply.toml");
+    std::fs::create_dir_all(dir.path().join("events")).expect("events");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"tm_mytls\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"tm_mytls\"\npublication = \"tm_mytls\"\n[sink]\ntype = \"file\"\npath = \"{}/events\"\n[target]\ntype = \"mysql\"\nurl = \"{url}\"\n[apply]\ninput = \"sink\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    run_to_end(&[
+        "apply",
+        "--config",
+        config.to_str().expect("path"),
+        "--until-idle",
+    ])
+}
+
+/// The user `tidemark_tls` is created `REQUIRE SSL`, so the server itself
+/// says whether a link was encrypted.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_ssl_modes_against_a_server_with_a_test_ca() {
+    use crate::mysql::{sql_at, NO_METADATA};
+    assert!(
+        Path::new(MY_CA).exists(),
+        "{MY_CA} is missing; run scripts/setup-mariadb.sh (scripts/test.sh does)"
+    );
+    sql_at(
+        NO_METADATA,
+        "root",
+        "DROP DATABASE IF EXISTS tm_mytls; CREATE DATABASE tm_mytls",
+    );
+    let at = |host: &str, params: &str| {
+        format!("mysql://tidemark_tls@{host}:{NO_METADATA}/tm_mytls?prefer_socket=false&{params}")
+    };
+    // Encrypted: the default (preferred), required, verify_ca, and
+    // verify_identity by the name the certificate carries.
+    for url in [
+        at("127.0.0.1", ""),
+        at("127.0.0.1", "ssl-mode=required"),
+        at("127.0.0.1", &format!("ssl-mode=verify_ca&ssl-ca={MY_CA}")),
+        at(
+            "localhost",
+            &format!("ssl-mode=verify_identity&ssl-ca={MY_CA}"),
+        ),
+    ] {
+        let (code, stderr) = apply_into(&url);
+        assert_eq!(code, 0, "{url}: {stderr}");
+    }
+    // Refused, in one line, never a panic: plain text to a REQUIRE SSL user,
+    // a name the certificate does not carry, a CA that did not sign it,
+    // mysql_async's own TLS switches, and TLS required of a server without.
+    for (url, needle) in [
+        (at("127.0.0.1", "ssl-mode=disabled"), "Access denied"),
+        (
+            at(
+                "127.0.0.1",
+                &format!("ssl-mode=verify_identity&ssl-ca={MY_CA}"),
+            ),
+            "certificate",
+        ),
+        (
+            at(
+                "127.0.0.1",
+                &format!("ssl-mode=verify_ca&ssl-ca={OTHER_CA}"),
+            ),
+            "certificate",
+        ),
+        (at("127.0.0.1", "require_ssl=true"), "set TLS with ssl-mode"),
+        (at("127.0.0.1", "verify_ca=true"), "set TLS with ssl-mode"),
+        (
+            "mysql://root@127.0.0.1:3306/test?ssl-mode=required".to_string(),
+            "asked for SSL",
+        ),
+    ] {
+        let (code, stderr) = apply_into(&url);
+        assert!(code != 0 && code != 101, "{url}: exit {code}: {stderr}");
+        assert!(stderr.contains(needle), "{url}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{url}: {stderr}");
+    }
+    // The main server offers no TLS: preferred falls back to plain text.
+    let (code, stderr) = apply_into("mysql://root@127.0.0.1:3306/test");
+    assert_eq!(code, 0, "{stderr}");
 }

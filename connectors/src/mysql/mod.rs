@@ -17,6 +17,7 @@ pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod snapshot;
+pub mod tls;
 mod transaction;
 pub mod values;
 mod wire;
@@ -30,7 +31,7 @@ use mysql_async::binlog::events::{
 };
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use rows::DecodedImage;
 use schema::{read_columns, TableColumns};
 use snapshot::Snapshot;
@@ -64,9 +65,8 @@ pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Erro
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Conn, SourceError> {
-    let opts = Opts::from_url(url)
-        .map_err(|e| SourceError::Setup(format!("source.url: not a valid MySQL URL ({e})")))?;
-    Conn::new(opts)
+    let url = tls::parse(url).map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
+    tls::connect(&url)
         .await
         .map_err(my_error("connect to the source"))
 }

@@ -79,9 +79,9 @@ impl MyPoll {
         conn.query_drop("SET time_zone = '+00:00'")
             .await
             .map_err(my_error("set the session time zone to UTC"))?;
-        let db = mysql_async::Opts::from_url(url)
+        let db = crate::mysql::tls::parse(url)
             .ok()
-            .and_then(|o| o.db_name().map(str::to_owned))
+            .and_then(|u| u.opts.db_name().map(str::to_owned))
             .unwrap_or_default();
         Ok((MyPoll { conn }, db.into()))
     }

@@ -1,8 +1,8 @@
 //! TLS to PostgreSQL, set with libpq's URL parameters `sslmode` and
 //! `sslrootcert`:
 //!
-//! - `disable` (the default here, as before) and `prefer` (TLS when the server
-//!   offers it);
+//! - `disable`, and `prefer` (the default, as libpq's: TLS when the server
+//!   offers it, the certificate not checked);
 //! - `require`: encrypted, the certificate is not checked (libpq's meaning);
 //! - `verify-ca`: the chain is checked against `sslrootcert` (required), not
 //!   the host name;
@@ -28,8 +28,8 @@ use tokio_postgres::config::SslMode;
 /// libpq's `sslmode` values tidemark supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    #[default]
     Disable,
+    #[default]
     Prefer,
     Require,
     VerifyCa,
@@ -62,7 +62,8 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
         .iter()
         .find(|p| url.starts_with(*p))
     else {
-        // A `key=value` connection string: no TLS settings are taken from it.
+        // A `key=value` connection string: no TLS settings are taken from
+        // it; it gets the default, `prefer`.
         if url.contains("sslmode") || url.contains("sslrootcert") {
             return Err(bad_url(
                 "set sslmode and sslrootcert as parameters of a postgres:// URL".into(),
@@ -71,7 +72,7 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
         let mut config = url
             .parse::<tokio_postgres::Config>()
             .map_err(|e| bad_url(e.to_string()))?;
-        config.ssl_mode(SslMode::Disable);
+        config.ssl_mode(SslMode::Prefer);
         return Ok(PgUrl {
             config,
             tls: Tls::default(),
@@ -385,10 +386,10 @@ mod tests {
         );
         assert_eq!(url.config.get_application_name(), Some("x"));
         let plain = parse("postgres://u@h/db").expect("parse");
-        assert_eq!(plain.tls.mode, Mode::Disable);
+        assert_eq!(plain.tls.mode, Mode::Prefer, "libpq's default");
         assert_eq!(
             plain.config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Disable
+            tokio_postgres::config::SslMode::Prefer
         );
         assert!(parse("postgres://u@h/db?sslmode=allow").is_err());
         assert!(parse("postgres://u@h/db?sslrootcert=/ca.pem").is_err());
@@ -398,7 +399,7 @@ mod tests {
         assert_eq!(url.config.get_password(), Some(&b"p?x"[..]));
         assert_eq!(url.config.get_dbname(), Some("db"));
         assert_eq!(url.tls.mode, Mode::Require);
-        let url = parse("postgres://u:p?x@h/db").expect("parse");
+        let url = parse("postgres://u:p?x@h/db?sslmode=disable").expect("parse");
         assert_eq!(url.config.get_dbname(), Some("db"));
         assert_eq!(
             url.config.get_ssl_mode(),
