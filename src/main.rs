@@ -276,7 +276,14 @@ async fn dynamodb_client(
     endpoint: &Option<String>,
 ) -> anyhow::Result<aws_sdk_dynamodb::Client> {
     let sdk = aws(region, "cursor.region").await?;
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    // A hung call must not outlive a lease: each attempt is cut at 5 s, the
+    // call (with the SDK's retries) at 15 s.
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk).timeout_config(
+        aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(std::time::Duration::from_secs(5))
+            .operation_timeout(std::time::Duration::from_secs(15))
+            .build(),
+    );
     if let Some(endpoint) = endpoint {
         builder = builder.endpoint_url(endpoint);
     }

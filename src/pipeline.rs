@@ -256,6 +256,8 @@ pub async fn run(
                     health().read(batch.events.len(), first.source.ts_ms);
                 }
                 summary.skipped_duplicates += skip_written(&mut batch, &mut replay);
+                // An owner that lost its lease writes nothing more.
+                cursor.confirm_owner().await?;
                 let started = Instant::now();
                 if let Err(e) = sink.write(&batch.events).await {
                     metrics::count_events("tidemark_events_failed_total", &batch.events);

@@ -8,7 +8,10 @@
 //!
 //! The lease (in [`super::lease`], shared with `tidemark apply`'s Kinesis
 //! shard leases) is renewed every third of `lease_duration`; a commit is a
-//! holder's write, so it is refused once another instance took the lease.
+//! holder's write, so it is refused once another instance took the lease,
+//! and the pipeline writes to its sink only while the lease is confirmed
+//! ([`DynamoCursor::lease_confirmed`]), so an owner that lost it writes
+//! nothing more.
 //!
 //! A second instance waits as a standby, logging the owner, and takes over when
 //! the lease lapses. An instance that finds its lease taken stops at once and
@@ -51,6 +54,14 @@ impl DynamoCursor {
             stored: None,
             binding: Binding::default(),
         }
+    }
+
+    pub(super) fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    pub(super) fn table(&self) -> &str {
+        &self.table.table
     }
 
     pub(super) fn path(&self) -> String {
@@ -138,7 +149,9 @@ impl DynamoCursor {
     }
 
     /// Takes the lease (waiting as a standby while another instance holds it),
-    /// starts renewing it, and returns the stored position.
+    /// starts renewing it, and returns the stored position: as the taking
+    /// write returned it, so a commit that landed after this instance last
+    /// looked is not missed.
     pub async fn acquire(&mut self) -> Result<Option<Position>, CursorError> {
         let mut clock = LapseClock::default();
         let mut announced = false;
@@ -161,38 +174,33 @@ impl DynamoCursor {
                         );
                         announced = true;
                     }
-                    Ok(false)
+                    Ok(None)
                 }
             }
             .map_err(|e| self.error("take the lease", e))?;
-            if taken {
+            if let Some(item) = taken {
                 health().set_phase(Phase::Starting);
                 metrics::gauge!("tidemark_lease_held").set(1.0);
                 tracing::info!(
                     "holding the lease on pipeline {} as {} (lease counter {})",
                     self.pipeline,
                     self.lease.owner,
-                    self.lease.counter().await.unwrap_or_default()
+                    number(&item, "lease_counter")
                 );
                 self.renew_in_background();
-                let position = match &item {
-                    Some(item) if !text(item, "position").is_empty() => {
-                        Some(serde_json::from_str(text(item, "position")).map_err(|e| {
+                let position =
+                    match text(&item, "position") {
+                        "" => None,
+                        stored => Some(serde_json::from_str(stored).map_err(|e| {
                             CursorError::Corrupt {
-                                path: format!("dynamodb {}/{}", self.table.table, self.pipeline),
+                                path: self.path(),
                                 message: e.to_string(),
                             }
-                        })?)
-                    }
-                    _ => None,
-                };
+                        })?),
+                    };
                 self.stored = position.clone();
-                let attribute = |name: &str| {
-                    item.as_ref()
-                        .map(|item| text(item, name))
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                };
+                let attribute =
+                    |name: &str| Some(text(&item, name).to_string()).filter(|s| !s.is_empty());
                 self.binding = Binding {
                     source: attribute("source_identity"),
                     lineage: attribute("lineage"),
@@ -203,7 +211,19 @@ impl DynamoCursor {
         }
     }
 
+    /// True while no other instance can have taken the lease over: the sink
+    /// is written only then (see [`Lease::confirmed`]).
+    pub fn lease_confirmed(&self) -> bool {
+        self.lease.confirmed()
+    }
+
+    /// True while this instance holds the lease (it may be unconfirmed).
+    pub fn lease_held(&self) -> bool {
+        self.lease.held()
+    }
+
     /// Renews every third of the lease; on losing it, exits non-zero at once.
+    /// Renewals and commits do not wait for each other (see [`Lease`]).
     fn renew_in_background(&self) {
         let (lease, duration, pipeline, table) = (
             self.lease.clone(),
@@ -217,7 +237,7 @@ impl DynamoCursor {
                 match lease.renew(duration).await {
                     Ok(Held::Yes) => health().set_problem("cursor", None),
                     Ok(Held::NotHeld) => return,
-                    Ok(Held::Lost) => {
+                    Ok(Held::Lost | Held::Refused) => {
                         metrics::gauge!("tidemark_lease_held").set(0.0);
                         eprintln!(
                             "error: lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now; stopping"
@@ -241,7 +261,10 @@ impl DynamoCursor {
         });
     }
 
-    /// Commits a position, only while holding the lease and never backward.
+    /// Commits a position, only while holding the lease and never backward:
+    /// checked here against the position this instance last stored, and by
+    /// DynamoDB against the stored one (for log positions, whose text sorts
+    /// in their order; see `tidemark_connectors::position`).
     pub async fn commit(&mut self, position: &Position) -> Result<(), CursorError> {
         if let Some(stored) = &self.stored {
             if position.order(stored) == Some(std::cmp::Ordering::Less) {
@@ -254,15 +277,18 @@ impl DynamoCursor {
         let body = serde_json::to_string(position).map_err(|e| self.error("encode", e))?;
         let source = self.binding.source.as_deref().unwrap_or_default();
         let lineage = self.binding.lineage.as_deref().unwrap_or_default();
+        let position_text = position.to_string();
+        let ordered_text = !matches!(position, Position::Poll { .. });
         let held = self
             .lease
             .write(
                 "#position = :p, position_text = :t, source_identity = :src, lineage = :lin, updated_at = :now",
-                false,
+                ordered_text.then_some("attribute_not_exists(position_text) OR position_text <= :t"),
+                self.duration,
                 |r| {
                     r.expression_attribute_names("#position", "position")
                         .expression_attribute_values(":p", s(&body))
-                        .expression_attribute_values(":t", s(&position.to_string()))
+                        .expression_attribute_values(":t", s(&position_text))
                         .expression_attribute_values(":src", s(source))
                         .expression_attribute_values(":lin", s(lineage))
                         .expression_attribute_values(":now", lease::n(now_ms()))
@@ -276,6 +302,17 @@ impl DynamoCursor {
                 Ok(())
             }
             Held::NotHeld => Err(self.error("commit", "the lease is not held")),
+            Held::Refused => {
+                let stored = self
+                    .item()
+                    .await?
+                    .map(|item| text(&item, "position_text").to_string())
+                    .unwrap_or_default();
+                Err(CursorError::Backward {
+                    stored,
+                    attempted: position_text,
+                })
+            }
             Held::Lost => {
                 metrics::gauge!("tidemark_lease_held").set(0.0);
                 Err(CursorError::LeaseLost {
@@ -288,7 +325,7 @@ impl DynamoCursor {
 
     /// On a clean stop: gives the lease up so a standby takes over at once.
     pub async fn release(&mut self) {
-        if self.lease.counter().await.is_none() {
+        if !self.lease.held() {
             return;
         }
         metrics::gauge!("tidemark_lease_held").set(0.0);
@@ -300,41 +337,61 @@ impl DynamoCursor {
         }
     }
 
-    /// Forgets the position (`tidemark cursor reset`), only while no instance
-    /// holds the lease; true when there was an item.
+    /// Forgets the position (`tidemark cursor reset`) once no instance holds
+    /// the lease: released, or its counter still for a whole lease duration
+    /// by this process's clock (no clocks are compared across hosts). The
+    /// reset is conditional on the counter it last saw and moves it on, and
+    /// it leaves the lease released, so an owner that wakes up after it
+    /// cannot write. True when there was an item.
     pub async fn reset(&self) -> Result<bool, CursorError> {
-        let result = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.table)
-            .key("pipeline", s(&self.pipeline))
-            .update_expression("REMOVE #position, position_text")
-            .condition_expression(
-                "attribute_exists(pipeline) AND (#owner = :released OR lease_expires_at < :now)",
-            )
-            .expression_attribute_names("#position", "position")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":released", s(lease::RELEASED))
-            .expression_attribute_values(":now", lease::n(now_ms()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if lease::conditional_failed(&e) => match self.item().await? {
-                None => Ok(false),
-                Some(item) => Err(self.error(
-                    "reset",
-                    format!(
-                        "instance {} holds the lease; stop it first",
-                        text(&item, "owner")
-                    ),
-                )),
-            },
-            Err(e) => Err(self.error(
-                "reset the cursor",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e),
-            )),
+        let mut clock = LapseClock::default();
+        let mut announced = false;
+        loop {
+            let Some(item) = self.item().await? else {
+                return Ok(false);
+            };
+            if !clock.lapsed(&self.pipeline, &item, self.duration) {
+                if !announced {
+                    eprintln!(
+                        "cursor reset: instance {} holds the lease on pipeline {}; waiting up to {:?} for it to lapse (stop that instance)",
+                        text(&item, "owner"),
+                        self.pipeline,
+                        self.duration
+                    );
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200).min(self.duration / 4)).await;
+                continue;
+            }
+            let seen = number(&item, "lease_counter");
+            let result = self
+                .table
+                .client
+                .update_item()
+                .table_name(&self.table.table)
+                .key("pipeline", s(&self.pipeline))
+                .update_expression(
+                    "REMOVE #position, position_text SET #owner = :released, lease_counter = :next",
+                )
+                .condition_expression("lease_counter = :seen")
+                .expression_attribute_names("#position", "position")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":released", s(lease::RELEASED))
+                .expression_attribute_values(":seen", lease::n(seen))
+                .expression_attribute_values(":next", lease::n(seen + 1))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                // The counter moved: an owner is alive after all; look again.
+                Err(e) if lease::conditional_failed(&e) => continue,
+                Err(e) => {
+                    return Err(self.error(
+                        "reset the cursor",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e),
+                    ))
+                }
+            }
         }
     }
 

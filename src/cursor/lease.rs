@@ -8,9 +8,11 @@
 //! - create: only when there is no item;
 //! - take: only if `lease_counter` is still the value seen (so of two takers
 //!   one wins);
+//! - take: sets `lease_epoch` to the new counter, and returns the item as
+//!   written (what it holds is read in the same write);
 //! - every write of the holder (renewals, commits, release): only while `owner`
-//!   is this instance and `lease_counter` is the value it last wrote. A renewal
-//!   bumps the counter, so a lease is alive while its counter moves.
+//!   is this instance and `lease_epoch` the one it took; each moves
+//!   `lease_counter` on, so a lease is alive while its counter moves.
 //!
 //! An owner is gone when it released the item (`(released)`), or when its
 //! `lease_counter` stayed the same for a whole lease duration as seen by the
@@ -24,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tidemark_connectors::event::now_ms;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// The `owner` of a lease given up on a clean stop.
@@ -149,15 +150,31 @@ impl LeaseTable {
     }
 }
 
-/// One lease as its holder sees it. Clones share the counter, so a renewing
-/// task and a committing task never race.
+/// One lease as its holder sees it. Clones share the state, so a renewing
+/// task, a committing task and the writer that checks [`Lease::confirmed`]
+/// agree.
+///
+/// No lock is held across a call to DynamoDB: holder writes are fenced by
+/// `owner` and `lease_epoch` (set by the take, never by the holder) and move
+/// `lease_counter` on with an atomic `+ 1`, so a renewal and a commit can be
+/// in flight at once and neither waits for the other.
 #[derive(Clone)]
 pub struct Lease {
     table: LeaseTable,
     pub key: String,
     pub owner: String,
-    /// `lease_counter` as last written by this instance; `None` while not held.
-    counter: Arc<Mutex<Option<i64>>>,
+    state: Arc<std::sync::Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The `lease_epoch` this instance took the lease at; `None` while not held.
+    epoch: Option<i64>,
+    /// Until when no other instance can have taken the lease over: a taker
+    /// waits a whole lease duration, by its own clock, after it last saw the
+    /// counter move, and every holder write moves it. So this is the send
+    /// time of the last holder write that succeeded, plus the duration.
+    confirmed_until: Option<Instant>,
 }
 
 /// The answer to a holder's write.
@@ -168,6 +185,9 @@ pub enum Held {
     Lost,
     /// This instance had given the lease up (or never held it); nothing was tried.
     NotHeld,
+    /// The lease is held, but the write's own condition failed (the caller
+    /// says which; the cursor's: the stored position is further on).
+    Refused,
 }
 
 impl Lease {
@@ -176,13 +196,27 @@ impl Lease {
             table: table.clone(),
             key: key.to_string(),
             owner: owner.to_string(),
-            counter: Arc::new(Mutex::new(None)),
+            state: Arc::new(std::sync::Mutex::new(State::default())),
         }
     }
 
-    /// Creates the item, held by this lease, when there is none; false when
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is two plain values: one a panicked holder left is usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(&self, epoch: i64, sent: Instant, duration: Duration) {
+        let mut state = self.state();
+        state.epoch = Some(epoch);
+        state.confirmed_until = Some(sent + duration);
+    }
+
+    /// Creates the item, held by this lease, when there is none; `None` when
     /// another instance was first.
-    pub async fn create(&self, duration: Duration) -> Result<bool, String> {
+    pub async fn create(&self, duration: Duration) -> Result<Option<Item>, String> {
+        let sent = Instant::now();
         let put = self
             .table
             .client
@@ -191,6 +225,7 @@ impl Lease {
             .item("pipeline", s(&self.key))
             .item("owner", s(&self.owner))
             .item("lease_counter", n(1))
+            .item("lease_epoch", n(1))
             .item(
                 "lease_expires_at",
                 n(now_ms() + duration.as_millis() as i64),
@@ -201,99 +236,140 @@ impl Lease {
             .await;
         match put {
             Ok(_) => {
-                *self.counter.lock().await = Some(1);
-                Ok(true)
+                self.hold(1, sent, duration);
+                Ok(Some(Item::from([
+                    ("pipeline".to_string(), s(&self.key)),
+                    ("owner".to_string(), s(&self.owner)),
+                    ("lease_counter".to_string(), n(1)),
+                ])))
             }
-            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) if conditional_failed(&e) => Ok(None),
             Err(e) => Err(detail(&e)),
         }
     }
 
     /// Takes the item from whoever holds it, if its `lease_counter` is still
-    /// `seen`; false when it moved.
-    pub async fn take(&self, seen: i64, duration: Duration) -> Result<bool, String> {
+    /// `seen`; `None` when it moved. Returns the item as this write left it:
+    /// what it holds (a position, a checkpoint) is read in the same
+    /// conditional write as the lease is taken, never before it.
+    pub async fn take(&self, seen: i64, duration: Duration) -> Result<Option<Item>, String> {
+        let sent = Instant::now();
         let result = self
             .table
             .client
             .update_item()
             .table_name(&self.table.table)
             .key("pipeline", s(&self.key))
-            .update_expression("SET #owner = :me, lease_counter = :next, lease_expires_at = :exp")
+            .update_expression(
+                "SET #owner = :me, lease_counter = :next, lease_epoch = :next, lease_expires_at = :exp",
+            )
             .condition_expression("lease_counter = :seen")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":me", s(&self.owner))
             .expression_attribute_values(":next", n(seen + 1))
             .expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64))
             .expression_attribute_values(":seen", n(seen))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(_) => {
-                *self.counter.lock().await = Some(seen + 1);
-                Ok(true)
+            Ok(answer) => {
+                self.hold(seen + 1, sent, duration);
+                Ok(Some(answer.attributes.unwrap_or_default()))
             }
-            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) if conditional_failed(&e) => Ok(None),
             Err(e) => Err(detail(&e)),
         }
     }
 
-    pub async fn counter(&self) -> Option<i64> {
-        *self.counter.lock().await
+    /// True while this instance holds the lease.
+    pub fn held(&self) -> bool {
+        self.state().epoch.is_some()
     }
 
-    /// Runs `set` (the body of an update's `SET`) while holding the lease;
-    /// `bump` moves the counter on (renewals). `#owner` names `owner`. On
-    /// [`Held::Lost`] the lease is dropped, so later writes are not tried.
+    /// True while the lease is held and no other instance can have taken it
+    /// over yet (see [`State::confirmed_until`]): writes to a sink are made
+    /// only then.
+    pub fn confirmed(&self) -> bool {
+        let state = self.state();
+        state.epoch.is_some() && state.confirmed_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Runs `set` (the body of an update's `SET`) while holding the lease,
+    /// and moves `lease_counter` on; `condition`, when given, must hold too.
+    /// `#owner` names `owner`. On [`Held::Lost`] the lease is dropped, so
+    /// later writes are not tried.
     pub async fn write(
         &self,
         set: &str,
-        bump: bool,
+        condition: Option<&str>,
+        duration: Duration,
         values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
     ) -> Result<Held, String> {
-        self.write_then(set, bump, false, values).await
+        self.write_then(set, condition, duration, false, values)
+            .await
     }
 
-    /// [`Lease::write`]; with `let_go`, the lease is dropped under the same
-    /// lock, whatever the answer, so no renewal can slip in between a release
-    /// and the forgetting of the counter (it would find the lease taken by a
-    /// standby and stop the process as if it had been lost).
+    /// [`Lease::write`]; with `let_go`, the lease is dropped before the
+    /// write is sent, whatever its answer.
     async fn write_then(
         &self,
         set: &str,
-        bump: bool,
+        condition: Option<&str>,
+        duration: Duration,
         let_go: bool,
         values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
     ) -> Result<Held, String> {
-        let mut guard = self.counter.lock().await;
-        let Some(mine) = *guard else {
-            return Ok(Held::NotHeld);
+        let epoch = {
+            let mut state = self.state();
+            let Some(epoch) = state.epoch else {
+                return Ok(Held::NotHeld);
+            };
+            if let_go {
+                *state = State::default();
+            }
+            epoch
         };
-        let next = if bump { mine + 1 } else { mine };
+        let sent = Instant::now();
+        let fence = "#owner = :me AND lease_epoch = :epoch";
         let request = self
             .table
             .client
             .update_item()
             .table_name(&self.table.table)
             .key("pipeline", s(&self.key))
-            .update_expression(format!("SET {set}, lease_counter = :next"))
-            .condition_expression("#owner = :me AND lease_counter = :mine")
+            .update_expression(format!(
+                "SET {set}, lease_counter = lease_counter + :one, lease_expires_at = :exp"
+            ))
+            .condition_expression(match condition {
+                Some(condition) => format!("{fence} AND ({condition})"),
+                None => fence.to_string(),
+            })
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":me", s(&self.owner))
-            .expression_attribute_values(":mine", n(mine))
-            .expression_attribute_values(":next", n(next));
-        let answer = values(request).send().await;
-        if let_go {
-            *guard = None;
-        }
-        match answer {
+            .expression_attribute_values(":epoch", n(epoch))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64));
+        match values(request).send().await {
             Ok(_) => {
-                if !let_go {
-                    *guard = Some(next);
+                let mut state = self.state();
+                if state.epoch == Some(epoch) {
+                    state.confirmed_until = Some(sent + duration);
                 }
                 Ok(Held::Yes)
             }
             Err(e) if conditional_failed(&e) => {
-                *guard = None;
+                let still_mine = condition.is_some()
+                    && self.table.get(&self.key).await?.is_some_and(|item| {
+                        text(&item, "owner") == self.owner && number(&item, "lease_epoch") == epoch
+                    });
+                if still_mine {
+                    return Ok(Held::Refused);
+                }
+                let mut state = self.state();
+                if state.epoch == Some(epoch) {
+                    *state = State::default();
+                }
                 Ok(Held::Lost)
             }
             Err(e) => Err(detail(&e)),
@@ -302,8 +378,8 @@ impl Lease {
 
     /// Moves the counter on, so observers see the holder alive.
     pub async fn renew(&self, duration: Duration) -> Result<Held, String> {
-        self.write("lease_expires_at = :exp", true, |r| {
-            r.expression_attribute_values(":exp", n(now_ms() + duration.as_millis() as i64))
+        self.write("updated_at = :now", None, duration, |r| {
+            r.expression_attribute_values(":now", n(now_ms()))
         })
         .await
     }
@@ -311,15 +387,9 @@ impl Lease {
     /// Gives the lease up (a clean stop), so another instance takes it at once.
     pub async fn release(&self) -> Result<Held, String> {
         // Whatever the answer, this instance holds the lease no more.
-        self.write_then(
-            "#owner = :none, lease_expires_at = :zero",
-            true,
-            true,
-            |r| {
-                r.expression_attribute_values(":none", s(RELEASED))
-                    .expression_attribute_values(":zero", n(0))
-            },
-        )
+        self.write_then("#owner = :none", None, Duration::ZERO, true, |r| {
+            r.expression_attribute_values(":none", s(RELEASED))
+        })
         .await
     }
 }

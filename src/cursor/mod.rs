@@ -117,6 +117,46 @@ impl CursorStore {
         Ok(binding.lineage.clone().unwrap_or_default())
     }
 
+    /// Returns once this instance may write to the sink: at once for the
+    /// file and target stores; for DynamoDB, while the lease is confirmed
+    /// (see `Lease::confirmed`). An unconfirmed lease (renewals failing)
+    /// holds writes until a renewal gets through; a lost one is an error.
+    pub async fn confirm_owner(&self) -> Result<(), CursorError> {
+        let CursorStore::Dynamo(store) = self else {
+            return Ok(());
+        };
+        let mut since: Option<std::time::Instant> = None;
+        while !store.lease_confirmed() {
+            if !store.lease_held() {
+                return Err(CursorError::LeaseLost {
+                    pipeline: store.pipeline().to_string(),
+                    table: store.table().to_string(),
+                });
+            }
+            let waiting = since.get_or_insert_with(|| {
+                tracing::warn!(
+                    "{}: the lease is not confirmed (renewals fail); holding sink writes until it is",
+                    store.path()
+                );
+                std::time::Instant::now()
+            });
+            crate::ops::health().set_problem(
+                "cursor",
+                Some(format!(
+                    "{}: lease unconfirmed for {:.0?}; sink writes held",
+                    store.path(),
+                    waiting.elapsed()
+                )),
+            );
+            crate::ops::health().tick();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if since.is_some() {
+            tracing::info!("{}: the lease is confirmed again; writing", store.path());
+        }
+        Ok(())
+    }
+
     /// On a clean stop: lets a standby take over at once.
     pub async fn release(&mut self) {
         if let CursorStore::Dynamo(store) = self {

@@ -24,11 +24,16 @@ fn kinesis() -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::from_conf(conf)
 }
 
-fn dynamodb() -> aws_sdk_dynamodb::Client {
+pub fn dynamodb() -> aws_sdk_dynamodb::Client {
+    dynamodb_at(DYNAMODB)
+}
+
+/// A DynamoDB client for the emulator at `endpoint` (or a proxy in front of it).
+pub fn dynamodb_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
     let conf = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(DYNAMODB)
+        .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "test",
         ))

@@ -11,6 +11,9 @@
 //! - or answers 500 after forwarding nothing;
 //! - and, while `hold` is set, keeps calls waiting, as a paused or hung sink.
 //!
+//! In front of the DynamoDB emulator it forwards everything, except that the
+//! calls [`Injected::hold_calls`] names wait while it is set, as hung calls.
+//!
 //! The request's signature no longer matches a changed body; kinesalite does
 //! not check signatures.
 
@@ -47,6 +50,32 @@ pub struct Injected {
     pub records_seen: AtomicUsize,
     /// While set, `PutRecords` calls wait (the sink looks paused or hung).
     pub hold: AtomicBool,
+    /// While set to (operation, text): calls to that operation (`UpdateItem`)
+    /// whose body holds the text wait.
+    pub hold_calls: std::sync::Mutex<Option<(String, String)>>,
+    /// How many calls wait in [`Injected::hold_calls`] now.
+    pub waiting: AtomicUsize,
+}
+
+impl Injected {
+    pub fn hold_calls(&self, operation: &str, text: &str) {
+        *self.hold_calls.lock().expect("hold") = Some((operation.into(), text.into()));
+    }
+
+    pub fn release_calls(&self) {
+        *self.hold_calls.lock().expect("hold") = None;
+    }
+
+    fn held(&self, target: &str, body: &[u8]) -> bool {
+        self.hold_calls
+            .lock()
+            .expect("hold")
+            .as_ref()
+            .is_some_and(|(operation, text)| {
+                target.ends_with(&format!(".{operation}"))
+                    && String::from_utf8_lossy(body).contains(text.as_str())
+            })
+    }
 }
 
 struct Proxy {
@@ -87,11 +116,20 @@ fn kinesis_error(status: StatusCode, kind: &str) -> Response {
 async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 64 << 20).await.expect("request body");
-    let is_put_records = parts
+    let target = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.ends_with(".PutRecords"));
+        .unwrap_or_default()
+        .to_string();
+    if proxy.injected.held(&target, &body) {
+        proxy.injected.waiting.fetch_add(1, Ordering::SeqCst);
+        while proxy.injected.held(&target, &body) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        proxy.injected.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+    let is_put_records = target.ends_with(".PutRecords");
     if !is_put_records {
         return proxy.forward(&parts, body).await;
     }
@@ -194,7 +232,7 @@ impl Proxy {
             .client
             .request(request)
             .await
-            .expect("the Kinesis emulator answers the proxy");
+            .expect("the emulator answers the proxy");
         let (mut parts, body) = answer.into_parts();
         let body = body.collect().await.expect("emulator body").to_bytes();
         parts.headers.remove("content-length");

@@ -10,6 +10,7 @@ mod crash;
 mod exactly_once;
 mod faithful;
 mod fault_proxy;
+mod fencing;
 mod migrate;
 mod mysql;
 mod ops;

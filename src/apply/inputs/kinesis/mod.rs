@@ -313,7 +313,7 @@ async fn balance(
         }
         match consumer.lease.renew(input.lease_duration).await {
             Ok(Held::Yes) => {}
-            Ok(Held::Lost | Held::NotHeld) => {
+            Ok(Held::Lost | Held::NotHeld | Held::Refused) => {
                 tracing::info!("shard {shard}: another instance took the lease; stopping it here");
                 consumer.halt.send_replace(true);
             }
@@ -373,13 +373,12 @@ async fn balance(
             Some(seen) => lease.take(seen, input.lease_duration).await,
         }
         .map_err(|e| ApplyError::Setup(format!("shard {shard}: cannot take the lease: {e}")))?;
-        if !taken {
+        // The checkpoint as the taking write returned it, not as scanned
+        // before: the last holder may have moved it since.
+        let Some(taken) = taken else {
             continue;
-        }
-        let checkpoint = items
-            .get(shard)
-            .map(|item| text(item, "checkpoint").to_string())
-            .filter(|c| !c.is_empty());
+        };
+        let checkpoint = Some(text(&taken, "checkpoint").to_string()).filter(|c| !c.is_empty());
         match from {
             Some(victim) => tracing::info!(
                 "holding shard {shard}, taken from {victim} to share the stream ({fair} shards each)"

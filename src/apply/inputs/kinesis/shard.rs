@@ -169,9 +169,9 @@ pub async fn consume(
             let events = decode(&input.stream, &shard, &page.records)?;
             write(&mut sink, &events).await?;
             last = Some(record.sequence_number.clone());
-            match save_checkpoint(&lease, &record.sequence_number).await {
+            match save_checkpoint(&lease, &record.sequence_number, input.lease_duration).await {
                 Ok(Held::Yes) => {}
-                Ok(Held::Lost | Held::NotHeld) => {
+                Ok(Held::Lost | Held::NotHeld | Held::Refused) => {
                     tracing::info!("shard {shard}: another instance took the lease; stopped at {}", record.sequence_number);
                     return Ok((End::Lost, counts(&sink)));
                 }
@@ -181,9 +181,11 @@ pub async fn consume(
             }
         }
         let Some(next) = page.next_shard_iterator else {
-            let held = save_checkpoint(&lease, SHARD_END).await.map_err(|e| {
-                ApplyError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
-            })?;
+            let held = save_checkpoint(&lease, SHARD_END, input.lease_duration)
+                .await
+                .map_err(|e| {
+                    ApplyError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
+                })?;
             if held != Held::Yes {
                 return Ok((End::Lost, counts(&sink)));
             }
@@ -207,9 +209,13 @@ pub async fn consume(
 
 /// Stores `value` (a sequence number, or `SHARD_END`) as the shard's
 /// checkpoint, while this instance holds the lease.
-async fn save_checkpoint(lease: &Lease, value: &str) -> Result<Held, String> {
+async fn save_checkpoint(
+    lease: &Lease,
+    value: &str,
+    duration: std::time::Duration,
+) -> Result<Held, String> {
     lease
-        .write("checkpoint = :c, updated_at = :now", false, |r| {
+        .write("checkpoint = :c, updated_at = :now", None, duration, |r| {
             r.expression_attribute_values(":c", lease::s(value))
                 .expression_attribute_values(":now", lease::n(tidemark_connectors::event::now_ms()))
         })
