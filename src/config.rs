@@ -612,6 +612,14 @@ fn state_dir() -> PathBuf {
 }
 
 impl Config {
+    /// The source's kind as positions name it: `postgres`, `mysql` or `poll`.
+    pub fn source_kind(&self) -> &'static str {
+        match &self.source {
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
+            SourceConfig::Poll(_) => "poll",
+        }
+    }
     /// Reads, expands `${VAR}`, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();

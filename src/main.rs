@@ -418,14 +418,38 @@ async fn check(path: &Path) -> anyhow::Result<()> {
         }
         _ => Vec::new(),
     };
+    let mut problems = problems;
+    // The sink and the cursor store must be usable (a Kinesis stream must
+    // exist, a sink folder be writable), the cursor be of this source's kind,
+    // and a [target] answer and let the user write.
+    match &config.sink {
+        SinkConfig::Kinesis { .. } => {
+            open_sink(&config, "check").await?;
+        }
+        SinkConfig::File { path, .. } => {
+            if let Err(problem) = tidemark::sinks::probe_folder(path) {
+                problems.push(problem);
+            }
+        }
+        _ => {}
+    }
+    if let Some(stored) = cursor_store(&config).await?.describe().await? {
+        let kind = stored["position"]
+            .as_object()
+            .and_then(|p| p.keys().next().cloned());
+        let expected = config.source_kind();
+        if let Some(kind) = kind.filter(|k| k != expected) {
+            problems.push(format!(
+                "cursor: it holds a {kind} position, but the source is {expected}: point the config at the cursor's source, or start over with `tidemark cursor reset`"
+            ));
+        }
+    }
+    if let Some(target) = &config.target {
+        problems.extend(tidemark::apply::check::problems(target).await?);
+    }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    // The sink and the cursor store must be reachable (a Kinesis stream must exist).
-    if let SinkConfig::Kinesis { .. } = config.sink {
-        open_sink(&config, "check").await?;
-    }
-    cursor_store(&config).await?.describe().await?;
     println!("ok: {} is ready for capture", config.pipeline.name);
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! `tidemark_applied` table. So a restart resumes exactly where the target is,
 //! and an event at or before that position is skipped.
 
+pub mod check;
 pub mod inputs;
 pub mod mysql;
 pub mod plan;

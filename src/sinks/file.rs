@@ -82,6 +82,41 @@ fn index_of(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// What `tidemark check` asks of a sink folder, writing nothing that stays:
+/// that it is a folder (or can be made one under its nearest existing
+/// parent), and that a file can be created in it.
+pub fn probe(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(if existing == dir {
+            format!("sink.path: {shown} is a file, not a folder")
+        } else {
+            format!(
+                "sink.path: {shown} cannot be created: {} is a file",
+                existing.display()
+            )
+        });
+    }
+    let trial = existing.join(format!(".tidemark-check-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&trial)
+        .map_err(|e| format!("sink.path: cannot write in {}: {e}", existing.display()))?;
+    let _ = std::fs::remove_file(&trial);
+    Ok(())
+}
+
 impl FileSink {
     /// Opens the directory for `writer` (source identity and cursor lineage).
     pub fn open(dir: &Path, max_file_bytes: u64, writer: &str) -> Result<Self, SinkError> {

@@ -156,6 +156,80 @@ async fn unfit_sources_are_refused_with_the_reason() {
     assert_clear_error(code, &stderr, "connect to the source");
 }
 
+/// `check` says what `run` (or `apply`) would fail on: a sink path that is
+/// a file, a cursor of another source kind, a role that can neither create
+/// the publication nor add tables it does not own, and a target that
+/// refuses the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_finds_what_run_would_fail_on() {
+    use crate::mysql::sql;
+    let db = TestDb::new("tm_cli_check").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE good (id int PRIMARY KEY);
+             DO $$ BEGIN CREATE ROLE tm_check_weak LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT SELECT ON good TO tm_check_weak;",
+        )
+        .await
+        .expect("setup");
+    sql(
+        "DROP DATABASE IF EXISTS tm_cli_check_target; CREATE DATABASE tm_cli_check_target;
+         CREATE USER IF NOT EXISTS 'tm_check_ro'@'127.0.0.1';
+         GRANT SELECT ON tm_cli_check_target.* TO 'tm_check_ro'@'127.0.0.1';",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = BASE
+        .replace("/tm_cli\"", "/tm_cli_check\"")
+        .replace("\"tm_cli\"", "\"tm_cli_check\"");
+    let events = dir.path().join("events");
+    let cursor = dir.path().join("cursor.json");
+    let healthy = format!(
+        "{base}[sink]\ntype = \"file\"\npath = \"{}\"\n[cursor]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:3306/tm_cli_check_target\"\n",
+        events.display(),
+        cursor.display()
+    );
+    let (code, stderr) = run_to_end(&["check", "--config", &write(&dir, &healthy)]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let mut tried = 0;
+    let mut refused = |config: String, needle: &str| {
+        tried += 1;
+        let (code, stderr) = run_to_end(&["check", "--config", &write(&dir, &config)]);
+        assert!(
+            code != 0 && !stderr.contains("panicked"),
+            "{needle}: {stderr}"
+        );
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    };
+    // The sink path is a file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    refused(
+        healthy.replace(&events.display().to_string(), &file.display().to_string()),
+        "is a file, not a folder",
+    );
+    // The cursor holds a binlog position; the source is Postgres.
+    std::fs::write(
+        &cursor,
+        r#"{"pipeline":"cli","position":{"mysql":{"file":"mariadb-bin.000001","pos":4}},"position_text":"my:1:4","updated_at_ms":0}"#,
+    )
+    .expect("cursor");
+    refused(healthy.clone(), "holds a mysql position");
+    std::fs::remove_file(&cursor).expect("remove cursor");
+    // A role that may replicate but neither create the publication nor add
+    // a table it does not own.
+    let weak = healthy.replace("postgres://postgres@", "postgres://tm_check_weak@");
+    refused(weak.clone(), "lacks CREATE on database tm_cli_check");
+    refused(weak, "does not own public.good");
+    // Targets: a user with SELECT only, an unreachable server.
+    refused(
+        healthy.replace("mysql://root@", "mysql://tm_check_ro@"),
+        "lacks INSERT, UPDATE, DELETE, CREATE on database tm_cli_check_target",
+    );
+    refused(healthy.replace(":3306/", ":1/"), "connect to the target");
+    assert_eq!(tried, 6);
+}
+
 /// Two processes on one sink directory and cursor file would interleave their
 /// lines and commits: the second is refused in one line naming the first.
 #[tokio::test(flavor = "multi_thread")]

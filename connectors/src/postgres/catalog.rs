@@ -295,7 +295,8 @@ pub async fn problems(
     let settings = client
         .query_one(
             "SELECT current_setting('wal_level'), r.rolsuper OR r.rolreplication, r.rolname::text, \
-                    current_database()::text, current_setting('max_replication_slots')::int \
+                    current_database()::text, current_setting('max_replication_slots')::int, \
+                    has_database_privilege(current_database(), 'CREATE') \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -318,12 +319,15 @@ pub async fn problems(
             "source: role '{role}' has neither REPLICATION nor SUPERUSER (ALTER ROLE {role} REPLICATION)"
         ));
     }
+    // Tables this role may add to a publication: its own (or its roles').
+    let mut not_owned = Vec::new();
     for table in tables {
         let row = client
             .query_opt(
                 "SELECT c.relreplident::text, \
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
-                        has_table_privilege(c.oid, 'SELECT'), c.relkind::text \
+                        has_table_privilege(c.oid, 'SELECT'), c.relkind::text, \
+                        pg_has_role(c.relowner, 'USAGE') \
                  FROM pg_class c WHERE c.oid = to_regclass($1)",
                 &[&table.quoted()],
             )
@@ -342,6 +346,9 @@ pub async fn problems(
             column(&row, 2, &what)?,
             column(&row, 3, &what)?,
         );
+        if !column::<bool>(&row, 4, &what)? {
+            not_owned.push(table);
+        }
         if kind != "r" && kind != "p" {
             problems.push(format!("source.tables: {table} is not a table (relkind '{kind}'); only tables can be published"));
         }
@@ -396,13 +403,35 @@ pub async fn problems(
             }
         }
     }
-    if let Some(published) = publication_tables(client, publication).await? {
-        for table in tables {
-            if !published.tables.iter().any(|p| *p == table.to_string()) {
-                tracing::info!("publication {publication} lacks {table}; `run` adds it");
-            }
+    // `run` creates the publication, or adds the tables it lacks: CREATE on
+    // the database for the first, ownership of each table for both.
+    let published = publication_tables(client, publication).await?;
+    let to_add: Vec<&TableName> = match &published {
+        Some(p) if p.all_tables => Vec::new(),
+        Some(p) => tables
+            .iter()
+            .filter(|t| !p.tables.iter().any(|name| *name == t.to_string()))
+            .collect(),
+        None => tables.iter().collect(),
+    };
+    let can_create: bool = column(&settings, 5, what)?;
+    if published.is_none() && !can_create {
+        problems.push(format!(
+            "source.publication: publication '{publication}' does not exist and role '{role}' lacks CREATE on database {database} to create it (GRANT CREATE ON DATABASE {database} TO {role}, or create the publication as the tables' owner)"
+        ));
+    }
+    for table in to_add {
+        if not_owned.contains(&table) {
+            problems.push(format!(
+                "source.publication: role '{role}' does not own {table}, so it cannot add it to publication '{publication}' (as the owner: {} TABLE {table})",
+                if published.is_some() { format!("ALTER PUBLICATION {publication} ADD") } else { format!("CREATE PUBLICATION {publication} FOR") }
+            ));
+        } else if published.is_some() {
+            tracing::info!("publication {publication} lacks {table}; `run` adds it");
         }
-        for warning in publication_warnings(publication, &published, tables) {
+    }
+    if let Some(published) = &published {
+        for warning in publication_warnings(publication, published, tables) {
             tracing::warn!("{warning}");
         }
     }
