@@ -708,110 +708,222 @@ async fn run_pipeline(
             }
         }
     });
-    // The capture sink opens once the cursor is held: it needs to know whose
-    // lines it may take as already written (`CursorStore::bind_source`).
-    let (target_sink, mut cursor) = match mode {
-        Mode::Capture => (None, cursor_store(&config).await?),
-        Mode::Apply => {
-            let scope = config.pipeline.name.clone();
-            let sink = TargetSink::open(connect_target(&config).await?, &scope).await?;
-            let target = connect_target(&config).await?;
-            (
-                Some(AnySink::Target(Box::new(sink))),
-                CursorStore::Target(Box::new(TargetCursor { target, scope })),
-            )
-        }
+    // A lost source, target or cursor store is reconnected in process: the
+    // session (cursor, sink, source, stream) starts over from the committed
+    // position, after a wait that grows to 30 s; only what a new session
+    // cannot cure ends the process.
+    let mut retry = ops::reconnect::Retry::default();
+    let mut session = Session {
+        path,
+        config: &config,
+        stop_at_lsn,
+        stop_at_binlog,
+        mode,
+        handle: &handle,
+        control,
+        held: None,
+        retention_started: false,
     };
-    let mut stopped = control.stop.clone();
-    let resume = tokio::select! {
-        resume = cursor.load() => resume?,
-        _ = stopped.wait_for(|stop| *stop) => {
-            tracing::info!("stopped before holding the cursor");
-            return Ok(());
+    loop {
+        let error = match session.run(&mut retry).await {
+            Ok(()) => {
+                session.release().await;
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let stopping = *handle.stop.borrow();
+        if stopping || !ops::reconnect::transient(error.chain()) {
+            session.release().await;
+            return Err(error);
         }
-    };
-    if let Some(position) = &resume {
-        health().resumed_at(position.to_string());
+        let (wait, failing) = retry.failed();
+        ::metrics::counter!("tidemark_reconnects_total").increment(1);
+        health().set_phase(Phase::Starting);
+        health().set_problem(
+            "source",
+            Some(format!(
+                "reconnecting (attempt {}, failing for {:.0?}): {error:#}",
+                retry.attempts, failing
+            )),
+        );
+        tracing::warn!(
+            "{error:#}; reconnecting in {wait:.1?} (attempt {}, failing for {failing:.0?})",
+            retry.attempts
+        );
+        let mut stopped = handle.stop.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|stop| *stop) => {
+                session.release().await;
+                tracing::info!("stopped while reconnecting");
+                return Ok(());
+            }
+        }
     }
-    let resume_at = resume.clone();
-    let source_id = source_identity(&config, stop_at_lsn, &stop_at_binlog).await?;
-    let lineage = cursor.bind_source(&source_id, resume.is_some())?;
-    let mut sink = match target_sink {
-        Some(sink) => sink,
-        None => open_sink(&config, &format!("{source_id}, cursor lineage {lineage}")).await?,
-    };
-    let source = match (
-        config.postgres(stop_at_lsn),
-        config.mysql(stop_at_binlog),
-        config.poll(),
-    ) {
-        (Some(pg), _, _) => {
-            AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
+}
+
+/// One session of `run` (or `apply` with `input = "source"`): what a process
+/// start does, from holding the cursor to the end of the stream. A capture
+/// session keeps the cursor store it held across reconnects (its lease, its
+/// lock), and resumes from what it committed.
+struct Session<'a> {
+    path: &'a Path,
+    config: &'a Config,
+    stop_at_lsn: Option<u64>,
+    stop_at_binlog: Option<(String, u64)>,
+    mode: Mode,
+    handle: &'a tidemark_connectors::SourceHandle,
+    control: tidemark_connectors::SourceControl,
+    /// Capture: the cursor store, once held, and the position it was loaded at.
+    held: Option<(CursorStore, Option<tidemark_connectors::Position>)>,
+    retention_started: bool,
+}
+
+impl Session<'_> {
+    /// On the way out: lets a standby take over at once.
+    async fn release(&mut self) {
+        if let Some((cursor, _)) = self.held.as_mut() {
+            cursor.release().await;
         }
-        (_, Some(my), _) => {
-            AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
-        }
-        (_, _, Some(poll)) => AnySource::Poll(Box::new(
-            PollSource::open(
-                poll,
-                resume,
-                sink.last_position().filter(|_| resume_at.is_some()),
-                control,
-            )
-            .await?,
-        )),
-        _ => bail!("source: no source configured"),
-    };
-    if let Some(start) =
-        pipeline::commit_fresh_start(&source, &mut sink, &mut cursor, &handle.durable).await?
-    {
-        tracing::info!("no cursor: the start {start} is the cursor now");
-    }
-    health().set_phase(Phase::Streaming);
-    ops::health::notify_ready();
-    tracing::info!("pipeline {} running", config.pipeline.name);
-    if let Some(watch) = retention_watch(&config) {
-        let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
-        let recovery = format!("tidemark cursor reset --config {}", path.display());
-        tokio::spawn(ops::retention::run(
-            watch,
-            every,
-            handle.durable.subscribe(),
-            handle.stop.clone(),
-            recovery,
-        ));
     }
 
-    let summary = pipeline::run(
-        source,
-        handle.durable,
-        &mut sink,
-        &mut cursor,
-        resume_at.as_ref(),
-        config.pipeline.commit_every(),
-    )
-    .await;
-    cursor.release().await;
-    if let Some(fatal) = health().take_fatal() {
-        bail!("{fatal}");
-    }
-    if let Some(report) = sink.report() {
-        tracing::info!("{report}");
-    }
-    let summary = summary?;
-    tracing::info!(
-        "stopped: {} events in {} batches; cursor at {}{}",
-        summary.events,
-        summary.batches,
-        summary
-            .cursor
-            .as_ref()
-            .map_or("(unchanged)".into(), |p| p.to_string()),
-        match &summary.cursor {
-            Some(tidemark_connectors::Position::Postgres { lsn, .. }) =>
-                format!(" (LSN {})", lsn_text(*lsn)),
-            _ => String::new(),
+    async fn run(&mut self, retry: &mut ops::reconnect::Retry) -> anyhow::Result<()> {
+        let config = self.config;
+        let handle = self.handle;
+        let mut stopped = self.control.stop.clone();
+        // The capture sink opens once the cursor is held: it needs to know whose
+        // lines it may take as already written (`CursorStore::bind_source`).
+        let (target_sink, mut target_cursor) = match self.mode {
+            Mode::Capture => {
+                if self.held.is_none() {
+                    let mut cursor = cursor_store(config).await?;
+                    let loaded = tokio::select! {
+                        loaded = cursor.load() => loaded?,
+                        _ = stopped.wait_for(|stop| *stop) => {
+                            tracing::info!("stopped before holding the cursor");
+                            return Ok(());
+                        }
+                    };
+                    self.held = Some((cursor, loaded));
+                }
+                (None, None)
+            }
+            Mode::Apply => {
+                let scope = config.pipeline.name.clone();
+                let sink = TargetSink::open(connect_target(config).await?, &scope).await?;
+                let target = connect_target(config).await?;
+                (
+                    Some(AnySink::Target(Box::new(sink))),
+                    Some(CursorStore::Target(Box::new(TargetCursor {
+                        target,
+                        scope,
+                    }))),
+                )
+            }
+        };
+        let (cursor, loaded) = match (&mut target_cursor, &mut self.held) {
+            (Some(cursor), _) => {
+                let loaded = tokio::select! {
+                    loaded = cursor.load() => loaded?,
+                    _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+                };
+                (cursor, loaded)
+            }
+            (None, Some((cursor, loaded))) => (cursor, loaded.clone()),
+            (None, None) => bail!("cursor: no cursor store"),
+        };
+        // After a reconnect: from what this process committed since.
+        let resume = handle.durable.borrow().clone().or(loaded);
+        if let Some(position) = &resume {
+            health().resumed_at(position.to_string());
         }
-    );
-    Ok(())
+        let resume_at = resume.clone();
+        let source_id = source_identity(config, self.stop_at_lsn, &self.stop_at_binlog).await?;
+        let lineage = cursor.bind_source(&source_id, resume.is_some())?;
+        let mut sink = match target_sink {
+            Some(sink) => sink,
+            None => open_sink(config, &format!("{source_id}, cursor lineage {lineage}")).await?,
+        };
+        let control = self.control.clone();
+        let source = match (
+            config.postgres(self.stop_at_lsn),
+            config.mysql(self.stop_at_binlog.clone()),
+            config.poll(),
+        ) {
+            (Some(pg), _, _) => {
+                AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
+            }
+            (_, Some(my), _) => {
+                AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
+            }
+            (_, _, Some(poll)) => AnySource::Poll(Box::new(
+                PollSource::open(
+                    poll,
+                    resume,
+                    sink.last_position().filter(|_| resume_at.is_some()),
+                    control,
+                )
+                .await?,
+            )),
+            _ => bail!("source: no source configured"),
+        };
+        if let Some(start) =
+            pipeline::commit_fresh_start(&source, &mut sink, cursor, &handle.durable).await?
+        {
+            tracing::info!("no cursor: the start {start} is the cursor now");
+        }
+        health().set_phase(Phase::Streaming);
+        health().set_problem("source", None);
+        ops::health::notify_ready();
+        if retry.attempts > 0 {
+            tracing::info!("reconnected after {} attempts", retry.attempts);
+        }
+        retry.succeeded();
+        tracing::info!("pipeline {} running", config.pipeline.name);
+        if let (Some(watch), false) = (retention_watch(config), self.retention_started) {
+            self.retention_started = true;
+            let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
+            let recovery = format!("tidemark cursor reset --config {}", self.path.display());
+            tokio::spawn(ops::retention::run(
+                watch,
+                every,
+                handle.durable.subscribe(),
+                handle.stop.clone(),
+                recovery,
+            ));
+        }
+
+        let summary = pipeline::run(
+            source,
+            &handle.durable,
+            &mut sink,
+            cursor,
+            resume_at.as_ref(),
+            config.pipeline.commit_every(),
+        )
+        .await;
+        if let Some(fatal) = health().take_fatal() {
+            bail!("{fatal}");
+        }
+        if let Some(report) = sink.report() {
+            tracing::info!("{report}");
+        }
+        let summary = summary?;
+        tracing::info!(
+            "stopped: {} events in {} batches; cursor at {}{}",
+            summary.events,
+            summary.batches,
+            summary
+                .cursor
+                .as_ref()
+                .map_or("(unchanged)".into(), |p| p.to_string()),
+            match &summary.cursor {
+                Some(tidemark_connectors::Position::Postgres { lsn, .. }) =>
+                    format!(" (LSN {})", lsn_text(*lsn)),
+                _ => String::new(),
+            }
+        );
+        Ok(())
+    }
 }

@@ -182,7 +182,7 @@ pub struct Summary {
 /// LSN) or something fails.
 pub async fn run(
     mut source: AnySource,
-    durable: watch::Sender<Option<Position>>,
+    durable: &watch::Sender<Option<Position>>,
     sink: &mut AnySink,
     cursor: &mut CursorStore,
     resumed: Option<&Position>,
@@ -293,7 +293,7 @@ pub async fn run(
             if uncommitted.is_some() && (first_of_run || tokio::time::Instant::now() >= commit_due)
             {
                 if let Some(end) = uncommitted.take() {
-                    summary.cursor = Some(commit(end, sink, cursor, &durable).await?);
+                    summary.cursor = Some(commit(end, sink, cursor, durable).await?);
                 }
                 last_commit = tokio::time::Instant::now();
             }
@@ -312,7 +312,7 @@ pub async fn run(
         }
         // The source has stopped: what was written is committed now.
         if let Some(end) = uncommitted.take() {
-            summary.cursor = Some(commit(end, sink, cursor, &durable).await?);
+            summary.cursor = Some(commit(end, sink, cursor, durable).await?);
         }
         Ok::<(), PipelineError>(())
     }

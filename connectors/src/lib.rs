@@ -37,6 +37,10 @@ pub enum SourceError {
     Replication { at: String, message: String },
     #[error("cannot decode the change at {at}: {message}")]
     Decode { at: String, message: String },
+    /// The server cannot be reached or went away (refused, reset, shutting
+    /// down): a reconnect may cure it.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl SourceError {
@@ -44,11 +48,46 @@ impl SourceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SourceError::Setup(_) | SourceError::Decode { .. } => false,
-            SourceError::Postgres { source, .. } => {
-                source.is_closed() || source.as_db_error().is_none()
-            }
-            SourceError::Replication { .. } => true,
+            SourceError::Postgres { source, .. } => postgres_transient(source),
+            SourceError::Replication { .. } | SourceError::Unavailable(_) => true,
         }
+    }
+}
+
+/// True for a Postgres error a reconnect may cure: the connection closed or
+/// failed at the socket, or the server says it is shutting down, starting,
+/// or out of connections (SQLSTATE classes 08 and 57P, and 53300). A wrong
+/// password or a missing table is not.
+pub fn postgres_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || code.starts_with("57P") || code == "53300";
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
+}
+
+/// True for a MySQL/MariaDB error a reconnect may cure: the socket failed or
+/// closed, or the server is shutting down, killed the connection, or has no
+/// connection to spare. A refused login or a missing table is not.
+pub fn mysql_transient(e: &mysql_async::Error) -> bool {
+    use mysql_async::{DriverError, Error};
+    match e {
+        Error::Io(_) => true,
+        Error::Driver(DriverError::ConnectionClosed | DriverError::PoolDisconnected) => true,
+        // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
+        // CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_QUERY_INTERRUPTED.
+        Error::Server(server) => matches!(server.code, 1040 | 1053 | 1927 | 2006 | 2013 | 1317),
+        _ => false,
     }
 }
 
@@ -63,7 +102,9 @@ fn postgres_detail(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// What the pipeline tells a running source.
+/// What the pipeline tells a running source. Clones follow the same
+/// pipeline (a source reopened after a reconnect gets one).
+#[derive(Clone)]
 pub struct SourceControl {
     /// Becomes `true` when the source should stop at the next transaction boundary.
     pub stop: watch::Receiver<bool>,

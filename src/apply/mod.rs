@@ -42,6 +42,10 @@ pub enum ApplyError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Setup(String),
+    /// The target went away (closed, refused, shutting down): a reconnect
+    /// may cure it.
+    #[error("target: cannot {what}: {detail}")]
+    Unavailable { what: String, detail: String },
     #[error("tidemark_applied for {scope} is at {stored}, past this batch's first event at {first}: another apply instance wrote it (this one lost its lease); the batch was rolled back")]
     Superseded {
         scope: String,
@@ -73,6 +77,27 @@ pub fn check_progress(stored: Option<String>, p: &Progress<'_>) -> Result<(), Ap
 }
 
 impl ApplyError {
+    /// A failed Postgres call: [`ApplyError::Unavailable`] when the target
+    /// went away, else [`ApplyError::Database`].
+    pub fn pg(what: impl Into<String>, e: tokio_postgres::Error) -> ApplyError {
+        if tidemark_connectors::postgres_transient(&e) {
+            ApplyError::Unavailable {
+                what: what.into(),
+                detail: pg_detail(e),
+            }
+        } else {
+            ApplyError::Database {
+                what: what.into(),
+                detail: pg_detail(e),
+            }
+        }
+    }
+
+    /// True for failures a new session may cure.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApplyError::Unavailable { .. })
+    }
+
     pub fn db(what: impl Into<String>) -> impl FnOnce(String) -> ApplyError {
         let what = what.into();
         move |detail| ApplyError::Database { what, detail }

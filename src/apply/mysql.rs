@@ -42,9 +42,18 @@ pub struct MyTarget {
 
 fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> ApplyError {
     let what = what.into();
-    move |e| ApplyError::Database {
-        what,
-        detail: e.to_string(),
+    move |e| {
+        if tidemark_connectors::mysql_transient(&e) {
+            ApplyError::Unavailable {
+                what,
+                detail: e.to_string(),
+            }
+        } else {
+            ApplyError::Database {
+                what,
+                detail: e.to_string(),
+            }
+        }
     }
 }
 
@@ -352,12 +361,16 @@ impl MyTarget {
 impl MyTarget {
     /// Runs one statement built from events; returns the rows it changed.
     async fn run(&mut self, table: &TargetTable, sql: &str) -> Result<u64, ApplyError> {
-        execute_one(&mut self.conn, sql)
-            .await
-            .map_err(|e| ApplyError::Table {
-                table: table.quoted.clone(),
-                message: e.to_string(),
-            })
+        execute_one(&mut self.conn, sql).await.map_err(|e| {
+            if tidemark_connectors::mysql_transient(&e) {
+                my_error("write to the target")(e)
+            } else {
+                ApplyError::Table {
+                    table: table.quoted.clone(),
+                    message: e.to_string(),
+                }
+            }
+        })
     }
 }
 

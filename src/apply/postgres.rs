@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::postgres::catalog::quote_ident;
 use tidemark_connectors::postgres::tls;
+use tidemark_connectors::postgres_transient;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient};
 
@@ -47,7 +48,7 @@ pub async fn connect(url: &str) -> Result<Client, ApplyError> {
         .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
     tls::connect(&config, tls, "target")
         .await
-        .map_err(|e| ApplyError::db("connect to the target")(pg_detail(e)))
+        .map_err(|e| ApplyError::pg("connect to the target", e))
 }
 
 impl PgTarget {
@@ -62,7 +63,7 @@ impl PgTarget {
             client
                 .batch_execute(META)
                 .await
-                .map_err(|e| ApplyError::db("create tidemark_applied")(pg_detail(e)))?;
+                .map_err(|e| ApplyError::pg("create tidemark_applied", e))?;
         }
         // Foreign keys and user triggers do not fire for replicated rows (the
         // source already checked them, and rows of one batch come in key order,
@@ -96,7 +97,7 @@ impl PgTarget {
                 &[&scope],
             )
             .await
-            .map_err(|e| ApplyError::db("read tidemark_applied")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("read tidemark_applied", e))?;
         row.map(|r| {
             Ok((
                 column(&r, 0, "read tidemark_applied")?,
@@ -114,7 +115,7 @@ impl PgTarget {
                 &[&scope, &cursor],
             )
             .await
-            .map_err(|e| ApplyError::db("store the cursor in tidemark_applied")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("store the cursor in tidemark_applied", e))?;
         Ok(())
     }
 
@@ -126,7 +127,7 @@ impl PgTarget {
                 &[&scope],
             )
             .await
-            .map_err(|e| ApplyError::db("add a row to tidemark_applied")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("add a row to tidemark_applied", e))?;
         Ok(())
     }
 
@@ -137,7 +138,7 @@ impl PgTarget {
                 &[&scope],
             )
             .await
-            .map_err(|e| ApplyError::db("reset tidemark_applied")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("reset tidemark_applied", e))?;
         Ok(())
     }
 
@@ -152,7 +153,7 @@ impl PgTarget {
         let table = lookup(&mut self.tables, &self.map, &self.client, source).await?;
         let fail = |what: &str| {
             let what = format!("{what} {}", table.quoted);
-            move |e: tokio_postgres::Error| ApplyError::db(what)(pg_detail(e))
+            move |e: tokio_postgres::Error| ApplyError::pg(what, e)
         };
         let tx = self
             .client
@@ -202,7 +203,7 @@ impl PgTarget {
             .client
             .transaction()
             .await
-            .map_err(|e| ApplyError::db("begin a target transaction")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("begin a target transaction", e))?;
         execute_all(&tx, &statements(step, table)?.0, table).await?;
         // Dropped: rolled back.
         Ok(())
@@ -218,7 +219,7 @@ impl PgTarget {
             .client
             .transaction()
             .await
-            .map_err(|e| ApplyError::db("begin a target transaction")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("begin a target transaction", e))?;
         if let Some(p) = &progress {
             let stored = tx
                 .query_opt(
@@ -226,7 +227,7 @@ impl PgTarget {
                     &[&p.scope],
                 )
                 .await
-                .map_err(|e| ApplyError::db("read tidemark_applied")(pg_detail(e)))?;
+                .map_err(|e| ApplyError::pg("read tidemark_applied", e))?;
             let stored = stored
                 .map(|r| column(&r, 0, "read tidemark_applied"))
                 .transpose()?;
@@ -282,11 +283,11 @@ impl PgTarget {
                 &[&p.scope, &p.last],
             )
             .await
-            .map_err(|e| ApplyError::db("store the applied position")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("store the applied position", e))?;
         }
         tx.commit()
             .await
-            .map_err(|e| ApplyError::db("commit a target transaction")(pg_detail(e)))?;
+            .map_err(|e| ApplyError::pg("commit a target transaction", e))?;
         Ok(rows)
     }
 }
@@ -316,9 +317,15 @@ async fn execute(
     table: &TargetTable,
 ) -> Result<u64, ApplyError> {
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    tx.execute(sql, &refs).await.map_err(|e| ApplyError::Table {
-        table: table.quoted.clone(),
-        message: pg_detail(e),
+    tx.execute(sql, &refs).await.map_err(|e| {
+        if postgres_transient(&e) {
+            ApplyError::pg("write to the target", e)
+        } else {
+            ApplyError::Table {
+                table: table.quoted.clone(),
+                message: pg_detail(e),
+            }
+        }
     })
 }
 
@@ -373,7 +380,7 @@ fn copy_error(table: &TargetTable, e: tokio_postgres::Error) -> ApplyError {
             detail: pg_detail(e),
         }
     } else {
-        ApplyError::db(format!("copy into {}", table.quoted))(pg_detail(e))
+        ApplyError::pg(format!("copy into {}", table.quoted), e)
     }
 }
 
@@ -385,7 +392,7 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     what: &str,
 ) -> Result<T, ApplyError> {
     row.try_get(i)
-        .map_err(|e| ApplyError::db(what.to_string())(pg_detail(e)))
+        .map_err(|e| ApplyError::pg(what.to_string(), e))
 }
 
 /// The target table for a source table, read from the catalog once.
@@ -459,7 +466,7 @@ pub async fn describe(
             &[&quoted],
         )
         .await
-        .map_err(|e| ApplyError::db(format!("describe target table {quoted}"))(pg_detail(e)))?;
+        .map_err(|e| ApplyError::pg(format!("describe target table {quoted}"), e))?;
     if columns.is_empty() {
         return Ok(None);
     }

@@ -75,6 +75,15 @@ impl DynamoCursor {
         ))
     }
 
+    /// [`Self::error`] for a failed call, kept transient when it was.
+    fn call_error(&self, what: &str, e: lease::LeaseError) -> CursorError {
+        let transient = e.transient;
+        match self.error(what, e) {
+            CursorError::Store(message) if transient => CursorError::Unavailable(message),
+            other => other,
+        }
+    }
+
     /// Creates the table (an existing one is left as it is) and waits until it
     /// is active; true when it was created.
     pub async fn init(&self) -> Result<bool, CursorError> {
@@ -145,7 +154,7 @@ impl DynamoCursor {
         self.table
             .get(&self.pipeline)
             .await
-            .map_err(CursorError::Store)
+            .map_err(CursorError::from)
     }
 
     /// Takes the lease (waiting as a standby while another instance holds it),
@@ -177,7 +186,7 @@ impl DynamoCursor {
                     Ok(None)
                 }
             }
-            .map_err(|e| self.error("take the lease", e))?;
+            .map_err(|e| self.call_error("take the lease", e))?;
             if let Some(item) = taken {
                 health().set_phase(Phase::Starting);
                 metrics::gauge!("tidemark_lease_held").set(1.0);
@@ -295,7 +304,7 @@ impl DynamoCursor {
                 },
             )
             .await
-            .map_err(|e| self.error("commit the cursor", e))?;
+            .map_err(|e| self.call_error("commit the cursor", e))?;
         match held {
             Held::Yes => {
                 self.stored = Some(position.clone());

@@ -63,12 +63,57 @@ where
         .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
-fn detail<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+/// A failed DynamoDB call: what it said, and whether trying again may help
+/// (unreachable, timed out, throttled, a 5xx) or not (a missing table, a
+/// refused credential).
+#[derive(Debug, Clone)]
+pub struct LeaseError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl std::fmt::Display for LeaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl LeaseError {
+    fn fatal(message: String) -> LeaseError {
+        LeaseError {
+            message,
+            transient: false,
+        }
+    }
+}
+
+fn detail<E>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> LeaseError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
 {
-    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+    use aws_sdk_dynamodb::error::SdkError;
+    let throttled = e
+        .as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| {
+            matches!(
+                c,
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+            )
+        });
+    let server = e.raw_response().is_some_and(|r| r.status().as_u16() >= 500);
+    let network = matches!(
+        e,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+    );
+    LeaseError {
+        message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+        transient: throttled || server || network,
+    }
 }
 
 /// This process's name as a lease owner: host, pid and start time.
@@ -96,7 +141,7 @@ impl LeaseTable {
 
     /// The item under `key`, read consistently. The error is one line; a
     /// missing table says how to create it.
-    pub async fn get(&self, key: &str) -> Result<Option<Item>, String> {
+    pub async fn get(&self, key: &str) -> Result<Option<Item>, LeaseError> {
         match self
             .client
             .get_item()
@@ -111,14 +156,20 @@ impl LeaseTable {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
-                Err(self.missing())
+                Err(LeaseError::fatal(self.missing()))
             }
-            Err(e) => Err(format!("dynamodb table {}: {}", self.table, detail(&e))),
+            Err(e) => {
+                let e = detail(&e);
+                Err(LeaseError {
+                    message: format!("dynamodb table {}: {}", self.table, e.message),
+                    ..e
+                })
+            }
         }
     }
 
     /// Every item whose key starts with `prefix` (a consistent scan).
-    pub async fn scan(&self, prefix: &str) -> Result<Vec<Item>, String> {
+    pub async fn scan(&self, prefix: &str) -> Result<Vec<Item>, LeaseError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -136,9 +187,16 @@ impl LeaseTable {
                     if e.as_service_error()
                         .is_some_and(|s| s.is_resource_not_found_exception())
                     {
-                        self.missing()
+                        LeaseError::fatal(self.missing())
                     } else {
-                        format!("dynamodb table {}: cannot scan: {}", self.table, detail(&e))
+                        let e = detail(&e);
+                        LeaseError {
+                            message: format!(
+                                "dynamodb table {}: cannot scan: {}",
+                                self.table, e.message
+                            ),
+                            ..e
+                        }
                     }
                 })?;
             items.extend(answer.items.unwrap_or_default());
@@ -215,7 +273,7 @@ impl Lease {
 
     /// Creates the item, held by this lease, when there is none; `None` when
     /// another instance was first.
-    pub async fn create(&self, duration: Duration) -> Result<Option<Item>, String> {
+    pub async fn create(&self, duration: Duration) -> Result<Option<Item>, LeaseError> {
         let sent = Instant::now();
         let put = self
             .table
@@ -252,7 +310,7 @@ impl Lease {
     /// `seen`; `None` when it moved. Returns the item as this write left it:
     /// what it holds (a position, a checkpoint) is read in the same
     /// conditional write as the lease is taken, never before it.
-    pub async fn take(&self, seen: i64, duration: Duration) -> Result<Option<Item>, String> {
+    pub async fn take(&self, seen: i64, duration: Duration) -> Result<Option<Item>, LeaseError> {
         let sent = Instant::now();
         let result = self
             .table
@@ -305,7 +363,7 @@ impl Lease {
         condition: Option<&str>,
         duration: Duration,
         values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
-    ) -> Result<Held, String> {
+    ) -> Result<Held, LeaseError> {
         self.write_then(set, condition, duration, false, values)
             .await
     }
@@ -319,7 +377,7 @@ impl Lease {
         duration: Duration,
         let_go: bool,
         values: impl FnOnce(UpdateItemFluentBuilder) -> UpdateItemFluentBuilder,
-    ) -> Result<Held, String> {
+    ) -> Result<Held, LeaseError> {
         let epoch = {
             let mut state = self.state();
             let Some(epoch) = state.epoch else {
@@ -377,7 +435,7 @@ impl Lease {
     }
 
     /// Moves the counter on, so observers see the holder alive.
-    pub async fn renew(&self, duration: Duration) -> Result<Held, String> {
+    pub async fn renew(&self, duration: Duration) -> Result<Held, LeaseError> {
         self.write("updated_at = :now", None, duration, |r| {
             r.expression_attribute_values(":now", n(now_ms()))
         })
@@ -385,7 +443,7 @@ impl Lease {
     }
 
     /// Gives the lease up (a clean stop), so another instance takes it at once.
-    pub async fn release(&self) -> Result<Held, String> {
+    pub async fn release(&self) -> Result<Held, LeaseError> {
         // Whatever the answer, this instance holds the lease no more.
         self.write_then("#owner = :none", None, Duration::ZERO, true, |r| {
             r.expression_attribute_values(":none", s(RELEASED))

@@ -41,8 +41,28 @@ pub enum CursorError {
     Backward { stored: String, attempted: String },
     #[error("{0}")]
     Store(String),
+    /// The store did not answer in time or at all: a reconnect may cure it.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now; this commit was refused")]
     LeaseLost { pipeline: String, table: String },
+}
+
+impl From<lease::LeaseError> for CursorError {
+    fn from(e: lease::LeaseError) -> CursorError {
+        if e.transient {
+            CursorError::Unavailable(e.message)
+        } else {
+            CursorError::Store(e.message)
+        }
+    }
+}
+
+impl CursorError {
+    /// True for failures a new session may cure (the store unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CursorError::Unavailable(_))
+    }
 }
 
 /// Which source a cursor's position belongs to, and its lineage (see

@@ -411,7 +411,7 @@ async fn catch_up(
     });
     let summary = pipeline::run(
         source,
-        handle.durable,
+        &handle.durable,
         &mut sink,
         &mut cursor,
         None,

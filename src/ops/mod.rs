@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod reconnect;
 pub mod retention;
 
 pub use health::{health, Phase};

@@ -34,24 +34,62 @@ pub async fn run(
     stop: watch::Sender<bool>,
     recovery: String,
 ) {
-    let checks = Checks {
+    let mut checks = Checks {
         ticker: tokio::time::interval(every),
         stopped: stop.subscribe(),
     };
-    let result = match watch {
-        Watch::Postgres {
-            url,
-            slot,
-            max_retained_bytes,
-        } => postgres(&url, &slot, max_retained_bytes, checks, &stop, &recovery).await,
-        Watch::Mysql {
-            url,
-            warn_before_purge,
-        } => mysql(&url, warn_before_purge, checks, durable, &stop, &recovery).await,
-    };
-    if let Err(e) = result {
-        tracing::warn!("retention watch stopped: {e}");
+    loop {
+        let result = match &watch {
+            Watch::Postgres {
+                url,
+                slot,
+                max_retained_bytes,
+            } => {
+                postgres(
+                    url,
+                    slot,
+                    *max_retained_bytes,
+                    &mut checks,
+                    &stop,
+                    &recovery,
+                )
+                .await
+            }
+            Watch::Mysql {
+                url,
+                warn_before_purge,
+            } => {
+                let durable = durable.clone();
+                mysql(
+                    url,
+                    *warn_before_purge,
+                    &mut checks,
+                    durable,
+                    &stop,
+                    &recovery,
+                )
+                .await
+            }
+        };
+        let Err(e) = result else {
+            return;
+        };
+        // A lost connection is tried again (the first successful check
+        // clears the problem); anything else ends the watch.
+        let again = e.is_retryable();
         health().set_problem("retention", Some(format!("cannot watch retention: {e}")));
+        if !again {
+            tracing::warn!("retention watch stopped: {e}");
+            return;
+        }
+        tracing::warn!("retention watch: {e}; trying again in 5 s");
+        let mut stopped = stop.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5).min(every)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        // The first check after a reconnect is made at once.
+        checks.ticker.reset_immediately();
     }
 }
 
@@ -82,7 +120,7 @@ async fn postgres(
     url: &str,
     slot: &str,
     max_retained_bytes: u64,
-    mut checks: Checks,
+    checks: &mut Checks,
     stop: &watch::Sender<bool>,
     recovery: &str,
 ) -> Result<(), SourceError> {
@@ -137,7 +175,7 @@ async fn postgres(
 async fn mysql(
     url: &str,
     warn_before_purge: Duration,
-    mut checks: Checks,
+    checks: &mut Checks,
     mut durable: watch::Receiver<Option<Position>>,
     stop: &watch::Sender<bool>,
     recovery: &str,

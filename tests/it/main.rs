@@ -16,6 +16,7 @@ mod mysql;
 mod ops;
 mod poll;
 mod poll_mysql;
+mod reconnect;
 mod secrets;
 mod snapshot;
 mod tls;

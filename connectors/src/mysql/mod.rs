@@ -61,7 +61,14 @@ pub struct MysqlConfig {
 
 pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SourceError {
     let what = what.into();
-    move |e| SourceError::Setup(format!("mysql: cannot {what}: {e}"))
+    move |e| {
+        let message = format!("mysql: cannot {what}: {e}");
+        if crate::mysql_transient(&e) {
+            SourceError::Unavailable(message)
+        } else {
+            SourceError::Setup(message)
+        }
+    }
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Conn, SourceError> {

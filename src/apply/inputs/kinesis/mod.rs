@@ -282,7 +282,7 @@ async fn balance(
         .leases
         .scan(&prefix)
         .await
-        .map_err(ApplyError::Setup)?
+        .map_err(|e| ApplyError::Setup(e.message))?
         .into_iter()
         .filter_map(|item| {
             let shard = text(&item, "pipeline").strip_prefix(&prefix)?.to_string();

@@ -213,7 +213,7 @@ async fn save_checkpoint(
     lease: &Lease,
     value: &str,
     duration: std::time::Duration,
-) -> Result<Held, String> {
+) -> Result<Held, lease::LeaseError> {
     lease
         .write("checkpoint = :c, updated_at = :now", None, duration, |r| {
             r.expression_attribute_values(":c", lease::s(value))

@@ -1,0 +1,520 @@
+//! Reconnects in process: the daemon outlives a PostgreSQL restart, a
+//! MariaDB restart (servers of the test's own, started here), a source
+//! connection cut for 30 s by a TCP proxy, and a Kinesis emulator stopped
+//! for 30 s. Each time every committed row arrives once (the file sink
+//! drops what it already holds), `/readyz` says not ready while the daemon
+//! reconnects, and `tidemark_reconnects_total` counts the sessions begun
+//! again. The oracle is the source's own table after the test.
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A free local port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn run(command: &mut Command) -> String {
+    let out = command.output().expect("run a server command");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A private temporary folder the database users can enter.
+fn server_dir(owner: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(Command::new("chmod").arg("755").arg(dir.path()));
+    run(Command::new("chown").arg(owner).arg(dir.path()));
+    dir
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL 15 cluster of this test's own (wal_level=logical).
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> OwnPostgres {
+        let dir = server_dir("postgres");
+        let port = free_port();
+        let data = dir.path().join("data");
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]));
+        let conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\nmax_replication_slots = 8\nmax_wal_senders = 8\nshared_buffers = 32MB\n",
+            dir.path().display()
+        );
+        let mut text = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        text.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), text).expect("conf");
+        let server = OwnPostgres { dir, port };
+        server.ctl(&["start"]);
+        server
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60"])
+            .args(args));
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname={db}",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the test's own PostgreSQL");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A MariaDB of this test's own, with the binlog on in ROW format.
+struct OwnMariadb {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: std::process::Child,
+}
+
+impl OwnMariadb {
+    fn start() -> OwnMariadb {
+        let dir = server_dir("mysql");
+        run(Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", dir.path().join("data").display())));
+        let port = free_port();
+        let server = OwnMariadb::spawn(dir.path(), port);
+        let mariadb = OwnMariadb { dir, port, server };
+        mariadb.wait_up();
+        mariadb.sql("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION");
+        mariadb
+    }
+
+    fn spawn(dir: &Path, port: u16) -> std::process::Child {
+        Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--bind-address=127.0.0.1",
+                "--server-id=7",
+            ])
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .args([
+                "--log-bin=mariadb-bin",
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+                "--innodb-buffer-pool-size=32M",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mariadbd")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("mysqld.sock")
+    }
+
+    fn wait_up(&self) {
+        for _ in 0..300 {
+            let up = Command::new("mariadb-admin")
+                .args(["-uroot", "--connect-timeout=2", "-S"])
+                .arg(self.socket())
+                .arg("ping")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the test's own MariaDB did not start");
+    }
+
+    fn sql(&self, statements: &str) -> String {
+        run(Command::new("mariadb")
+            .args(["-uroot", "-N", "-B", "-S"])
+            .arg(self.socket())
+            .arg("-e")
+            .arg(statements))
+    }
+
+    /// Stops the server (SIGTERM, waiting for it) and starts it again.
+    fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.server.id().to_string())
+            .status();
+        let _ = self.server.wait();
+        self.server = OwnMariadb::spawn(self.dir.path(), self.port);
+        self.wait_up();
+    }
+}
+
+impl Drop for OwnMariadb {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A TCP proxy to `upstream` that can cut every connection and refuse new
+/// ones for a while, as a network outage.
+struct CutProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    /// Bumped on every cut, so that live connections end.
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl CutProxy {
+    async fn start(upstream: u16) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(generation);
+        let (cut2, generation2) = (cut.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if cut2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut ended = generation2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = ended.changed() => {}
+                    }
+                });
+            }
+        });
+        CutProxy {
+            port,
+            cut,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The daemon's `/readyz` status code.
+async fn ready(daemon: &Daemon) -> u16 {
+    http_get(http_port(daemon).await, "/readyz").await.0
+}
+
+async fn reconnects(daemon: &Daemon) -> f64 {
+    let (_, scrape) = http_get(http_port(daemon).await, "/metrics").await;
+    counter_sum(&scrape, "tidemark_reconnects_total", "")
+}
+
+fn config(dir: &Path, source: &str, sink: &str) -> PathBuf {
+    let path = dir.join("tidemark.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[pipeline]\nname = \"tm_reconnect\"\nmax_batch_events = 200\n{source}\n{sink}\n[cursor]\ntype = \"file\"\npath = \"{}/cursor.json\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn file_sink(dir: &Path) -> String {
+    format!(
+        "[sink]\ntype = \"file\"\npath = \"{}/events\"\n",
+        dir.display()
+    )
+}
+
+/// Every id of `events` (inserts), counted.
+fn ids(events: &[Value]) -> std::collections::BTreeMap<i64, usize> {
+    let mut ids = std::collections::BTreeMap::new();
+    for event in events {
+        if let Some(id) = event["after"]["id"].as_i64() {
+            *ids.entry(id).or_default() += 1;
+        }
+    }
+    ids
+}
+
+/// Each id the source holds arrived exactly once, and nothing else did.
+fn assert_exactly(events: &[Value], committed: &[i64]) {
+    let ids = ids(events);
+    let missing: Vec<&i64> = committed
+        .iter()
+        .filter(|id| !ids.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} committed rows missing: {missing:?}",
+        missing.len()
+    );
+    let twice: Vec<(&i64, &usize)> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "rows written twice: {twice:?}");
+    let invented: Vec<&i64> = ids.keys().filter(|id| !committed.contains(id)).collect();
+    assert!(
+        invented.is_empty(),
+        "rows the source never committed: {invented:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restart_mid_stream_is_reconnected() {
+    let pg = OwnPostgres::start();
+    let admin = pg.client("postgres").await;
+    admin
+        .batch_execute("CREATE DATABASE shop")
+        .await
+        .expect("db");
+    let shop = pg.client("shop").await;
+    shop.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("table");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        &format!("[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"public.t\"]\nslot = \"tm_reconnect\"\npublication = \"tm_reconnect\"\n", pg.url("shop")),
+        &file_sink(dir.path()),
+    );
+    let events = dir.path().join("events");
+    let mut daemon = Daemon::start(&config);
+    shop.batch_execute("INSERT INTO t SELECT generate_series(1, 100)")
+        .await
+        .expect("insert");
+    wait_until("the first rows", Duration::from_secs(60), || async {
+        ids(&read_events(&events)).len() >= 100
+    })
+    .await;
+    // A restart (fast shutdown), then more rows: some land while the daemon
+    // is between sessions.
+    pg.ctl(&["restart", "-m", "fast"]);
+    let shop = pg.client("shop").await;
+    shop.batch_execute("INSERT INTO t SELECT generate_series(101, 200)")
+        .await
+        .expect("insert");
+    wait_until(
+        "the rows after the restart",
+        Duration::from_secs(120),
+        || async { ids(&read_events(&events)).len() >= 200 },
+    )
+    .await;
+    assert!(reconnects(&daemon).await >= 1.0, "{}", daemon.stderr());
+    assert!(
+        daemon.stderr().contains("reconnecting in"),
+        "{}",
+        daemon.stderr()
+    );
+    daemon.stop().await;
+    let committed: Vec<i64> = shop
+        .query("SELECT id::bigint FROM t ORDER BY id", &[])
+        .await
+        .expect("oracle")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_exactly(&read_events(&events), &committed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_restart_mid_stream_is_reconnected() {
+    let mut my = OwnMariadb::start();
+    my.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id int PRIMARY KEY)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        &format!("[source]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:{}/shop\"\ntables = [\"shop.t\"]\nserver_id = 4777\n", my.port),
+        &file_sink(dir.path()),
+    );
+    let events = dir.path().join("events");
+    let mut daemon = Daemon::start(&config);
+    let insert = |my: &OwnMariadb, from: i64, to: i64| {
+        let values: Vec<String> = (from..=to).map(|i| format!("({i})")).collect();
+        my.sql(&format!("INSERT INTO shop.t VALUES {}", values.join(",")));
+    };
+    insert(&my, 1, 100);
+    wait_until("the first rows", Duration::from_secs(60), || async {
+        ids(&read_events(&events)).len() >= 100
+    })
+    .await;
+    my.restart();
+    insert(&my, 101, 200);
+    wait_until(
+        "the rows after the restart",
+        Duration::from_secs(120),
+        || async { ids(&read_events(&events)).len() >= 200 },
+    )
+    .await;
+    assert!(reconnects(&daemon).await >= 1.0, "{}", daemon.stderr());
+    daemon.stop().await;
+    let committed: Vec<i64> = my
+        .sql("SELECT id FROM shop.t ORDER BY id")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(committed.len(), 200);
+    assert_exactly(&read_events(&events), &committed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_link_cut_for_30_s_is_reconnected() {
+    let db = TestDb::new("tm_reconnect_cut").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("table");
+    let proxy = CutProxy::start(5432).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        &format!("[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:{}/{}?sslmode=disable\"\ntables = [\"public.t\"]\nslot = \"tm_reconnect_cut\"\npublication = \"tm_reconnect_cut\"\n", proxy.port, db.name),
+        &file_sink(dir.path()),
+    );
+    let events = dir.path().join("events");
+    let mut daemon = Daemon::start(&config);
+    db.client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 50)")
+        .await
+        .expect("insert");
+    wait_until("the first rows", Duration::from_secs(60), || async {
+        ids(&read_events(&events)).len() >= 50
+    })
+    .await;
+    proxy.cut();
+    db.client
+        .batch_execute("INSERT INTO t SELECT generate_series(51, 100)")
+        .await
+        .expect("insert");
+    wait_until("readiness to drop", Duration::from_secs(30), || async {
+        ready(&daemon).await == 503
+    })
+    .await;
+    // The outage lasts 30 s by the clock: it is the fault, not a wait.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        daemon.stderr().contains("reconnecting in"),
+        "{}",
+        daemon.stderr()
+    );
+    assert_eq!(
+        ready(&daemon).await,
+        503,
+        "ready while the source is cut off"
+    );
+    proxy.heal();
+    wait_until(
+        "the rows after the outage",
+        Duration::from_secs(90),
+        || async { ids(&read_events(&events)).len() >= 100 },
+    )
+    .await;
+    let port = http_port(&daemon).await;
+    let came_back = poll_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        came_back,
+        "not ready after the outage: {:?}\n{}",
+        http_get(port, "/readyz").await,
+        daemon.stderr()
+    );
+    assert!(reconnects(&daemon).await >= 1.0);
+    daemon.stop().await;
+    let committed: Vec<i64> = (1..=100).collect();
+    assert_exactly(&read_events(&events), &committed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_still_stops_at_once() {
+    // Not transient: one line, no reconnect loop.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        "[source]\ntype = \"mysql\"\nurl = \"mysql://root:wrong@127.0.0.1:3306/test\"\ntables = [\"test.t\"]\nserver_id = 4778\n",
+        &file_sink(dir.path()),
+    );
+    let (code, stderr) = run_to_end(&["run", "--config", config.to_str().expect("path")]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("Access denied"), "{stderr}");
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+}
