@@ -15,10 +15,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn kinesis() -> aws_sdk_kinesis::Client {
+    kinesis_at(KINESIS)
+}
+
+/// A Kinesis client for the emulator at `endpoint`.
+pub fn kinesis_at(endpoint: &str) -> aws_sdk_kinesis::Client {
     let conf = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(KINESIS)
+        .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .build();
     aws_sdk_kinesis::Client::from_conf(conf)
@@ -100,7 +105,14 @@ pub async fn fresh_aws(name: &str, shards: i32) {
 
 /// Every event in the stream, per shard in sequence order.
 async fn read_stream(name: &str) -> BTreeMap<String, Vec<Value>> {
-    let client = kinesis();
+    read_stream_from(&kinesis(), name).await
+}
+
+/// [`read_stream`] through `client`.
+pub async fn read_stream_from(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+) -> BTreeMap<String, Vec<Value>> {
     let description = client
         .describe_stream()
         .stream_name(name)
