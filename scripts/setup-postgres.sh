@@ -6,7 +6,8 @@
 #     tests use to prove tidemark refuses such a source with a clear error;
 #   - serves TLS on 5432 with a certificate for localhost (only) signed by a
 #     test CA of its own (/var/lib/postgresql/tidemark-tls/ca.pem), plus a
-#     second CA that signed nothing (other-ca.pem), for the sslmode tests.
+#     second CA that signed nothing (other-ca.pem), for the sslmode tests;
+#   - gives the role tidemark_cleartext a password asked for in clear text.
 # Works on a fresh machine with PostgreSQL installed from Debian's packages.
 set -euo pipefail
 
@@ -82,6 +83,17 @@ tls_ok() {
 }
 for _ in $(seq 1 50); do tls_ok && break; sleep 0.1; done
 tls_ok || { echo "setup-postgres: TLS with the test CA ($tls/ca.pem) does not work" >&2; exit 1; }
+
+# A role whose password the server asks for in clear text (pg_hba method
+# `password`), for the test that tidemark does not send it over a link that
+# is not encrypted.
+hba=$(psql_main -c "SHOW hba_file")
+line="host all tidemark_cleartext 127.0.0.1/32 password"
+if ! grep -qxF "$line" "$hba"; then
+  { echo "$line"; cat "$hba"; } > "$hba.tidemark" && cat "$hba.tidemark" > "$hba" && rm -f "$hba.tidemark"
+  psql_main -c "SELECT pg_reload_conf()" >/dev/null
+fi
+psql_main -c "DO \$\$ BEGIN CREATE ROLE tidemark_cleartext LOGIN REPLICATION PASSWORD 'cleartext-pw'; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$"
 
 # The wal_level=replica cluster for the negative test.
 if ! pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="replica" {f=1} END {exit !f}'; then

@@ -612,6 +612,15 @@ fn state_dir() -> PathBuf {
 }
 
 impl Config {
+    /// The source's connection URL.
+    pub fn source_url(&self) -> Option<&str> {
+        match &self.source {
+            SourceConfig::Postgres(pg) => Some(&pg.url),
+            SourceConfig::Mysql(my) => Some(&my.url),
+            SourceConfig::Poll(poll) => Some(&poll.url),
+        }
+    }
+
     /// The source's kind as positions name it: `postgres`, `mysql` or `poll`.
     pub fn source_kind(&self) -> &'static str {
         match &self.source {

@@ -407,6 +407,28 @@ async fn open_sink(config: &Config, writer: &str) -> anyhow::Result<AnySink> {
 
 async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    // Links that cross the network without the server's identity checked.
+    let mut urls: Vec<(&str, &str)> = Vec::new();
+    if let Some(url) = config.source_url() {
+        urls.push(("source.url", url));
+    }
+    if let Some(target) = &config.target {
+        urls.push(("target.url", &target.url));
+    }
+    for (key, url) in urls {
+        let warning = if url.starts_with("mysql://") {
+            tidemark_connectors::mysql::tls::parse(url)
+                .ok()
+                .and_then(|u| u.identity_unchecked())
+        } else {
+            postgres::tls::parse(url)
+                .ok()
+                .and_then(|u| u.identity_unchecked())
+        };
+        if let Some(warning) = warning {
+            tracing::warn!("{key}: {warning}");
+        }
+    }
     let problems = match (config.postgres(None), config.mysql(None), config.poll()) {
         (Some(pg), _, _) => postgres::check(&pg).await?,
         (_, Some(my), _) => mysql::check(&my).await?,
@@ -559,26 +581,48 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
     }
     health().set_phase(Phase::Streaming);
     match &config.sink {
+        // A lost target is reconnected (the target was reached above): the
+        // files are read again from the position the target holds.
         SinkConfig::File { path: dir, .. } => {
-            let target = connect_target(&config).await?;
-            let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
-            let lines = files::follow(
-                dir,
-                &mut sink,
-                stop,
-                until_idle,
-                config.pipeline.max_batch_events,
-            )
-            .await
-            .with_context(|| format!("apply from {}", dir.display()))?;
-            tracing::info!(
-                "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
-                sink.events,
-                sink.rows,
-                sink.skipped,
-                sink.applied().unwrap_or("(none)")
-            );
-            Ok(())
+            let mut retry = ops::reconnect::Retry::default();
+            loop {
+                let attempt = async {
+                    let target = connect_target(&config).await?;
+                    let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
+                    health().set_problem("source", None);
+                    retry.succeeded();
+                    let lines = files::follow(
+                        dir,
+                        &mut sink,
+                        stop.clone(),
+                        until_idle,
+                        config.pipeline.max_batch_events,
+                    )
+                    .await
+                    .with_context(|| format!("apply from {}", dir.display()))?;
+                    Ok::<_, anyhow::Error>((lines, sink))
+                }
+                .await;
+                let error = match attempt {
+                    Ok((lines, sink)) => {
+                        tracing::info!(
+                            "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
+                            sink.events,
+                            sink.rows,
+                            sink.skipped,
+                            sink.applied().unwrap_or("(none)")
+                        );
+                        return Ok(());
+                    }
+                    Err(error) => error,
+                };
+                if *stop.borrow() || !ops::reconnect::transient(error.chain()) {
+                    return Err(error);
+                }
+                if !wait_to_reconnect(&mut retry, &error, stop.clone()).await {
+                    return Ok(());
+                }
+            }
         }
         SinkConfig::Kinesis {
             stream,
@@ -711,7 +755,10 @@ async fn run_pipeline(
     // A lost source, target or cursor store is reconnected in process: the
     // session (cursor, sink, source, stream) starts over from the committed
     // position, after a wait that grows to 30 s; only what a new session
-    // cannot cure ends the process.
+    // cannot cure ends the process. Before the first session streams, any
+    // failure ends it at once: a wrong host reads like a server that is
+    // down, and a start is retried by the service manager (the unit's
+    // Restart=), not by a loop a person at a terminal has to interrupt.
     let mut retry = ops::reconnect::Retry::default();
     let mut session = Session {
         path,
@@ -722,6 +769,7 @@ async fn run_pipeline(
         handle: &handle,
         control,
         held: None,
+        streamed: false,
         retention_started: false,
     };
     loop {
@@ -733,32 +781,44 @@ async fn run_pipeline(
             Err(error) => error,
         };
         let stopping = *handle.stop.borrow();
-        if stopping || !ops::reconnect::transient(error.chain()) {
+        if stopping || !session.streamed || !ops::reconnect::transient(error.chain()) {
             session.release().await;
             return Err(error);
         }
-        let (wait, failing) = retry.failed();
-        ::metrics::counter!("tidemark_reconnects_total").increment(1);
-        health().set_phase(Phase::Starting);
-        health().set_problem(
-            "source",
-            Some(format!(
-                "reconnecting (attempt {}, failing for {:.0?}): {error:#}",
-                retry.attempts, failing
-            )),
-        );
-        tracing::warn!(
-            "{error:#}; reconnecting in {wait:.1?} (attempt {}, failing for {failing:.0?})",
-            retry.attempts
-        );
-        let mut stopped = handle.stop.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopped.wait_for(|stop| *stop) => {
-                session.release().await;
-                tracing::info!("stopped while reconnecting");
-                return Ok(());
-            }
+        if !wait_to_reconnect(&mut retry, &error, handle.stop.subscribe()).await {
+            session.release().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Between two sessions: counts the reconnect, says what failed and for how
+/// long (log, `/readyz`), and waits; false when the daemon is told to stop
+/// meanwhile.
+async fn wait_to_reconnect(
+    retry: &mut ops::reconnect::Retry,
+    error: &anyhow::Error,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let (wait, failing) = retry.failed();
+    ::metrics::counter!("tidemark_reconnects_total").increment(1);
+    health().set_phase(Phase::Starting);
+    health().set_problem(
+        "source",
+        Some(format!(
+            "reconnecting (attempt {}, failing for {:.0?}): {error:#}",
+            retry.attempts, failing
+        )),
+    );
+    tracing::warn!(
+        "{error:#}; reconnecting in {wait:.1?} (attempt {}, failing for {failing:.0?})",
+        retry.attempts
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = stopped.wait_for(|stop| *stop) => {
+            tracing::info!("stopped while reconnecting");
+            false
         }
     }
 }
@@ -777,6 +837,8 @@ struct Session<'a> {
     control: tidemark_connectors::SourceControl,
     /// Capture: the cursor store, once held, and the position it was loaded at.
     held: Option<(CursorStore, Option<tidemark_connectors::Position>)>,
+    /// A session got as far as streaming (later failures are reconnected).
+    streamed: bool,
     retention_started: bool,
 }
 
@@ -875,6 +937,7 @@ impl Session<'_> {
         }
         health().set_phase(Phase::Streaming);
         health().set_problem("source", None);
+        self.streamed = true;
         ops::health::notify_ready();
         if retry.attempts > 0 {
             tracing::info!("reconnected after {} attempts", retry.attempts);

@@ -68,12 +68,34 @@ pub fn postgres_transient(e: &tokio_postgres::Error) -> bool {
     }
     let mut cause = std::error::Error::source(e);
     while let Some(inner) = cause {
-        if inner.is::<std::io::Error>() {
-            return true;
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return io_transient(io);
         }
         cause = inner.source();
     }
     false
+}
+
+/// True for a socket that failed or closed; false for what a TLS handshake
+/// reports as an I/O error (a certificate refused, a protocol mismatch:
+/// `InvalidData`), which a reconnect would only repeat.
+fn io_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | UnexpectedEof
+            | TimedOut
+            | Interrupted
+            | AddrNotAvailable
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    )
 }
 
 /// True for a MySQL/MariaDB error a reconnect may cure: the socket failed or
@@ -82,7 +104,7 @@ pub fn postgres_transient(e: &tokio_postgres::Error) -> bool {
 pub fn mysql_transient(e: &mysql_async::Error) -> bool {
     use mysql_async::{DriverError, Error};
     match e {
-        Error::Io(_) => true,
+        Error::Io(mysql_async::IoError::Io(io)) => io_transient(io),
         Error::Driver(DriverError::ConnectionClosed | DriverError::PoolDisconnected) => true,
         // ER_CON_COUNT_ERROR, ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
         // CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_QUERY_INTERRUPTED.

@@ -46,6 +46,9 @@ pub async fn connect(url: &str) -> Result<Client, ApplyError> {
     let tls = url
         .tls_config()
         .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+    url.refuse_cleartext(false)
+        .await
+        .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
     tls::connect(&config, tls, "target")
         .await
         .map_err(|e| ApplyError::pg("connect to the target", e))

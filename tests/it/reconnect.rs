@@ -691,3 +691,82 @@ async fn a_kinesis_outage_of_30_s_loses_nothing() {
         "a row came again at another position"
     );
 }
+
+/// `count` insert events for `public.t` from `first`, as a file sink line each.
+fn insert_lines(first: i64, count: i64) -> String {
+    let source = r#""source":{"connector":"postgres","name":"tm_reconnect_apply","db":"d","schema":"public","table":"t","ts_ms":1,"snapshot":false}"#;
+    (first..first + count)
+        .map(|id| {
+            format!(
+                "{{\"op\":\"c\",\"before\":null,\"after\":{{\"id\":{id}}},\"key\":{{\"id\":{id}}},{source},\"position\":\"pg:{id:016X}:0000000000000001:0000000000000001\",\"ts_ms\":1}}\n"
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_reconnects_a_target_restarted_mid_stream() {
+    let pg = OwnPostgres::start();
+    pg.client("postgres")
+        .await
+        .batch_execute("CREATE DATABASE shop")
+        .await
+        .expect("db");
+    pg.client("shop")
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("table");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).expect("events");
+    let file = events.join("events-0000000001.jsonl");
+    std::fs::write(&file, insert_lines(1, 100)).expect("events");
+    let config = dir.path().join("apply.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"tm_reconnect_apply\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"x\"\npublication = \"x\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"postgres\"\nurl = \"{}\"\n[apply]\ninput = \"sink\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            events.display(),
+            pg.url("shop")
+        ),
+    )
+    .expect("config");
+    let count = |pg: &OwnPostgres| {
+        let url = pg.url("shop");
+        async move {
+            let Ok((client, connection)) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            else {
+                return -1;
+            };
+            tokio::spawn(connection);
+            client
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .map_or(-1, |r| r.get::<_, i64>(0))
+        }
+    };
+    let mut daemon = Daemon::command(&["apply"], &config);
+    wait_until(
+        "the first rows on the target",
+        Duration::from_secs(60),
+        || async { count(&pg).await == 100 },
+    )
+    .await;
+    pg.ctl(&["restart", "-m", "fast"]);
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("events");
+    std::io::Write::write_all(&mut more, insert_lines(101, 100).as_bytes()).expect("append");
+    drop(more);
+    wait_until(
+        "the rows after the restart",
+        Duration::from_secs(120),
+        || async { count(&pg).await == 200 },
+    )
+    .await;
+    assert!(reconnects(&daemon).await >= 1.0, "{}", daemon.stderr());
+    daemon.stop().await;
+}

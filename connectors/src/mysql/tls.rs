@@ -126,6 +126,21 @@ pub fn parse(text: &str) -> Result<MyUrl, String> {
     Ok(MyUrl { opts, mode })
 }
 
+impl MyUrl {
+    /// A warning when the server is reached over the network without its
+    /// identity checked (`ssl-mode` other than `verify_ca`/`verify_identity`).
+    pub fn identity_unchecked(&self) -> Option<String> {
+        let host = self.opts.ip_or_hostname();
+        let verified = matches!(self.mode, Mode::VerifyCa | Mode::VerifyIdentity);
+        (!crate::postgres::tls::is_loopback(host) && !verified).then(|| {
+            format!(
+                "host {host} is not this machine and the server's certificate is not checked (ssl-mode {:?}): use ssl-mode=verify_identity with ssl-ca",
+                self.mode
+            )
+        })
+    }
+}
+
 /// Connects as the URL says: with `preferred`, a server that offers no TLS
 /// gets a plain connection (a second handshake, as the `mysql` client does).
 ///
@@ -243,6 +258,15 @@ mod tests {
             let error = parse(url).expect_err(url);
             assert!(error.contains(expected), "{url}: {error}");
         }
+        assert!(parse("mysql://u@db.example.com/db")
+            .expect("parse")
+            .identity_unchecked()
+            .is_some_and(|w| w.contains("db.example.com")));
+        assert!(parse("mysql://u@127.0.0.1/db")
+            .expect("parse")
+            .identity_unchecked()
+            .is_none());
+        assert!(identity.identity_unchecked().is_none());
         let secret = parse("mysql://u:s3cret@h/db?stmt_cache_size=lots").expect_err("bad value");
         assert!(!secret.contains("s3cret"), "{secret}");
     }

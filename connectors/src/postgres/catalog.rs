@@ -40,6 +40,9 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
     let tls = url
         .tls_config()
         .map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
+    url.refuse_cleartext(false)
+        .await
+        .map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
     tls::connect(&config, tls, "catalog")
         .await
         .map_err(query_error("connect to the source"))

@@ -250,6 +250,9 @@ impl PostgresSource {
         let pipeline: Arc<str> = cfg.pipeline.as_str().into();
         let mut kinds = TypeKinds::default();
         let slot = catalog::slot_state(&catalog, &cfg.slot).await?;
+        pg.refuse_cleartext(true)
+            .await
+            .map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
         let repl_cfg = replication_config(&pg, &cfg)?;
         let at = |lsn: u64| lsn_text(lsn);
 

@@ -41,6 +41,9 @@ pub enum Mode {
 pub struct Tls {
     pub mode: Mode,
     pub root_cert: Option<PathBuf>,
+    /// `allow_cleartext_password=true`: send the password even when the
+    /// server asks for it in clear text over an unencrypted link.
+    pub allow_cleartext: bool,
 }
 
 /// A parsed connection URL: what tokio-postgres takes, and the TLS settings.
@@ -109,6 +112,17 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
                 }
             }
             "sslrootcert" => tls.root_cert = Some(PathBuf::from(percent_decode(value))),
+            "allow_cleartext_password" => {
+                tls.allow_cleartext = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(bad_url(
+                            "allow_cleartext_password: use true or false".into(),
+                        ))
+                    }
+                }
+            }
             _ => kept.push(param),
         }
     }
@@ -155,6 +169,108 @@ impl PgUrl {
                 "sslmode {mode:?} over a Unix socket: TLS needs a TCP host"
             )),
             _ => self.tls.client_config(),
+        }
+    }
+}
+
+/// True for a host name or address on this machine.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl PgUrl {
+    /// A warning when the server is reached over the network without its
+    /// identity checked (`sslmode` other than `verify-ca`/`verify-full`).
+    pub fn identity_unchecked(&self) -> Option<String> {
+        let hosts: Vec<&str> = self
+            .config
+            .get_hosts()
+            .iter()
+            .filter_map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => Some(h.as_str()),
+                _ => None,
+            })
+            .filter(|h| !is_loopback(h))
+            .collect();
+        let verified = matches!(self.tls.mode, Mode::VerifyCa | Mode::VerifyFull);
+        (!hosts.is_empty() && !verified).then(|| {
+            format!(
+                "host {} is not this machine and the server's certificate is not checked (sslmode {:?}): use sslmode=verify-full with sslrootcert",
+                hosts.join(","),
+                self.tls.mode
+            )
+        })
+    }
+
+    /// Refuses to connect where the password would cross the network in
+    /// clear text: the link is not encrypted (`disable`, or `prefer` with a
+    /// server that offers no TLS) and the server asks for password
+    /// authentication (`AuthenticationCleartextPassword`). tokio-postgres and
+    /// pgwire-replication answer such a request on their own, so this asks
+    /// the server first, on a connection of its own that sends no password:
+    /// the SSL request as `prefer` makes it, then a startup message, then
+    /// the first answer. `replication` asks as the replication stream does
+    /// (`pg_hba.conf` may treat it apart). Anything unexpected is left to the
+    /// real connection to report.
+    pub async fn refuse_cleartext(&self, replication: bool) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let config = &self.config;
+        let plain_possible = matches!(self.tls.mode, Mode::Disable | Mode::Prefer);
+        let (Some(user), Some(tokio_postgres::config::Host::Tcp(host))) =
+            (config.get_user(), config.get_hosts().first())
+        else {
+            return Ok(());
+        };
+        if self.tls.allow_cleartext || config.get_password().is_none() || !plain_possible {
+            return Ok(());
+        }
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let database = config.get_dbname().unwrap_or(user);
+        let mode = self.tls.mode;
+        let asks_cleartext = async {
+            let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            if mode == Mode::Prefer {
+                // SSLRequest: length 8, code 80877103.
+                stream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
+                let mut answer = [0u8; 1];
+                stream.read_exact(&mut answer).await?;
+                if answer[0] == b'S' {
+                    return Ok::<bool, std::io::Error>(false);
+                }
+            }
+            let mut body = 196_608_i32.to_be_bytes().to_vec();
+            let mut pairs = vec![("user", user), ("database", database)];
+            if replication {
+                pairs.push(("replication", "database"));
+            }
+            for (key, value) in pairs {
+                body.extend_from_slice(key.as_bytes());
+                body.push(0);
+                body.extend_from_slice(value.as_bytes());
+                body.push(0);
+            }
+            body.push(0);
+            let mut message = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+            message.extend_from_slice(&body);
+            stream.write_all(&message).await?;
+            // 'R', length, authentication code (3: cleartext password).
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await?;
+            Ok(head[0] == b'R' && head[5..9] == 3_i32.to_be_bytes())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), asks_cleartext).await {
+            Ok(Ok(true)) => Err(format!(
+                "the server at {host}:{port} asks for the password in clear text and the link is not encrypted (sslmode {}); use sslmode=require or verify-full, or add allow_cleartext_password=true to the URL to send it anyway",
+                match mode {
+                    Mode::Disable => "disable",
+                    _ => "prefer, and the server offers no TLS",
+                }
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -409,6 +525,25 @@ mod tests {
         let dsn = parse("host=h user=u dbname=shop").expect("parse");
         assert_eq!(dsn.config.get_dbname(), Some("shop"));
         assert!(parse("host=h dbname=shop sslmode=require").is_err());
+        assert!(parse("postgres://u@db.example.com/db")
+            .expect("parse")
+            .identity_unchecked()
+            .is_some_and(|w| w.contains("db.example.com")));
+        assert!(parse("postgres://u@db.example.com/db?sslmode=verify-full")
+            .expect("parse")
+            .identity_unchecked()
+            .is_none());
+        assert!(parse("postgres://u@127.0.0.1/db")
+            .expect("parse")
+            .identity_unchecked()
+            .is_none());
+        assert!(parse("postgres://u@h/db?allow_cleartext_password=maybe").is_err());
+        assert!(
+            parse("postgres://u@h/db?allow_cleartext_password=true")
+                .expect("parse")
+                .tls
+                .allow_cleartext
+        );
         // `prefer` over a Unix socket is plain, as libpq does.
         let socket = parse("postgres://u@%2Frun%2Fpostgresql/db?sslmode=prefer").expect("parse");
         assert!(socket.tls_config().expect("config").is_none());
