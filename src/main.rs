@@ -645,22 +645,46 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
             let Some(target) = config.target.clone() else {
                 bail!("target: the config has no [target] section");
             };
-            let input = kinesis::Input {
-                kinesis: kinesis_client(region, endpoint).await?,
-                stream: stream.clone(),
-                leases: LeaseTable {
-                    client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,
-                    table: table.clone(),
-                },
-                pipeline: config.pipeline.name.clone(),
-                lease_duration: parse_duration(lease_duration)
-                    .context("cursor.lease_duration: not a duration")?,
-                batch_events: config.pipeline.max_batch_events,
-                target,
+            let kinesis = kinesis_client(region, endpoint).await?;
+            let leases = LeaseTable {
+                client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,
+                table: table.clone(),
             };
-            let totals = kinesis::follow(input, stop)
-                .await
-                .with_context(|| format!("apply from kinesis stream {stream}"))?;
+            let lease_duration =
+                parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
+            // A lost target or lease table is reconnected: the shards are
+            // taken again and read from their checkpoints (the target drops
+            // what it applied already).
+            let mut retry = ops::reconnect::Retry::default();
+            let totals = loop {
+                let input = kinesis::Input {
+                    kinesis: kinesis.clone(),
+                    stream: stream.clone(),
+                    leases: leases.clone(),
+                    pipeline: config.pipeline.name.clone(),
+                    lease_duration,
+                    batch_events: config.pipeline.max_batch_events,
+                    target: target.clone(),
+                };
+                let began = std::time::Instant::now();
+                let error = match kinesis::follow(input, stop.clone())
+                    .await
+                    .with_context(|| format!("apply from kinesis stream {stream}"))
+                {
+                    Ok(totals) => break totals,
+                    Err(error) => error,
+                };
+                if *stop.borrow() || !ops::reconnect::transient(error.chain()) {
+                    return Err(error);
+                }
+                // A run that lasted was a success: the next outage starts over.
+                if began.elapsed() > 2 * ops::reconnect::LONGEST_WAIT {
+                    retry.succeeded();
+                }
+                if !wait_to_reconnect(&mut retry, &error, stop.clone()).await {
+                    return Ok(());
+                }
+            };
             tracing::info!(
                 "stopped: {} events read, {} applied ({} row writes), {} skipped as already applied, {} shards finished",
                 totals.events,

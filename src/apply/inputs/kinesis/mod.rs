@@ -50,6 +50,19 @@ use tokio::task::JoinHandle;
 
 mod shard;
 
+/// A failed lease call: [`ApplyError::Unavailable`] when trying again may
+/// help (DynamoDB unreachable, slow or throttling), else a setup error.
+fn lease_error(what: &str, e: lease::LeaseError) -> ApplyError {
+    if e.transient {
+        ApplyError::Unavailable {
+            what: what.to_string(),
+            detail: e.message,
+        }
+    } else {
+        ApplyError::Setup(format!("cannot {what}: {e}"))
+    }
+}
+
 /// What the consumers share.
 pub struct Input {
     pub kinesis: Client,
@@ -282,7 +295,7 @@ async fn balance(
         .leases
         .scan(&prefix)
         .await
-        .map_err(|e| ApplyError::Setup(e.message))?
+        .map_err(|e| lease_error("read the shard leases", e))?
         .into_iter()
         .filter_map(|item| {
             let shard = text(&item, "pipeline").strip_prefix(&prefix)?.to_string();
@@ -372,7 +385,7 @@ async fn balance(
             None => lease.create(input.lease_duration).await,
             Some(seen) => lease.take(seen, input.lease_duration).await,
         }
-        .map_err(|e| ApplyError::Setup(format!("shard {shard}: cannot take the lease: {e}")))?;
+        .map_err(|e| lease_error(&format!("take the lease of shard {shard}"), e))?;
         // The checkpoint as the taking write returned it, not as scanned
         // before: the last holder may have moved it since.
         let Some(taken) = taken else {
