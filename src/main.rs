@@ -514,9 +514,17 @@ async fn migrate(command: MigrateCommand) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let stop = stop_on_signals()?;
             let name = config.pipeline.name.clone();
-            migrate::run(&config, stop)
-                .await
-                .with_context(|| format!("migration {name}"))?;
+            // A lost source or target is reconnected: the migration resumes
+            // from its recorded stage, as a restart would.
+            keep_trying(&stop, |stop| {
+                let (config, name) = (&config, &name);
+                async move {
+                    migrate::run(config, stop)
+                        .await
+                        .with_context(|| format!("migration {name}"))
+                }
+            })
+            .await?;
             Ok(())
         }
         MigrateCommand::Status { config } => {
@@ -584,45 +592,31 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
         // A lost target is reconnected (the target was reached above): the
         // files are read again from the position the target holds.
         SinkConfig::File { path: dir, .. } => {
-            let mut retry = ops::reconnect::Retry::default();
-            loop {
-                let attempt = async {
-                    let target = connect_target(&config).await?;
-                    let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
-                    health().set_problem("source", None);
-                    retry.succeeded();
-                    let lines = files::follow(
-                        dir,
-                        &mut sink,
-                        stop.clone(),
-                        until_idle,
-                        config.pipeline.max_batch_events,
-                    )
-                    .await
-                    .with_context(|| format!("apply from {}", dir.display()))?;
-                    Ok::<_, anyhow::Error>((lines, sink))
-                }
-                .await;
-                let error = match attempt {
-                    Ok((lines, sink)) => {
-                        tracing::info!(
-                            "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
-                            sink.events,
-                            sink.rows,
-                            sink.skipped,
-                            sink.applied().unwrap_or("(none)")
-                        );
-                        return Ok(());
-                    }
-                    Err(error) => error,
-                };
-                if *stop.borrow() || !ops::reconnect::transient(error.chain()) {
-                    return Err(error);
-                }
-                if !wait_to_reconnect(&mut retry, &error, stop.clone()).await {
-                    return Ok(());
-                }
+            let config = &config;
+            let attempt = |stop| async move {
+                let target = connect_target(config).await?;
+                let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
+                let lines = files::follow(
+                    dir,
+                    &mut sink,
+                    stop,
+                    until_idle,
+                    config.pipeline.max_batch_events,
+                )
+                .await
+                .with_context(|| format!("apply from {}", dir.display()))?;
+                Ok::<_, anyhow::Error>((lines, sink))
+            };
+            if let Some((lines, sink)) = keep_trying(&stop, attempt).await? {
+                tracing::info!(
+                    "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
+                    sink.events,
+                    sink.rows,
+                    sink.skipped,
+                    sink.applied().unwrap_or("(none)")
+                );
             }
+            Ok(())
         }
         SinkConfig::Kinesis {
             stream,
@@ -655,8 +649,7 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
             // A lost target or lease table is reconnected: the shards are
             // taken again and read from their checkpoints (the target drops
             // what it applied already).
-            let mut retry = ops::reconnect::Retry::default();
-            let totals = loop {
+            let attempt = |stop| {
                 let input = kinesis::Input {
                     kinesis: kinesis.clone(),
                     stream: stream.clone(),
@@ -666,24 +659,14 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
                     batch_events: config.pipeline.max_batch_events,
                     target: target.clone(),
                 };
-                let began = std::time::Instant::now();
-                let error = match kinesis::follow(input, stop.clone())
-                    .await
-                    .with_context(|| format!("apply from kinesis stream {stream}"))
-                {
-                    Ok(totals) => break totals,
-                    Err(error) => error,
-                };
-                if *stop.borrow() || !ops::reconnect::transient(error.chain()) {
-                    return Err(error);
+                async move {
+                    kinesis::follow(input, stop)
+                        .await
+                        .with_context(|| format!("apply from kinesis stream {stream}"))
                 }
-                // A run that lasted was a success: the next outage starts over.
-                if began.elapsed() > 2 * ops::reconnect::LONGEST_WAIT {
-                    retry.succeeded();
-                }
-                if !wait_to_reconnect(&mut retry, &error, stop.clone()).await {
-                    return Ok(());
-                }
+            };
+            let Some(totals) = keep_trying(&stop, attempt).await? else {
+                return Ok(());
             };
             tracing::info!(
                 "stopped: {} events read, {} applied ({} row writes), {} skipped as already applied, {} shards finished",
@@ -812,6 +795,49 @@ async fn run_pipeline(
         if !wait_to_reconnect(&mut retry, &error, handle.stop.subscribe()).await {
             session.release().await;
             return Ok(());
+        }
+    }
+}
+
+/// How long an attempt runs before it counts as connected (the backoff
+/// starts over, `/readyz` forgets the reconnect).
+const CONNECTED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `attempt` (given the stop signal) again after each failure a new
+/// attempt may cure, waiting as [`wait_to_reconnect`] says, until it
+/// succeeds, fails for good, or the process is told to stop (`None`).
+async fn keep_trying<T, F, Fut>(
+    stop: &tokio::sync::watch::Receiver<bool>,
+    mut attempt: F,
+) -> anyhow::Result<Option<T>>
+where
+    F: FnMut(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut retry = ops::reconnect::Retry::default();
+    loop {
+        let running = attempt(stop.clone());
+        tokio::pin!(running);
+        let result = tokio::select! {
+            result = &mut running => result,
+            _ = tokio::time::sleep(CONNECTED_AFTER) => {
+                if retry.attempts > 0 {
+                    health().set_problem("source", None);
+                    tracing::info!("reconnected after {} attempts", retry.attempts);
+                }
+                retry.succeeded();
+                running.await
+            }
+        };
+        let error = match result {
+            Ok(value) => return Ok(Some(value)),
+            Err(error) => error,
+        };
+        if *stop.borrow() || !ops::reconnect::transient(error.chain()) {
+            return Err(error);
+        }
+        if !wait_to_reconnect(&mut retry, &error, stop.clone()).await {
+            return Ok(None);
         }
     }
 }

@@ -57,12 +57,27 @@ impl Table {
 
 fn pg_err(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> MigrateError {
     let what = what.into();
-    move |e| MigrateError::Db(format!("cannot {what}: {}", pg_detail(e)))
+    move |e| {
+        let transient = tidemark_connectors::postgres_transient(&e);
+        let message = format!("cannot {what}: {}", pg_detail(e));
+        if transient {
+            MigrateError::Unavailable(message)
+        } else {
+            MigrateError::Db(message)
+        }
+    }
 }
 
 fn my_err(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> MigrateError {
     let what = what.into();
-    move |e| MigrateError::Db(format!("cannot {what}: {e}"))
+    move |e| {
+        let message = format!("cannot {what}: {e}");
+        if tidemark_connectors::mysql_transient(&e) {
+            MigrateError::Unavailable(message)
+        } else {
+            MigrateError::Db(message)
+        }
+    }
 }
 
 fn pg_literal(text: &str) -> String {

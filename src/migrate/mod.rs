@@ -50,6 +50,27 @@ pub enum MigrateError {
     Pipeline(#[from] pipeline::PipelineError),
     #[error("{0}")]
     State(String),
+    /// A database went away (closed, refused, shutting down): a reconnect
+    /// may cure it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl MigrateError {
+    /// True for failures a new attempt may cure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MigrateError::Unavailable(_) => true,
+            MigrateError::Apply(e) => e.is_transient(),
+            MigrateError::Source(e) => e.is_retryable(),
+            MigrateError::Pipeline(pipeline::PipelineError::Source(e)) => e.is_retryable(),
+            MigrateError::Pipeline(pipeline::PipelineError::Sink(
+                crate::sinks::SinkError::Target(e),
+            )) => e.is_transient(),
+            MigrateError::Pipeline(pipeline::PipelineError::Cursor(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

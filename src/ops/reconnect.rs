@@ -8,6 +8,7 @@
 
 use crate::apply::ApplyError;
 use crate::cursor::CursorError;
+use crate::migrate::MigrateError;
 use crate::pipeline::PipelineError;
 use crate::sinks::SinkError;
 use backoff::backoff::Backoff as _;
@@ -41,6 +42,9 @@ pub fn transient<'a>(
             return sink_transient(e);
         }
         if let Some(e) = cause.downcast_ref::<CursorError>() {
+            return e.is_transient();
+        }
+        if let Some(e) = cause.downcast_ref::<MigrateError>() {
             return e.is_transient();
         }
         cause

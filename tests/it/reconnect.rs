@@ -770,3 +770,54 @@ async fn apply_reconnects_a_target_restarted_mid_stream() {
     assert!(reconnects(&daemon).await >= 1.0, "{}", daemon.stderr());
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_reconnects_a_source_restarted_during_catch_up() {
+    use crate::migrate::wait_for_stage;
+    let pg = OwnPostgres::start();
+    pg.client("postgres")
+        .await
+        .batch_execute("CREATE DATABASE shop")
+        .await
+        .expect("db");
+    let shop = pg.client("shop").await;
+    shop.batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items SELECT g, g FROM generate_series(1, 100) g")
+        .await
+        .expect("table");
+    let target = TestDb::new("tm_reconnect_mig").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("migrate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"tm_reconnect_mig\"\n[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"public.items\"]\nslot = \"tm_reconnect_mig\"\npublication = \"tm_reconnect_mig\"\n[sink]\ntype = \"file\"\npath = \"{dir}/events\"\n[cursor]\ntype = \"file\"\npath = \"{dir}/cursor.json\"\n[target]\ntype = \"postgres\"\nurl = \"{}\"\n[migrate]\nchunk_rows = 50\n",
+            pg.url("shop"),
+            target.url(),
+            dir = dir.path().display()
+        ),
+    )
+    .expect("config");
+    let mut run = Daemon::command(&["migrate", "run"], &config);
+    wait_for_stage(&run, &config, "stage catch-up").await;
+    pg.ctl(&["restart", "-m", "fast"]);
+    let shop = pg.client("shop").await;
+    shop.batch_execute("INSERT INTO items SELECT g, g FROM generate_series(101, 200) g; UPDATE items SET n = -n WHERE id <= 10")
+        .await
+        .expect("changes");
+    let rows = || async {
+        target
+            .client
+            .query_one("SELECT count(*), COALESCE(sum(n), 0) FROM items", &[])
+            .await
+            .map_or((0, 0), |r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+    };
+    // 1..200 with 1..10 negated: 20100 - 2 * 55.
+    wait_until(
+        "the changes after the restart",
+        Duration::from_secs(120),
+        || async { rows().await == (200, 20100 - 110) },
+    )
+    .await;
+    assert!(run.stderr().contains("reconnecting in"), "{}", run.stderr());
+    run.stop().await;
+}
