@@ -514,8 +514,16 @@ async fn migrate(command: MigrateCommand) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let stop = stop_on_signals()?;
             let name = config.pipeline.name.clone();
-            // A lost source or target is reconnected: the migration resumes
-            // from its recorded stage, as a restart would.
+            // Both ends must answer once; after that a lost source or target
+            // is reconnected, and the migration resumes from its recorded
+            // stage, as a restart would.
+            let plan = migrate::Plan::from_config(&config)?;
+            migrate::db::Db::connect(&plan.source_url)
+                .await
+                .with_context(|| format!("migration {name}: source"))?;
+            migrate::db::Db::connect(&plan.target_url)
+                .await
+                .with_context(|| format!("migration {name}: target"))?;
             keep_trying(&stop, |stop| {
                 let (config, name) = (&config, &name);
                 async move {
@@ -646,6 +654,11 @@ async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
             };
             let lease_duration =
                 parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
+            // The lease table must answer once (the target did above).
+            leases
+                .get(&config.pipeline.name)
+                .await
+                .map_err(|e| anyhow::anyhow!("cursor: {e}"))?;
             // A lost target or lease table is reconnected: the shards are
             // taken again and read from their checkpoints (the target drops
             // what it applied already).
@@ -720,15 +733,7 @@ async fn run_pipeline(
     if let Some(address) = config.http.address()? {
         ops::http::serve(address).await?;
     }
-    // Until the pipeline loop runs, a ticker keeps health and watchdog alive
-    // (a standby may wait for its lease for a long time).
-    tokio::spawn(async {
-        let mut ticker = tokio::time::interval(ops::health::tick_every());
-        while matches!(health().phase(), Phase::Starting | Phase::Standby) {
-            health().tick();
-            ticker.tick().await;
-        }
-    });
+    tick_while_starting();
     let (handle, control) = tidemark_connectors::control();
     // Signals first: a standby may wait for its lease for a long time.
     let stop = handle.stop.clone();
@@ -799,6 +804,32 @@ async fn run_pipeline(
     }
 }
 
+/// Until the pipeline loop runs, keeps health and the watchdog alive: a
+/// standby may wait for its lease for a long time, and a reconnect for as
+/// long as an outage lasts (the process is not stuck; `/readyz` says what
+/// it waits for). One ticker at a time.
+fn tick_while_starting() {
+    static TICKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TICKING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let starting = || matches!(health().phase(), Phase::Starting | Phase::Standby);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(ops::health::tick_every());
+        loop {
+            while starting() {
+                health().tick();
+                ticker.tick().await;
+            }
+            TICKING.store(false, std::sync::atomic::Ordering::SeqCst);
+            // A reconnect may have begun between the check and the store.
+            if !starting() || TICKING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+        }
+    });
+}
+
 /// How long an attempt runs before it counts as connected (the backoff
 /// starts over, `/readyz` forgets the reconnect).
 const CONNECTED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -806,6 +837,8 @@ const CONNECTED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// Runs `attempt` (given the stop signal) again after each failure a new
 /// attempt may cure, waiting as [`wait_to_reconnect`] says, until it
 /// succeeds, fails for good, or the process is told to stop (`None`).
+/// Callers reach every server once before, so that a wrong host or a server
+/// that is down at start ends the process at once, as `run` does.
 async fn keep_trying<T, F, Fut>(
     stop: &tokio::sync::watch::Receiver<bool>,
     mut attempt: F,
@@ -822,6 +855,7 @@ where
             result = &mut running => result,
             _ = tokio::time::sleep(CONNECTED_AFTER) => {
                 if retry.attempts > 0 {
+                    health().set_phase(Phase::Streaming);
                     health().set_problem("source", None);
                     tracing::info!("reconnected after {} attempts", retry.attempts);
                 }
@@ -853,6 +887,7 @@ async fn wait_to_reconnect(
     let (wait, failing) = retry.failed();
     ::metrics::counter!("tidemark_reconnects_total").increment(1);
     health().set_phase(Phase::Starting);
+    tick_while_starting();
     health().set_problem(
         "source",
         Some(format!(

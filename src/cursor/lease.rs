@@ -7,9 +7,8 @@
 //! conditional:
 //! - create: only when there is no item;
 //! - take: only if `lease_counter` is still the value seen (so of two takers
-//!   one wins);
-//! - take: sets `lease_epoch` to the new counter, and returns the item as
-//!   written (what it holds is read in the same write);
+//!   one wins); it sets `lease_epoch` to the new counter and returns the item
+//!   as written (what it holds is read in the same write);
 //! - every write of the holder (renewals, commits, release): only while `owner`
 //!   is this instance and `lease_epoch` the one it took; each moves
 //!   `lease_counter` on, so a lease is alive while its counter moves.
@@ -228,11 +227,19 @@ pub struct Lease {
 struct State {
     /// The `lease_epoch` this instance took the lease at; `None` while not held.
     epoch: Option<i64>,
-    /// Until when no other instance can have taken the lease over: a taker
-    /// waits a whole lease duration, by its own clock, after it last saw the
-    /// counter move, and every holder write moves it. So this is the send
-    /// time of the last holder write that succeeded, plus the duration.
+    /// Until when writes may start: no other instance can take the lease
+    /// over before the send time of the last holder write that succeeded
+    /// plus the duration (a taker waits a whole duration, by its own clock,
+    /// after it last saw the counter move, and every holder write moves it).
+    /// A third of the duration is kept back for a write under way, so this
+    /// is that send time plus two thirds of the duration; renewals every
+    /// third keep it ahead of a healthy holder.
     confirmed_until: Option<Instant>,
+}
+
+/// See [`State::confirmed_until`].
+fn confirmed_until(sent: Instant, duration: Duration) -> Instant {
+    sent + duration * 2 / 3
 }
 
 /// The answer to a holder's write.
@@ -268,7 +275,7 @@ impl Lease {
     fn hold(&self, epoch: i64, sent: Instant, duration: Duration) {
         let mut state = self.state();
         state.epoch = Some(epoch);
-        state.confirmed_until = Some(sent + duration);
+        state.confirmed_until = Some(confirmed_until(sent, duration));
     }
 
     /// Creates the item, held by this lease, when there is none; `None` when
@@ -412,7 +419,7 @@ impl Lease {
             Ok(_) => {
                 let mut state = self.state();
                 if state.epoch == Some(epoch) {
-                    state.confirmed_until = Some(sent + duration);
+                    state.confirmed_until = Some(confirmed_until(sent, duration));
                 }
                 Ok(Held::Yes)
             }

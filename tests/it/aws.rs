@@ -184,11 +184,7 @@ pub fn config(db: &TestDb, stream: &str, extra_sink: &str) -> PathBuf {
 }
 
 pub fn cursor_init(config: &std::path::Path) -> String {
-    let out = tidemark()
-        .args(["cursor", "init", "--config"])
-        .arg(config)
-        .output()
-        .expect("run cursor init");
+    let out = bounded_output(tidemark().args(["cursor", "init", "--config"]).arg(config));
     assert!(
         out.status.success(),
         "{}",
@@ -275,11 +271,7 @@ async fn postgres_to_kinesis_keeps_each_key_in_order_with_a_dynamodb_cursor() {
     );
     assert_versions_in_order(&shards, 50, 5);
     // The cursor is in DynamoDB, at the last event, and the lease was given up.
-    let out = tidemark()
-        .args(["cursor", "show", "--config"])
-        .arg(&config)
-        .output()
-        .expect("cursor show");
+    let out = bounded_output(tidemark().args(["cursor", "show", "--config"]).arg(&config));
     let shown: Value = serde_json::from_slice(&out.stdout).expect("cursor JSON");
     assert_eq!(shown["owner"], "(released)");
     assert!(shown["position"]["postgres"].is_object(), "{shown}");

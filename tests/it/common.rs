@@ -458,20 +458,55 @@ fn unique() -> u128 {
 pub fn run_to_end(args: &[&str]) -> (i32, String) {
     // In a scratch folder: configs without [sink]/[cursor] use ./tidemark-state.
     let scratch = tempfile::tempdir().expect("tempdir");
-    let out = tidemark()
-        .args(args)
-        .current_dir(scratch.path())
-        .output()
-        .expect("run tidemark");
+    let mut command = tidemark();
+    command.args(args).current_dir(scratch.path());
+    let out = bounded_output(&mut command);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
+/// How long a command that is expected to end may run.
+const COMMAND_LIMIT: Duration = Duration::from_secs(180);
+
+/// `command.output()`, but a command still running after [`COMMAND_LIMIT`]
+/// is killed and the test fails naming it: a command that should have
+/// stopped and did not (a retry loop, a hang) fails its test instead of
+/// holding the whole suite up.
+pub fn bounded_output(command: &mut Command) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = command
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("run tidemark");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tidemark") {
+            break status;
+        }
+        if started.elapsed() > COMMAND_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} still ran after {COMMAND_LIMIT:?}; its stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
+}
+
 /// Runs `tidemark` to completion: (exit code, stdout, stderr).
 pub fn run_output(args: &[&str]) -> (i32, String, String) {
-    let out = tidemark().args(args).output().expect("run tidemark");
+    let out = bounded_output(tidemark().args(args));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -547,4 +582,49 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
 pub fn append(config: &Path, sections: &str) {
     let text = std::fs::read_to_string(config).expect("config");
     std::fs::write(config, format!("{text}{sections}")).expect("config");
+}
+
+/// A config for `tidemark apply` of the file sink in `events` into
+/// `target_url` (`[target] type` from its scheme, then `target_extra`
+/// lines), with `extra` sections after; written into `dir`. The source
+/// section is a placeholder: applying from the sink never connects to it.
+pub fn apply_config(
+    dir: &Path,
+    pipeline: &str,
+    events: &Path,
+    target_url: &str,
+    target_extra: &str,
+    extra: &str,
+) -> PathBuf {
+    let engine = if target_url.starts_with("mysql") {
+        "mysql"
+    } else {
+        "postgres"
+    };
+    let path = dir.join(format!("{pipeline}-{engine}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[pipeline]\nname = \"{pipeline}\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"{pipeline}\"\npublication = \"{pipeline}\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"{engine}\"\nurl = \"{target_url}\"\n{target_extra}[apply]\ninput = \"sink\"\n{extra}",
+            events.display()
+        ),
+    )
+    .expect("write the apply config");
+    path
+}
+
+/// An insert of `row` (whose `id` is its key) into `public.t`, as the file
+/// sink writes it, at the `n`-th position of pipeline `pipeline`.
+pub fn insert_line(pipeline: &str, row: &Value, n: u64) -> String {
+    let event = serde_json::json!({
+        "op": "c",
+        "before": null,
+        "after": row,
+        "key": {"id": row["id"]},
+        "source": {"connector": "postgres", "name": pipeline, "db": "d", "schema": "public",
+                   "table": "t", "ts_ms": 1, "snapshot": false},
+        "position": format!("pg:{n:016X}:0000000000000001:0000000000000001"),
+        "ts_ms": 1,
+    });
+    format!("{event}\n")
 }

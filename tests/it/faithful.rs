@@ -135,9 +135,9 @@ async fn a_crafted_schema_event_runs_no_sql_on_either_target() {
     std::fs::create_dir_all(&events).expect("events dir");
     let source = r#""source":{"connector":"postgres","name":"tm_crafted","db":"d","schema":"public","table":"t","ts_ms":1,"snapshot":false}"#;
     let lines = [
-        format!(
-            r#"{{"op":"c","before":null,"after":{{"id":1}},"key":{{"id":1}},{source},"position":"pg:0000000000000001:0000000000000001:0000000000000001","ts_ms":1}}"#
-        ),
+        insert_line("tm_crafted", &serde_json::json!({"id": 1}), 1)
+            .trim_end()
+            .to_string(),
         format!(
             r#"{{"op":"s",{source},"position":"pg:0000000000000002:0000000000000001:0000000000000001","ts_ms":1,"ddl":null,"columns":[{{"name":"id","type":"integer","key":true}},{{"name":"x","type":"int; DROP TABLE victim; --","key":false}}]}}"#
         ),
@@ -161,16 +161,14 @@ async fn a_crafted_schema_event_runs_no_sql_on_either_target() {
         ("postgres", pg.url()),
         ("mysql", format!("mysql://root@127.0.0.1:3306/{}", my.name)),
     ] {
-        let config = dir.path().join(format!("{engine}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[pipeline]\nname = \"tm_crafted\"\n[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"public.t\"]\nslot = \"tm_crafted\"\npublication = \"tm_crafted\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"{engine}\"\nurl = \"{url}\"\nschema_changes = \"apply\"\n[apply]\ninput = \"sink\"\n",
-                pg.url(),
-                events.display()
-            ),
-        )
-        .expect("config");
+        let config = apply_config(
+            dir.path(),
+            "tm_crafted",
+            &events,
+            &url,
+            "schema_changes = \"apply\"\n",
+            "",
+        );
         let (code, stderr) = run_to_end(&[
             "apply",
             "--config",
@@ -217,23 +215,18 @@ async fn hostile_row_values_land_as_data_on_a_no_backslash_escapes_target() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events");
     std::fs::create_dir_all(&events).expect("events dir");
-    let source = r#""source":{"connector":"postgres","name":"tm_hostile","db":"d","schema":"public","table":"t","ts_ms":1,"snapshot":false}"#;
     let lines: Vec<String> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let row = serde_json::json!({"id": i, "v": v});
-            format!(
-                r#"{{"op":"c","before":null,"after":{row},"key":{{"id":{i}}},{source},"position":"pg:{:016X}:0000000000000001:0000000000000001","ts_ms":1}}"#,
-                i + 1
+            insert_line(
+                "tm_hostile",
+                &serde_json::json!({"id": i, "v": v}),
+                i as u64 + 1,
             )
         })
         .collect();
-    std::fs::write(
-        events.join("events-0000000001.jsonl"),
-        lines.join("\n") + "\n",
-    )
-    .expect("events");
+    std::fs::write(events.join("events-0000000001.jsonl"), lines.concat()).expect("events");
     let my = MyDb::new_at(
         NO_METADATA,
         "tm_hostile_my",
@@ -249,16 +242,14 @@ async fn hostile_row_values_land_as_data_on_a_no_backslash_escapes_target() {
         "1",
         "the server on 3307 must default to NO_BACKSLASH_ESCAPES (scripts/setup-mariadb.sh)"
     );
-    let config = dir.path().join("apply.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pipeline]\nname = \"tm_hostile\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"tm_hostile\"\npublication = \"tm_hostile\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"mysql\"\nurl = \"mysql://root@127.0.0.1:{NO_METADATA}/{}\"\n[apply]\ninput = \"sink\"\n",
-            events.display(),
-            my.name
-        ),
-    )
-    .expect("config");
+    let config = apply_config(
+        dir.path(),
+        "tm_hostile",
+        &events,
+        &format!("mysql://root@127.0.0.1:{NO_METADATA}/{}", my.name),
+        "",
+        "",
+    );
     let (code, stderr) = run_to_end(&[
         "apply",
         "--config",

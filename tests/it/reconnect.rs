@@ -454,51 +454,16 @@ async fn a_source_link_cut_for_30_s_is_reconnected() {
     );
     let events = dir.path().join("events");
     let mut daemon = Daemon::start(&config);
-    db.client
-        .batch_execute("INSERT INTO t SELECT generate_series(1, 50)")
-        .await
-        .expect("insert");
-    wait_until("the first rows", Duration::from_secs(60), || async {
-        ids(&read_events(&events)).len() >= 50
-    })
+    across_an_outage(
+        &daemon,
+        &db,
+        || async { ids(&read_events(&events)).len() },
+        |down| if down { proxy.cut() } else { proxy.heal() },
+    )
     .await;
-    proxy.cut();
-    db.client
-        .batch_execute("INSERT INTO t SELECT generate_series(51, 100)")
-        .await
-        .expect("insert");
-    wait_until("readiness to drop", Duration::from_secs(30), || async {
-        ready(&daemon).await == 503
-    })
-    .await;
-    // The outage lasts 30 s by the clock: it is the fault, not a wait.
-    tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(
         daemon.stderr().contains("reconnecting in"),
         "{}",
-        daemon.stderr()
-    );
-    assert_eq!(
-        ready(&daemon).await,
-        503,
-        "ready while the source is cut off"
-    );
-    proxy.heal();
-    wait_until(
-        "the rows after the outage",
-        Duration::from_secs(90),
-        || async { ids(&read_events(&events)).len() >= 100 },
-    )
-    .await;
-    let port = http_port(&daemon).await;
-    let came_back = poll_until(Duration::from_secs(30), || async {
-        http_get(port, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(
-        came_back,
-        "not ready after the outage: {:?}\n{}",
-        http_get(port, "/readyz").await,
         daemon.stderr()
     );
     assert!(reconnects(&daemon).await >= 1.0);
@@ -520,6 +485,68 @@ async fn a_wrong_password_still_stops_at_once() {
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("Access denied"), "{stderr}");
     assert!(!stderr.contains("reconnecting"), "{stderr}");
+}
+
+/// Rows 1 to 50 of `db`'s table `t` before the fault, 51 to 100 during it:
+/// `/readyz` must drop, and stay down for the 30 s the fault lasts
+/// (`set_down(true)`); then `set_down(false)`, and every row must arrive
+/// (`seen` counts the ids delivered) and `/readyz` come back.
+async fn across_an_outage<S, SF>(
+    daemon: &Daemon,
+    db: &TestDb,
+    seen: S,
+    mut set_down: impl FnMut(bool),
+) where
+    S: Fn() -> SF,
+    SF: std::future::Future<Output = usize>,
+{
+    let insert = |from: i32, to: i32| async move {
+        db.client
+            .execute(
+                "INSERT INTO t SELECT generate_series($1::int, $2::int)",
+                &[&from, &to],
+            )
+            .await
+            .expect("insert");
+    };
+    insert(1, 50).await;
+    wait_until("the first rows", Duration::from_secs(60), || async {
+        seen().await >= 50
+    })
+    .await;
+    set_down(true);
+    insert(51, 100).await;
+    wait_until("readiness to drop", Duration::from_secs(60), || async {
+        ready(daemon).await == 503
+    })
+    .await;
+    // The outage lasts 30 s by the clock: it is the fault, not a wait.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(ready(daemon).await, 503, "ready during the outage");
+    set_down(false);
+    wait_until(
+        "the rows after the outage",
+        Duration::from_secs(120),
+        || async { seen().await >= 100 },
+    )
+    .await;
+    let port = http_port(daemon).await;
+    let came_back = poll_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        came_back,
+        "not ready after the outage: {:?}\n{}",
+        http_get(port, "/readyz").await,
+        daemon.stderr()
+    );
+    assert!(reconnects(daemon).await + retries(daemon).await >= 1.0);
+}
+
+async fn retries(daemon: &Daemon) -> f64 {
+    let (_, scrape) = http_get(http_port(daemon).await, "/metrics").await;
+    counter_sum(&scrape, "tidemark_retries_total", "")
 }
 
 /// A kinesalite of this test's own, keeping its streams on disk so that a
@@ -621,46 +648,22 @@ async fn a_kinesis_outage_of_30_s_loses_nothing() {
         let events: Vec<Value> = shards.into_values().flatten().collect();
         events
     };
-    let mut daemon = Daemon::start(&config);
-    db.client
-        .batch_execute("INSERT INTO t SELECT generate_series(1, 50)")
-        .await
-        .expect("insert");
-    wait_until(
-        "the first rows in the stream",
-        Duration::from_secs(60),
-        || async { ids(&streamed().await).len() >= 50 },
+    let daemon = Daemon::start(&config);
+    across_an_outage(
+        &daemon,
+        &db,
+        || async { ids(&streamed().await).len() },
+        |down| {
+            if down {
+                kinesis.stop()
+            } else {
+                kinesis.restart()
+            }
+        },
     )
     .await;
-    kinesis.stop();
-    db.client
-        .batch_execute("INSERT INTO t SELECT generate_series(51, 100)")
-        .await
-        .expect("insert");
-    wait_until("readiness to drop", Duration::from_secs(60), || async {
-        ready(&daemon).await == 503
-    })
-    .await;
-    // The outage lasts 30 s by the clock: it is the fault, not a wait.
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(ready(&daemon).await, 503, "ready while Kinesis is down");
-    kinesis.restart();
-    wait_until(
-        "the rows after the outage",
-        Duration::from_secs(120),
-        || async { ids(&streamed().await).len() >= 100 },
-    )
-    .await;
+    let mut daemon = daemon;
     let port = http_port(&daemon).await;
-    let came_back = poll_until(Duration::from_secs(30), || async {
-        http_get(port, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(
-        came_back,
-        "not ready after the outage: {:?}",
-        http_get(port, "/readyz").await
-    );
     let (_, scrape) = http_get(port, "/metrics").await;
     assert!(
         counter_sum(
@@ -692,13 +695,14 @@ async fn a_kinesis_outage_of_30_s_loses_nothing() {
     );
 }
 
-/// `count` insert events for `public.t` from `first`, as a file sink line each.
+/// `count` inserts into `public.t` from id `first`, as file sink lines.
 fn insert_lines(first: i64, count: i64) -> String {
-    let source = r#""source":{"connector":"postgres","name":"tm_reconnect_apply","db":"d","schema":"public","table":"t","ts_ms":1,"snapshot":false}"#;
     (first..first + count)
         .map(|id| {
-            format!(
-                "{{\"op\":\"c\",\"before\":null,\"after\":{{\"id\":{id}}},\"key\":{{\"id\":{id}}},{source},\"position\":\"pg:{id:016X}:0000000000000001:0000000000000001\",\"ts_ms\":1}}\n"
+            insert_line(
+                "tm_reconnect_apply",
+                &serde_json::json!({"id": id}),
+                id as u64,
             )
         })
         .collect()
@@ -722,16 +726,14 @@ async fn apply_reconnects_a_target_restarted_mid_stream() {
     std::fs::create_dir_all(&events).expect("events");
     let file = events.join("events-0000000001.jsonl");
     std::fs::write(&file, insert_lines(1, 100)).expect("events");
-    let config = dir.path().join("apply.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[pipeline]\nname = \"tm_reconnect_apply\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"x\"\npublication = \"x\"\n[sink]\ntype = \"file\"\npath = \"{}\"\n[target]\ntype = \"postgres\"\nurl = \"{}\"\n[apply]\ninput = \"sink\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            events.display(),
-            pg.url("shop")
-        ),
-    )
-    .expect("config");
+    let config = apply_config(
+        dir.path(),
+        "tm_reconnect_apply",
+        &events,
+        &pg.url("shop"),
+        "",
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let count = |pg: &OwnPostgres| {
         let url = pg.url("shop");
         async move {
@@ -768,6 +770,16 @@ async fn apply_reconnects_a_target_restarted_mid_stream() {
     )
     .await;
     assert!(reconnects(&daemon).await >= 1.0, "{}", daemon.stderr());
+    let port = http_port(&daemon).await;
+    let ready_again = poll_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        ready_again,
+        "not ready after the reconnect: {:?}",
+        http_get(port, "/readyz").await
+    );
     daemon.stop().await;
 }
 

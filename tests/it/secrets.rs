@@ -16,7 +16,7 @@ fn run_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     for (name, value) in env {
         command.env(name, value);
     }
-    let out = command.output().expect("run tidemark");
+    let out = bounded_output(&mut command);
     (
         out.status.code().unwrap_or(-1),
         format!(

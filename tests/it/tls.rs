@@ -110,16 +110,9 @@ const MY_CA: &str = "/var/lib/mysql-no-metadata/tls/ca.pem";
 /// says: it connects, sets the session up, creates its table, and ends.
 fn apply_into(url: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("apply.toml");
-    std::fs::create_dir_all(dir.path().join("events")).expect("events");
-    std::fs::write(
-        &config,
-        format!(
-            "[pipeline]\nname = \"tm_mytls\"\n[source]\ntype = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1/x\"\ntables = [\"public.t\"]\nslot = \"tm_mytls\"\npublication = \"tm_mytls\"\n[sink]\ntype = \"file\"\npath = \"{}/events\"\n[target]\ntype = \"mysql\"\nurl = \"{url}\"\n[apply]\ninput = \"sink\"\n",
-            dir.path().display()
-        ),
-    )
-    .expect("config");
+    let events = dir.path().join("events");
+    std::fs::create_dir_all(&events).expect("events");
+    let config = apply_config(dir.path(), "tm_mytls", &events, url, "", "");
     run_to_end(&[
         "apply",
         "--config",
