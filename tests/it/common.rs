@@ -613,6 +613,16 @@ pub fn apply_config(
     path
 }
 
+/// `tidemark apply --until-idle` with `config`: (exit code, stderr).
+pub fn apply_until_idle(config: &Path) -> (i32, String) {
+    run_to_end(&[
+        "apply",
+        "--config",
+        config.to_str().expect("config path"),
+        "--until-idle",
+    ])
+}
+
 /// An insert of `row` (whose `id` is its key) into `public.t`, as the file
 /// sink writes it, at the `n`-th position of pipeline `pipeline`.
 pub fn insert_line(pipeline: &str, row: &Value, n: u64) -> String {

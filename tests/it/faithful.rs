@@ -169,12 +169,7 @@ async fn a_crafted_schema_event_runs_no_sql_on_either_target() {
             "schema_changes = \"apply\"\n",
             "",
         );
-        let (code, stderr) = run_to_end(&[
-            "apply",
-            "--config",
-            config.to_str().expect("path"),
-            "--until-idle",
-        ]);
+        let (code, stderr) = apply_until_idle(&config);
         assert_ne!(code, 0, "{engine}: {stderr}");
         assert!(stderr.contains("is not a type"), "{engine}: {stderr}");
     }
@@ -250,12 +245,7 @@ async fn hostile_row_values_land_as_data_on_a_no_backslash_escapes_target() {
         "",
         "",
     );
-    let (code, stderr) = run_to_end(&[
-        "apply",
-        "--config",
-        config.to_str().expect("path"),
-        "--until-idle",
-    ]);
+    let (code, stderr) = apply_until_idle(&config);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         sql_at(NO_METADATA, "root", "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'tm_hostile_my' AND TABLE_NAME = 'victim'").trim(),

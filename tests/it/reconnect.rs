@@ -127,6 +127,34 @@ impl Drop for OwnPostgres {
     }
 }
 
+/// Creates the database `shop` on `pg`, runs `ddl` in it, and returns a
+/// client of it.
+async fn shop(pg: &OwnPostgres, ddl: &str) -> tokio_postgres::Client {
+    pg.client("postgres")
+        .await
+        .batch_execute("CREATE DATABASE shop")
+        .await
+        .expect("create the database shop");
+    let client = pg.client("shop").await;
+    client.batch_execute(ddl).await.expect("ddl");
+    client
+}
+
+/// Fails unless `/readyz` answers 200 within 30 s.
+async fn assert_ready_again(daemon: &Daemon) {
+    let port = http_port(daemon).await;
+    let ready = poll_until(Duration::from_secs(30), || async {
+        http_get(port, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(
+        ready,
+        "not ready after the outage: {:?}\n{}",
+        http_get(port, "/readyz").await,
+        daemon.stderr()
+    );
+}
+
 /// A MariaDB of this test's own, with the binlog on in ROW format.
 struct OwnMariadb {
     dir: tempfile::TempDir,
@@ -344,15 +372,7 @@ fn assert_exactly(events: &[Value], committed: &[i64]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restart_mid_stream_is_reconnected() {
     let pg = OwnPostgres::start();
-    let admin = pg.client("postgres").await;
-    admin
-        .batch_execute("CREATE DATABASE shop")
-        .await
-        .expect("db");
-    let shop = pg.client("shop").await;
-    shop.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
-        .await
-        .expect("table");
+    let shop_client = shop(&pg, "CREATE TABLE t (id int PRIMARY KEY)").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(
         dir.path(),
@@ -361,7 +381,8 @@ async fn postgres_restart_mid_stream_is_reconnected() {
     );
     let events = dir.path().join("events");
     let mut daemon = Daemon::start(&config);
-    shop.batch_execute("INSERT INTO t SELECT generate_series(1, 100)")
+    shop_client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 100)")
         .await
         .expect("insert");
     wait_until("the first rows", Duration::from_secs(60), || async {
@@ -530,17 +551,7 @@ async fn across_an_outage<S, SF>(
         || async { seen().await >= 100 },
     )
     .await;
-    let port = http_port(daemon).await;
-    let came_back = poll_until(Duration::from_secs(30), || async {
-        http_get(port, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(
-        came_back,
-        "not ready after the outage: {:?}\n{}",
-        http_get(port, "/readyz").await,
-        daemon.stderr()
-    );
+    assert_ready_again(daemon).await;
     assert!(reconnects(daemon).await + retries(daemon).await >= 1.0);
 }
 
@@ -711,16 +722,7 @@ fn insert_lines(first: i64, count: i64) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_reconnects_a_target_restarted_mid_stream() {
     let pg = OwnPostgres::start();
-    pg.client("postgres")
-        .await
-        .batch_execute("CREATE DATABASE shop")
-        .await
-        .expect("db");
-    pg.client("shop")
-        .await
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
-        .await
-        .expect("table");
+    shop(&pg, "CREATE TABLE t (id int PRIMARY KEY)").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events");
     std::fs::create_dir_all(&events).expect("events");
@@ -770,16 +772,7 @@ async fn apply_reconnects_a_target_restarted_mid_stream() {
     )
     .await;
     assert!(reconnects(&daemon).await >= 1.0, "{}", daemon.stderr());
-    let port = http_port(&daemon).await;
-    let ready_again = poll_until(Duration::from_secs(30), || async {
-        http_get(port, "/readyz").await.0 == 200
-    })
-    .await;
-    assert!(
-        ready_again,
-        "not ready after the reconnect: {:?}",
-        http_get(port, "/readyz").await
-    );
+    assert_ready_again(&daemon).await;
     daemon.stop().await;
 }
 
@@ -787,15 +780,11 @@ async fn apply_reconnects_a_target_restarted_mid_stream() {
 async fn migrate_reconnects_a_source_restarted_during_catch_up() {
     use crate::migrate::wait_for_stage;
     let pg = OwnPostgres::start();
-    pg.client("postgres")
-        .await
-        .batch_execute("CREATE DATABASE shop")
-        .await
-        .expect("db");
-    let shop = pg.client("shop").await;
-    shop.batch_execute("CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items SELECT g, g FROM generate_series(1, 100) g")
-        .await
-        .expect("table");
+    shop(
+        &pg,
+        "CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items SELECT g, g FROM generate_series(1, 100) g",
+    )
+    .await;
     let target = TestDb::new("tm_reconnect_mig").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("migrate.toml");

@@ -113,12 +113,7 @@ fn apply_into(url: &str) -> (i32, String) {
     let events = dir.path().join("events");
     std::fs::create_dir_all(&events).expect("events");
     let config = apply_config(dir.path(), "tm_mytls", &events, url, "", "");
-    run_to_end(&[
-        "apply",
-        "--config",
-        config.to_str().expect("path"),
-        "--until-idle",
-    ])
+    apply_until_idle(&config)
 }
 
 /// The user `tidemark_tls` is created `REQUIRE SSL`, so the server itself

@@ -45,7 +45,7 @@ use values::MyKind;
 #[derive(Debug, Clone)]
 pub struct MysqlConfig {
     pub pipeline: String,
-    /// `mysql://user:password@host:port/db`.
+    /// `mysql://user:password@host:port/db`, with the TLS settings of [`tls`].
     pub url: String,
     /// `(database, table)` pairs.
     pub tables: Vec<(String, String)>,

@@ -52,7 +52,7 @@ const PG_EPOCH_OFFSET_MS: i64 = 946_684_800_000;
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
     pub pipeline: String,
-    /// `postgres://user:password@host:port/db`; TLS is not supported yet.
+    /// `postgres://user:password@host:port/db`, with the TLS settings of [`tls`].
     pub url: String,
     pub tables: Vec<TableName>,
     pub slot: String,
