@@ -4,11 +4,13 @@
 //! migration's own state rows.
 
 use super::MigrateError;
-use crate::apply::mysql::{connect as my_connect, execute_one, quote as my_quote};
+use crate::apply::mysql::{
+    connect as my_connect, execute_one, literal as my_literal, quote as my_quote,
+};
 use crate::apply::pg_detail;
 use crate::apply::postgres::connect as pg_connect;
 use crate::apply::types::{target_type, Engine};
-use crate::apply::values::{mysql_kind, pg_kind, quote_mysql, Kind};
+use crate::apply::values::{mysql_kind, pg_kind, Kind};
 use mysql_async::prelude::Queryable;
 use tidemark_connectors::postgres::catalog::quote_ident;
 
@@ -82,12 +84,6 @@ fn my_err(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> Migrate
 
 fn pg_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-fn my_literal(text: &str) -> String {
-    let mut out = String::new();
-    quote_mysql(&mut out, text);
-    out
 }
 
 impl Db {
