@@ -28,6 +28,16 @@ fn n(value: i64) -> AttributeValue {
 async fn fresh_table(table: &str) {
     let client = dynamodb();
     let _ = client.delete_table().table_name(table).send().await;
+    // A table left by an earlier run is deleted in the background.
+    wait_until("the old table to go", Duration::from_secs(30), || async {
+        client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
     DynamoCursor::new(client, table, "init", Duration::from_secs(1))
         .init()
         .await
