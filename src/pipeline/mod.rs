@@ -11,10 +11,15 @@
 //! also ticks the health (and through it systemd's watchdog) and counts what it
 //! reads and writes.
 
-use crate::cursor::{CursorError, CursorStore};
+pub mod contract;
+#[cfg(test)]
+mod doubles;
+
+use crate::cursor::CursorError;
 use crate::ops::health::tick_every;
 use crate::ops::{health, metrics, Phase};
-use crate::sinks::{AnySink, SinkError};
+use crate::sinks::SinkError;
+pub use contract::{Cursor, Sink, Source};
 use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 use tidemark_connectors::mysql::MysqlSource;
@@ -42,7 +47,7 @@ pub enum AnySource {
     Poll(Box<PollSource>),
 }
 
-impl AnySource {
+impl contract::Source for AnySource {
     async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         match self {
             AnySource::Postgres(source) => source.next_batch().await,
@@ -51,8 +56,6 @@ impl AnySource {
         }
     }
 
-    /// Takes back the events of a written batch, to drop them on the reading
-    /// thread and reuse their vector.
     fn recycle(&mut self, events: Vec<ChangeEvent>) {
         match self {
             AnySource::Postgres(source) => source.recycle(events),
@@ -142,8 +145,8 @@ fn skip_written(batch: &mut Batch, window: &mut Option<ReplayWindow>) -> u64 {
 /// store and tells the source (which tells Postgres `flush = X`).
 async fn commit(
     end: Position,
-    sink: &mut AnySink,
-    cursor: &mut CursorStore,
+    sink: &mut impl Sink,
+    cursor: &mut impl Cursor,
     durable: &watch::Sender<Option<Position>>,
 ) -> Result<Position, PipelineError> {
     sink.sync().await?;
@@ -158,9 +161,9 @@ async fn commit(
 /// daemon says it runs and before anything is read, so a stop or a kill before
 /// the first change loses nothing made meanwhile. Returns that position.
 pub async fn commit_fresh_start(
-    source: &AnySource,
-    sink: &mut AnySink,
-    cursor: &mut CursorStore,
+    source: &impl Source,
+    sink: &mut impl Sink,
+    cursor: &mut impl Cursor,
     durable: &watch::Sender<Option<Position>>,
 ) -> Result<Option<Position>, PipelineError> {
     match source.fresh_start() {
@@ -181,10 +184,10 @@ pub struct Summary {
 /// Runs until the source stops (on the stop signal it was given, or at its stop
 /// LSN) or something fails.
 pub async fn run(
-    mut source: AnySource,
+    mut source: impl Source,
     durable: &watch::Sender<Option<Position>>,
-    sink: &mut AnySink,
-    cursor: &mut CursorStore,
+    sink: &mut impl Sink,
+    cursor: &mut impl Cursor,
     resumed: Option<&Position>,
     commit_every: Duration,
 ) -> Result<Summary, PipelineError> {
@@ -339,47 +342,8 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::doubles::batch;
     use super::*;
-    use std::sync::Arc;
-    use tidemark_connectors::event::SourceInfo;
-    use tidemark_connectors::Op;
-
-    fn event(position: Position) -> ChangeEvent {
-        ChangeEvent {
-            op: Op::Create,
-            before: None,
-            after: None,
-            unchanged: Vec::new(),
-            key: None,
-            source: Arc::new(SourceInfo {
-                connector: "postgres",
-                name: "p".into(),
-                db: "d".into(),
-                schema: "public".into(),
-                table: "t".into(),
-                ts_ms: 0,
-                snapshot: false,
-                lsn: None,
-                commit_lsn: None,
-                tx_id: None,
-                watermark: None,
-                server_id: None,
-                gtid: None,
-            }),
-            position,
-            transaction: None,
-            ts_ms: 0,
-            ddl: None,
-            columns: None,
-        }
-    }
-
-    fn batch(positions: impl IntoIterator<Item = Position>) -> Batch {
-        Batch {
-            events: positions.into_iter().map(event).collect(),
-            end: None,
-        }
-    }
 
     #[test]
     fn a_replay_of_rows_sharing_an_lsn_skips_only_those_written() {
