@@ -7,6 +7,18 @@
 //! operators see: health, metrics, the HTTP endpoint, systemd, retention.
 //! [`apply`] writes events into a target database, and [`migrate`] builds a
 //! whole database migration from capture, copy, apply and verification.
+//! The contracts the pipeline runs on are in [`pipeline::contract`].
+//!
+//! Glossary:
+//! - **position**: where an event is in its source's log (`Position`), one
+//!   ordering per log;
+//! - **cursor**: the position a pipeline committed after its sink made
+//!   everything before it durable; a restart resumes there;
+//! - **watermark**: a polled table's last `(cursor column value, key)` read;
+//! - **applied position**: what a target's `tidemark_applied` row says was
+//!   applied, written in the same transaction as the rows;
+//! - **lease**: a DynamoDB item that makes one instance the owner of a
+//!   pipeline (or of a Kinesis shard for `apply`), fenced by its counter.
 
 pub mod apply;
 pub mod config;

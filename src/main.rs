@@ -945,6 +945,7 @@ impl Session<'_> {
             Mode::Capture => {
                 if self.held.is_none() {
                     let mut cursor = cursor_store(config).await?;
+                    cursor.stop_on_lease_loss(handle.stop.clone());
                     let loaded = tokio::select! {
                         loaded = cursor.load() => loaded?,
                         _ = stopped.wait_for(|stop| *stop) => {

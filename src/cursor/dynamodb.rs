@@ -14,9 +14,11 @@
 //! nothing more.
 //!
 //! A second instance waits as a standby, logging the owner, and takes over when
-//! the lease lapses. An instance that finds its lease taken stops at once and
-//! exits non-zero; its last commits were refused, so nothing it wrote after
-//! losing the lease moved the cursor.
+//! the lease lapses. An instance whose renewal finds the lease taken records
+//! why (the health's fatal message) and asks the pipeline to stop (the stop
+//! signal given to [`DynamoCursor::stop_on_loss`]); its sink writes and
+//! commits are refused from then on, so nothing it wrote after losing the
+//! lease moved the cursor, and it exits non-zero.
 
 use super::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
 use super::{Binding, CursorError};
@@ -37,6 +39,8 @@ pub struct DynamoCursor {
     stored: Option<Position>,
     /// Whose position it is (see `CursorStore::bind_source`).
     pub(super) binding: Binding,
+    /// Told to stop when a renewal finds the lease taken.
+    on_loss: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl DynamoCursor {
@@ -53,7 +57,14 @@ impl DynamoCursor {
             duration,
             stored: None,
             binding: Binding::default(),
+            on_loss: None,
         }
+    }
+
+    /// The signal that stops the pipeline when the lease is lost (set it
+    /// before [`Self::acquire`]).
+    pub fn stop_on_loss(&mut self, stop: tokio::sync::watch::Sender<bool>) {
+        self.on_loss = Some(stop);
     }
 
     pub(super) fn pipeline(&self) -> &str {
@@ -231,14 +242,16 @@ impl DynamoCursor {
         self.lease.held()
     }
 
-    /// Renews every third of the lease; on losing it, exits non-zero at once.
-    /// Renewals and commits do not wait for each other (see [`Lease`]).
+    /// Renews every third of the lease; on losing it, stops the pipeline
+    /// (see the module doc). Renewals and commits do not wait for each other
+    /// (see [`Lease`]).
     fn renew_in_background(&self) {
-        let (lease, duration, pipeline, table) = (
+        let (lease, duration, pipeline, table, on_loss) = (
             self.lease.clone(),
             self.duration,
             self.pipeline.clone(),
             self.table.table.clone(),
+            self.on_loss.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -248,10 +261,14 @@ impl DynamoCursor {
                     Ok(Held::NotHeld) => return,
                     Ok(Held::Lost | Held::Refused) => {
                         metrics::gauge!("tidemark_lease_held").set(0.0);
-                        eprintln!(
-                            "error: lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now; stopping"
-                        );
-                        std::process::exit(3);
+                        health().set_fatal(format!(
+                            "lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now"
+                        ));
+                        tracing::error!("lost the lease on pipeline {pipeline}: stopping");
+                        if let Some(stop) = &on_loss {
+                            stop.send_replace(true);
+                        }
+                        return;
                     }
                     Err(detail) => {
                         crate::ops::metrics::retry("dynamodb_lease_renew");

@@ -177,6 +177,14 @@ impl CursorStore {
         Ok(())
     }
 
+    /// The signal that stops the pipeline if the store's lease is lost
+    /// (DynamoDB; the other stores have no lease).
+    pub fn stop_on_lease_loss(&mut self, stop: tokio::sync::watch::Sender<bool>) {
+        if let CursorStore::Dynamo(store) = self {
+            store.stop_on_loss(stop);
+        }
+    }
+
     /// On a clean stop: lets a standby take over at once.
     pub async fn release(&mut self) {
         if let CursorStore::Dynamo(store) = self {
