@@ -114,7 +114,7 @@ pub fn mysql_transient(e: &mysql_async::Error) -> bool {
 }
 
 /// The server's own message (with its detail) when there is one, else the client's.
-fn postgres_detail(e: &tokio_postgres::Error) -> String {
+pub fn postgres_detail(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),

@@ -106,13 +106,7 @@ impl ApplyError {
 
 /// Postgres errors with the server's message and detail.
 pub fn pg_detail(e: tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(detail) => format!("{} ({detail})", db.message()),
-            None => db.message().to_string(),
-        },
-        None => e.to_string(),
-    }
+    tidemark_connectors::postgres_detail(&e)
 }
 
 /// What to do with `op: "s"` events.

@@ -29,9 +29,7 @@ const META: &str = "CREATE TABLE IF NOT EXISTS tidemark_applied (
     updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
 )";
 
-pub fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
+pub use tidemark_connectors::mysql::quote;
 
 pub struct MyTarget {
     pub conn: Conn,

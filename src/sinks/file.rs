@@ -75,7 +75,10 @@ fn record_writer(dir: &Path, index: u64, writer: &str) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn index_of(name: &str) -> Option<u64> {
+/// The index of an events file from its name (`events-N.jsonl`); `None`
+/// for any other name. The one reading of the naming scheme, for the sink
+/// and for `apply`'s reader of its folder.
+pub fn index_of(name: &str) -> Option<u64> {
     name.strip_prefix("events-")?
         .strip_suffix(".jsonl")?
         .parse()

@@ -7,7 +7,7 @@ mod file;
 pub mod kinesis;
 mod stdout;
 
-pub use file::{probe as probe_folder, FileSink};
+pub use file::{index_of as events_file_index, probe as probe_folder, FileSink};
 pub use kinesis::{partition_key, KinesisSink, Oversized};
 pub use stdout::StdoutSink;
 

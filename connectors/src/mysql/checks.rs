@@ -112,9 +112,9 @@ pub(super) async fn problems(
             }
             _ => {
                 let probe = format!(
-                    "SELECT 1 FROM `{}`.`{}` LIMIT 0",
-                    db.replace('`', "``"),
-                    table.replace('`', "``")
+                    "SELECT 1 FROM {}.{} LIMIT 0",
+                    super::quote(db),
+                    super::quote(table)
                 );
                 if conn.query_drop(probe).await.is_err() {
                     problems.push(format!("source.tables: {user} cannot SELECT from {db}.{table} (GRANT SELECT ON {db}.{table} TO {user})"));

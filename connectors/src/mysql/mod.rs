@@ -59,6 +59,12 @@ pub struct MysqlConfig {
     pub stop_at: Option<(String, u64)>,
 }
 
+/// A MySQL identifier in backquotes (a backquote in it doubled): the one
+/// quoter of MySQL names, for every statement tidemark builds.
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
 pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SourceError {
     let what = what.into();
     move |e| {

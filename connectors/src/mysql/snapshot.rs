@@ -9,7 +9,7 @@
 //! after it is in the stream.
 
 use super::schema::{read_columns, TableColumns};
-use super::{connect, my_error};
+use super::{connect, my_error, quote};
 use crate::event::{now_ms, ChangeEvent, Op, Position, Row, SourceInfo};
 use crate::progress::SnapshotProgress;
 use crate::SourceError;
@@ -17,10 +17,6 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
 use std::collections::VecDeque;
 use std::sync::Arc;
-
-fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
 
 struct TableReader {
     columns: TableColumns,

@@ -11,7 +11,7 @@ use super::{Bound, Described, Fetched, PollTable};
 use crate::event::Row;
 use crate::mysql::schema::{read_columns, TableColumns};
 use crate::mysql::values::MyKind;
-use crate::mysql::{connect, my_error};
+use crate::mysql::{connect, my_error, quote};
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
@@ -24,11 +24,6 @@ pub struct MyPoll {
 /// What the queries of one table need.
 pub struct MyTable {
     columns: TableColumns,
-}
-
-/// A backtick-quoted identifier.
-fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 /// A value as text that MySQL reads back as the same value.

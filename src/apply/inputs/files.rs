@@ -5,6 +5,7 @@
 
 use crate::apply::sink::TargetSink;
 use crate::apply::ApplyError;
+use crate::sinks::events_file_index;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,18 +13,18 @@ use tidemark_connectors::event::ParsedEvent;
 use tidemark_connectors::ChangeEvent;
 use tokio::sync::watch;
 
+/// The sink's events files, in the order it wrote them.
 fn files(dir: &Path) -> Result<Vec<PathBuf>, ApplyError> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| ApplyError::Setup(format!("input directory {}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("events-") && n.ends_with(".jsonl"))
+        .filter_map(|p| {
+            let index = events_file_index(p.file_name()?.to_str()?)?;
+            Some((index, p))
         })
         .collect();
-    names.sort();
-    Ok(names)
+    files.sort();
+    Ok(files.into_iter().map(|(_, path)| path).collect())
 }
 
 /// Applies the directory's events until `stop` (or, with `until_idle`, until
