@@ -164,6 +164,69 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
+    /// A row change: `op` with the images the source gave (`before` for
+    /// updates and deletes where it has one, `after` for reads, inserts and
+    /// updates; neither for a truncate) and the row's key, emitted at `ts_ms`.
+    /// Every column is sent and there is no transaction block until
+    /// [`Self::with_unchanged`] and [`Self::in_transaction`] say otherwise.
+    pub fn row(
+        op: Op,
+        before: Option<Image>,
+        after: Option<Image>,
+        key: Option<Row>,
+        source: Arc<SourceInfo>,
+        position: Position,
+        ts_ms: i64,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            before,
+            after,
+            unchanged: Vec::new(),
+            key,
+            source,
+            position,
+            transaction: None,
+            ts_ms,
+            ddl: None,
+            columns: None,
+        }
+    }
+
+    /// A schema event: the table's columns after a change (where the source
+    /// knows them), and the statement where the source logs one.
+    pub fn schema(
+        source: Arc<SourceInfo>,
+        position: Position,
+        ddl: Option<String>,
+        columns: Option<Vec<ColumnInfo>>,
+        ts_ms: i64,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            ddl,
+            columns,
+            ..ChangeEvent::row(Op::Schema, None, None, None, source, position, ts_ms)
+        }
+    }
+
+    /// The truncate of the source's table.
+    pub fn truncate(source: Arc<SourceInfo>, position: Position, ts_ms: i64) -> ChangeEvent {
+        ChangeEvent::row(Op::Truncate, None, None, None, source, position, ts_ms)
+    }
+
+    /// The columns the source did not send (absent from `after`).
+    pub fn with_unchanged(self, unchanged: Vec<Arc<str>>) -> ChangeEvent {
+        ChangeEvent { unchanged, ..self }
+    }
+
+    /// The event's place in its source transaction.
+    pub fn in_transaction(self, transaction: Option<TransactionInfo>) -> ChangeEvent {
+        ChangeEvent {
+            transaction,
+            ..self
+        }
+    }
+
     /// `schema.table`, as used in logs and partition keys.
     pub fn table_name(&self) -> String {
         format!("{}.{}", self.source.schema, self.source.table)

@@ -18,33 +18,22 @@ use tokio::sync::watch;
 
 /// An insert at `position` (the other fields do not matter to the pipeline).
 pub(super) fn event(position: Position) -> ChangeEvent {
-    ChangeEvent {
-        op: Op::Create,
-        before: None,
-        after: None,
-        unchanged: Vec::new(),
-        key: None,
-        source: Arc::new(SourceInfo {
-            connector: "postgres",
-            name: "p".into(),
-            db: "d".into(),
-            schema: "public".into(),
-            table: "t".into(),
-            ts_ms: 0,
-            snapshot: false,
-            lsn: None,
-            commit_lsn: None,
-            tx_id: None,
-            watermark: None,
-            server_id: None,
-            gtid: None,
-        }),
-        position,
-        transaction: None,
+    let source = Arc::new(SourceInfo {
+        connector: "postgres",
+        name: "p".into(),
+        db: "d".into(),
+        schema: "public".into(),
+        table: "t".into(),
         ts_ms: 0,
-        ddl: None,
-        columns: None,
-    }
+        snapshot: false,
+        lsn: None,
+        commit_lsn: None,
+        tx_id: None,
+        watermark: None,
+        server_id: None,
+        gtid: None,
+    });
+    ChangeEvent::row(Op::Create, None, None, None, source, position, 0)
 }
 
 /// A batch of inserts at `positions`, without an end.

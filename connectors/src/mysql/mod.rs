@@ -1058,19 +1058,9 @@ impl MysqlSource {
             gtid: None,
         };
         let transaction = self.transaction();
-        let event = ChangeEvent {
-            op,
-            before,
-            after,
-            unchanged,
-            key,
-            source,
-            position,
-            transaction,
-            ts_ms: self.emitted_ms,
-            ddl: None,
-            columns: None,
-        };
+        let event = ChangeEvent::row(op, before, after, key, source, position, self.emitted_ms)
+            .with_unchanged(unchanged)
+            .in_transaction(transaction);
         if self.xa_group.is_some() {
             self.xa_rows.push(event);
         } else {
@@ -1120,24 +1110,18 @@ impl MysqlSource {
             let (db, table): (Arc<str>, Arc<str>) = (db.as_str().into(), table.as_str().into());
             let source = self.source(&db, &table, ts);
             let transaction = self.transaction();
-            self.batch.push(ChangeEvent {
-                op: if truncate { Op::Truncate } else { Op::Schema },
-                before: None,
-                after: None,
-                unchanged: Vec::new(),
-                key: None,
-                source,
-                position: Position::Mysql {
-                    file: self.file.clone(),
-                    pos: start,
-                    row: Some(i as u64),
-                    gtid: None,
-                },
-                transaction,
-                ts_ms: now_ms(),
-                ddl: (!truncate).then(|| sql.to_string()),
-                columns,
-            });
+            let position = Position::Mysql {
+                file: self.file.clone(),
+                pos: start,
+                row: Some(i as u64),
+                gtid: None,
+            };
+            let event = if truncate {
+                ChangeEvent::truncate(source, position, now_ms())
+            } else {
+                ChangeEvent::schema(source, position, Some(sql.to_string()), columns, now_ms())
+            };
+            self.batch.push(event.in_transaction(transaction));
         }
         Ok(())
     }

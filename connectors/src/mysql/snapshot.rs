@@ -274,40 +274,39 @@ impl Snapshot {
                     })
                     .collect());
                 self.ordinal += 1;
-                events.push(ChangeEvent {
-                    op: Op::Read,
-                    before: None,
-                    key: cols.key_of(&after),
-                    after: Some(after.into()),
-                    unchanged: Vec::new(),
-                    source: Arc::new(SourceInfo {
-                        connector: "mysql",
-                        name: self.pipeline.clone(),
-                        db: cols.db.clone(),
-                        schema: cols.db.clone(),
-                        table: cols.table.clone(),
-                        ts_ms,
-                        snapshot: true,
-                        lsn: None,
-                        commit_lsn: None,
-                        tx_id: None,
-                        watermark: None,
-                        server_id: None,
-                        gtid: None,
-                    }),
-                    // Just before the snapshot position: no binlog event starts
-                    // there, and it sorts before everything streamed after it.
-                    position: Position::Mysql {
-                        file: self.file.clone(),
-                        pos: self.pos.saturating_sub(1),
-                        row: Some(self.ordinal),
-                        gtid: None,
-                    },
-                    transaction: None,
+                let key = cols.key_of(&after);
+                let source = Arc::new(SourceInfo {
+                    connector: "mysql",
+                    name: self.pipeline.clone(),
+                    db: cols.db.clone(),
+                    schema: cols.db.clone(),
+                    table: cols.table.clone(),
                     ts_ms,
-                    ddl: None,
-                    columns: None,
+                    snapshot: true,
+                    lsn: None,
+                    commit_lsn: None,
+                    tx_id: None,
+                    watermark: None,
+                    server_id: None,
+                    gtid: None,
                 });
+                // Just before the snapshot position: no binlog event starts
+                // there, and it sorts before everything streamed after it.
+                let position = Position::Mysql {
+                    file: self.file.clone(),
+                    pos: self.pos.saturating_sub(1),
+                    row: Some(self.ordinal),
+                    gtid: None,
+                };
+                events.push(ChangeEvent::row(
+                    Op::Read,
+                    None,
+                    Some(after.into()),
+                    key,
+                    source,
+                    position,
+                    ts_ms,
+                ));
             }
             reader.rows_done += read;
             self.progress.chunk(

@@ -455,19 +455,15 @@ impl PollSource {
                         .map(|&k| table.described.names[k].clone())
                         .zip(key)
                         .collect());
-                    ChangeEvent {
-                        op: Op::Delete,
-                        before: Some(key_row.clone().into()),
-                        after: None,
-                        unchanged: Vec::new(),
-                        key: Some(key_row),
-                        source: Arc::new(source.clone()),
-                        position: single_table(&table.cfg.name, watermark.sort.clone(), at),
-                        transaction: None,
-                        ts_ms: source.ts_ms,
-                        ddl: None,
-                        columns: None,
-                    }
+                    ChangeEvent::row(
+                        Op::Delete,
+                        Some(key_row.clone().into()),
+                        None,
+                        Some(key_row),
+                        Arc::new(source.clone()),
+                        single_table(&table.cfg.name, watermark.sort.clone(), at),
+                        source.ts_ms,
+                    )
                 })
                 .collect();
             return Ok(Some(events));
@@ -601,22 +597,13 @@ impl PollSource {
             } else {
                 (Op::Update, None, Some(after.into()))
             };
-            events.push(ChangeEvent {
-                op,
-                before,
-                after,
-                unchanged: Vec::new(),
-                key: key_row,
-                source: Arc::new(SourceInfo {
-                    watermark: Some(value),
-                    ..source.clone()
-                }),
-                position,
-                transaction: None,
-                ts_ms,
-                ddl: None,
-                columns: None,
+            let source = Arc::new(SourceInfo {
+                watermark: Some(value),
+                ..source.clone()
             });
+            events.push(ChangeEvent::row(
+                op, before, after, key_row, source, position, ts_ms,
+            ));
         }
         if let Some(keyset) = polled.keyset.as_mut() {
             keyset.append_seen()?;

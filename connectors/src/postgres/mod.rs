@@ -799,44 +799,38 @@ impl PostgresSource {
             tx.seq += 1;
             // Before the change it precedes: at the LSN just before it, with
             // that change's ordinal (see `Transaction::changes`).
-            self.batch.push(ChangeEvent {
-                op: Op::Schema,
-                before: None,
-                after: None,
-                unchanged: Vec::new(),
-                key: None,
-                source: Arc::new(SourceInfo {
-                    lsn: Some(at),
-                    ..source.clone()
-                }),
-                position: Position::postgres_change(tx.commit_lsn, at, tx.changes + 1),
-                transaction: Some(TransactionInfo {
-                    id: tx.id.clone(),
-                    seq: tx.seq,
-                }),
-                ts_ms: now_ms(),
-                ddl: None,
-                columns: Some(columns),
+            let source = Arc::new(SourceInfo {
+                lsn: Some(at),
+                ..source.clone()
             });
+            let position = Position::postgres_change(tx.commit_lsn, at, tx.changes + 1);
+            self.batch.push(
+                ChangeEvent::schema(source, position, None, Some(columns), now_ms())
+                    .in_transaction(Some(TransactionInfo {
+                        id: tx.id.clone(),
+                        seq: tx.seq,
+                    })),
+            );
         }
         tx.seq += 1;
         tx.changes += 1;
-        self.batch.push(ChangeEvent {
-            op,
-            before: before.map(Image::from),
-            after: after.map(Image::from),
-            unchanged,
-            key,
-            source: Arc::new(source),
-            position: Position::postgres_change(tx.commit_lsn, lsn, tx.changes),
-            transaction: Some(TransactionInfo {
+        let position = Position::postgres_change(tx.commit_lsn, lsn, tx.changes);
+        self.batch.push(
+            ChangeEvent::row(
+                op,
+                before.map(Image::from),
+                after.map(Image::from),
+                key,
+                Arc::new(source),
+                position,
+                now_ms(),
+            )
+            .with_unchanged(unchanged)
+            .in_transaction(Some(TransactionInfo {
                 id: tx.id.clone(),
                 seq: tx.seq,
-            }),
-            ts_ms: now_ms(),
-            ddl: None,
-            columns: None,
-        });
+            })),
+        );
     }
 
     /// Passes on the final durable position and ends the replication session.

@@ -214,38 +214,37 @@ impl Snapshot {
             for row in &rows {
                 let after = reader.schema.row_from_text((0..ncols).map(|i| row.get(i)));
                 self.row_ordinal += 1;
-                events.push(ChangeEvent {
-                    op: Op::Read,
-                    before: None,
-                    key: reader.schema.key_of(&after),
-                    after: Some(after.into()),
-                    unchanged: Vec::new(),
-                    source: Arc::new(SourceInfo {
-                        connector: "postgres",
-                        name: self.pipeline.clone(),
-                        db: self.db.clone(),
-                        schema: table.schema.clone(),
-                        table: table.table.clone(),
-                        ts_ms,
-                        snapshot: true,
-                        lsn: Some(self.consistent_point),
-                        commit_lsn: Some(self.consistent_point),
-                        tx_id: None,
-                        watermark: None,
-                        server_id: None,
-                        gtid: None,
-                    }),
-                    position: Position::Postgres {
-                        commit_lsn: self.consistent_point,
-                        lsn: 0,
-                        snapshot_row: Some(self.row_ordinal),
-                        seq: None,
-                    },
-                    transaction: None,
+                let key = reader.schema.key_of(&after);
+                let source = Arc::new(SourceInfo {
+                    connector: "postgres",
+                    name: self.pipeline.clone(),
+                    db: self.db.clone(),
+                    schema: table.schema.clone(),
+                    table: table.table.clone(),
                     ts_ms,
-                    ddl: None,
-                    columns: None,
+                    snapshot: true,
+                    lsn: Some(self.consistent_point),
+                    commit_lsn: Some(self.consistent_point),
+                    tx_id: None,
+                    watermark: None,
+                    server_id: None,
+                    gtid: None,
                 });
+                let position = Position::Postgres {
+                    commit_lsn: self.consistent_point,
+                    lsn: 0,
+                    snapshot_row: Some(self.row_ordinal),
+                    seq: None,
+                };
+                events.push(ChangeEvent::row(
+                    Op::Read,
+                    None,
+                    Some(after.into()),
+                    key,
+                    source,
+                    position,
+                    ts_ms,
+                ));
             }
             if let Some(last) = rows.last() {
                 reader.last_key = Some(
