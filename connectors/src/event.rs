@@ -135,6 +135,36 @@ pub struct SourceInfo {
     pub gtid: Option<Arc<str>>,
 }
 
+impl SourceInfo {
+    /// The block of a table's events, streamed (not a snapshot), with no
+    /// log coordinates yet: set `snapshot`, `lsn`, `watermark`, `gtid`, ...
+    /// with a struct update where the source has them.
+    pub fn new(
+        connector: &'static str,
+        name: Arc<str>,
+        db: Arc<str>,
+        schema: Arc<str>,
+        table: Arc<str>,
+        ts_ms: i64,
+    ) -> SourceInfo {
+        SourceInfo {
+            connector,
+            name,
+            db,
+            schema,
+            table,
+            ts_ms,
+            snapshot: false,
+            lsn: None,
+            commit_lsn: None,
+            tx_id: None,
+            watermark: None,
+            server_id: None,
+            gtid: None,
+        }
+    }
+}
+
 /// The source transaction and the event's 1-based ordinal within it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransactionInfo {

@@ -18,21 +18,14 @@ use tokio::sync::watch;
 
 /// An insert at `position` (the other fields do not matter to the pipeline).
 pub(super) fn event(position: Position) -> ChangeEvent {
-    let source = Arc::new(SourceInfo {
-        connector: "postgres",
-        name: "p".into(),
-        db: "d".into(),
-        schema: "public".into(),
-        table: "t".into(),
-        ts_ms: 0,
-        snapshot: false,
-        lsn: None,
-        commit_lsn: None,
-        tx_id: None,
-        watermark: None,
-        server_id: None,
-        gtid: None,
-    });
+    let source = Arc::new(SourceInfo::new(
+        "postgres",
+        "p".into(),
+        "d".into(),
+        "public".into(),
+        "t".into(),
+        0,
+    ));
     ChangeEvent::row(Op::Create, None, None, None, source, position, 0)
 }
 

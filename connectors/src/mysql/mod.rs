@@ -998,19 +998,16 @@ impl MysqlSource {
             return same.clone();
         }
         let source = Arc::new(SourceInfo {
-            connector: "mysql",
-            name: self.pipeline.clone(),
-            db: db.clone(),
-            schema: db.clone(),
-            table: table.clone(),
-            ts_ms,
-            snapshot: false,
-            lsn: None,
-            commit_lsn: None,
-            tx_id: None,
-            watermark: None,
             server_id,
             gtid: gtid.cloned(),
+            ..SourceInfo::new(
+                "mysql",
+                self.pipeline.clone(),
+                db.clone(),
+                db.clone(),
+                table.clone(),
+                ts_ms,
+            )
         });
         self.last_source = Some(source.clone());
         source

@@ -276,19 +276,15 @@ impl Snapshot {
                 self.ordinal += 1;
                 let key = cols.key_of(&after);
                 let source = Arc::new(SourceInfo {
-                    connector: "mysql",
-                    name: self.pipeline.clone(),
-                    db: cols.db.clone(),
-                    schema: cols.db.clone(),
-                    table: cols.table.clone(),
-                    ts_ms,
                     snapshot: true,
-                    lsn: None,
-                    commit_lsn: None,
-                    tx_id: None,
-                    watermark: None,
-                    server_id: None,
-                    gtid: None,
+                    ..SourceInfo::new(
+                        "mysql",
+                        self.pipeline.clone(),
+                        cols.db.clone(),
+                        cols.db.clone(),
+                        cols.table.clone(),
+                        ts_ms,
+                    )
                 });
                 // Just before the snapshot position: no binlog event starts
                 // there, and it sorts before everything streamed after it.

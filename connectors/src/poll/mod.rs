@@ -491,21 +491,14 @@ impl PollSource {
     /// The `source` block of a table's events.
     fn source(&self, index: usize, ts_ms: i64) -> SourceInfo {
         let name = &self.tables[index].cfg.name;
-        SourceInfo {
-            connector: "poll",
-            name: self.pipeline.clone(),
-            db: self.db.clone(),
-            schema: name.schema.clone(),
-            table: name.table.clone(),
+        SourceInfo::new(
+            "poll",
+            self.pipeline.clone(),
+            self.db.clone(),
+            name.schema.clone(),
+            name.table.clone(),
             ts_ms,
-            snapshot: false,
-            lsn: None,
-            commit_lsn: None,
-            tx_id: None,
-            watermark: None,
-            server_id: None,
-            gtid: None,
-        }
+        )
     }
 
     /// One page of table `index`'s changes after its watermark (or inside its

@@ -777,19 +777,17 @@ impl PostgresSource {
             return;
         };
         let source = SourceInfo {
-            connector: "postgres",
-            name: self.pipeline.clone(),
-            db: self.db.clone(),
-            schema: schema.name.schema.clone(),
-            table: schema.name.table.clone(),
-            ts_ms: tx.ts_ms,
-            snapshot: false,
             lsn: Some(lsn),
             commit_lsn: Some(tx.commit_lsn),
             tx_id: Some(tx.xid),
-            watermark: None,
-            server_id: None,
-            gtid: None,
+            ..SourceInfo::new(
+                "postgres",
+                self.pipeline.clone(),
+                self.db.clone(),
+                schema.name.schema.clone(),
+                schema.name.table.clone(),
+                tx.ts_ms,
+            )
         };
         if let Some(columns) = self.pending_schema.remove(&relation) {
             // A table's schema event comes just before its first change under the

@@ -216,19 +216,17 @@ impl Snapshot {
                 self.row_ordinal += 1;
                 let key = reader.schema.key_of(&after);
                 let source = Arc::new(SourceInfo {
-                    connector: "postgres",
-                    name: self.pipeline.clone(),
-                    db: self.db.clone(),
-                    schema: table.schema.clone(),
-                    table: table.table.clone(),
-                    ts_ms,
                     snapshot: true,
                     lsn: Some(self.consistent_point),
                     commit_lsn: Some(self.consistent_point),
-                    tx_id: None,
-                    watermark: None,
-                    server_id: None,
-                    gtid: None,
+                    ..SourceInfo::new(
+                        "postgres",
+                        self.pipeline.clone(),
+                        self.db.clone(),
+                        table.schema.clone(),
+                        table.table.clone(),
+                        ts_ms,
+                    )
                 });
                 let position = Position::Postgres {
                     commit_lsn: self.consistent_point,
