@@ -160,7 +160,7 @@ pub struct TargetConfig {
     pub url: String,
     /// `"stop"` (default) or `"apply"`: add and drop columns on `op: "s"` events.
     #[serde(default)]
-    pub schema_changes: crate::apply::SchemaChanges,
+    pub schema_changes: crate::target::SchemaChanges,
     /// Source `schema.table` → target `[schema.]table`.
     #[serde(default)]
     pub tables: std::collections::BTreeMap<String, String>,
@@ -184,10 +184,10 @@ pub enum TargetEngine {
 }
 
 impl TargetEngine {
-    pub fn engine(self) -> crate::apply::types::Engine {
+    pub fn engine(self) -> crate::target::types::Engine {
         match self {
-            TargetEngine::Postgres => crate::apply::types::Engine::Postgres,
-            TargetEngine::Mysql => crate::apply::types::Engine::Mysql,
+            TargetEngine::Postgres => crate::target::types::Engine::Postgres,
+            TargetEngine::Mysql => crate::target::types::Engine::Mysql,
         }
     }
 }
@@ -682,7 +682,7 @@ impl Config {
             HOUR,
         )?;
         if let Some(target) = &self.target {
-            let engine = crate::apply::types::Engine::of_url(&target.url);
+            let engine = crate::target::types::Engine::of_url(&target.url);
             if engine != Some(target.engine.engine()) {
                 return Err(invalid(
                     "target.url",

@@ -21,6 +21,7 @@
 //!   pipeline (or of a Kinesis shard for `apply`), fenced by its counter.
 
 pub mod apply;
+pub mod aws;
 pub mod config;
 pub mod cursor;
 pub mod lockfile;
@@ -28,5 +29,6 @@ pub mod migrate;
 pub mod ops;
 pub mod pipeline;
 pub mod sinks;
+pub mod target;
 
 pub use tidemark_connectors as connectors;

@@ -2,19 +2,19 @@
 //! answers, that the URL names a database, and that the user may create
 //! tidemark's bookkeeping table (unless it exists) and write rows.
 
-use super::{mysql, postgres, ApplyError};
 use crate::config::TargetConfig;
+use crate::target::{mysql, postgres, types, TargetError};
 use tidemark_connectors::mysql::{text_rows, text_value};
 
 /// Problems found, one line each (empty: the target is ready).
-pub async fn problems(config: &TargetConfig) -> Result<Vec<String>, ApplyError> {
+pub async fn problems(config: &TargetConfig) -> Result<Vec<String>, TargetError> {
     match config.engine.engine() {
-        super::types::Engine::Postgres => postgres_problems(&config.url).await,
-        super::types::Engine::Mysql => mysql_problems(&config.url).await,
+        types::Engine::Postgres => postgres_problems(&config.url).await,
+        types::Engine::Mysql => mysql_problems(&config.url).await,
     }
 }
 
-async fn postgres_problems(url: &str) -> Result<Vec<String>, ApplyError> {
+async fn postgres_problems(url: &str) -> Result<Vec<String>, TargetError> {
     let client = postgres::connect(url).await?;
     let row = client
         .query_one(
@@ -24,7 +24,7 @@ async fn postgres_problems(url: &str) -> Result<Vec<String>, ApplyError> {
             &[],
         )
         .await
-        .map_err(|e| ApplyError::Database {
+        .map_err(|e| TargetError::Database {
             what: "read the target's privileges".into(),
             detail: e.to_string(),
         })?;
@@ -49,9 +49,9 @@ async fn postgres_problems(url: &str) -> Result<Vec<String>, ApplyError> {
     Ok(problems)
 }
 
-async fn mysql_problems(url: &str) -> Result<Vec<String>, ApplyError> {
+async fn mysql_problems(url: &str) -> Result<Vec<String>, TargetError> {
     let fail = |what: &'static str| {
-        move |e: mysql_async::Error| ApplyError::Database {
+        move |e: mysql_async::Error| TargetError::Database {
             what: what.into(),
             detail: e.to_string(),
         }

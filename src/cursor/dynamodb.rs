@@ -20,8 +20,8 @@
 //! commits are refused from then on, so nothing it wrote after losing the
 //! lease moved the cursor, and it exits non-zero.
 
-use super::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
 use super::{Binding, CursorError};
+use crate::aws::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
 use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,

@@ -4,7 +4,7 @@
 
 mod dynamodb;
 mod file;
-pub mod lease;
+pub mod target;
 
 pub use dynamodb::DynamoCursor;
 pub use file::FileCursor;
@@ -48,8 +48,8 @@ pub enum CursorError {
     LeaseLost { pipeline: String, table: String },
 }
 
-impl From<lease::LeaseError> for CursorError {
-    fn from(e: lease::LeaseError) -> CursorError {
+impl From<crate::aws::lease::LeaseError> for CursorError {
+    fn from(e: crate::aws::lease::LeaseError) -> CursorError {
         if e.transient {
             CursorError::Unavailable(e.message)
         } else {
@@ -79,10 +79,10 @@ pub enum CursorStore {
     File(FileCursor),
     Dynamo(Box<DynamoCursor>),
     /// Kept in the target's `tidemark_applied` table (`apply`, `migrate`).
-    Target(Box<crate::apply::sink::TargetCursor>),
+    Target(Box<crate::cursor::target::TargetCursor>),
 }
 
-fn target_error(e: crate::apply::ApplyError) -> CursorError {
+fn target_error(e: crate::target::TargetError) -> CursorError {
     CursorError::Store(e.to_string())
 }
 

@@ -15,10 +15,10 @@
 
 use super::db::Db;
 use super::{save, Document, MigrateError, Plan};
-use crate::apply::plan::TableKey;
-use crate::apply::postgres::PgTarget;
-use crate::apply::{ApplyError, Target};
 use crate::config::Config;
+use crate::target::plan::TableKey;
+use crate::target::postgres::PgTarget;
+use crate::target::{Target, TargetError};
 use futures_util::StreamExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -147,7 +147,7 @@ async fn copy_chunk(
     if connector == "postgres" {
         if let Target::Postgres(pg) = target {
             match stream_chunk(source_url, pipeline, job, pg).await {
-                Err(MigrateError::Apply(conflict @ ApplyError::KeyConflict { .. })) => {
+                Err(MigrateError::Apply(conflict @ TargetError::KeyConflict { .. })) => {
                     tracing::info!(
                         "copy: chunk {} of {schema}.{table}: {conflict}; upserting that chunk instead",
                         job.chunk + 1

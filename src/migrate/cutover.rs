@@ -5,9 +5,9 @@
 
 use super::db::Db;
 use super::{load, load_progress, save, verify, MigrateError, Plan, Stage};
-use crate::apply::postgres::connect as pg_connect;
-use crate::apply::sink::TargetCursor;
 use crate::config::{Config, SourceConfig};
+use crate::cursor::target::TargetCursor;
+use crate::target::postgres::connect as pg_connect;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -231,7 +231,7 @@ async fn final_position(config: &Config, source: &mut Db) -> Result<Position, Mi
                 .map_err(|e| {
                     MigrateError::Db(format!(
                         "cannot read the WAL position: {}",
-                        crate::apply::pg_detail(e)
+                        crate::target::pg_detail(e)
                     ))
                 })?
                 .get(0);
@@ -240,7 +240,7 @@ async fn final_position(config: &Config, source: &mut Db) -> Result<Position, Mi
                     "SET default_transaction_read_only = off; SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', 'cutover')"
                 ))
                 .await
-                .map_err(|e| MigrateError::Db(format!("cannot write the cutover marker: {}", crate::apply::pg_detail(e))))?;
+                .map_err(|e| MigrateError::Db(format!("cannot write the cutover marker: {}", crate::target::pg_detail(e))))?;
             let lsn =
                 parse_lsn(&lsn).ok_or_else(|| MigrateError::Db(format!("unreadable LSN {lsn}")))?;
             Ok(Position::postgres(lsn, lsn))

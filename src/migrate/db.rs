@@ -4,13 +4,13 @@
 //! migration's own state rows.
 
 use super::MigrateError;
-use crate::apply::mysql::{
+use crate::target::mysql::{
     connect as my_connect, execute_one, literal as my_literal, quote as my_quote,
 };
-use crate::apply::pg_detail;
-use crate::apply::postgres::connect as pg_connect;
-use crate::apply::types::{target_type, Engine};
-use crate::apply::values::{mysql_kind, pg_kind, Kind};
+use crate::target::pg_detail;
+use crate::target::postgres::connect as pg_connect;
+use crate::target::types::{target_type, Engine};
+use crate::target::values::{mysql_kind, pg_kind, Kind};
 use mysql_async::prelude::Queryable;
 use tidemark_connectors::postgres::catalog::quote_ident;
 

@@ -18,15 +18,16 @@ pub mod cutover;
 pub mod db;
 pub mod verify;
 
-use crate::apply::plan::TableKey;
-use crate::apply::sink::{TargetCursor, TargetSink};
-use crate::apply::types::Engine;
-use crate::apply::{ApplyError, TableMap, Target};
 use crate::config::{Config, SourceConfig};
+use crate::cursor::target::TargetCursor;
 use crate::cursor::CursorStore;
 use crate::ops::health;
 use crate::pipeline::{self, AnySource};
+use crate::sinks::target::TargetSink;
 use crate::sinks::AnySink;
+use crate::target::plan::TableKey;
+use crate::target::types::Engine;
+use crate::target::{TableMap, Target, TargetError};
 use db::Db;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -43,7 +44,7 @@ pub enum MigrateError {
     #[error("{0}")]
     Db(String),
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Apply(#[from] TargetError),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]

@@ -1,61 +1,18 @@
-//! In-process reconnects: which failures a new session may cure, and the
-//! capped exponential backoff, with jitter, between sessions.
+//! In-process reconnects: the capped exponential backoff, with jitter,
+//! between sessions. (Which failures a new session may cure is decided where
+//! all the error types are known: the binary's `commands::reconnect`.)
 //!
 //! A session is what a process start does (hold the cursor, open the sink,
 //! open the source from the committed position, stream), so a reconnect
 //! loses and repeats what a restart would, no more: nothing, and at most the
 //! events after the cursor, which the file sink drops as already written.
 
-use crate::apply::ApplyError;
-use crate::cursor::CursorError;
-use crate::migrate::MigrateError;
-use crate::pipeline::PipelineError;
-use crate::sinks::SinkError;
 use backoff::backoff::Backoff as _;
 use std::time::{Duration, Instant};
-use tidemark_connectors::SourceError;
 
 /// The first wait, and the longest.
 pub const FIRST_WAIT: Duration = Duration::from_millis(500);
 pub const LONGEST_WAIT: Duration = Duration::from_secs(30);
-
-/// True when a new session may cure the error whose chain of causes is
-/// given: a source, target or cursor store that went away or did not
-/// answer. A wrong password, a missing table, a lost lease or a config
-/// mistake is not.
-pub fn transient<'a>(
-    mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
-) -> bool {
-    chain.any(|cause| {
-        if let Some(e) = cause.downcast_ref::<PipelineError>() {
-            return match e {
-                PipelineError::Source(e) => e.is_retryable(),
-                PipelineError::Sink(e) => sink_transient(e),
-                PipelineError::Cursor(e) => e.is_transient(),
-                PipelineError::Reader(_) => false,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<SourceError>() {
-            return e.is_retryable();
-        }
-        if let Some(e) = cause.downcast_ref::<SinkError>() {
-            return sink_transient(e);
-        }
-        if let Some(e) = cause.downcast_ref::<CursorError>() {
-            return e.is_transient();
-        }
-        if let Some(e) = cause.downcast_ref::<MigrateError>() {
-            return e.is_transient();
-        }
-        cause
-            .downcast_ref::<ApplyError>()
-            .is_some_and(ApplyError::is_transient)
-    })
-}
-
-fn sink_transient(e: &SinkError) -> bool {
-    matches!(e, SinkError::Target(e) if e.is_transient())
-}
 
 /// The waits between sessions: from [`FIRST_WAIT`], doubling to
 /// [`LONGEST_WAIT`], each drawn within ±50 % so that instances cut off
@@ -126,38 +83,5 @@ mod tests {
         retry.succeeded();
         assert_eq!(retry.attempts, 0);
         assert!(retry.failed().0 <= FIRST_WAIT * 3 / 2);
-    }
-
-    fn chain(e: &(dyn std::error::Error + 'static)) -> bool {
-        transient(std::iter::successors(Some(e), |e| e.source()))
-    }
-
-    #[test]
-    fn only_failures_a_session_may_cure_are_transient() {
-        assert!(chain(&SourceError::Unavailable(
-            "mysql: cannot read: reset".into()
-        )));
-        assert!(chain(&PipelineError::Source(SourceError::Replication {
-            at: "x".into(),
-            message: "closed".into(),
-        })));
-        assert!(chain(&PipelineError::Cursor(CursorError::Unavailable(
-            "timed out".into()
-        ))));
-        assert!(chain(&PipelineError::Sink(SinkError::Target(
-            ApplyError::Unavailable {
-                what: "connect".into(),
-                detail: "refused".into(),
-            }
-        ))));
-        assert!(!chain(&SourceError::Setup(
-            "source.tables: no such table".into()
-        )));
-        assert!(!chain(&CursorError::LeaseLost {
-            pipeline: "p".into(),
-            table: "t".into(),
-        }));
-        assert!(!chain(&ApplyError::Setup("target.url: bad".into())));
-        assert!(!chain(&PipelineError::Reader("panicked".into())));
     }
 }

@@ -31,8 +31,8 @@
 //! must split records into lines.
 
 use super::SinkError;
+use crate::aws::errors::{describe, kinesis_retry_reason, KINESIS_THROTTLED_REASON};
 use crate::ops::{self, health};
-use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
@@ -98,56 +98,6 @@ pub fn partition_key(event: &ChangeEvent) -> String {
     } else {
         hex
     }
-}
-
-/// An SDK error in one line: the service's code and message when it answered,
-/// else the whole chain of causes.
-pub fn describe<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match e.as_service_error() {
-        Some(service) => format!(
-            "{}: {}",
-            service.code().unwrap_or("unknown error"),
-            service.message().unwrap_or("no message")
-        ),
-        None => aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-    }
-}
-
-/// The retry reason of a throttled call.
-pub const THROTTLED: &str = "kinesis_throttled";
-
-/// Why a failed call may be retried (the retry metric's reason: throttled, a
-/// server error, unreachable), or `None` when the error is final.
-pub fn transient<E>(
-    e: &aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
-) -> Option<&'static str>
-where
-    E: ProvideErrorMetadata,
-{
-    use aws_sdk_kinesis::error::SdkError;
-    let code = e.as_service_error().and_then(|s| s.code());
-    if code.is_some_and(|c| {
-        matches!(
-            c,
-            "ProvisionedThroughputExceededException"
-                | "KMSThrottlingException"
-                | "LimitExceededException"
-        )
-    }) {
-        return Some(THROTTLED);
-    }
-    if e.raw_response().is_some_and(|r| r.status().as_u16() >= 500) {
-        return Some("kinesis_server_error");
-    }
-    matches!(
-        e,
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-    )
-    .then_some("kinesis_unreachable")
 }
 
 fn retryable_code(code: &str) -> bool {
@@ -313,7 +263,7 @@ impl KinesisSink {
             let output = match answer {
                 Ok(output) => output,
                 Err(e) => {
-                    let reason = transient(&e);
+                    let reason = kinesis_retry_reason(&e);
                     let detail = describe(&e);
                     let Some(reason) = reason else {
                         return Err(SinkError::Kinesis(format!(
@@ -322,7 +272,7 @@ impl KinesisSink {
                         )));
                     };
                     ops::metrics::retry(reason);
-                    if reason != THROTTLED {
+                    if reason != KINESIS_THROTTLED_REASON {
                         health().set_problem(
                             "sink",
                             Some(format!("PutRecords to {} fails: {detail}", self.stream)),

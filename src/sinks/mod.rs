@@ -6,6 +6,7 @@
 mod file;
 pub mod kinesis;
 mod stdout;
+pub mod target;
 
 pub use file::{index_of as events_file_index, probe as probe_folder, FileSink};
 pub use kinesis::{partition_key, KinesisSink, Oversized};
@@ -17,7 +18,7 @@ use tidemark_connectors::ChangeEvent;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(transparent)]
-    Target(#[from] crate::apply::ApplyError),
+    Target(#[from] crate::target::TargetError),
     #[error("file sink {path}: {source}")]
     Io {
         path: String,
@@ -46,7 +47,7 @@ pub enum AnySink {
     Stdout(StdoutSink),
     Kinesis(Box<KinesisSink>),
     /// A target database (`tidemark apply` and `migrate` in one process).
-    Target(Box<crate::apply::sink::TargetSink>),
+    Target(Box<crate::sinks::target::TargetSink>),
 }
 
 impl AnySink {

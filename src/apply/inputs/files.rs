@@ -3,9 +3,9 @@
 //! it. Lines at or before the target's applied position are skipped, so a
 //! restart reads from the first file again without writing anything twice.
 
-use crate::apply::sink::TargetSink;
-use crate::apply::ApplyError;
 use crate::sinks::events_file_index;
+use crate::sinks::target::TargetSink;
+use crate::target::TargetError;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,9 +14,9 @@ use tidemark_connectors::ChangeEvent;
 use tokio::sync::watch;
 
 /// The sink's events files, in the order it wrote them.
-fn files(dir: &Path) -> Result<Vec<PathBuf>, ApplyError> {
+fn files(dir: &Path) -> Result<Vec<PathBuf>, TargetError> {
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| ApplyError::Setup(format!("input directory {}: {e}", dir.display())))?
+        .map_err(|e| TargetError::Setup(format!("input directory {}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
             let index = events_file_index(p.file_name()?.to_str()?)?;
@@ -35,7 +35,7 @@ pub async fn follow(
     mut stop: watch::Receiver<bool>,
     until_idle: bool,
     batch_events: usize,
-) -> Result<u64, ApplyError> {
+) -> Result<u64, TargetError> {
     let mut current: usize = 0;
     let mut offset: u64 = 0;
     let mut lines = 0;
@@ -85,8 +85,12 @@ async fn wait(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Up to `max` whole lines of `path` from `offset`, and the offset after them.
-fn read_lines(path: &Path, offset: u64, max: usize) -> Result<(Vec<ParsedEvent>, u64), ApplyError> {
-    let io = |e: std::io::Error| ApplyError::Setup(format!("input file {}: {e}", path.display()));
+fn read_lines(
+    path: &Path,
+    offset: u64,
+    max: usize,
+) -> Result<(Vec<ParsedEvent>, u64), TargetError> {
+    let io = |e: std::io::Error| TargetError::Setup(format!("input file {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(io)?;
     file.seek(SeekFrom::Start(offset)).map_err(io)?;
     let mut reader = BufReader::new(file);
@@ -101,7 +105,7 @@ fn read_lines(path: &Path, offset: u64, max: usize) -> Result<(Vec<ParsedEvent>,
             break;
         }
         let event = ChangeEvent::from_json(&line).map_err(|e| {
-            ApplyError::Setup(format!(
+            TargetError::Setup(format!(
                 "input file {} at byte {at}: not an event ({e})",
                 path.display()
             ))

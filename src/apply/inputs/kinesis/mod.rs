@@ -4,7 +4,7 @@
 //!
 //! - **Leases**: one item per shard in the `[cursor]` DynamoDB table, keyed
 //!   `<pipeline>/<stream>/<shard id>`, fenced by `lease_counter` exactly like
-//!   the cursor store (see `cursor::lease`). `checkpoint` is the sequence
+//!   the cursor store (see `aws::lease`). `checkpoint` is the sequence
 //!   number of the last record applied, and `SHARD_END` once the shard is
 //!   closed and read to its end.
 //! - **Sharing**: every third of the lease duration each instance lists the
@@ -31,10 +31,10 @@
 //! keeps each key in order, not the keys among themselves, so a source
 //! position cannot order a shard.
 
-use crate::apply::ApplyError;
+use crate::aws::errors::{describe, kinesis_retry_reason};
+use crate::aws::lease::{self, text, Held, Item, LapseClock, Lease, LeaseTable};
 use crate::config::TargetConfig;
-use crate::cursor::lease::{self, text, Held, Item, LapseClock, Lease, LeaseTable};
-use crate::sinks::kinesis::{describe, transient};
+use crate::target::TargetError;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::Shard;
@@ -50,16 +50,16 @@ use tokio::task::JoinHandle;
 
 mod shard;
 
-/// A failed lease call: [`ApplyError::Unavailable`] when trying again may
+/// A failed lease call: [`TargetError::Unavailable`] when trying again may
 /// help (DynamoDB unreachable, slow or throttling), else a setup error.
-fn lease_error(what: &str, e: lease::LeaseError) -> ApplyError {
+fn lease_error(what: &str, e: lease::LeaseError) -> TargetError {
     if e.transient {
-        ApplyError::Unavailable {
+        TargetError::Unavailable {
             what: what.to_string(),
             detail: e.message,
         }
     } else {
-        ApplyError::Setup(format!("cannot {what}: {e}"))
+        TargetError::Setup(format!("cannot {what}: {e}"))
     }
 }
 
@@ -98,7 +98,7 @@ impl Totals {
 struct Consumer {
     lease: Lease,
     halt: watch::Sender<bool>,
-    task: JoinHandle<Result<(End, Totals), ApplyError>>,
+    task: JoinHandle<Result<(End, Totals), TargetError>>,
 }
 
 impl Consumer {
@@ -116,8 +116,8 @@ impl Input {
         format!("{}/{}/", self.pipeline, self.stream)
     }
 
-    fn error(&self, what: &str, detail: impl std::fmt::Display) -> ApplyError {
-        ApplyError::Setup(format!(
+    fn error(&self, what: &str, detail: impl std::fmt::Display) -> TargetError {
+        TargetError::Setup(format!(
             "kinesis stream {}: cannot {what}: {detail}",
             self.stream
         ))
@@ -142,7 +142,7 @@ impl Input {
         };
         loop {
             match call().await {
-                Err(e) => match transient(&e) {
+                Err(e) => match kinesis_retry_reason(&e) {
                     Some(reason) => {
                         crate::ops::metrics::retry(reason);
                         let pause = wait.next_backoff().unwrap_or(Duration::from_secs(10));
@@ -162,7 +162,7 @@ impl Input {
 
     /// Every shard of the stream, open or closed (closed ones are listed
     /// until they age out of the retention period).
-    async fn shards(&self) -> Result<Vec<Shard>, ApplyError> {
+    async fn shards(&self) -> Result<Vec<Shard>, TargetError> {
         let mut shards = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -188,7 +188,7 @@ impl Input {
 
 /// Applies the stream until `stop`, sharing its shards with the other
 /// instances of the pipeline. Returns what this instance applied.
-pub async fn follow(input: Input, mut stop: watch::Receiver<bool>) -> Result<Totals, ApplyError> {
+pub async fn follow(input: Input, mut stop: watch::Receiver<bool>) -> Result<Totals, TargetError> {
     let input = Arc::new(input);
     let owner = lease::instance_name();
     tracing::info!(
@@ -228,7 +228,7 @@ pub async fn follow(input: Input, mut stop: watch::Receiver<bool>) -> Result<Tot
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(ApplyError::Setup(format!(
+                first_error.get_or_insert(TargetError::Setup(format!(
                     "shard {shard}: the consumer failed: {e}"
                 )));
             }
@@ -247,7 +247,7 @@ pub async fn follow(input: Input, mut stop: watch::Receiver<bool>) -> Result<Tot
 async fn reap(
     held: &mut BTreeMap<String, Consumer>,
     totals: &mut Totals,
-) -> Result<(), ApplyError> {
+) -> Result<(), TargetError> {
     let ended: Vec<String> = held
         .iter()
         .filter(|(_, c)| c.task.is_finished())
@@ -272,7 +272,7 @@ async fn reap(
             }
             Ok(Err(e)) => return Err(e),
             Err(e) => {
-                return Err(ApplyError::Setup(format!(
+                return Err(TargetError::Setup(format!(
                     "shard {shard}: the consumer failed: {e}"
                 )))
             }
@@ -288,7 +288,7 @@ async fn balance(
     owner: &str,
     clock: &mut LapseClock,
     held: &mut BTreeMap<String, Consumer>,
-) -> Result<(), ApplyError> {
+) -> Result<(), TargetError> {
     let shards = input.shards().await?;
     let prefix = input.lease_prefix();
     let items: HashMap<String, Item> = input

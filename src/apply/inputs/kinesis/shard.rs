@@ -4,10 +4,10 @@
 //! lease is taken, or the shard is closed and read to its end.
 
 use super::{Input, Totals};
-use crate::apply::sink::TargetSink;
-use crate::apply::{ApplyError, Target};
-use crate::cursor::lease::{self, Held, Lease};
-use crate::sinks::kinesis::describe;
+use crate::aws::errors::describe;
+use crate::aws::lease::{self, Held, Lease};
+use crate::sinks::target::TargetSink;
+use crate::target::TargetError;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub enum End {
 
 impl Input {
     /// An iterator after `sequence`, or at the oldest record.
-    pub async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<String, ApplyError> {
+    pub async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<String, TargetError> {
         let answer = self
             .retrying("GetShardIterator", || {
                 let request = self
@@ -80,12 +80,12 @@ fn decode(
     stream: &str,
     shard: &str,
     records: &[Record],
-) -> Result<Vec<(ChangeEvent, String)>, ApplyError> {
+) -> Result<Vec<(ChangeEvent, String)>, TargetError> {
     let mut events = Vec::new();
     for record in records {
         let sequence = &record.sequence_number;
         if sequence.is_empty() || !sequence.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApplyError::Setup(format!(
+            return Err(TargetError::Setup(format!(
                 "kinesis stream {stream} shard {shard}: sequence number {sequence:?} is not a number"
             )));
         }
@@ -96,7 +96,7 @@ fn decode(
             .filter(|line| !line.is_empty());
         for (index, line) in lines.enumerate() {
             let parsed = ChangeEvent::from_json(line).map_err(|e| {
-                ApplyError::Setup(format!(
+                TargetError::Setup(format!(
                     "kinesis stream {stream} shard {shard} record {sequence} line {}: not an event ({e})",
                     index + 1
                 ))
@@ -115,9 +115,10 @@ pub async fn consume(
     lease: Lease,
     checkpoint: Option<String>,
     mut halt: watch::Receiver<bool>,
-) -> Result<(End, Totals), ApplyError> {
+) -> Result<(End, Totals), TargetError> {
     let scope = input.scope(&shard);
-    let mut sink = TargetSink::open(Target::open(&input.target).await?, &scope).await?;
+    let mut sink =
+        TargetSink::open(crate::apply::open_target(&input.target).await?, &scope).await?;
     // Start after whichever is further: the checkpoint, or the target.
     let mut last = [checkpoint, sink.applied().map(sequence_of)]
         .into_iter()
@@ -184,7 +185,7 @@ pub async fn consume(
             let held = save_checkpoint(&lease, SHARD_END, input.lease_duration)
                 .await
                 .map_err(|e| {
-                    ApplyError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
+                    TargetError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
                 })?;
             if held != Held::Yes {
                 return Ok((End::Lost, counts(&sink)));
@@ -224,11 +225,11 @@ async fn save_checkpoint(
 
 /// Writes a batch; when another instance moved the shard's applied position
 /// meanwhile, re-reads it and writes what is left.
-async fn write(sink: &mut TargetSink, events: &[(ChangeEvent, String)]) -> Result<(), ApplyError> {
+async fn write(sink: &mut TargetSink, events: &[(ChangeEvent, String)]) -> Result<(), TargetError> {
     let pairs: Vec<(&ChangeEvent, &str)> = events.iter().map(|(e, p)| (e, p.as_str())).collect();
     for _ in 0..3 {
         match sink.write_positioned(&pairs).await {
-            Err(ApplyError::Superseded { stored, .. }) => {
+            Err(TargetError::Superseded { stored, .. }) => {
                 tracing::info!(
                     "another instance applied this shard up to {stored}; skipping what it applied"
                 );

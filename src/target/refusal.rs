@@ -8,7 +8,7 @@
 //! back; what fails first is named with its key and event position.
 
 use super::plan::{Step, TableKey};
-use super::{ApplyError, TargetTable};
+use super::{TargetError, TargetTable};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,13 +23,13 @@ pub(crate) trait Attempt {
         &'a mut self,
         step: &'a Step,
         table: &'a TargetTable,
-    ) -> Boxed<'a, Result<(), ApplyError>>;
+    ) -> Boxed<'a, Result<(), TargetError>>;
 
     /// The target table a source table's rows go to.
     fn target_table<'a>(
         &'a mut self,
         source: &'a TableKey,
-    ) -> Boxed<'a, Result<Arc<TargetTable>, ApplyError>>;
+    ) -> Boxed<'a, Result<Arc<TargetTable>, TargetError>>;
 }
 
 /// What a failed batch reports: when a row write failed (`failed` is its
@@ -37,10 +37,10 @@ pub(crate) trait Attempt {
 /// otherwise the error as it is.
 pub(crate) async fn explain(
     target: &mut (impl Attempt + Send),
-    error: ApplyError,
+    error: TargetError,
     failed: Option<&Step>,
-) -> ApplyError {
-    let (ApplyError::Table { .. }, Some(step)) = (&error, failed) else {
+) -> TargetError {
+    let (TargetError::Table { .. }, Some(step)) = (&error, failed) else {
         return error;
     };
     let (Step::Upsert { table, .. } | Step::Move { table, .. }) = step else {
@@ -59,11 +59,11 @@ async fn locate(
     target: &mut (impl Attempt + Send),
     table: &TargetTable,
     step: &Step,
-) -> Option<ApplyError> {
+) -> Option<TargetError> {
     for row in single_rows(step) {
         let row_error = match target.attempt(&row, table).await {
             Ok(()) => continue,
-            Err(e @ ApplyError::Table { .. }) => e,
+            Err(e @ TargetError::Table { .. }) => e,
             // Not the row: the connection or a transaction failed; the
             // original error says more.
             Err(_) => return None,
@@ -180,8 +180,8 @@ fn refused(
     key_columns: &[String],
     row: &Step,
     column: Option<&str>,
-    error: ApplyError,
-) -> ApplyError {
+    error: TargetError,
+) -> TargetError {
     let (key, position) = match row {
         Step::Upsert {
             columns,
@@ -201,13 +201,13 @@ fn refused(
     };
     let mut key_text = Vec::new();
     tidemark_connectors::Row(key).write_json(&mut key_text);
-    ApplyError::Refused {
+    TargetError::Refused {
         table: table.to_string(),
         column: column.unwrap_or("(the row as a whole)").to_string(),
         key: String::from_utf8_lossy(&key_text).into_owned(),
         position,
         message: match error {
-            ApplyError::Table { message, .. } => message,
+            TargetError::Table { message, .. } => message,
             other => other.to_string(),
         },
     }

@@ -1,14 +1,13 @@
-//! The target as the pipeline's sink and cursor store, for capture and apply in
-//! one process (`tidemark apply` with `input = "source"`, and `migrate run`).
+//! The target as the pipeline's sink, for capture and apply in one process
+//! (`tidemark apply` with `input = "source"`, and `migrate run`).
 //!
 //! The sink writes each batch and its last event's position in one target
-//! transaction; the cursor store keeps the source cursor in the same
-//! `tidemark_applied` row. After a crash the source resumes at the cursor, which
-//! may be behind the rows: the events in between are at or before the applied
-//! position and are skipped.
+//! transaction (see `cursor::target` for the cursor kept beside it). After a
+//! crash the source resumes at the cursor, which may be behind the rows: the
+//! events in between are at or before the applied position and are skipped.
 
-use super::{after_applied, ApplyError, Progress, Target};
-use tidemark_connectors::{ChangeEvent, Position};
+use crate::target::{after_applied, Progress, Target, TargetError};
+use tidemark_connectors::ChangeEvent;
 
 pub struct TargetSink {
     pub target: Target,
@@ -23,7 +22,7 @@ pub struct TargetSink {
 
 impl TargetSink {
     /// `scope` names what orders the positions (the source pipeline, a shard).
-    pub async fn open(mut target: Target, scope: &str) -> Result<TargetSink, ApplyError> {
+    pub async fn open(mut target: Target, scope: &str) -> Result<TargetSink, TargetError> {
         target.claim(scope).await?;
         let mut sink = TargetSink {
             target,
@@ -42,7 +41,7 @@ impl TargetSink {
     }
 
     /// Reads the applied position again (another writer may have moved it).
-    pub async fn reload(&mut self) -> Result<(), ApplyError> {
+    pub async fn reload(&mut self) -> Result<(), TargetError> {
         self.applied = self
             .target
             .applied(&self.scope)
@@ -56,7 +55,7 @@ impl TargetSink {
         self.applied.as_deref()
     }
 
-    pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), ApplyError> {
+    pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), TargetError> {
         let positions: Vec<String> = events.iter().map(|e| e.position.to_string()).collect();
         let pairs: Vec<(&ChangeEvent, &str)> = events
             .iter()
@@ -70,7 +69,7 @@ impl TargetSink {
     pub async fn write_positioned(
         &mut self,
         events: &[(&ChangeEvent, &str)],
-    ) -> Result<(), ApplyError> {
+    ) -> Result<(), TargetError> {
         let (fresh, latest) = after_applied(events, self.applied.as_deref());
         self.skipped += (events.len() - fresh.len()) as u64;
         let (Some(first), Some(last)) = (fresh.first().map(|(_, p)| *p), latest) else {
@@ -88,33 +87,5 @@ impl TargetSink {
         }
         self.applied = Some(last.to_string());
         Ok(())
-    }
-}
-
-/// The source cursor, kept in the target's `tidemark_applied` row.
-pub struct TargetCursor {
-    pub target: Target,
-    pub scope: String,
-}
-
-impl TargetCursor {
-    pub async fn load(&mut self) -> Result<Option<Position>, ApplyError> {
-        match self.target.applied(&self.scope).await? {
-            Some((_, Some(cursor))) if !cursor.is_empty() => serde_json::from_str(&cursor)
-                .map(Some)
-                .map_err(|e| {
-                    ApplyError::Setup(format!(
-                        "tidemark_applied: the cursor of {} is unreadable ({e}); reset it with `tidemark cursor reset`",
-                        self.scope
-                    ))
-                }),
-            _ => Ok(None),
-        }
-    }
-
-    pub async fn commit(&mut self, position: &Position) -> Result<(), ApplyError> {
-        let text = serde_json::to_string(position)
-            .map_err(|e| ApplyError::Setup(format!("cannot encode cursor {position}: {e}")))?;
-        self.target.save_cursor(&self.scope, &text).await
     }
 }

@@ -9,7 +9,7 @@ use super::refusal;
 use super::types::Engine;
 use super::values::{pg_kind, pg_text};
 use super::{
-    check_progress, pg_detail, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap,
+    check_progress, pg_detail, schema_ddl, Progress, SchemaChanges, TableMap, TargetError,
     TargetTable,
 };
 use std::collections::HashMap;
@@ -38,20 +38,20 @@ pub struct PgTarget {
 
 /// Connects with the session settings the value forms need (UTC, ISO dates),
 /// and the URL's TLS settings (`sslmode`, `sslrootcert`).
-pub async fn connect(url: &str) -> Result<Client, ApplyError> {
-    let url = tls::parse(url).map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+pub async fn connect(url: &str) -> Result<Client, TargetError> {
+    let url = tls::parse(url).map_err(|e| TargetError::Setup(format!("target.url: {e}")))?;
     let mut config = url.config.clone();
     config.options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1");
     config.application_name("tidemark");
     let tls = url
         .tls_config()
-        .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+        .map_err(|e| TargetError::Setup(format!("target.url: {e}")))?;
     url.refuse_cleartext(false)
         .await
-        .map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+        .map_err(|e| TargetError::Setup(format!("target.url: {e}")))?;
     tls::connect(&config, tls, "target")
         .await
-        .map_err(|e| ApplyError::pg("connect to the target", e))
+        .map_err(|e| TargetError::pg("connect to the target", e))
 }
 
 impl PgTarget {
@@ -59,14 +59,14 @@ impl PgTarget {
         url: &str,
         map: TableMap,
         schema_changes: SchemaChanges,
-    ) -> Result<PgTarget, ApplyError> {
+    ) -> Result<PgTarget, TargetError> {
         let client = connect(url).await?;
         // Connections made at once race to create the table: one retry settles it.
         if client.batch_execute(META).await.is_err() {
             client
                 .batch_execute(META)
                 .await
-                .map_err(|e| ApplyError::pg("create tidemark_applied", e))?;
+                .map_err(|e| TargetError::pg("create tidemark_applied", e))?;
         }
         // Foreign keys and user triggers do not fire for replicated rows (the
         // source already checked them, and rows of one batch come in key order,
@@ -92,7 +92,7 @@ impl PgTarget {
     pub async fn applied(
         &mut self,
         scope: &str,
-    ) -> Result<Option<(String, Option<String>)>, ApplyError> {
+    ) -> Result<Option<(String, Option<String>)>, TargetError> {
         let row = self
             .client
             .query_opt(
@@ -100,7 +100,7 @@ impl PgTarget {
                 &[&scope],
             )
             .await
-            .map_err(|e| ApplyError::pg("read tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg("read tidemark_applied", e))?;
         row.map(|r| {
             Ok((
                 column(&r, 0, "read tidemark_applied")?,
@@ -110,7 +110,7 @@ impl PgTarget {
         .transpose()
     }
 
-    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), ApplyError> {
+    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
         self.client
             .execute(
                 "INSERT INTO public.tidemark_applied (scope, position, cursor) VALUES ($1, '', $2)
@@ -118,11 +118,11 @@ impl PgTarget {
                 &[&scope, &cursor],
             )
             .await
-            .map_err(|e| ApplyError::pg("store the cursor in tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg("store the cursor in tidemark_applied", e))?;
         Ok(())
     }
 
-    pub async fn claim(&mut self, scope: &str) -> Result<(), ApplyError> {
+    pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         self.client
             .execute(
                 "INSERT INTO public.tidemark_applied (scope, position) VALUES ($1, '')
@@ -130,18 +130,18 @@ impl PgTarget {
                 &[&scope],
             )
             .await
-            .map_err(|e| ApplyError::pg("add a row to tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg("add a row to tidemark_applied", e))?;
         Ok(())
     }
 
-    pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
+    pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         self.client
             .execute(
                 "DELETE FROM public.tidemark_applied WHERE scope = $1",
                 &[&scope],
             )
             .await
-            .map_err(|e| ApplyError::pg("reset tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg("reset tidemark_applied", e))?;
         Ok(())
     }
 
@@ -152,11 +152,11 @@ impl PgTarget {
         &mut self,
         source: &TableKey,
         columns: &[Arc<str>],
-    ) -> Result<PgCopy<'_>, ApplyError> {
+    ) -> Result<PgCopy<'_>, TargetError> {
         let table = lookup(&mut self.tables, &self.map, &self.client, source).await?;
         let fail = |what: &str| {
             let what = format!("{what} {}", table.quoted);
-            move |e: tokio_postgres::Error| ApplyError::pg(what, e)
+            move |e: tokio_postgres::Error| TargetError::pg(what, e)
         };
         let tx = self
             .client
@@ -184,7 +184,7 @@ impl PgTarget {
         &mut self,
         steps: Vec<Step>,
         progress: Option<Progress<'_>>,
-    ) -> Result<u64, ApplyError> {
+    ) -> Result<u64, TargetError> {
         let mut failed = None;
         match self
             .apply_in_transaction(&steps, progress, &mut failed)
@@ -201,12 +201,12 @@ impl PgTarget {
         &mut self,
         step: &Step,
         table: &TargetTable,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<(), TargetError> {
         let tx = self
             .client
             .transaction()
             .await
-            .map_err(|e| ApplyError::pg("begin a target transaction", e))?;
+            .map_err(|e| TargetError::pg("begin a target transaction", e))?;
         execute_all(&tx, &statements(step, table)?.0, table).await?;
         // Dropped: rolled back.
         Ok(())
@@ -217,12 +217,12 @@ impl PgTarget {
         steps: &[Step],
         progress: Option<Progress<'_>>,
         failed: &mut Option<usize>,
-    ) -> Result<u64, ApplyError> {
+    ) -> Result<u64, TargetError> {
         let tx = self
             .client
             .transaction()
             .await
-            .map_err(|e| ApplyError::pg("begin a target transaction", e))?;
+            .map_err(|e| TargetError::pg("begin a target transaction", e))?;
         if let Some(p) = &progress {
             let stored = tx
                 .query_opt(
@@ -230,7 +230,7 @@ impl PgTarget {
                     &[&p.scope],
                 )
                 .await
-                .map_err(|e| ApplyError::pg("read tidemark_applied", e))?;
+                .map_err(|e| TargetError::pg("read tidemark_applied", e))?;
             let stored = stored
                 .map(|r| column(&r, 0, "read tidemark_applied"))
                 .transpose()?;
@@ -286,11 +286,11 @@ impl PgTarget {
                 &[&p.scope, &p.last],
             )
             .await
-            .map_err(|e| ApplyError::pg("store the applied position", e))?;
+            .map_err(|e| TargetError::pg("store the applied position", e))?;
         }
         tx.commit()
             .await
-            .map_err(|e| ApplyError::pg("commit a target transaction", e))?;
+            .map_err(|e| TargetError::pg("commit a target transaction", e))?;
         Ok(rows)
     }
 }
@@ -300,14 +300,14 @@ impl refusal::Attempt for PgTarget {
         &'a mut self,
         step: &'a Step,
         table: &'a TargetTable,
-    ) -> refusal::Boxed<'a, Result<(), ApplyError>> {
+    ) -> refusal::Boxed<'a, Result<(), TargetError>> {
         Box::pin(self.attempt_rolled_back(step, table))
     }
 
     fn target_table<'a>(
         &'a mut self,
         source: &'a TableKey,
-    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, ApplyError>> {
+    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, TargetError>> {
         Box::pin(lookup(&mut self.tables, &self.map, &self.client, source))
     }
 }
@@ -318,13 +318,13 @@ async fn execute(
     sql: &str,
     params: &[Vec<Option<String>>],
     table: &TargetTable,
-) -> Result<u64, ApplyError> {
+) -> Result<u64, TargetError> {
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
     tx.execute(sql, &refs).await.map_err(|e| {
         if postgres_transient(&e) {
-            ApplyError::pg("write to the target", e)
+            TargetError::pg("write to the target", e)
         } else {
-            ApplyError::Table {
+            TargetError::Table {
                 table: table.quoted.clone(),
                 message: pg_detail(e),
             }
@@ -337,7 +337,7 @@ async fn execute_all(
     tx: &tokio_postgres::Transaction<'_>,
     statements: &[Statement],
     table: &TargetTable,
-) -> Result<(), ApplyError> {
+) -> Result<(), TargetError> {
     for (sql, params) in statements {
         execute(tx, sql, params, table).await?;
     }
@@ -353,14 +353,14 @@ pub struct PgCopy<'a> {
 
 impl PgCopy<'_> {
     /// Sends the next piece of COPY text (it need not end at a row).
-    pub async fn send(&mut self, data: bytes::Bytes) -> Result<(), ApplyError> {
+    pub async fn send(&mut self, data: bytes::Bytes) -> Result<(), TargetError> {
         use futures_util::SinkExt;
         let result = self.sink.send(data).await;
         result.map_err(|e| copy_error(&self.table, e))
     }
 
     /// Ends the copy and commits; returns the rows copied.
-    pub async fn finish(mut self) -> Result<u64, ApplyError> {
+    pub async fn finish(mut self) -> Result<u64, TargetError> {
         let rows = match self.sink.as_mut().finish().await {
             Ok(rows) => rows,
             Err(e) => return Err(copy_error(&self.table, e)),
@@ -374,16 +374,16 @@ impl PgCopy<'_> {
     }
 }
 
-/// A key already in the table is a [`ApplyError::KeyConflict`] (the caller
+/// A key already in the table is a [`TargetError::KeyConflict`] (the caller
 /// upserts instead); anything else names the table.
-fn copy_error(table: &TargetTable, e: tokio_postgres::Error) -> ApplyError {
+fn copy_error(table: &TargetTable, e: tokio_postgres::Error) -> TargetError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-        ApplyError::KeyConflict {
+        TargetError::KeyConflict {
             table: table.quoted.clone(),
             detail: pg_detail(e),
         }
     } else {
-        ApplyError::pg(format!("copy into {}", table.quoted), e)
+        TargetError::pg(format!("copy into {}", table.quoted), e)
     }
 }
 
@@ -393,9 +393,9 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a tokio_postgres::Row,
     i: usize,
     what: &str,
-) -> Result<T, ApplyError> {
+) -> Result<T, TargetError> {
     row.try_get(i)
-        .map_err(|e| ApplyError::pg(what.to_string(), e))
+        .map_err(|e| TargetError::pg(what.to_string(), e))
 }
 
 /// The target table for a source table, read from the catalog once.
@@ -404,13 +404,13 @@ async fn lookup(
     map: &TableMap,
     client: &impl GenericClient,
     source: &TableKey,
-) -> Result<Arc<TargetTable>, ApplyError> {
+) -> Result<Arc<TargetTable>, TargetError> {
     if let Some(table) = tables.get(source) {
         return Ok(table.clone());
     }
     let (schema, name) = map.resolve(source);
     let table = Arc::new(describe(client, &schema, &name).await?.ok_or_else(|| {
-        ApplyError::Table {
+        TargetError::Table {
             table: format!("{schema}.{name}"),
             message: format!(
                 "does not exist on the target (source table {source}; create it, or map it in [target.tables])"
@@ -428,7 +428,7 @@ async fn schema_change(
     source: &TableKey,
     event: &tidemark_connectors::ChangeEvent,
     mode: SchemaChanges,
-) -> Result<(), ApplyError> {
+) -> Result<(), TargetError> {
     let sql = schema_ddl(
         &table.columns,
         &table.quoted,
@@ -442,7 +442,7 @@ async fn schema_change(
         client
             .batch_execute(&statement)
             .await
-            .map_err(|e| ApplyError::Table {
+            .map_err(|e| TargetError::Table {
                 table: table.quoted.clone(),
                 message: format!("{statement}: {}", pg_detail(e)),
             })?;
@@ -455,7 +455,7 @@ pub async fn describe(
     client: &impl GenericClient,
     schema: &str,
     name: &str,
-) -> Result<Option<TargetTable>, ApplyError> {
+) -> Result<Option<TargetTable>, TargetError> {
     let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
     let columns = client
         .query(
@@ -469,7 +469,7 @@ pub async fn describe(
             &[&quoted],
         )
         .await
-        .map_err(|e| ApplyError::pg(format!("describe target table {quoted}"), e))?;
+        .map_err(|e| TargetError::pg(format!("describe target table {quoted}"), e))?;
     if columns.is_empty() {
         return Ok(None);
     }
@@ -487,7 +487,7 @@ pub async fn describe(
     }
     key.sort();
     if key.is_empty() {
-        return Err(ApplyError::Table {
+        return Err(TargetError::Table {
             table: quoted,
             message: "has no primary key on the target: changes cannot be applied idempotently"
                 .into(),
@@ -508,18 +508,18 @@ fn select_rows(
     columns: &[Arc<str>],
     rows: &[&[serde_json::Value]],
     first: usize,
-) -> Result<Statement, ApplyError> {
+) -> Result<Statement, TargetError> {
     let mut params: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); columns.len()];
     let mut casts = Vec::with_capacity(columns.len());
     for (i, name) in columns.iter().enumerate() {
-        let (type_name, kind) = table.columns.get(&**name).ok_or_else(|| ApplyError::Table {
+        let (type_name, kind) = table.columns.get(&**name).ok_or_else(|| TargetError::Table {
             table: table.quoted.clone(),
             message: format!("has no column {name:?} (the events have it; apply the schema change on the target, or set target.schema_changes = \"apply\")"),
         })?;
         casts.push(format!("c{i}::{type_name}"));
         for row in rows {
             let value = row.get(i).unwrap_or(&serde_json::Value::Null);
-            params[i].push(pg_text(*kind, value).map_err(|e| ApplyError::Table {
+            params[i].push(pg_text(*kind, value).map_err(|e| TargetError::Table {
                 table: table.quoted.clone(),
                 message: format!("column {name}: value {value}: {e}"),
             })?);
@@ -572,7 +572,7 @@ type Statement = (String, Vec<Vec<Option<String>>>);
 /// The statements for one step, and the number of rows it writes. A move is
 /// an insert that copies the carried columns from the old row, then the
 /// old row's delete.
-fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64), ApplyError> {
+fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64), TargetError> {
     Ok(match step {
         Step::Upsert { columns, rows, .. } => {
             let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();

@@ -57,9 +57,7 @@ pub fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> 
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
+    super::errors::code(e) == Some("ConditionalCheckFailedException")
 }
 
 /// A failed DynamoDB call: what it said, and whether trying again may help
@@ -92,26 +90,9 @@ fn detail<E>(
 where
     E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
 {
-    use aws_sdk_dynamodb::error::SdkError;
-    let throttled = e
-        .as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| {
-            matches!(
-                c,
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-            )
-        });
-    let server = e.raw_response().is_some_and(|r| r.status().as_u16() >= 500);
-    let network = matches!(
-        e,
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-    );
     LeaseError {
         message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
-        transient: throttled || server || network,
+        transient: super::errors::retryable(e, super::errors::DYNAMODB_THROTTLED).is_some(),
     }
 }
 

@@ -10,7 +10,7 @@ use super::refusal;
 use super::types::Engine;
 use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
 use super::{
-    check_progress, schema_ddl, ApplyError, Progress, SchemaChanges, TableMap, TargetTable,
+    check_progress, schema_ddl, Progress, SchemaChanges, TableMap, TargetError, TargetTable,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -38,16 +38,16 @@ pub struct MyTarget {
     tables: HashMap<TableKey, Arc<TargetTable>>,
 }
 
-fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> ApplyError {
+fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> TargetError {
     let what = what.into();
     move |e| {
         if tidemark_connectors::mysql_transient(&e) {
-            ApplyError::Unavailable {
+            TargetError::Unavailable {
                 what,
                 detail: e.to_string(),
             }
         } else {
-            ApplyError::Database {
+            TargetError::Database {
                 what,
                 detail: e.to_string(),
             }
@@ -64,8 +64,8 @@ fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> Apply
 /// mysql_async always asks for multi-statements, so every statement built
 /// from events goes through [`execute_one`], which the server parses as one
 /// statement.
-pub async fn connect(url: &str) -> Result<Conn, ApplyError> {
-    let url = tls::parse(url).map_err(|e| ApplyError::Setup(format!("target.url: {e}")))?;
+pub async fn connect(url: &str) -> Result<Conn, TargetError> {
+    let url = tls::parse(url).map_err(|e| TargetError::Setup(format!("target.url: {e}")))?;
     let mut conn = tls::connect(&url)
         .await
         .map_err(my_error("connect to the target"))?;
@@ -85,7 +85,7 @@ pub async fn connect(url: &str) -> Result<Conn, ApplyError> {
         .map_err(my_error("read the target's sql_mode"))?
         .unwrap_or_default();
     if set.split(',').any(|m| m == "NO_BACKSLASH_ESCAPES") {
-        return Err(ApplyError::Setup(format!(
+        return Err(TargetError::Setup(format!(
             "target: the session's sql_mode keeps NO_BACKSLASH_ESCAPES ({set}); tidemark cannot write values safely"
         )));
     }
@@ -119,13 +119,13 @@ impl MyTarget {
         url: &str,
         map: TableMap,
         schema_changes: SchemaChanges,
-    ) -> Result<MyTarget, ApplyError> {
+    ) -> Result<MyTarget, TargetError> {
         let mut conn = connect(url).await?;
         let db = text_value(&mut conn, "SELECT DATABASE()")
             .await
             .map_err(my_error("read the target database"))?;
         let Some(db) = db else {
-            return Err(ApplyError::Setup(
+            return Err(TargetError::Setup(
                 "target.url: name the target database (mysql://user@host:3306/DB)".into(),
             ));
         };
@@ -146,7 +146,7 @@ impl MyTarget {
     pub async fn applied(
         &mut self,
         scope: &str,
-    ) -> Result<Option<(String, Option<String>)>, ApplyError> {
+    ) -> Result<Option<(String, Option<String>)>, TargetError> {
         self.conn
             .exec_first(
                 "SELECT position, `cursor` FROM tidemark_applied WHERE scope = ?",
@@ -156,7 +156,7 @@ impl MyTarget {
             .map_err(my_error("read tidemark_applied"))
     }
 
-    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), ApplyError> {
+    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
         self.conn
             .exec_drop(
                 "INSERT INTO tidemark_applied (scope, position, `cursor`) VALUES (?, '', ?)
@@ -167,7 +167,7 @@ impl MyTarget {
             .map_err(my_error("store the cursor in tidemark_applied"))
     }
 
-    pub async fn claim(&mut self, scope: &str) -> Result<(), ApplyError> {
+    pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         self.conn
             .exec_drop(
                 "INSERT IGNORE INTO tidemark_applied (scope, position) VALUES (?, '')",
@@ -177,20 +177,20 @@ impl MyTarget {
             .map_err(my_error("add a row to tidemark_applied"))
     }
 
-    pub async fn forget(&mut self, scope: &str) -> Result<(), ApplyError> {
+    pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         self.conn
             .exec_drop("DELETE FROM tidemark_applied WHERE scope = ?", (scope,))
             .await
             .map_err(my_error("reset tidemark_applied"))
     }
 
-    async fn table(&mut self, source: &TableKey) -> Result<Arc<TargetTable>, ApplyError> {
+    async fn table(&mut self, source: &TableKey) -> Result<Arc<TargetTable>, TargetError> {
         if let Some(table) = self.tables.get(source) {
             return Ok(table.clone());
         }
         let (schema, name) = self.map.resolve(source);
         let table = Arc::new(describe(&mut self.conn, &schema, &name).await?.ok_or_else(|| {
-            ApplyError::Table {
+            TargetError::Table {
                 table: format!("{schema}.{name}"),
                 message: format!(
                     "does not exist on the target (source table {source}; create it, or map it in [target.tables])"
@@ -205,7 +205,7 @@ impl MyTarget {
         &mut self,
         steps: Vec<Step>,
         progress: Option<Progress<'_>>,
-    ) -> Result<u64, ApplyError> {
+    ) -> Result<u64, TargetError> {
         let mut failed = None;
         match self
             .apply_in_transaction(&steps, progress, &mut failed)
@@ -225,7 +225,7 @@ impl MyTarget {
         &mut self,
         step: &Step,
         table: &TargetTable,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<(), TargetError> {
         self.conn
             .query_drop("START TRANSACTION")
             .await
@@ -251,7 +251,7 @@ impl MyTarget {
         steps: &[Step],
         progress: Option<Progress<'_>>,
         failed: &mut Option<usize>,
-    ) -> Result<u64, ApplyError> {
+    ) -> Result<u64, TargetError> {
         self.conn
             .query_drop("START TRANSACTION")
             .await
@@ -293,7 +293,7 @@ impl MyTarget {
                         for statement in ddl {
                             tracing::info!("target: {statement}");
                             execute_one(&mut self.conn, &statement).await.map_err(|e| {
-                                ApplyError::Table {
+                                TargetError::Table {
                                     table: target.quoted.clone(),
                                     message: format!("{statement}: {e}"),
                                 }
@@ -358,12 +358,12 @@ impl MyTarget {
 
 impl MyTarget {
     /// Runs one statement built from events; returns the rows it changed.
-    async fn run(&mut self, table: &TargetTable, sql: &str) -> Result<u64, ApplyError> {
+    async fn run(&mut self, table: &TargetTable, sql: &str) -> Result<u64, TargetError> {
         execute_one(&mut self.conn, sql).await.map_err(|e| {
             if tidemark_connectors::mysql_transient(&e) {
                 my_error("write to the target")(e)
             } else {
-                ApplyError::Table {
+                TargetError::Table {
                     table: table.quoted.clone(),
                     message: e.to_string(),
                 }
@@ -377,14 +377,14 @@ impl refusal::Attempt for MyTarget {
         &'a mut self,
         step: &'a Step,
         table: &'a TargetTable,
-    ) -> refusal::Boxed<'a, Result<(), ApplyError>> {
+    ) -> refusal::Boxed<'a, Result<(), TargetError>> {
         Box::pin(self.attempt_rolled_back(step, table))
     }
 
     fn target_table<'a>(
         &'a mut self,
         source: &'a TableKey,
-    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, ApplyError>> {
+    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, TargetError>> {
         Box::pin(self.table(source))
     }
 }
@@ -394,7 +394,7 @@ pub async fn describe(
     conn: &mut Conn,
     schema: &str,
     name: &str,
-) -> Result<Option<TargetTable>, ApplyError> {
+) -> Result<Option<TargetTable>, TargetError> {
     let quoted = format!("{}.{}", quote(schema), quote(name));
     let rows: Vec<(String, String, String)> = text_rows(
         conn,
@@ -409,7 +409,7 @@ pub async fn describe(
         [Some(name), Some(data_type), Some(column_type)] => {
             Ok((name.clone(), data_type.clone(), column_type.clone()))
         }
-        _ => Err(ApplyError::Table {
+        _ => Err(TargetError::Table {
             table: quoted.clone(),
             message: format!("information_schema.COLUMNS gave an unreadable row {row:?}"),
         }),
@@ -430,7 +430,7 @@ pub async fn describe(
     .filter_map(|row| row.into_iter().next().flatten())
     .collect();
     if key.is_empty() {
-        return Err(ApplyError::Table {
+        return Err(TargetError::Table {
             table: quoted,
             message: "has no primary key on the target: changes cannot be applied idempotently"
                 .into(),
@@ -451,12 +451,12 @@ pub async fn describe(
 }
 
 /// The statements for one step (cut to [`MAX_STATEMENT_BYTES`]) and its row count.
-fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), ApplyError> {
-    let kinds = |columns: &[Arc<str>]| -> Result<Vec<Kind>, ApplyError> {
+fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), TargetError> {
+    let kinds = |columns: &[Arc<str>]| -> Result<Vec<Kind>, TargetError> {
         columns
             .iter()
             .map(|name| {
-                table.columns.get(&**name).map(|(_, k)| *k).ok_or_else(|| ApplyError::Table {
+                table.columns.get(&**name).map(|(_, k)| *k).ok_or_else(|| TargetError::Table {
                     table: table.quoted.clone(),
                     message: format!("has no column {name:?} (the events have it; apply the schema change on the target, or set target.schema_changes = \"apply\")"),
                 })
@@ -471,13 +471,13 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ap
                     out.push(',');
                 }
                 let value = row.get(i).unwrap_or(&serde_json::Value::Null);
-                mysql_literal(*kind, value, out).map_err(|e| ApplyError::Table {
+                mysql_literal(*kind, value, out).map_err(|e| TargetError::Table {
                     table: table.quoted.clone(),
                     message: format!("column {}: value {value}: {e}", columns[i]),
                 })?;
             }
             out.push(')');
-            Ok::<_, ApplyError>(())
+            Ok::<_, TargetError>(())
         };
     let names = |columns: &[Arc<str>]| {
         columns

@@ -1,0 +1,139 @@
+//! Building the library's parts from the config: the sink, the cursor store,
+//! the source's identity, the target, the retention watch, and the stop
+//! signal. One place, for `run`, `apply`, `check` and `cursor`.
+
+use anyhow::{bail, Context};
+use tidemark::aws::clients::{dynamodb_client, kinesis_client};
+use tidemark::config::{
+    parse_duration, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
+};
+use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
+use tidemark::ops::retention::Watch;
+use tidemark::sinks::{AnySink, FileSink, KinesisSink, Oversized, StdoutSink};
+use tidemark::target::Target;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Where a pipeline writes: the configured sink and cursor store (`run`), or
+/// the target database for both (`apply` with `input = "source"`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Capture,
+    Apply,
+}
+
+/// The configured target, connected.
+pub(crate) async fn connect_target(config: &Config) -> anyhow::Result<Target> {
+    let Some(target) = &config.target else {
+        bail!("target: the config has no [target] section");
+    };
+    Ok(tidemark::apply::open_target(target).await?)
+}
+
+/// A watch that turns true on SIGTERM or SIGINT.
+pub(crate) fn stop_on_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: finishing the current batch");
+        stop_tx.send_replace(true);
+    });
+    Ok(stop)
+}
+
+/// What the retention watch looks at, for log-based sources.
+pub(crate) fn retention_watch(config: &Config) -> Option<Watch> {
+    let warn_before_purge = parse_duration(&config.retention.warn_before_purge).unwrap_or_default();
+    match &config.source {
+        SourceConfig::Postgres(pg) => Some(Watch::Postgres {
+            url: pg.url.clone(),
+            slot: pg.slot.clone(),
+            max_retained_bytes: config.retention.max_retained_bytes,
+        }),
+        SourceConfig::Mysql(my) => Some(Watch::Mysql {
+            url: my.url.clone(),
+            warn_before_purge,
+        }),
+        SourceConfig::Poll(_) => None,
+    }
+}
+
+pub(crate) async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore> {
+    Ok(match &config.cursor {
+        CursorConfig::File { path } => {
+            CursorStore::File(FileCursor::new(path, &config.pipeline.name))
+        }
+        CursorConfig::Dynamodb {
+            table,
+            lease_duration,
+            region,
+            endpoint,
+        } => {
+            let lease =
+                parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
+            CursorStore::Dynamo(Box::new(DynamoCursor::new(
+                dynamodb_client(region, endpoint).await?,
+                table,
+                &config.pipeline.name,
+                lease,
+            )))
+        }
+    })
+}
+
+/// Which source the config names (see `CursorStore::bind_source`).
+pub(crate) async fn source_identity(
+    config: &Config,
+    stop_at_lsn: Option<u64>,
+    stop_at_binlog: &Option<(String, u64)>,
+) -> anyhow::Result<String> {
+    Ok(
+        match (
+            config.postgres(stop_at_lsn),
+            config.mysql(stop_at_binlog.clone()),
+            config.poll(),
+        ) {
+            (Some(pg), _, _) => tidemark_connectors::postgres::source_identity(&pg).await?,
+            (_, Some(my), _) => tidemark_connectors::mysql::source_identity(&my).await?,
+            (_, _, Some(poll)) => tidemark_connectors::poll::source_identity(&poll),
+            _ => bail!("source: no source configured"),
+        },
+    )
+}
+
+/// Opens the configured sink; `writer` names the source and cursor lineage
+/// the file sink records beside its files.
+pub(crate) async fn open_sink(config: &Config, writer: &str) -> anyhow::Result<AnySink> {
+    Ok(match &config.sink {
+        SinkConfig::File {
+            path,
+            max_file_bytes,
+        } => AnySink::File(FileSink::open(path, *max_file_bytes, writer)?),
+        SinkConfig::Stdout => AnySink::Stdout(StdoutSink::new()),
+        SinkConfig::Kinesis {
+            stream,
+            region,
+            endpoint,
+            max_record_bytes,
+            oversized,
+            aggregate,
+        } => {
+            let sink = KinesisSink::new(
+                kinesis_client(region, endpoint).await?,
+                stream,
+                *max_record_bytes,
+                match oversized {
+                    OversizedPolicy::Fail => Oversized::Fail,
+                    OversizedPolicy::SkipAndCount => Oversized::SkipAndCount,
+                },
+                *aggregate,
+            );
+            sink.check().await?;
+            AnySink::Kinesis(Box::new(sink))
+        }
+    })
+}
