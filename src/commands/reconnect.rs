@@ -4,7 +4,7 @@
 
 use tidemark::cursor::CursorError;
 use tidemark::migrate::MigrateError;
-use tidemark::ops::{self, health, Phase};
+use tidemark::ops::{self, events, health, Phase};
 use tidemark::pipeline::PipelineError;
 use tidemark::sinks::SinkError;
 use tidemark::target::TargetError;
@@ -99,9 +99,7 @@ where
             result = &mut running => result,
             _ = tokio::time::sleep(CONNECTED_AFTER) => {
                 if retry.attempts > 0 {
-                    health().set_phase(Phase::Streaming);
-                    health().set_problem("source", None);
-                    tracing::info!("reconnected after {} attempts", retry.attempts);
+                    events::reconnected(retry.attempts);
                 }
                 retry.succeeded();
                 running.await
@@ -129,20 +127,8 @@ pub(crate) async fn wait_to_reconnect(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> bool {
     let (wait, failing) = retry.failed();
-    ::metrics::counter!("tidemark_reconnects_total").increment(1);
-    health().set_phase(Phase::Starting);
+    events::reconnecting(&format!("{error:#}"), wait, retry.attempts, failing);
     tick_while_starting();
-    health().set_problem(
-        "source",
-        Some(format!(
-            "reconnecting (attempt {}, failing for {:.0?}): {error:#}",
-            retry.attempts, failing
-        )),
-    );
-    tracing::warn!(
-        "{error:#}; reconnecting in {wait:.1?} (attempt {}, failing for {failing:.0?})",
-        retry.attempts
-    );
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
         _ = stopped.wait_for(|stop| *stop) => {

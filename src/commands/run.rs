@@ -11,7 +11,7 @@ use tidemark::config::{parse_duration, Config};
 use tidemark::cursor::target::TargetCursor;
 use tidemark::cursor::CursorStore;
 use tidemark::ops::logging;
-use tidemark::ops::{self, health, Phase};
+use tidemark::ops::{self, events, health, Phase};
 use tidemark::pipeline::{self, AnySource};
 use tidemark::sinks::target::TargetSink;
 use tidemark::sinks::AnySink;
@@ -241,13 +241,14 @@ impl Session<'_> {
         {
             tracing::info!("no cursor: the start {start} is the cursor now");
         }
-        health().set_phase(Phase::Streaming);
-        health().set_problem("source", None);
+        if retry.attempts > 0 {
+            events::reconnected(retry.attempts);
+        } else {
+            health().set_phase(Phase::Streaming);
+            health().set_problem("source", None);
+        }
         self.streamed = true;
         ops::health::notify_ready();
-        if retry.attempts > 0 {
-            tracing::info!("reconnected after {} attempts", retry.attempts);
-        }
         retry.succeeded();
         tracing::info!("pipeline {} running", config.pipeline.name);
         if let (Some(watch), false) = (retention_watch(config), self.retention_started) {

@@ -5,6 +5,7 @@
 //! and counts; nothing here feeds back into the flow of events, except a
 //! retention loss, which stops it.
 
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod logging;
