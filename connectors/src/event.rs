@@ -292,33 +292,14 @@ impl ChangeEvent {
             out.extend_from_slice(b",\"after\":");
             write_image(out, self.after.as_ref());
         }
-        if !self.unchanged.is_empty() {
-            out.extend_from_slice(b",\"unchanged\":[");
-            for (i, name) in self.unchanged.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json::string(out, name);
-            }
-            out.push(b']');
-        }
+        self.write_unchanged(out);
         if let Some(key) = &self.key {
             out.extend_from_slice(b",\"key\":");
             key.write_json(out);
         }
         out.extend_from_slice(b",\"source\":");
         // The cached block is open: the fields from the position close it.
-        match &cache.last {
-            Some((last, json)) if Arc::ptr_eq(last, &self.source) => out.extend_from_slice(json),
-            _ => {
-                let start = out.len();
-                write_source(out, &self.source);
-                let mut json = cache.last.take().map(|(_, json)| json).unwrap_or_default();
-                json.clear();
-                json.extend_from_slice(&out[start..]);
-                cache.last = Some((self.source.clone(), json));
-            }
-        }
+        cache.write(out, &self.source);
         if let Position::Mysql { file, pos, row, .. } = &self.position {
             out.extend_from_slice(b",\"file\":");
             json::string(out, file);
@@ -329,16 +310,7 @@ impl ChangeEvent {
         }
         out.push(b'}');
         out.extend_from_slice(b",\"position\":");
-        match &self.position {
-            // Poll positions hold key values, which may need escaping.
-            Position::Poll { .. } => json::string(out, &self.position.to_string()),
-            // The others are hex digits and colons: written in place.
-            position => {
-                out.push(b'"');
-                position.write_text(out);
-                out.push(b'"');
-            }
-        }
+        self.write_position(out);
         if let Some(tx) = &self.transaction {
             out.extend_from_slice(b",\"transaction\":{\"id\":");
             json::string(out, &tx.id);
@@ -349,29 +321,85 @@ impl ChangeEvent {
         out.extend_from_slice(b",\"ts_ms\":");
         json::integer(out, self.ts_ms);
         if self.op == Op::Schema {
-            out.extend_from_slice(b",\"ddl\":");
-            match &self.ddl {
-                Some(ddl) => json::string(out, ddl),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.extend_from_slice(b",\"columns\":[");
-            for (i, column) in self.columns.iter().flatten().enumerate() {
+            self.write_schema_change(out);
+        }
+        out.push(b'}');
+    }
+
+    /// `"unchanged"`: the columns the source did not send (left out when none).
+    #[inline]
+    fn write_unchanged(&self, out: &mut Vec<u8>) {
+        if !self.unchanged.is_empty() {
+            out.extend_from_slice(b",\"unchanged\":[");
+            for (i, name) in self.unchanged.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(b"{\"name\":");
-                json::string(out, &column.name);
-                out.extend_from_slice(b",\"type\":");
-                json::string(out, &column.type_name);
-                out.extend_from_slice(if column.key {
-                    b",\"key\":true}"
-                } else {
-                    b",\"key\":false}"
-                });
+                json::string(out, name);
             }
             out.push(b']');
         }
-        out.push(b'}');
+    }
+
+    /// The `position` string's value.
+    #[inline]
+    fn write_position(&self, out: &mut Vec<u8>) {
+        match &self.position {
+            // Poll positions hold key values, which may need escaping.
+            Position::Poll { .. } => json::string(out, &self.position.to_string()),
+            // The others are hex digits and colons: written in place.
+            position => {
+                out.push(b'"');
+                position.write_text(out);
+                out.push(b'"');
+            }
+        }
+    }
+
+    /// A schema event's `ddl` and `columns`.
+    #[inline]
+    fn write_schema_change(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b",\"ddl\":");
+        match &self.ddl {
+            Some(ddl) => json::string(out, ddl),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"columns\":[");
+        for (i, column) in self.columns.iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            json::string(out, &column.name);
+            out.extend_from_slice(b",\"type\":");
+            json::string(out, &column.type_name);
+            out.extend_from_slice(if column.key {
+                b",\"key\":true}"
+            } else {
+                b",\"key\":false}"
+            });
+        }
+        out.push(b']');
+    }
+}
+
+impl SourceCache {
+    /// Writes `source`'s block, open (without its closing brace): copied from
+    /// the cache when it is the block written last, else rendered and kept.
+    /// The cache's buffer is reused, so a miss allocates only while it grows.
+    #[inline]
+    fn write(&mut self, out: &mut Vec<u8>, source: &Arc<SourceInfo>) {
+        match &self.last {
+            Some((last, json)) if Arc::ptr_eq(last, source) => out.extend_from_slice(json),
+            _ => {
+                let start = out.len();
+                write_source(out, source);
+                let mut json = self.last.take().map(|(_, json)| json).unwrap_or_default();
+                json.clear();
+                json.extend_from_slice(&out[start..]);
+                self.last = Some((source.clone(), json));
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod poll;
 pub mod position;
 pub mod postgres;
 pub mod progress;
+pub mod table;
 
 pub use event::{Batch, ChangeEvent, Image, Op, Row};
 pub use position::{Position, PositionKey};

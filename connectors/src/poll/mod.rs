@@ -32,7 +32,7 @@ mod mysql;
 mod postgres;
 
 use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, Row, SourceInfo, Watermark};
-use crate::postgres::table::TableName;
+use crate::table::TableName;
 use crate::{SourceControl, SourceError};
 use keyset::KeySet;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -273,6 +273,113 @@ struct Polled {
     keyset: Option<KeySet>,
 }
 
+impl Polled {
+    /// Which rows the next page reads: on from the last page within a poll,
+    /// else after the watermark (or inside the lag window behind it).
+    fn bound(&self) -> Bound<'_> {
+        match (&self.page_after, &self.watermark) {
+            (Some((value, key)), _) => Bound::After(value, key),
+            (None, Some(w)) if self.described.timed && !self.cfg.lag_window.is_zero() => {
+                Bound::Since(&w.value, self.cfg.lag_window)
+            }
+            (None, Some(w)) => Bound::After(&w.value, &w.key),
+            (None, None) => Bound::All,
+        }
+    }
+
+    /// Takes in one row of a page: moves the page and the watermark on,
+    /// remembers it for the lag window and the key scan, and returns its
+    /// event; `None` when the window already emitted it, or when it is at or
+    /// before what the sink held after a crash.
+    fn take_row(
+        &mut self,
+        fetched: Fetched,
+        source: &SourceInfo,
+        ts_ms: i64,
+    ) -> Option<ChangeEvent> {
+        let Fetched {
+            row: after,
+            cursor: value,
+            key,
+        } = fetched;
+        self.page_after = Some((value.clone(), key.clone()));
+        let marker = (key.clone(), value.clone());
+        if self.seen.contains(&marker) {
+            return None;
+        }
+        let described = &self.described;
+        let sort = sortable(
+            after
+                .0
+                .get(described.cursor)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        );
+        let scans = self.watermark.as_ref().map_or(0, |w| w.scans);
+        let candidate = Watermark {
+            value: value.clone(),
+            sort: sort.clone(),
+            key: key.clone(),
+            scans,
+        };
+        if self
+            .watermark
+            .as_ref()
+            .is_none_or(|w| candidate.order() > w.order())
+        {
+            self.watermark = Some(candidate);
+        }
+        if described.timed && !self.cfg.lag_window.is_zero() {
+            self.seen.insert(marker.clone());
+            self.seen_order.push_back((sort.clone(), marker));
+        }
+        let deleted = described.deleted.is_some_and(|d| {
+            !matches!(
+                after.0.get(d).map(|(_, v)| v),
+                None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false))
+            )
+        });
+        let key_row = key_of(described, &after);
+        if let (Some(keyset), Some(key)) = (self.keyset.as_mut(), &key_row) {
+            keyset.saw(key);
+        }
+        let position = single_table(&self.cfg.name, sort, key.clone());
+        if let Some(last) = &self.replay_after {
+            if !crate::position::poll_written_after(&position, last) {
+                return None;
+            }
+            self.replay_after = None;
+        }
+        let (op, before, after) = if deleted {
+            (Op::Delete, Some(after.into()), None)
+        } else {
+            (Op::Update, None, Some(after.into()))
+        };
+        let source = Arc::new(SourceInfo {
+            watermark: Some(value),
+            ..source.clone()
+        });
+        Some(ChangeEvent::row(
+            op, before, after, key_row, source, position, ts_ms,
+        ))
+    }
+
+    /// Forgets what fell out of the window behind the watermark.
+    fn forget_outside_window(&mut self) {
+        if let Some(w) = &self.watermark {
+            let horizon = self.cfg.lag_window.as_micros() as i64;
+            while let Some((sort, _)) = self.seen_order.front() {
+                if micros_between(sort, &w.sort).is_some_and(|d| d <= horizon) {
+                    break;
+                }
+                if let Some((_, marker)) = self.seen_order.pop_front() {
+                    self.seen.remove(&marker);
+                }
+            }
+        }
+    }
+}
+
 pub struct PollSource {
     cfg: PollConfig,
     pipeline: Arc<str>,
@@ -506,14 +613,7 @@ impl PollSource {
     async fn read_page(&mut self, index: usize) -> Result<(Vec<ChangeEvent>, bool), SourceError> {
         let page_size = self.cfg.page_size.max(1);
         let table = &self.tables[index];
-        let bound = match (&table.page_after, &table.watermark) {
-            (Some((value, key)), _) => Bound::After(value, key),
-            (None, Some(w)) if table.described.timed && !table.cfg.lag_window.is_zero() => {
-                Bound::Since(&w.value, table.cfg.lag_window)
-            }
-            (None, Some(w)) => Bound::After(&w.value, &w.key),
-            (None, None) => Bound::All,
-        };
+        let bound = table.bound();
         let before_oldest_tx = table.described.timed && self.cfg.wait_for_open_transactions;
         let rows = self
             .backend
@@ -531,88 +631,15 @@ impl PollSource {
         let mut events = Vec::new();
         let source = self.source(index, ts_ms);
         let polled = &mut self.tables[index];
-        for Fetched {
-            row: after,
-            cursor: value,
-            key,
-        } in rows
-        {
-            polled.page_after = Some((value.clone(), key.clone()));
-            let marker = (key.clone(), value.clone());
-            if polled.seen.contains(&marker) {
-                continue;
+        for fetched in rows {
+            if let Some(event) = polled.take_row(fetched, &source, ts_ms) {
+                events.push(event);
             }
-            let described = &polled.described;
-            let sort = sortable(
-                after
-                    .0
-                    .get(described.cursor)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default(),
-            );
-            let scans = polled.watermark.as_ref().map_or(0, |w| w.scans);
-            let candidate = Watermark {
-                value: value.clone(),
-                sort: sort.clone(),
-                key: key.clone(),
-                scans,
-            };
-            if polled
-                .watermark
-                .as_ref()
-                .is_none_or(|w| candidate.order() > w.order())
-            {
-                polled.watermark = Some(candidate);
-            }
-            if described.timed && !polled.cfg.lag_window.is_zero() {
-                polled.seen.insert(marker.clone());
-                polled.seen_order.push_back((sort.clone(), marker));
-            }
-            let deleted = described.deleted.is_some_and(|d| {
-                !matches!(
-                    after.0.get(d).map(|(_, v)| v),
-                    None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false))
-                )
-            });
-            let key_row = key_of(described, &after);
-            if let (Some(keyset), Some(key)) = (polled.keyset.as_mut(), &key_row) {
-                keyset.saw(key);
-            }
-            let position = single_table(&polled.cfg.name, sort, key.clone());
-            if let Some(last) = &polled.replay_after {
-                if !crate::position::poll_written_after(&position, last) {
-                    continue;
-                }
-                polled.replay_after = None;
-            }
-            let (op, before, after) = if deleted {
-                (Op::Delete, Some(after.into()), None)
-            } else {
-                (Op::Update, None, Some(after.into()))
-            };
-            let source = Arc::new(SourceInfo {
-                watermark: Some(value),
-                ..source.clone()
-            });
-            events.push(ChangeEvent::row(
-                op, before, after, key_row, source, position, ts_ms,
-            ));
         }
         if let Some(keyset) = polled.keyset.as_mut() {
             keyset.append_seen()?;
         }
-        // Forget what fell out of the window behind the watermark.
-        if let Some(w) = &polled.watermark {
-            let horizon = polled.cfg.lag_window.as_micros() as i64;
-            while let Some((sort, _)) = polled.seen_order.front() {
-                if micros_between(sort, &w.sort).is_some_and(|d| d <= horizon) {
-                    break;
-                }
-                if let Some((_, marker)) = polled.seen_order.pop_front() {
-                    polled.seen.remove(&marker);
-                }
-            }
-        }
+        polled.forget_outside_window();
         Ok((events, full))
     }
 

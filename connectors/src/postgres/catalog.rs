@@ -48,10 +48,9 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
         .map_err(query_error("connect to the source"))
 }
 
-/// Double-quotes an identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// Double-quotes an identifier (defined with [`TableName`], whose quoted form
+/// it makes; this path is the one the other crate uses).
+pub use crate::table::quote_ident;
 
 /// A captured table's shape, as the snapshot needs it.
 #[derive(Debug, Clone)]
@@ -304,28 +303,72 @@ pub async fn problems(
             &[],
         )
         .await
-        .map_err(query_error("read server settings"))?;
-    let what = "read server settings";
-    let wal_level: String = column(&settings, 0, what)?;
+        .map_err(query_error(SETTINGS))?;
+    let wal_level: String = column(&settings, 0, SETTINGS)?;
     if wal_level != "logical" {
         problems.push(format!(
             "source: wal_level is '{wal_level}', logical decoding needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)"
         ));
     }
     let (can_replicate, role, database): (bool, String, String) = (
-        column(&settings, 1, what)?,
-        column(&settings, 2, what)?,
-        column(&settings, 3, what)?,
+        column(&settings, 1, SETTINGS)?,
+        column(&settings, 2, SETTINGS)?,
+        column(&settings, 3, SETTINGS)?,
     );
     if !can_replicate {
         problems.push(format!(
             "source: role '{role}' has neither REPLICATION nor SUPERUSER (ALTER ROLE {role} REPLICATION)"
         ));
     }
-    // Tables this role may add to a publication: its own (or its roles').
-    let mut not_owned = Vec::new();
-    for table in tables {
-        let row = client
+    let mut checks = Checks {
+        client,
+        settings,
+        role,
+        database,
+        problems,
+    };
+    let not_owned = checks.tables(tables).await?;
+    checks.slot(slot).await?;
+    checks.publication(publication, tables, &not_owned).await?;
+    Ok(checks.problems)
+}
+
+/// What the server-settings query is read for, in its errors.
+const SETTINGS: &str = "read server settings";
+
+/// The state [`problems`] threads through its checks: the server settings
+/// row (each column is read only where a check needs it, so a malformed
+/// column fails where it is used), the role and database the messages name,
+/// and the problems found so far, in the order they are found.
+struct Checks<'a> {
+    client: &'a Client,
+    settings: Row,
+    role: String,
+    database: String,
+    problems: Vec<String>,
+}
+
+impl Checks<'_> {
+    /// Checks each configured table; returns those the role does not own.
+    async fn tables<'t>(
+        &mut self,
+        tables: &'t [TableName],
+    ) -> Result<Vec<&'t TableName>, SourceError> {
+        // Tables this role may add to a publication: its own (or its roles').
+        let mut not_owned = Vec::new();
+        for table in tables {
+            if !self.table(table).await? {
+                not_owned.push(table);
+            }
+        }
+        Ok(not_owned)
+    }
+
+    /// Checks one table; `false` when the role does not own it. A missing
+    /// table is reported as missing only, so it returns `true`.
+    async fn table(&mut self, table: &TableName) -> Result<bool, SourceError> {
+        let row = self
+            .client
             .query_opt(
                 "SELECT c.relreplident::text, \
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
@@ -336,11 +379,12 @@ pub async fn problems(
             )
             .await
             .map_err(query_error(format!("look up table {table}")))?;
+        let (role, database) = (&self.role, &self.database);
         let Some(row) = row else {
-            problems.push(format!(
+            self.problems.push(format!(
                 "source.tables: table {table} does not exist in database {database}"
             ));
-            continue;
+            return Ok(true);
         };
         let what = format!("look up table {table}");
         let (identity, has_pk, can_select, kind): (String, bool, bool, String) = (
@@ -349,14 +393,12 @@ pub async fn problems(
             column(&row, 2, &what)?,
             column(&row, 3, &what)?,
         );
-        if !column::<bool>(&row, 4, &what)? {
-            not_owned.push(table);
-        }
+        let owned = column::<bool>(&row, 4, &what)?;
         if kind != "r" && kind != "p" {
-            problems.push(format!("source.tables: {table} is not a table (relkind '{kind}'); only tables can be published"));
+            self.problems.push(format!("source.tables: {table} is not a table (relkind '{kind}'); only tables can be published"));
         }
         if !can_select {
-            problems.push(format!("source.tables: role '{role}' cannot SELECT from {table} (GRANT SELECT ON {table} TO {role})"));
+            self.problems.push(format!("source.tables: role '{role}' cannot SELECT from {table} (GRANT SELECT ON {table} TO {role})"));
         }
         let keyed = match identity.as_str() {
             "f" | "i" => true,
@@ -364,81 +406,101 @@ pub async fn problems(
             _ => false,
         };
         if !keyed {
-            problems.push(format!(
+            self.problems.push(format!(
                 "source.tables: {table} has no primary key and REPLICA IDENTITY is not FULL, so its updates and deletes cannot be captured (ALTER TABLE {table} REPLICA IDENTITY FULL)"
             ));
         }
+        Ok(owned)
     }
-    match slot_state(client, slot).await? {
-        Some(state) => {
-            if state.plugin.as_deref() != Some("pgoutput") {
-                problems.push(format!(
-                    "source.slot: slot '{slot}' exists but uses plugin {:?}, not pgoutput (drop it or pick another name)",
-                    state.plugin.unwrap_or_default()
-                ));
+
+    /// Checks the slot: when it exists, that it fits and is free; when it
+    /// does not, that one can be created.
+    async fn slot(&mut self, slot: &str) -> Result<(), SourceError> {
+        let database = &self.database;
+        match slot_state(self.client, slot).await? {
+            Some(state) => {
+                if state.plugin.as_deref() != Some("pgoutput") {
+                    self.problems.push(format!(
+                        "source.slot: slot '{slot}' exists but uses plugin {:?}, not pgoutput (drop it or pick another name)",
+                        state.plugin.unwrap_or_default()
+                    ));
+                }
+                if state.database.as_deref() != Some(database.as_str()) {
+                    self.problems.push(format!(
+                        "source.slot: slot '{slot}' belongs to database {:?}, not {database}",
+                        state.database.unwrap_or_default()
+                    ));
+                }
+                if state.active {
+                    self.problems.push(format!(
+                        "source.slot: slot '{slot}' is in use by another connection"
+                    ));
+                }
             }
-            if state.database.as_deref() != Some(database.as_str()) {
-                problems.push(format!(
-                    "source.slot: slot '{slot}' belongs to database {:?}, not {database}",
-                    state.database.unwrap_or_default()
-                ));
-            }
-            if state.active {
-                problems.push(format!(
-                    "source.slot: slot '{slot}' is in use by another connection"
-                ));
+            None => {
+                let used: i64 = column(
+                    &self
+                        .client
+                        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+                        .await
+                        .map_err(query_error("count replication slots"))?,
+                    0,
+                    "count replication slots",
+                )?;
+                let max: i32 = column(&self.settings, 4, SETTINGS)?;
+                if used >= max as i64 {
+                    self.problems.push(format!(
+                        "source.slot: slot '{slot}' is missing and all {max} slots are taken (raise max_replication_slots)"
+                    ));
+                }
             }
         }
-        None => {
-            let used: i64 = column(
-                &client
-                    .query_one("SELECT count(*) FROM pg_replication_slots", &[])
-                    .await
-                    .map_err(query_error("count replication slots"))?,
-                0,
-                "count replication slots",
-            )?;
-            let max: i32 = column(&settings, 4, what)?;
-            if used >= max as i64 {
-                problems.push(format!(
-                    "source.slot: slot '{slot}' is missing and all {max} slots are taken (raise max_replication_slots)"
-                ));
-            }
-        }
+        Ok(())
     }
-    // `run` creates the publication, or adds the tables it lacks: CREATE on
-    // the database for the first, ownership of each table for both.
-    let published = publication_tables(client, publication).await?;
-    let to_add: Vec<&TableName> = match &published {
-        Some(p) if p.all_tables => Vec::new(),
-        Some(p) => tables
-            .iter()
-            .filter(|t| !p.tables.iter().any(|name| *name == t.to_string()))
-            .collect(),
-        None => tables.iter().collect(),
-    };
-    let can_create: bool = column(&settings, 5, what)?;
-    if published.is_none() && !can_create {
-        problems.push(format!(
-            "source.publication: publication '{publication}' does not exist and role '{role}' lacks CREATE on database {database} to create it (GRANT CREATE ON DATABASE {database} TO {role}, or create the publication as the tables' owner)"
-        ));
-    }
-    for table in to_add {
-        if not_owned.contains(&table) {
-            problems.push(format!(
-                "source.publication: role '{role}' does not own {table}, so it cannot add it to publication '{publication}' (as the owner: {} TABLE {table})",
-                if published.is_some() { format!("ALTER PUBLICATION {publication} ADD") } else { format!("CREATE PUBLICATION {publication} FOR") }
+
+    /// Checks that `run` can create the publication, or add the tables it
+    /// lacks, and warns when it holds more than the configured tables.
+    async fn publication(
+        &mut self,
+        publication: &str,
+        tables: &[TableName],
+        not_owned: &[&TableName],
+    ) -> Result<(), SourceError> {
+        // `run` creates the publication, or adds the tables it lacks: CREATE on
+        // the database for the first, ownership of each table for both.
+        let published = publication_tables(self.client, publication).await?;
+        let to_add: Vec<&TableName> = match &published {
+            Some(p) if p.all_tables => Vec::new(),
+            Some(p) => tables
+                .iter()
+                .filter(|t| !p.tables.iter().any(|name| *name == t.to_string()))
+                .collect(),
+            None => tables.iter().collect(),
+        };
+        let can_create: bool = column(&self.settings, 5, SETTINGS)?;
+        let (role, database) = (&self.role, &self.database);
+        if published.is_none() && !can_create {
+            self.problems.push(format!(
+                "source.publication: publication '{publication}' does not exist and role '{role}' lacks CREATE on database {database} to create it (GRANT CREATE ON DATABASE {database} TO {role}, or create the publication as the tables' owner)"
             ));
-        } else if published.is_some() {
-            tracing::info!("publication {publication} lacks {table}; `run` adds it");
         }
-    }
-    if let Some(published) = &published {
-        for warning in publication_warnings(publication, published, tables) {
-            tracing::warn!("{warning}");
+        for table in to_add {
+            if not_owned.contains(&table) {
+                self.problems.push(format!(
+                    "source.publication: role '{role}' does not own {table}, so it cannot add it to publication '{publication}' (as the owner: {} TABLE {table})",
+                    if published.is_some() { format!("ALTER PUBLICATION {publication} ADD") } else { format!("CREATE PUBLICATION {publication} FOR") }
+                ));
+            } else if published.is_some() {
+                tracing::info!("publication {publication} lacks {table}; `run` adds it");
+            }
         }
+        if let Some(published) = &published {
+            for warning in publication_warnings(publication, published, tables) {
+                tracing::warn!("{warning}");
+            }
+        }
+        Ok(())
     }
-    Ok(problems)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub mod catalog;
 pub mod pgoutput;
 pub mod retention;
 pub mod snapshot;
+mod start;
+mod stream;
 pub mod table;
 pub mod tls;
 pub mod values;
@@ -27,26 +29,18 @@ pub mod values;
 pub use table::TableName;
 
 use crate::batcher::Batcher;
-use crate::event::{
-    lsn_text, now_ms, Batch, ChangeEvent, ColumnInfo, Image, Op, Position, Row, SourceInfo,
-    TransactionInfo,
-};
+use crate::event::{lsn_text, Batch, ChangeEvent, ColumnInfo, Position};
 use crate::{SourceControl, SourceError};
 use catalog::TypeKinds;
-use pgoutput::{Message, OldRow, Relation};
-use pgwire_replication::{
-    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
-};
+use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationConfig};
 use snapshot::Snapshot;
+use start::Start;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use table::{Column, TableSchema};
+use table::TableSchema;
 use tokio::time::Instant;
 use tokio_postgres::Client;
-
-/// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
-const PG_EPOCH_OFFSET_MS: i64 = 946_684_800_000;
 
 /// What the Postgres connector needs to know.
 #[derive(Debug, Clone)]
@@ -170,23 +164,6 @@ pub async fn create_slot(cfg: &PostgresConfig) -> Result<Position, SourceError> 
     Ok(Position::postgres(lsn, lsn))
 }
 
-/// The open transaction being read from the stream.
-struct Transaction {
-    xid: u32,
-    /// `xid` as text, shared by the transaction's events.
-    id: Arc<str>,
-    commit_lsn: u64,
-    ts_ms: i64,
-    /// Events emitted so far (`transaction.seq`).
-    seq: u64,
-    /// Row changes and truncates read so far: the ordinal in their positions.
-    /// Schema events are not counted: they are emitted only when the layout
-    /// changed while this process ran, so a replay of the same transaction
-    /// after a restart may not emit them, and the changes must keep their
-    /// positions (the file sink's replay skip and consumers' dedup rely on it).
-    changes: u64,
-}
-
 enum Phase {
     Snapshot(Box<Snapshot>),
     Streaming,
@@ -205,7 +182,7 @@ pub struct PostgresSource {
     /// Relations the publication sends that are not in `source.tables` (it
     /// holds other tables, or is `FOR ALL TABLES`): their changes are dropped.
     unconfigured: HashSet<u32>,
-    tx: Option<Transaction>,
+    tx: Option<stream::Transaction>,
     batch: Batcher,
     /// A stream-only start without a cursor: where it starts (see [`Self::fresh_start`]).
     fresh_start: Option<Position>,
@@ -217,6 +194,15 @@ pub struct PostgresSource {
     next_heartbeat: Instant,
 }
 
+/// What opening the stream produced: the replication session, the phase it
+/// starts in, and a stream-only start's position (see
+/// [`PostgresSource::fresh_start`]).
+struct Opened {
+    repl: ReplicationClient,
+    phase: Phase,
+    start_at: Option<u64>,
+}
+
 impl PostgresSource {
     /// Connects, checks the source, sets up publication and slot, and positions the
     /// stream at `resume` (the cursor) or, with no cursor, at a new slot's start
@@ -226,26 +212,9 @@ impl PostgresSource {
         resume: Option<Position>,
         control: SourceControl,
     ) -> Result<Self, SourceError> {
-        for (key, name) in [
-            ("source.slot", &cfg.slot),
-            ("source.publication", &cfg.publication),
-        ] {
-            if !valid_name(name) {
-                return Err(SourceError::Setup(format!(
-                    "{key}: {name:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
-                )));
-            }
-        }
+        check_names(&cfg)?;
         let pg = parse_url(&cfg.url)?;
-        let catalog = catalog::connect(&pg).await?;
-        wait_for_slot_release(&catalog, &cfg.slot).await?;
-        let problems =
-            catalog::problems(&catalog, &cfg.tables, &cfg.slot, &cfg.publication).await?;
-        if !problems.is_empty() {
-            return Err(SourceError::Setup(problems.join("\n")));
-        }
-        ensure_publication(&catalog, &cfg).await?;
-
+        let catalog = checked_catalog(&pg, &cfg).await?;
         let db: Arc<str> = pg.config.get_dbname().unwrap_or("postgres").into();
         let pipeline: Arc<str> = cfg.pipeline.as_str().into();
         let mut kinds = TypeKinds::default();
@@ -254,130 +223,27 @@ impl PostgresSource {
             .await
             .map_err(|e| SourceError::Setup(format!("source.url: {e}")))?;
         let repl_cfg = replication_config(&pg, &cfg)?;
-        let at = |lsn: u64| lsn_text(lsn);
-
         // A stream-only start fixes its position at once: the pipeline
         // commits it before reading (see `fresh_start`).
-        let mut start_at = None;
-        let (repl, phase) = match resume {
-            Some(Position::Postgres { lsn, .. }) => {
-                let Some(slot) = slot else {
-                    return Err(SourceError::Setup(format!(
-                        "source.slot: replication slot '{}' is missing but the cursor is at LSN {}: the changes after it are gone; recover with `tidemark cursor reset --config <this config>`, then start again to take a new snapshot",
-                        cfg.slot,
-                        at(lsn)
-                    )));
+        let opened = match start::decide(resume, slot.as_ref(), cfg.snapshot) {
+            Start::Refuse(refusal) => return Err(refusal.error(&cfg.slot)),
+            Start::Resume { lsn } => resume_stream(repl_cfg, &cfg.slot, lsn).await?,
+            Start::FromSlot {
+                confirmed_flush_lsn,
+            } => stream_from_slot(repl_cfg, &cfg.slot, confirmed_flush_lsn).await?,
+            Start::NewSlot => stream_from_new_slot(repl_cfg, &cfg.slot).await?,
+            Start::Snapshot { drop_stale } => {
+                if drop_stale {
+                    drop_stale_slot(&catalog, &cfg.slot).await?;
+                }
+                let reading = SnapshotSource {
+                    cfg: &cfg,
+                    pg: &pg,
+                    catalog: &catalog,
+                    pipeline: &pipeline,
+                    db: &db,
                 };
-                if let Some(flushed) = slot.confirmed_flush_lsn.filter(|f| *f > lsn) {
-                    return Err(SourceError::Setup(format!(
-                        "source.slot: slot '{}' was confirmed up to LSN {} by another consumer, past the cursor at {}: changes in between are gone; recover with `tidemark cursor reset --config <this config>`, then start again to take a new snapshot",
-                        cfg.slot,
-                        at(flushed),
-                        at(lsn)
-                    )));
-                }
-                tracing::info!("resuming slot {} at LSN {}", cfg.slot, at(lsn));
-                let repl = ReplicationClient::connect(repl_cfg.with_start_lsn(Lsn::from_u64(lsn)))
-                    .await
-                    .map_err(stream_error(lsn))?;
-                (repl, Phase::Streaming)
-            }
-            Some(other) => {
-                return Err(SourceError::Setup(format!(
-                    "the cursor holds {other}, not a Postgres position: it belongs to another source"
-                )));
-            }
-            None => {
-                if slot.is_some() && cfg.snapshot {
-                    tracing::warn!(
-                        "slot {} exists but no cursor does: dropping it to create it again with a consistent snapshot",
-                        cfg.slot
-                    );
-                    catalog
-                        .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
-                        .await
-                        .map_err(|source| SourceError::Postgres {
-                            what: format!("drop replication slot {}", cfg.slot),
-                            source,
-                        })?;
-                }
-                let mut repl = ReplicationClient::connect_gated(repl_cfg)
-                    .await
-                    .map_err(stream_error(0))?;
-                if let (Some(slot), false) = (&slot, cfg.snapshot) {
-                    tracing::info!("streaming slot {} from its confirmed position", cfg.slot);
-                    start_at = slot.confirmed_flush_lsn;
-                    repl.start().await.map_err(stream_error(0))?;
-                    (repl, Phase::Streaming)
-                } else {
-                    let export = if cfg.snapshot {
-                        "EXPORT_SNAPSHOT"
-                    } else {
-                        "NOEXPORT_SNAPSHOT"
-                    };
-                    let rows = repl
-                        .simple_query(&format!(
-                            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}",
-                            cfg.slot
-                        ))
-                        .await
-                        .map_err(|e| {
-                            SourceError::Setup(format!(
-                                "source.slot: cannot create slot '{}': {e}",
-                                cfg.slot
-                            ))
-                        })?;
-                    let field = |i: usize| -> Option<String> {
-                        rows.first()?
-                            .get(i)?
-                            .as_ref()
-                            .map(|b| String::from_utf8_lossy(b).into_owned())
-                    };
-                    let consistent_point = field(1)
-                        .and_then(|t| crate::event::parse_lsn(&t))
-                        .ok_or_else(|| {
-                            SourceError::Setup(format!(
-                                "slot '{}' was created without a consistent point",
-                                cfg.slot
-                            ))
-                        })?;
-                    tracing::info!("created slot {} at LSN {}", cfg.slot, at(consistent_point));
-                    if cfg.snapshot {
-                        let snapshot_name = field(2).ok_or_else(|| {
-                            SourceError::Setup(format!(
-                                "slot '{}' was created without an exported snapshot",
-                                cfg.slot
-                            ))
-                        })?;
-                        let mut shapes = Vec::new();
-                        for table in &cfg.tables {
-                            shapes.push(catalog::table_shape(&catalog, table).await?.ok_or_else(
-                                || {
-                                    SourceError::Setup(format!(
-                                        "source.tables: table {table} does not exist"
-                                    ))
-                                },
-                            )?);
-                        }
-                        let reader = catalog::connect(&pg).await?;
-                        let snapshot = Snapshot::begin(
-                            reader,
-                            &snapshot_name,
-                            consistent_point,
-                            shapes,
-                            &mut kinds,
-                            cfg.snapshot_chunk_rows,
-                            pipeline.clone(),
-                            db.clone(),
-                        )
-                        .await?;
-                        (repl, Phase::Snapshot(Box::new(snapshot)))
-                    } else {
-                        repl.start().await.map_err(stream_error(consistent_point))?;
-                        start_at = Some(consistent_point);
-                        (repl, Phase::Streaming)
-                    }
-                }
+                reading.snapshot_then_stream(repl_cfg, &mut kinds).await?
             }
         };
         Ok(PostgresSource {
@@ -386,14 +252,14 @@ impl PostgresSource {
             db,
             catalog,
             kinds,
-            repl,
+            repl: opened.repl,
             control,
-            phase,
+            phase: opened.phase,
             relations: HashMap::new(),
             unconfigured: HashSet::new(),
             tx: None,
             batch: Batcher::default(),
-            fresh_start: start_at.map(|lsn| Position::postgres(lsn, lsn)),
+            fresh_start: opened.start_at.map(|lsn| Position::postgres(lsn, lsn)),
             last_lsn: 0,
             pending_schema: HashMap::new(),
             ended: false,
@@ -501,342 +367,12 @@ impl PostgresSource {
         }
     }
 
-    async fn handle(&mut self, event: ReplicationEvent) -> Result<(), SourceError> {
-        match event {
-            ReplicationEvent::Begin {
-                final_lsn,
-                xid,
-                commit_time_micros,
-            } => {
-                self.tx = Some(Transaction {
-                    xid,
-                    id: xid.to_string().into(),
-                    commit_lsn: final_lsn.as_u64(),
-                    ts_ms: commit_time_micros / 1000 + PG_EPOCH_OFFSET_MS,
-                    seq: 0,
-                    changes: 0,
-                });
-            }
-            ReplicationEvent::Commit { lsn, end_lsn, .. } => {
-                self.tx = None;
-                self.batch
-                    .commit(Position::postgres(lsn.as_u64(), end_lsn.as_u64()));
-                self.last_lsn = end_lsn.as_u64();
-                if self
-                    .cfg
-                    .stop_at_lsn
-                    .is_some_and(|stop| end_lsn.as_u64() >= stop)
-                {
-                    self.ended = true;
-                }
-            }
-            ReplicationEvent::XLogData {
-                wal_start, data, ..
-            } => {
-                let lsn = wal_start.as_u64();
-                self.last_lsn = lsn;
-                let message = pgoutput::decode(data).map_err(|e| SourceError::Decode {
-                    at: lsn_text(lsn),
-                    message: e.0,
-                })?;
-                self.apply(lsn, message).await?;
-            }
-            ReplicationEvent::KeepAlive {
-                wal_end,
-                reply_requested,
-                ..
-            } => {
-                // The server asks for a reply when it waits on this client: at
-                // half its `wal_sender_timeout`, and in a fast shutdown, which
-                // waits until the client confirms all it was sent. Between
-                // transactions everything before `wal_end` was read, so the
-                // cursor may move there (as for a heartbeat) and the confirmed
-                // position can reach what was sent.
-                if reply_requested && self.tx.is_none() && wal_end.as_u64() > self.last_lsn {
-                    self.batch
-                        .commit(Position::postgres(wal_end.as_u64(), wal_end.as_u64()));
-                    self.last_lsn = wal_end.as_u64();
-                }
-                // The server has sent everything before `wal_end`: past the stop
-                // LSN and between transactions, there is nothing more to read.
-                if self.tx.is_none()
-                    && self
-                        .cfg
-                        .stop_at_lsn
-                        .is_some_and(|stop| wal_end.as_u64() >= stop)
-                {
-                    self.ended = true;
-                }
-            }
-            ReplicationEvent::Message {
-                transactional: false,
-                lsn,
-                prefix,
-                ..
-            } if prefix == HEARTBEAT_PREFIX && self.tx.is_none() => {
-                // Everything before the heartbeat was read: the cursor may move
-                // to it (as after a transaction with no captured change).
-                let lsn = lsn.as_u64();
-                if lsn > self.last_lsn {
-                    self.batch.commit(Position::postgres(lsn, lsn));
-                    self.last_lsn = lsn;
-                }
-            }
-            ReplicationEvent::Message { .. } => {}
-            ReplicationEvent::StoppedAt { .. } => self.ended = true,
-        }
-        Ok(())
-    }
-
-    async fn apply(&mut self, lsn: u64, message: Message) -> Result<(), SourceError> {
-        let message = match message {
-            Message::Insert { relation, .. }
-            | Message::Update { relation, .. }
-            | Message::Delete { relation, .. }
-                if self.unconfigured.contains(&relation) =>
-            {
-                count_unconfigured(1);
-                return Ok(());
-            }
-            Message::Truncate {
-                relations,
-                cascade,
-                restart_identity,
-            } => {
-                let (configured, others): (Vec<u32>, Vec<u32>) = relations
-                    .into_iter()
-                    .partition(|r| !self.unconfigured.contains(r));
-                count_unconfigured(others.len() as u64);
-                Message::Truncate {
-                    relations: configured,
-                    cascade,
-                    restart_identity,
-                }
-            }
-            message => message,
-        };
-        match message {
-            Message::Relation(relation) => self.relation(lsn, relation).await?,
-            Message::Type | Message::Origin => {}
-            Message::Insert { relation, new } => {
-                let schema = self.schema(relation, lsn)?;
-                let (after, unchanged) = schema.row(&new);
-                let key = schema.key_of(&after);
-                self.push(Op::Create, relation, lsn, None, Some(after), unchanged, key);
-            }
-            Message::Update { relation, old, new } => {
-                let schema = self.schema(relation, lsn)?;
-                let (after, unchanged) = schema.row(&new);
-                let before = match &old {
-                    Some(OldRow::Full(values)) => schema.row(values).0,
-                    Some(OldRow::Key(values)) => schema.key_row(values),
-                    // The key did not change, so the key columns of the new row
-                    // are those of the old one.
-                    None => schema.key_of(&after).unwrap_or_default(),
-                };
-                let key = schema.key_of(&after).or_else(|| schema.key_of(&before));
-                self.push(
-                    Op::Update,
-                    relation,
-                    lsn,
-                    Some(before),
-                    Some(after),
-                    unchanged,
-                    key,
-                );
-            }
-            Message::Delete { relation, old } => {
-                let schema = self.schema(relation, lsn)?;
-                let before = match &old {
-                    OldRow::Full(values) => schema.row(values).0,
-                    OldRow::Key(values) => schema.key_row(values),
-                };
-                let key = schema.key_of(&before);
-                self.push(
-                    Op::Delete,
-                    relation,
-                    lsn,
-                    Some(before),
-                    None,
-                    Vec::new(),
-                    key,
-                );
-            }
-            Message::Truncate { relations, .. } => {
-                // One event per table; they share the truncate's WAL record and
-                // LSN, and their ordinals tell them apart.
-                for relation in relations {
-                    self.schema(relation, lsn)?;
-                    self.push(Op::Truncate, relation, lsn, None, None, Vec::new(), None);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn schema(&self, relation: u32, lsn: u64) -> Result<&TableSchema, SourceError> {
-        self.relations
-            .get(&relation)
-            .ok_or_else(|| SourceError::Decode {
-                at: lsn_text(lsn),
-                message: format!(
-                    "change for relation {relation} arrived before its Relation message"
-                ),
-            })
-    }
-
-    /// Records a relation's layout; when it differs from the one known, emits a
-    /// schema event placed just before the change that carried it. A relation
-    /// outside `source.tables` is only remembered, to drop its changes.
-    async fn relation(&mut self, lsn: u64, relation: Relation) -> Result<(), SourceError> {
-        let name = TableName::new(&relation.schema, &relation.table);
-        if !self.cfg.tables.contains(&name) {
-            self.relations.remove(&relation.id);
-            if self.unconfigured.insert(relation.id) {
-                tracing::warn!(
-                    "publication {} sends changes of {name}, which is not in source.tables: they are dropped (see `tidemark check`)",
-                    self.cfg.publication
-                );
-            }
-            return Ok(());
-        }
-        self.unconfigured.remove(&relation.id);
-        let mut columns = Vec::with_capacity(relation.columns.len());
-        for c in &relation.columns {
-            columns.push(Column {
-                name: c.name.as_str().into(),
-                type_oid: c.type_oid,
-                type_modifier: c.type_modifier,
-                kind: self.kinds.kind(&self.catalog, c.type_oid).await?,
-            });
-        }
-        let primary_key = catalog::primary_key(&self.catalog, relation.id).await?;
-        let mut key: Vec<usize> = primary_key
-            .iter()
-            .filter_map(|k| columns.iter().position(|c| &*c.name == k))
-            .collect();
-        if key.len() != primary_key.len() || key.is_empty() {
-            key = relation
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.key)
-                .map(|(i, _)| i)
-                .collect();
-        }
-        let schema = TableSchema {
-            name: TableName::new(&relation.schema, &relation.table),
-            columns,
-            key,
-        };
-        let changed = self
-            .relations
-            .get(&relation.id)
-            .is_some_and(|old| !old.same_columns(&schema));
-        if changed {
-            let mut infos = Vec::with_capacity(schema.columns.len());
-            for (i, c) in schema.columns.iter().enumerate() {
-                infos.push(ColumnInfo {
-                    name: c.name.clone(),
-                    type_name: catalog::type_name(&self.catalog, c.type_oid, c.type_modifier)
-                        .await?,
-                    key: schema.key.contains(&i),
-                });
-            }
-            tracing::info!(
-                "schema of {} changed (seen at LSN {})",
-                schema.name,
-                lsn_text(lsn)
-            );
-            // Emitted just before the table's next change (see `push`).
-            self.pending_schema.insert(relation.id, infos);
-        }
-        self.relations.insert(relation.id, schema);
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        op: Op,
-        relation: u32,
-        lsn: u64,
-        before: Option<Row>,
-        after: Option<Row>,
-        unchanged: Vec<Arc<str>>,
-        key: Option<Row>,
-    ) {
-        let Some(tx) = self.tx.as_mut() else {
-            tracing::warn!(
-                "change at LSN {} outside a transaction ignored",
-                lsn_text(lsn)
-            );
-            return;
-        };
-        let Some(schema) = self.relations.get(&relation) else {
-            return;
-        };
-        let source = SourceInfo {
-            lsn: Some(lsn),
-            commit_lsn: Some(tx.commit_lsn),
-            tx_id: Some(tx.xid),
-            ..SourceInfo::new(
-                "postgres",
-                self.pipeline.clone(),
-                self.db.clone(),
-                schema.name.schema.clone(),
-                schema.name.table.clone(),
-                tx.ts_ms,
-            )
-        };
-        if let Some(columns) = self.pending_schema.remove(&relation) {
-            // A table's schema event comes just before its first change under the
-            // new layout, at lsn-1: WAL records are 8-byte aligned and the LSNs
-            // handed to changes are record starts, so no change has that LSN.
-            let at = lsn.saturating_sub(1);
-            tx.seq += 1;
-            // Before the change it precedes: at the LSN just before it, with
-            // that change's ordinal (see `Transaction::changes`).
-            let source = Arc::new(SourceInfo {
-                lsn: Some(at),
-                ..source.clone()
-            });
-            let position = Position::postgres_change(tx.commit_lsn, at, tx.changes + 1);
-            self.batch.push(
-                ChangeEvent::schema(source, position, None, Some(columns), now_ms())
-                    .in_transaction(Some(TransactionInfo {
-                        id: tx.id.clone(),
-                        seq: tx.seq,
-                    })),
-            );
-        }
-        tx.seq += 1;
-        tx.changes += 1;
-        let position = Position::postgres_change(tx.commit_lsn, lsn, tx.changes);
-        self.batch.push(
-            ChangeEvent::row(
-                op,
-                before.map(Image::from),
-                after.map(Image::from),
-                key,
-                Arc::new(source),
-                position,
-                now_ms(),
-            )
-            .with_unchanged(unchanged)
-            .in_transaction(Some(TransactionInfo {
-                id: tx.id.clone(),
-                seq: tx.seq,
-            })),
-        );
-    }
-
-    /// Passes on the final durable position and ends the replication session.
     /// Takes back the events of a written batch (see [`Batcher::recycle`]).
     pub fn recycle(&mut self, events: Vec<ChangeEvent>) {
         self.batch.recycle(events);
     }
 
+    /// Passes on the final durable position and ends the replication session.
     pub async fn close(mut self) {
         self.forward_durable();
         if let Err(e) = self.repl.shutdown().await {
@@ -900,11 +436,6 @@ async fn wait_for_slot_release(client: &Client, slot: &str) -> Result<(), Source
     }
 }
 
-/// Counts changes of tables outside `source.tables`, dropped before the sink.
-fn count_unconfigured(changes: u64) {
-    metrics::counter!("tidemark_unconfigured_changes_dropped_total").increment(changes);
-}
-
 /// Creates the publication, or adds the configured tables it lacks.
 async fn ensure_publication(client: &Client, cfg: &PostgresConfig) -> Result<(), SourceError> {
     let fail = |what: String| move |source| SourceError::Postgres { what, source };
@@ -941,4 +472,202 @@ async fn ensure_publication(client: &Client, cfg: &PostgresConfig) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Slot and publication names go into replication commands unquoted (see
+/// [`valid_name`]): any other is refused before connecting.
+fn check_names(cfg: &PostgresConfig) -> Result<(), SourceError> {
+    for (key, name) in [
+        ("source.slot", &cfg.slot),
+        ("source.publication", &cfg.publication),
+    ] {
+        if !valid_name(name) {
+            return Err(SourceError::Setup(format!(
+                "{key}: {name:?} must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Connects the catalog session, waits for a predecessor to let go of the
+/// slot, checks the source and makes sure the publication holds the tables.
+async fn checked_catalog(pg: &tls::PgUrl, cfg: &PostgresConfig) -> Result<Client, SourceError> {
+    let catalog = catalog::connect(pg).await?;
+    wait_for_slot_release(&catalog, &cfg.slot).await?;
+    let problems = catalog::problems(&catalog, &cfg.tables, &cfg.slot, &cfg.publication).await?;
+    if !problems.is_empty() {
+        return Err(SourceError::Setup(problems.join("\n")));
+    }
+    ensure_publication(&catalog, cfg).await?;
+    Ok(catalog)
+}
+
+/// [`Start::Resume`]: streams from the cursor's LSN.
+async fn resume_stream(
+    repl_cfg: ReplicationConfig,
+    slot: &str,
+    lsn: u64,
+) -> Result<Opened, SourceError> {
+    tracing::info!("resuming slot {} at LSN {}", slot, lsn_text(lsn));
+    let repl = ReplicationClient::connect(repl_cfg.with_start_lsn(Lsn::from_u64(lsn)))
+        .await
+        .map_err(stream_error(lsn))?;
+    Ok(Opened {
+        repl,
+        phase: Phase::Streaming,
+        start_at: None,
+    })
+}
+
+/// [`Start::FromSlot`]: streams from the slot's confirmed position.
+async fn stream_from_slot(
+    repl_cfg: ReplicationConfig,
+    slot: &str,
+    confirmed_flush_lsn: Option<u64>,
+) -> Result<Opened, SourceError> {
+    let mut repl = ReplicationClient::connect_gated(repl_cfg)
+        .await
+        .map_err(stream_error(0))?;
+    tracing::info!("streaming slot {} from its confirmed position", slot);
+    repl.start().await.map_err(stream_error(0))?;
+    Ok(Opened {
+        repl,
+        phase: Phase::Streaming,
+        start_at: confirmed_flush_lsn,
+    })
+}
+
+/// [`Start::NewSlot`]: creates the slot and streams from its consistent point.
+async fn stream_from_new_slot(
+    repl_cfg: ReplicationConfig,
+    slot: &str,
+) -> Result<Opened, SourceError> {
+    let mut repl = ReplicationClient::connect_gated(repl_cfg)
+        .await
+        .map_err(stream_error(0))?;
+    let (consistent_point, _) = create_replication_slot(&mut repl, slot, false).await?;
+    repl.start().await.map_err(stream_error(consistent_point))?;
+    Ok(Opened {
+        repl,
+        phase: Phase::Streaming,
+        start_at: Some(consistent_point),
+    })
+}
+
+/// Drops a slot found without a cursor, so that it is created again with a
+/// snapshot consistent with it.
+async fn drop_stale_slot(catalog: &Client, slot: &str) -> Result<(), SourceError> {
+    tracing::warn!(
+        "slot {} exists but no cursor does: dropping it to create it again with a consistent snapshot",
+        slot
+    );
+    catalog
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(|source| SourceError::Postgres {
+            what: format!("drop replication slot {}", slot),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Creates the slot on the replication session (exporting a snapshot when
+/// `export`); returns its consistent point and the exported snapshot's name.
+async fn create_replication_slot(
+    repl: &mut ReplicationClient,
+    slot: &str,
+    export: bool,
+) -> Result<(u64, Option<String>), SourceError> {
+    let export = if export {
+        "EXPORT_SNAPSHOT"
+    } else {
+        "NOEXPORT_SNAPSHOT"
+    };
+    let rows = repl
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {export}",
+            slot
+        ))
+        .await
+        .map_err(|e| {
+            SourceError::Setup(format!("source.slot: cannot create slot '{}': {e}", slot))
+        })?;
+    let field = |i: usize| -> Option<String> {
+        rows.first()?
+            .get(i)?
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let consistent_point = field(1)
+        .and_then(|t| crate::event::parse_lsn(&t))
+        .ok_or_else(|| {
+            SourceError::Setup(format!(
+                "slot '{}' was created without a consistent point",
+                slot
+            ))
+        })?;
+    tracing::info!("created slot {} at LSN {}", slot, lsn_text(consistent_point));
+    Ok((consistent_point, field(2)))
+}
+
+/// What [`Start::Snapshot`] reads with, besides the replication session:
+/// borrowed from `open`, which keeps them for the source it builds.
+struct SnapshotSource<'a> {
+    cfg: &'a PostgresConfig,
+    pg: &'a tls::PgUrl,
+    catalog: &'a Client,
+    pipeline: &'a Arc<str>,
+    db: &'a Arc<str>,
+}
+
+impl SnapshotSource<'_> {
+    /// [`Start::Snapshot`]: creates the slot exporting a snapshot and begins
+    /// reading that snapshot on a connection of its own; streaming starts
+    /// once it is read (see [`PostgresSource::next_batch`]).
+    async fn snapshot_then_stream(
+        &self,
+        repl_cfg: ReplicationConfig,
+        kinds: &mut TypeKinds,
+    ) -> Result<Opened, SourceError> {
+        let cfg = self.cfg;
+        let mut repl = ReplicationClient::connect_gated(repl_cfg)
+            .await
+            .map_err(stream_error(0))?;
+        let (consistent_point, exported) =
+            create_replication_slot(&mut repl, &cfg.slot, true).await?;
+        let snapshot_name = exported.ok_or_else(|| {
+            SourceError::Setup(format!(
+                "slot '{}' was created without an exported snapshot",
+                cfg.slot
+            ))
+        })?;
+        let mut shapes = Vec::new();
+        for table in &cfg.tables {
+            shapes.push(
+                catalog::table_shape(self.catalog, table)
+                    .await?
+                    .ok_or_else(|| {
+                        SourceError::Setup(format!("source.tables: table {table} does not exist"))
+                    })?,
+            );
+        }
+        let reader = catalog::connect(self.pg).await?;
+        let snapshot = Snapshot::begin(
+            reader,
+            &snapshot_name,
+            consistent_point,
+            shapes,
+            kinds,
+            cfg.snapshot_chunk_rows,
+            self.pipeline.clone(),
+            self.db.clone(),
+        )
+        .await?;
+        Ok(Opened {
+            repl,
+            phase: Phase::Snapshot(Box::new(snapshot)),
+            start_at: None,
+        })
+    }
 }

@@ -141,33 +141,7 @@ fn old_row(kind: u8, buf: &mut Bytes) -> Result<OldRow, DecodeError> {
 pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
     let tag = u8_(&mut buf, "message tag")?;
     match tag {
-        b'R' => {
-            let id = u32_(&mut buf, "relation id")?;
-            let schema = cstring(&mut buf, "schema name")?;
-            let table = cstring(&mut buf, "table name")?;
-            let replica_identity = u8_(&mut buf, "replica identity")?;
-            let n = u16_(&mut buf, "column count")?;
-            let mut columns = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let flags = u8_(&mut buf, "column flags")?;
-                let name = cstring(&mut buf, "column name")?;
-                let type_oid = u32_(&mut buf, "column type")?;
-                let type_modifier = u32_(&mut buf, "column type modifier")? as i32;
-                columns.push(RelationColumn {
-                    key: flags & 1 == 1,
-                    name,
-                    type_oid,
-                    type_modifier,
-                });
-            }
-            Ok(Message::Relation(Relation {
-                id,
-                schema,
-                table,
-                replica_identity,
-                columns,
-            }))
-        }
+        b'R' => Ok(Message::Relation(relation(&mut buf)?)),
         b'Y' => Ok(Message::Type),
         b'O' => Ok(Message::Origin),
         b'I' => {
@@ -180,25 +154,7 @@ pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
                 other => Err(DecodeError(format!("insert without new row ({other:#x})"))),
             }
         }
-        b'U' => {
-            let relation = u32_(&mut buf, "relation id")?;
-            let mut marker = u8_(&mut buf, "update marker")?;
-            let old = if marker == b'K' || marker == b'O' {
-                let old = old_row(marker, &mut buf)?;
-                marker = u8_(&mut buf, "new-row marker")?;
-                Some(old)
-            } else {
-                None
-            };
-            if marker != b'N' {
-                return Err(DecodeError(format!("update without new row ({marker:#x})")));
-            }
-            Ok(Message::Update {
-                relation,
-                old,
-                new: tuple(&mut buf)?,
-            })
-        }
+        b'U' => update(&mut buf),
         b'D' => {
             let relation = u32_(&mut buf, "relation id")?;
             let kind = u8_(&mut buf, "old-row marker")?;
@@ -207,23 +163,78 @@ pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
                 old: old_row(kind, &mut buf)?,
             })
         }
-        b'T' => {
-            let n = u32_(&mut buf, "relation count")?;
-            let options = u8_(&mut buf, "truncate options")?;
-            let relations = (0..n)
-                .map(|_| u32_(&mut buf, "relation id"))
-                .collect::<Result<_, _>>()?;
-            Ok(Message::Truncate {
-                relations,
-                cascade: options & 1 != 0,
-                restart_identity: options & 2 != 0,
-            })
-        }
+        b'T' => truncate(&mut buf),
         other => Err(DecodeError(format!(
             "unexpected message tag {:?}",
             other as char
         ))),
     }
+}
+
+/// The body of a Relation message (`R`): the relation's id, name, replica
+/// identity and columns.
+fn relation(buf: &mut Bytes) -> Result<Relation, DecodeError> {
+    let id = u32_(buf, "relation id")?;
+    let schema = cstring(buf, "schema name")?;
+    let table = cstring(buf, "table name")?;
+    let replica_identity = u8_(buf, "replica identity")?;
+    let n = u16_(buf, "column count")?;
+    let mut columns = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let flags = u8_(buf, "column flags")?;
+        let name = cstring(buf, "column name")?;
+        let type_oid = u32_(buf, "column type")?;
+        let type_modifier = u32_(buf, "column type modifier")? as i32;
+        columns.push(RelationColumn {
+            key: flags & 1 == 1,
+            name,
+            type_oid,
+            type_modifier,
+        });
+    }
+    Ok(Relation {
+        id,
+        schema,
+        table,
+        replica_identity,
+        columns,
+    })
+}
+
+/// The body of an Update message (`U`): the old row comes first when the
+/// server sends one (`K` or `O`), then the new row (`N`).
+fn update(buf: &mut Bytes) -> Result<Message, DecodeError> {
+    let relation = u32_(buf, "relation id")?;
+    let mut marker = u8_(buf, "update marker")?;
+    let old = if marker == b'K' || marker == b'O' {
+        let old = old_row(marker, buf)?;
+        marker = u8_(buf, "new-row marker")?;
+        Some(old)
+    } else {
+        None
+    };
+    if marker != b'N' {
+        return Err(DecodeError(format!("update without new row ({marker:#x})")));
+    }
+    Ok(Message::Update {
+        relation,
+        old,
+        new: tuple(buf)?,
+    })
+}
+
+/// The body of a Truncate message (`T`): the relations and the options.
+fn truncate(buf: &mut Bytes) -> Result<Message, DecodeError> {
+    let n = u32_(buf, "relation count")?;
+    let options = u8_(buf, "truncate options")?;
+    let relations = (0..n)
+        .map(|_| u32_(buf, "relation id"))
+        .collect::<Result<_, _>>()?;
+    Ok(Message::Truncate {
+        relations,
+        cascade: options & 1 != 0,
+        restart_identity: options & 2 != 0,
+    })
 }
 
 #[cfg(test)]

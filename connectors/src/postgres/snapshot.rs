@@ -185,77 +185,18 @@ impl Snapshot {
                     })?;
                 return Ok(None);
             };
-            let table = reader.schema.name.clone();
-            // The simple query protocol returns each value in its type's text
-            // output form, the same text pgoutput sends (a cast to text would not
-            // be: `bool::text` is `true`, pgoutput says `t`).
-            let sql = format!("{} LIMIT {}", reader.query(), self.chunk_rows);
-            let rows: Vec<SimpleQueryRow> = self
-                .client
-                .simple_query(&sql)
-                .await
-                .map_err(|source| SourceError::Postgres {
-                    what: format!(
-                        "read snapshot chunk of {table} after key {:?}",
-                        reader.last_key
-                    ),
-                    source,
-                })?
-                .into_iter()
-                .filter_map(|m| match m {
-                    SimpleQueryMessage::Row(row) => Some(row),
-                    _ => None,
-                })
-                .collect();
+            let rows = fetch_chunk(&self.client, reader, self.chunk_rows).await?;
             let finished = (rows.len() as i64) < self.chunk_rows;
-            let mut events = Vec::with_capacity(rows.len());
-            let ts_ms = now_ms();
-            let ncols = reader.schema.columns.len();
-            for row in &rows {
-                let after = reader.schema.row_from_text((0..ncols).map(|i| row.get(i)));
-                self.row_ordinal += 1;
-                let key = reader.schema.key_of(&after);
-                let source = Arc::new(SourceInfo {
-                    snapshot: true,
-                    lsn: Some(self.consistent_point),
-                    commit_lsn: Some(self.consistent_point),
-                    ..SourceInfo::new(
-                        "postgres",
-                        self.pipeline.clone(),
-                        self.db.clone(),
-                        table.schema.clone(),
-                        table.table.clone(),
-                        ts_ms,
-                    )
-                });
-                let position = Position::Postgres {
-                    commit_lsn: self.consistent_point,
-                    lsn: 0,
-                    snapshot_row: Some(self.row_ordinal),
-                    seq: None,
-                };
-                events.push(ChangeEvent::row(
-                    Op::Read,
-                    None,
-                    Some(after.into()),
-                    key,
-                    source,
-                    position,
-                    ts_ms,
-                ));
-            }
-            if let Some(last) = rows.last() {
-                reader.last_key = Some(
-                    reader
-                        .paging
-                        .iter()
-                        .map(|&i| last.get(i).unwrap_or_default().to_string())
-                        .collect(),
-                );
-            }
-            reader.rows_done += rows.len() as u64;
+            let events = reader.events(
+                &rows,
+                &mut self.row_ordinal,
+                self.consistent_point,
+                &self.pipeline,
+                &self.db,
+            );
+            reader.page_past(&rows);
             self.progress.chunk(
-                &table,
+                &reader.schema.name,
                 reader.rows_done,
                 reader.estimated_rows.max(0) as u64,
                 finished,
@@ -270,7 +211,98 @@ impl Snapshot {
     }
 }
 
+/// The next `limit` rows of `reader`'s table after its last key.
+async fn fetch_chunk(
+    client: &Client,
+    reader: &TableReader,
+    limit: i64,
+) -> Result<Vec<SimpleQueryRow>, SourceError> {
+    // The simple query protocol returns each value in its type's text
+    // output form, the same text pgoutput sends (a cast to text would not
+    // be: `bool::text` is `true`, pgoutput says `t`).
+    let sql = format!("{} LIMIT {}", reader.query(), limit);
+    Ok(client
+        .simple_query(&sql)
+        .await
+        .map_err(|source| SourceError::Postgres {
+            what: format!(
+                "read snapshot chunk of {} after key {:?}",
+                reader.schema.name, reader.last_key
+            ),
+            source,
+        })?
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect())
+}
+
 impl TableReader {
+    /// A chunk's rows as `op: "r"` events at the consistent point, numbered
+    /// on from `row_ordinal` (the snapshot's count, shared by its tables).
+    fn events(
+        &self,
+        rows: &[SimpleQueryRow],
+        row_ordinal: &mut u64,
+        consistent_point: u64,
+        pipeline: &Arc<str>,
+        db: &Arc<str>,
+    ) -> Vec<ChangeEvent> {
+        let table = &self.schema.name;
+        let mut events = Vec::with_capacity(rows.len());
+        let ts_ms = now_ms();
+        let ncols = self.schema.columns.len();
+        for row in rows {
+            let after = self.schema.row_from_text((0..ncols).map(|i| row.get(i)));
+            *row_ordinal += 1;
+            let key = self.schema.key_of(&after);
+            let source = Arc::new(SourceInfo {
+                snapshot: true,
+                lsn: Some(consistent_point),
+                commit_lsn: Some(consistent_point),
+                ..SourceInfo::new(
+                    "postgres",
+                    pipeline.clone(),
+                    db.clone(),
+                    table.schema.clone(),
+                    table.table.clone(),
+                    ts_ms,
+                )
+            });
+            let position = Position::Postgres {
+                commit_lsn: consistent_point,
+                lsn: 0,
+                snapshot_row: Some(*row_ordinal),
+                seq: None,
+            };
+            events.push(ChangeEvent::row(
+                Op::Read,
+                None,
+                Some(after.into()),
+                key,
+                source,
+                position,
+                ts_ms,
+            ));
+        }
+        events
+    }
+
+    /// Moves the next page past a chunk: after the paging key of its last row.
+    fn page_past(&mut self, rows: &[SimpleQueryRow]) {
+        if let Some(last) = rows.last() {
+            self.last_key = Some(
+                self.paging
+                    .iter()
+                    .map(|&i| last.get(i).unwrap_or_default().to_string())
+                    .collect(),
+            );
+        }
+        self.rows_done += rows.len() as u64;
+    }
+
     /// The rows after `last_key` (up to `upper`), in key order.
     fn query(&self) -> String {
         let values = |key: &[String]| -> String {

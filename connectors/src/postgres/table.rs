@@ -1,50 +1,15 @@
-//! A captured table's name and column layout, and the building of event rows from
-//! its column values (shared by the snapshot and the WAL stream).
+//! A captured table's column layout, and the building of event rows from its
+//! column values (shared by the snapshot and the WAL stream). The table's name
+//! is the engine-neutral [`crate::table::TableName`], re-exported here so the
+//! `postgres::table::TableName` path keeps working.
 
 use super::pgoutput::Datum;
 use super::values::ValueKind;
 use crate::event::Row;
 use serde_json::Value;
-use std::fmt;
 use std::sync::Arc;
 
-/// `schema.table`, as configured and as logged.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TableName {
-    pub schema: Arc<str>,
-    pub table: Arc<str>,
-}
-
-impl TableName {
-    pub fn new(schema: &str, table: &str) -> Self {
-        TableName {
-            schema: schema.into(),
-            table: table.into(),
-        }
-    }
-
-    /// Parses `schema.table`, or `table` in schema `public`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (schema, table) = text.split_once('.').unwrap_or(("public", text));
-        let valid = |s: &str| !s.is_empty() && !s.contains('.');
-        (valid(schema) && valid(table)).then(|| TableName::new(schema, table))
-    }
-
-    /// The double-quoted SQL form.
-    pub fn quoted(&self) -> String {
-        format!(
-            "{}.{}",
-            super::catalog::quote_ident(&self.schema),
-            super::catalog::quote_ident(&self.table)
-        )
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.table)
-    }
-}
+pub use crate::table::TableName;
 
 /// One column: its name (shared by every row), type and JSON form.
 #[derive(Debug, Clone)]
@@ -121,27 +86,5 @@ impl TableSchema {
             && self.columns.iter().zip(&other.columns).all(|(a, b)| {
                 a.name == b.name && a.type_oid == b.type_oid && a.type_modifier == b.type_modifier
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_names_parse_with_default_schema() {
-        assert_eq!(
-            TableName::parse("orders"),
-            Some(TableName::new("public", "orders"))
-        );
-        assert_eq!(
-            TableName::parse("shop.orders").map(|t| t.to_string()),
-            Some("shop.orders".into())
-        );
-        assert_eq!(TableName::parse("a.b.c"), None);
-        assert_eq!(
-            TableName::new("s", "we\"ird").quoted(),
-            "\"s\".\"we\"\"ird\""
-        );
     }
 }

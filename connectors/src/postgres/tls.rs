@@ -65,21 +65,7 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
         .iter()
         .find(|p| url.starts_with(*p))
     else {
-        // A `key=value` connection string: no TLS settings are taken from
-        // it; it gets the default, `prefer`.
-        if url.contains("sslmode") || url.contains("sslrootcert") {
-            return Err(bad_url(
-                "set sslmode and sslrootcert as parameters of a postgres:// URL".into(),
-            ));
-        }
-        let mut config = url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| bad_url(e.to_string()))?;
-        config.ssl_mode(SslMode::Prefer);
-        return Ok(PgUrl {
-            config,
-            tls: Tls::default(),
-        });
+        return parse_key_value(url);
     };
     // As tokio-postgres (and libpq) read it: credentials up to the first `@`,
     // the parameters after the next `?` (a `?` in a password is not one).
@@ -92,40 +78,7 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
         ),
         None => (url, ""),
     };
-    let mut tls = Tls::default();
-    let mut kept = Vec::new();
-    for param in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        match key {
-            "sslmode" => {
-                tls.mode = match value {
-                    "disable" => Mode::Disable,
-                    "prefer" => Mode::Prefer,
-                    "require" => Mode::Require,
-                    "verify-ca" => Mode::VerifyCa,
-                    "verify-full" => Mode::VerifyFull,
-                    other => {
-                        return Err(bad_url(format!(
-                        "sslmode {other:?}: use disable, prefer, require, verify-ca or verify-full"
-                    )))
-                    }
-                }
-            }
-            "sslrootcert" => tls.root_cert = Some(PathBuf::from(percent_decode(value))),
-            "allow_cleartext_password" => {
-                tls.allow_cleartext = match value {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(bad_url(
-                            "allow_cleartext_password: use true or false".into(),
-                        ))
-                    }
-                }
-            }
-            _ => kept.push(param),
-        }
-    }
+    let (tls, kept) = take_tls_params(query)?;
     let text = if kept.is_empty() {
         base.to_string()
     } else {
@@ -149,6 +102,66 @@ pub fn parse(url: &str) -> Result<PgUrl, String> {
             "sslmode verify-ca needs sslrootcert (the CA file to check against)".into(),
         )),
         _ => Ok(PgUrl { config, tls }),
+    }
+}
+
+/// A `key=value` connection string: no TLS settings are taken from it; it
+/// gets the default, `prefer`.
+fn parse_key_value(url: &str) -> Result<PgUrl, String> {
+    if url.contains("sslmode") || url.contains("sslrootcert") {
+        return Err(bad_url(
+            "set sslmode and sslrootcert as parameters of a postgres:// URL".into(),
+        ));
+    }
+    let mut config = url
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| bad_url(e.to_string()))?;
+    config.ssl_mode(SslMode::Prefer);
+    Ok(PgUrl {
+        config,
+        tls: Tls::default(),
+    })
+}
+
+/// Takes the TLS parameters off a URL's query string (tokio-postgres knows
+/// none of them); returns them and the parameters left for tokio-postgres.
+fn take_tls_params(query: &str) -> Result<(Tls, Vec<&str>), String> {
+    let mut tls = Tls::default();
+    let mut kept = Vec::new();
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match key {
+            "sslmode" => tls.mode = parse_sslmode(value)?,
+            "sslrootcert" => tls.root_cert = Some(PathBuf::from(percent_decode(value))),
+            "allow_cleartext_password" => tls.allow_cleartext = parse_cleartext_flag(value)?,
+            _ => kept.push(param),
+        }
+    }
+    Ok((tls, kept))
+}
+
+/// An `sslmode` value.
+fn parse_sslmode(value: &str) -> Result<Mode, String> {
+    match value {
+        "disable" => Ok(Mode::Disable),
+        "prefer" => Ok(Mode::Prefer),
+        "require" => Ok(Mode::Require),
+        "verify-ca" => Ok(Mode::VerifyCa),
+        "verify-full" => Ok(Mode::VerifyFull),
+        other => Err(bad_url(format!(
+            "sslmode {other:?}: use disable, prefer, require, verify-ca or verify-full"
+        ))),
+    }
+}
+
+/// An `allow_cleartext_password` value.
+fn parse_cleartext_flag(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad_url(
+            "allow_cleartext_password: use true or false".into(),
+        )),
     }
 }
 
