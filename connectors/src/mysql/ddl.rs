@@ -44,6 +44,9 @@ impl Token {
     }
 }
 
+/// The characters of a statement, with one of lookahead.
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
 /// Splits a statement into tokens. Comments are dropped, except MariaDB's and
 /// MySQL's executable comments (`/*! … */`, `/*M! … */`), whose text is code.
 fn tokens(sql: &str) -> Vec<Token> {
@@ -55,37 +58,10 @@ fn tokens(sql: &str) -> Vec<Token> {
             c if c.is_whitespace() => {}
             '/' if chars.peek() == Some(&'*') => {
                 chars.next();
-                let executable = match chars.peek() {
-                    Some('!') => {
-                        chars.next();
-                        true
-                    }
-                    Some('M') => {
-                        let mut ahead = chars.clone();
-                        ahead.next();
-                        if ahead.peek() == Some(&'!') {
-                            chars.next();
-                            chars.next();
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                    _ => false,
-                };
-                if executable {
-                    while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
-                        chars.next();
-                    }
+                if executable_comment(&mut chars) {
                     executable_comments += 1;
-                    continue;
-                }
-                let mut last = '\0';
-                for c in chars.by_ref() {
-                    if last == '*' && c == '/' {
-                        break;
-                    }
-                    last = c;
+                } else {
+                    skip_comment(&mut chars);
                 }
             }
             '*' if executable_comments > 0 && chars.peek() == Some(&'/') => {
@@ -96,62 +72,108 @@ fn tokens(sql: &str) -> Vec<Token> {
                 let mut ahead = chars.clone();
                 ahead.next();
                 if ahead.peek().is_none_or(|c| c.is_whitespace()) {
-                    for c in chars.by_ref() {
-                        if c == '\n' {
-                            break;
-                        }
-                    }
+                    skip_line(&mut chars);
                 } else {
                     out.push(Token::Punct('-'));
                 }
             }
-            '#' => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-            }
-            '`' | '"' | '\'' => {
-                let mut text = String::new();
-                loop {
-                    match chars.next() {
-                        None => break,
-                        Some(q) if q == c && chars.peek() == Some(&c) => {
-                            chars.next();
-                            text.push(c);
-                        }
-                        Some(q) if q == c => break,
-                        Some('\\') if c != '`' => {
-                            if let Some(escaped) = chars.next() {
-                                text.push(escaped);
-                            }
-                        }
-                        Some(other) => text.push(other),
-                    }
-                }
-                out.push(if c == '\'' {
-                    Token::Literal
-                } else {
-                    Token::Quoted(text)
-                });
-            }
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
-                let mut word = String::from(c);
-                while let Some(&next) = chars.peek() {
-                    if next.is_alphanumeric() || next == '_' || next == '$' {
-                        word.push(next);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                out.push(Token::Word(word));
-            }
+            '#' => skip_line(&mut chars),
+            '`' | '"' | '\'' => out.push(quoted(&mut chars, c)),
+            c if c.is_alphanumeric() || c == '_' || c == '$' => out.push(word(&mut chars, c)),
             other => out.push(Token::Punct(other)),
         }
     }
     out
+}
+
+/// After `/*`: takes the `!` or `M!` (and version digits) that make the
+/// comment's text code, and says whether they were there.
+fn executable_comment(chars: &mut Chars<'_>) -> bool {
+    let executable = match chars.peek() {
+        Some('!') => {
+            chars.next();
+            true
+        }
+        Some('M') => {
+            let mut ahead = chars.clone();
+            ahead.next();
+            if ahead.peek() == Some(&'!') {
+                chars.next();
+                chars.next();
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    };
+    if executable {
+        while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+            chars.next();
+        }
+    }
+    executable
+}
+
+/// Skips a comment's text up to its `*/`.
+fn skip_comment(chars: &mut Chars<'_>) {
+    let mut last = '\0';
+    for c in chars.by_ref() {
+        if last == '*' && c == '/' {
+            break;
+        }
+        last = c;
+    }
+}
+
+/// Skips the rest of the line (a `--` or `#` comment).
+fn skip_line(chars: &mut Chars<'_>) {
+    for c in chars.by_ref() {
+        if c == '\n' {
+            break;
+        }
+    }
+}
+
+/// A quoted identifier, or a string literal (`quote` is `'`), after its
+/// opening quote.
+fn quoted(chars: &mut Chars<'_>, quote: char) -> Token {
+    let mut text = String::new();
+    loop {
+        match chars.next() {
+            None => break,
+            Some(q) if q == quote && chars.peek() == Some(&quote) => {
+                chars.next();
+                text.push(quote);
+            }
+            Some(q) if q == quote => break,
+            Some('\\') if quote != '`' => {
+                if let Some(escaped) = chars.next() {
+                    text.push(escaped);
+                }
+            }
+            Some(other) => text.push(other),
+        }
+    }
+    if quote == '\'' {
+        Token::Literal
+    } else {
+        Token::Quoted(text)
+    }
+}
+
+/// A bare word starting with `first`.
+fn word(chars: &mut Chars<'_>, first: char) -> Token {
+    let mut word = String::from(first);
+    while let Some(&next) = chars.peek() {
+        if next.is_alphanumeric() || next == '_' || next == '$' {
+            word.push(next);
+            chars.next();
+        } else {
+            break;
+        }
+    }
+    Token::Word(word)
 }
 
 /// A cursor over the tokens.

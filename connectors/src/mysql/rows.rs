@@ -8,84 +8,18 @@
 //! the image's JSON object at once: no `Value` per column, no name per column
 //! (names are rendered once per table).
 
+// `WireColumn` and `wire_layout` live in `layout` (shared with `schema` and
+// `wire`); re-exported so that `rows::WireColumn` and `rows::wire_layout` still
+// name them.
+pub use super::layout::{wire_layout, WireColumn};
 use super::schema::TableColumns;
-use super::values::MyKind;
 use super::wire;
 use crate::event::{Image, Row};
-use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
-use mysql_async::consts::ColumnType;
 use mysql_common::io::ParseBuf;
 use serde_json::Value;
 use std::io;
 use std::sync::Arc;
-
-/// How one column is laid out in a row image.
-#[derive(Debug, Clone)]
-pub struct WireColumn {
-    pub column_type: ColumnType,
-    pub meta: Vec<u8>,
-    pub unsigned: bool,
-    pub kind: MyKind,
-}
-
-/// The wire layout of every column of a TABLE_MAP, with value kinds resolved
-/// from its metadata (signedness, charsets, ENUM/SET labels).
-pub fn wire_layout(
-    tme: &TableMapEvent<'_>,
-    labels: &mut dyn FnMut(ColumnType) -> Option<Vec<String>>,
-) -> io::Result<Vec<WireColumn>> {
-    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
-    let mut signedness = extractor.iter_signedness();
-    let mut charsets = extractor.iter_charset();
-    let count = tme.columns_count() as usize;
-    let mut columns = Vec::with_capacity(count);
-    for i in 0..count {
-        let column_type = tme
-            .get_column_type(i)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("column {i} has no type"),
-                )
-            })?;
-        // Missing metadata would make the value decoders index past it.
-        let meta = tme
-            .get_column_metadata(i)
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("column {i} ({column_type:?}): its metadata is missing or truncated"),
-                )
-            })?
-            .to_vec();
-        if meta.len() < metadata_needed(column_type) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "column {i} ({column_type:?}): {} bytes of metadata, the type needs {}",
-                    meta.len(),
-                    metadata_needed(column_type)
-                ),
-            ));
-        }
-        let unsigned = column_type.is_numeric_type() && signedness.next().unwrap_or(false);
-        let charset = if column_type.is_character_type() {
-            charsets.next().transpose()?.unwrap_or(0)
-        } else {
-            0
-        };
-        let kind = MyKind::of(column_type, &meta, charset, labels(column_type));
-        columns.push(WireColumn {
-            column_type,
-            meta,
-            unsigned,
-            kind,
-        });
-    }
-    Ok(columns)
-}
 
 /// Reads every row of a rows event: per row the before image (with the
 /// columns `before` marks, when the event has one) then the after image. A
@@ -122,35 +56,6 @@ pub fn read_rows<'a>(
         decoded.push(pair);
     }
     Ok(decoded)
-}
-
-/// The TABLE_MAP metadata bytes a column type's values cannot be read
-/// without: the value decoders (ours and `mysql_common`'s, which indexes them
-/// unchecked) read them, so a table map that sends fewer is refused up front
-/// (found by the binlog_rows fuzzer: a VARCHAR with none was a panic).
-fn metadata_needed(column_type: ColumnType) -> usize {
-    use ColumnType::*;
-    match column_type {
-        MYSQL_TYPE_STRING
-        | MYSQL_TYPE_BIT
-        | MYSQL_TYPE_NEWDECIMAL
-        | MYSQL_TYPE_ENUM
-        | MYSQL_TYPE_SET
-        | MYSQL_TYPE_VARCHAR
-        | MYSQL_TYPE_VAR_STRING => 2,
-        MYSQL_TYPE_TIMESTAMP2
-        | MYSQL_TYPE_DATETIME2
-        | MYSQL_TYPE_TIME2
-        | MYSQL_TYPE_TINY_BLOB
-        | MYSQL_TYPE_MEDIUM_BLOB
-        | MYSQL_TYPE_LONG_BLOB
-        | MYSQL_TYPE_BLOB
-        | MYSQL_TYPE_GEOMETRY
-        | MYSQL_TYPE_VECTOR => 1,
-        // The element's type, then the element's own metadata.
-        MYSQL_TYPE_TYPED_ARRAY => 3,
-        _ => 0,
-    }
 }
 
 /// One decoded row image.

@@ -2,11 +2,12 @@
 //! with) and from `information_schema` (the schema history used for schema-change
 //! events, and for column names when the server sends no metadata).
 
+use super::layout::{label_lists, wire_layout, WireColumn};
 use super::my_error;
-use super::rows::WireColumn;
 use super::values::{MyKind, BINARY_CHARSET, LATIN1_CHARSET, UTF8MB4_CHARSET};
 use crate::event::{json, ColumnInfo, Row};
 use crate::SourceError;
+use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::sync::Arc;
@@ -213,6 +214,70 @@ pub async fn read_columns(
         .filter_map(|k| columns.names.iter().position(|n| **n == **k))
         .collect();
     Ok(columns)
+}
+
+/// Column names, kinds, wire layout and key from a TABLE_MAP event's metadata
+/// (names empty when the server sent none).
+pub(crate) fn from_table_map(tme: &TableMapEvent<'_>) -> std::io::Result<TableColumns> {
+    let mut names = Vec::new();
+    let mut enums: Vec<Vec<String>> = Vec::new();
+    let mut sets: Vec<Vec<String>> = Vec::new();
+    let mut key = Vec::new();
+    for field in tme.iter_optional_meta().flatten() {
+        match field {
+            OptionalMetadataField::ColumnName(n) => {
+                names = n
+                    .iter_names()
+                    .flatten()
+                    .map(|c| Arc::<str>::from(c.name().as_ref()))
+                    .collect();
+            }
+            OptionalMetadataField::EnumStrValue(v) => {
+                let mut raw = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&v, &mut raw);
+                enums = label_lists(&raw)?;
+            }
+            OptionalMetadataField::SetStrValue(v) => {
+                let mut raw = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&v, &mut raw);
+                sets = label_lists(&raw)?;
+            }
+            OptionalMetadataField::SimplePrimaryKey(pk) => {
+                key = pk.iter_indexes().flatten().map(|i| i as usize).collect();
+            }
+            OptionalMetadataField::PrimaryKeyWithPrefix(pk) => {
+                key = pk
+                    .iter_keys()
+                    .flatten()
+                    .map(|k| k.column_index() as usize)
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    let wire = wire_layout(tme, &mut |ty| {
+        if ty.is_enum_type() {
+            enums.next()
+        } else if ty.is_enum_or_set_type() {
+            sets.next()
+        } else {
+            None
+        }
+    })?;
+    let kinds = wire.iter().map(|w| w.kind.clone()).collect();
+    Ok(TableColumns {
+        db: tme.database_name().as_ref().into(),
+        table: tme.table_name().as_ref().into(),
+        names,
+        kinds,
+        types: Vec::new(),
+        charsets: Vec::new(),
+        key,
+        estimated_rows: 0,
+        wire,
+        json_names: Vec::new(),
+    })
 }
 
 #[cfg(test)]

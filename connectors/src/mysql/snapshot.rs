@@ -260,32 +260,11 @@ impl Snapshot {
                         .collect(),
                 );
             }
-            for mut row in rows {
-                let after = Row(cols
-                    .names
-                    .iter()
-                    .zip(&cols.kinds)
-                    .enumerate()
-                    .map(|(i, (name, kind))| {
-                        let value = row
-                            .take::<MyValue, _>(i)
-                            .map_or(serde_json::Value::Null, |v| kind.value(v));
-                        (name.clone(), value)
-                    })
-                    .collect());
+            for row in rows {
+                let after = row_values(cols, row);
                 self.ordinal += 1;
                 let key = cols.key_of(&after);
-                let source = Arc::new(SourceInfo {
-                    snapshot: true,
-                    ..SourceInfo::new(
-                        "mysql",
-                        self.pipeline.clone(),
-                        cols.db.clone(),
-                        cols.db.clone(),
-                        cols.table.clone(),
-                        ts_ms,
-                    )
-                });
+                let source = read_source(cols, &self.pipeline, ts_ms);
                 // Just before the snapshot position: no binlog event starts
                 // there, and it sorts before everything streamed after it.
                 let position = Position::Mysql {
@@ -319,4 +298,35 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// A snapshot row's values by column, each converted by its column's kind.
+fn row_values(cols: &TableColumns, mut row: mysql_async::Row) -> Row {
+    Row(cols
+        .names
+        .iter()
+        .zip(&cols.kinds)
+        .enumerate()
+        .map(|(i, (name, kind))| {
+            let value = row
+                .take::<MyValue, _>(i)
+                .map_or(serde_json::Value::Null, |v| kind.value(v));
+            (name.clone(), value)
+        })
+        .collect())
+}
+
+/// The `source` block of a snapshot row of `cols`' table.
+fn read_source(cols: &TableColumns, pipeline: &Arc<str>, ts_ms: i64) -> Arc<SourceInfo> {
+    Arc::new(SourceInfo {
+        snapshot: true,
+        ..SourceInfo::new(
+            "mysql",
+            pipeline.clone(),
+            cols.db.clone(),
+            cols.db.clone(),
+            cols.table.clone(),
+            ts_ms,
+        )
+    })
 }

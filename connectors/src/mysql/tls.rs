@@ -54,20 +54,7 @@ pub fn parse(text: &str) -> Result<MyUrl, String> {
     let mut kept = Vec::new();
     for (key, value) in url.query_pairs() {
         match &*key {
-            "ssl-mode" | "ssl_mode" | "sslmode" => {
-                mode = match value.to_ascii_lowercase().replace('-', "_").as_str() {
-                    "disabled" => Mode::Disabled,
-                    "preferred" => Mode::Preferred,
-                    "required" => Mode::Required,
-                    "verify_ca" => Mode::VerifyCa,
-                    "verify_identity" => Mode::VerifyIdentity,
-                    _ => {
-                        return Err(bad_url(
-                            "ssl-mode: use disabled, preferred, required, verify_ca or verify_identity",
-                        ))
-                    }
-                }
-            }
+            "ssl-mode" | "ssl_mode" | "sslmode" => mode = parse_mode(&value)?,
             "ssl-ca" | "ssl_ca" => ca = Some(PathBuf::from(&*value)),
             "require_ssl" | "verify_ca" | "verify_identity" | "built_in_roots" => {
                 return Err(bad_url(format!(
@@ -82,9 +69,31 @@ pub fn parse(text: &str) -> Result<MyUrl, String> {
     } else {
         url.query_pairs_mut().clear().extend_pairs(kept);
     }
+    let opts = driver_opts(&url)?;
+    let ssl = ssl_opts(mode, ca)?;
+    let opts = OptsBuilder::from_opts(opts).ssl_opts(ssl).into();
+    Ok(MyUrl { opts, mode })
+}
+
+/// An `ssl-mode` value.
+fn parse_mode(value: &str) -> Result<Mode, String> {
+    match value.to_ascii_lowercase().replace('-', "_").as_str() {
+        "disabled" => Ok(Mode::Disabled),
+        "preferred" => Ok(Mode::Preferred),
+        "required" => Ok(Mode::Required),
+        "verify_ca" => Ok(Mode::VerifyCa),
+        "verify_identity" => Ok(Mode::VerifyIdentity),
+        _ => Err(bad_url(
+            "ssl-mode: use disabled, preferred, required, verify_ca or verify_identity",
+        )),
+    }
+}
+
+/// mysql_async's options from the URL, TLS parameters taken off.
+fn driver_opts(url: &url::Url) -> Result<Opts, String> {
     // mysql_async's errors quote the URL's parameters, never its credentials;
     // only the kind of error is kept anyway.
-    let opts = Opts::from_url(url.as_str()).map_err(|e| match e {
+    Opts::from_url(url.as_str()).map_err(|e| match e {
         mysql_async::UrlError::UnknownParameter { param } => {
             bad_url(format!("unknown parameter {param:?}"))
         }
@@ -93,8 +102,13 @@ pub fn parse(text: &str) -> Result<MyUrl, String> {
         }
         mysql_async::UrlError::UnsupportedScheme { .. } => bad_url("use mysql://"),
         other => bad_url(other.to_string()),
-    })?;
-    let ssl = match (mode, ca) {
+    })
+}
+
+/// The TLS options of a mode and CA file; refuses the pairs that do not go
+/// together, and a CA file that cannot be read.
+fn ssl_opts(mode: Mode, ca: Option<PathBuf>) -> Result<Option<SslOpts>, String> {
+    Ok(match (mode, ca) {
         (Mode::Disabled | Mode::Preferred | Mode::Required, Some(_)) => {
             return Err(bad_url(
                 "ssl-ca is set but ssl-mode does not verify: use verify_ca or verify_identity",
@@ -121,9 +135,7 @@ pub fn parse(text: &str) -> Result<MyUrl, String> {
             )
         }
         (Mode::VerifyIdentity, None) => Some(SslOpts::default()),
-    };
-    let opts = OptsBuilder::from_opts(opts).ssl_opts(ssl).into();
-    Ok(MyUrl { opts, mode })
+    })
 }
 
 impl MyUrl {

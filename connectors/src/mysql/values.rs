@@ -351,40 +351,10 @@ impl MyKind {
             (_, MyValue::UInt(u)) => Value::Number(u.into()),
             (_, MyValue::Float(f)) => float(f as f64, &f.to_string()),
             (_, MyValue::Double(f)) => float(f, &f.to_string()),
-            (MyKind::Enum(labels), MyValue::Int(i)) => {
-                match (i as usize).checked_sub(1).and_then(|i| labels.get(i)) {
-                    Some(label) => Value::String(label.clone()),
-                    // Index 0 is MySQL's "invalid value" empty string.
-                    None if i == 0 => Value::String(String::new()),
-                    None => Value::String(i.to_string()),
-                }
-            }
+            (MyKind::Enum(labels), MyValue::Int(i)) => enum_label(labels, i),
             (MyKind::Bit1, MyValue::Bytes(b)) => Value::Bool(b.iter().any(|x| *x != 0)),
-            (MyKind::Set(labels), MyValue::Bytes(b)) => {
-                let mut mask = 0u64;
-                for (i, byte) in b.iter().enumerate().take(8) {
-                    mask |= (*byte as u64) << (8 * i);
-                }
-                // A SET has at most 64 members; labels past that (from a
-                // hostile or broken table map) are never set.
-                Value::Array(
-                    labels
-                        .iter()
-                        .take(64)
-                        .enumerate()
-                        .filter(|(i, _)| mask & (1u64 << i) != 0)
-                        .map(|(_, l)| Value::String(l.clone()))
-                        .collect(),
-                )
-            }
-            (MyKind::Year, MyValue::Bytes(b)) => match String::from_utf8_lossy(&b).parse::<u16>() {
-                // The binlog stores a YEAR as its offset from 1900, and the
-                // zero year 0000 as 0, which the row decoder reads as 1900
-                // (not a YEAR value: they run from 1901).
-                Ok(1900) => Value::Number(0.into()),
-                Ok(year) => Value::Number(year.into()),
-                Err(_) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-            },
+            (MyKind::Set(labels), MyValue::Bytes(b)) => set_members(labels, &b),
+            (MyKind::Year, MyValue::Bytes(b)) => year(&b),
             (MyKind::SetText, MyValue::Bytes(b)) => Value::Array(
                 String::from_utf8_lossy(&b)
                     .split(',')
@@ -402,18 +372,7 @@ impl MyKind {
                 address.copy_from_slice(&b);
                 Value::String(inet6_text(address))
             }
-            (MyKind::Uuid, MyValue::Bytes(mut b)) if b.len() <= 16 => {
-                b.resize(16, 0);
-                let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
-                Value::String(format!(
-                    "{}-{}-{}-{}-{}",
-                    &hex[..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..]
-                ))
-            }
+            (MyKind::Uuid, MyValue::Bytes(b)) if b.len() <= 16 => Value::String(uuid_text(b)),
             (MyKind::FixedBytes(length), MyValue::Bytes(mut b)) => {
                 if b.len() < *length {
                     b.resize(*length, 0);
@@ -441,6 +400,62 @@ impl MyKind {
             (_, MyValue::Int(i)) => Value::Number(i.into()),
         }
     }
+}
+
+/// An ENUM value from its 1-based index into the labels.
+fn enum_label(labels: &[String], i: i64) -> Value {
+    match (i as usize).checked_sub(1).and_then(|i| labels.get(i)) {
+        Some(label) => Value::String(label.clone()),
+        // Index 0 is MySQL's "invalid value" empty string.
+        None if i == 0 => Value::String(String::new()),
+        None => Value::String(i.to_string()),
+    }
+}
+
+/// A SET value: the labels whose bits are on in its bytes (a little-endian mask).
+fn set_members(labels: &[String], bytes: &[u8]) -> Value {
+    let mut mask = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(8) {
+        mask |= (*byte as u64) << (8 * i);
+    }
+    // A SET has at most 64 members; labels past that (from a
+    // hostile or broken table map) are never set.
+    Value::Array(
+        labels
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(i, _)| mask & (1u64 << i) != 0)
+            .map(|(_, l)| Value::String(l.clone()))
+            .collect(),
+    )
+}
+
+/// A YEAR value from the text the row decoder gives.
+fn year(bytes: &[u8]) -> Value {
+    match String::from_utf8_lossy(bytes).parse::<u16>() {
+        // The binlog stores a YEAR as its offset from 1900, and the
+        // zero year 0000 as 0, which the row decoder reads as 1900
+        // (not a YEAR value: they run from 1901).
+        Ok(1900) => Value::Number(0.into()),
+        Ok(year) => Value::Number(year.into()),
+        Err(_) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
+
+/// A MariaDB `UUID` (BINARY(16) in the binlog, trailing zero bytes dropped:
+/// at most 16 bytes) as its text.
+fn uuid_text(mut bytes: Vec<u8>) -> String {
+    bytes.resize(16, 0);
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Appends `n` in decimal, zero-padded to `width` digits.

@@ -13,7 +13,7 @@
 //! (`mysql_common` 0.37 reads -1 as 16777215), and a DECIMAL group outside its
 //! digits' range is an error instead of garbage digits.
 
-use super::rows::WireColumn;
+use super::layout::WireColumn;
 use super::values::MyKind;
 use crate::event::json;
 use mysql_async::binlog::value::BinlogValue;

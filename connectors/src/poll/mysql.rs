@@ -157,43 +157,7 @@ impl MyPoll {
         let order_cols: Vec<usize> = std::iter::once(described.cursor)
             .chain(described.key.iter().copied())
             .collect();
-        let cursor_col = quote(&columns.names[described.cursor]);
-        let mut params = Vec::new();
-        let filter = match bound {
-            Bound::All => String::new(),
-            Bound::After(value, key) => {
-                let values: Vec<&str> = std::iter::once(value)
-                    .chain(key.iter().map(String::as_str))
-                    .collect();
-                // c >= v AND (c > v OR (c = v AND (k1 > w OR (k1 = w AND ...))))
-                let mut tail = String::new();
-                for (depth, &col) in order_cols.iter().enumerate().rev() {
-                    let name = quote(&columns.names[col]);
-                    tail = if depth + 1 == order_cols.len() {
-                        format!("{name} > ?")
-                    } else {
-                        format!("({name} > ? OR ({name} = ? AND {tail}))")
-                    };
-                }
-                // Parameters in the order the placeholders appear.
-                params.push(param(&columns.kinds[described.cursor], value));
-                for (depth, (&col, value)) in order_cols.iter().zip(&values).enumerate() {
-                    let p = param(&columns.kinds[col], value);
-                    params.push(p.clone());
-                    if depth + 1 < order_cols.len() {
-                        params.push(p);
-                    }
-                }
-                format!(" WHERE {cursor_col} >= ? AND {tail}")
-            }
-            Bound::Since(value, lag) => {
-                params.push(param(&columns.kinds[described.cursor], value));
-                format!(
-                    " WHERE {cursor_col} >= CAST(? AS DATETIME(6)) - INTERVAL {} MICROSECOND",
-                    lag.as_micros()
-                )
-            }
-        };
+        let (filter, params) = page_filter(columns, described, &order_cols, bound);
         let select: Vec<String> = columns.names.iter().map(|c| quote(c)).collect();
         let order: Vec<String> = order_cols
             .iter()
@@ -213,24 +177,7 @@ impl MyPoll {
             .map_err(my_error(format!("poll {}", described.table)))?;
         Ok(rows
             .into_iter()
-            .map(|row| {
-                let values = values_of(row);
-                let text_of = |i: usize| values.get(i).map(text).unwrap_or_default();
-                let fetched_cursor = text_of(described.cursor);
-                let key = described.key.iter().map(|&k| text_of(k)).collect();
-                let row = Row(columns
-                    .names
-                    .iter()
-                    .zip(&columns.kinds)
-                    .zip(values)
-                    .map(|((name, kind), value)| (name.clone(), kind.value(value)))
-                    .collect());
-                Fetched {
-                    cursor: fetched_cursor,
-                    key,
-                    row,
-                }
-            })
+            .map(|row| fetched(columns, described, row))
             .collect())
     }
 
@@ -268,5 +215,74 @@ impl MyPoll {
                     .collect()
             })
             .collect())
+    }
+}
+
+/// A page's `WHERE` clause for `bound` (empty for none) and its parameters,
+/// in the order the placeholders appear; `order_cols` is the page's order
+/// (the cursor column, then the key).
+fn page_filter(
+    columns: &TableColumns,
+    described: &Described,
+    order_cols: &[usize],
+    bound: Bound<'_>,
+) -> (String, Vec<MyValue>) {
+    let cursor_col = quote(&columns.names[described.cursor]);
+    let mut params = Vec::new();
+    let filter = match bound {
+        Bound::All => String::new(),
+        Bound::After(value, key) => {
+            let values: Vec<&str> = std::iter::once(value)
+                .chain(key.iter().map(String::as_str))
+                .collect();
+            // c >= v AND (c > v OR (c = v AND (k1 > w OR (k1 = w AND ...))))
+            let mut tail = String::new();
+            for (depth, &col) in order_cols.iter().enumerate().rev() {
+                let name = quote(&columns.names[col]);
+                tail = if depth + 1 == order_cols.len() {
+                    format!("{name} > ?")
+                } else {
+                    format!("({name} > ? OR ({name} = ? AND {tail}))")
+                };
+            }
+            // Parameters in the order the placeholders appear.
+            params.push(param(&columns.kinds[described.cursor], value));
+            for (depth, (&col, value)) in order_cols.iter().zip(&values).enumerate() {
+                let p = param(&columns.kinds[col], value);
+                params.push(p.clone());
+                if depth + 1 < order_cols.len() {
+                    params.push(p);
+                }
+            }
+            format!(" WHERE {cursor_col} >= ? AND {tail}")
+        }
+        Bound::Since(value, lag) => {
+            params.push(param(&columns.kinds[described.cursor], value));
+            format!(
+                " WHERE {cursor_col} >= CAST(? AS DATETIME(6)) - INTERVAL {} MICROSECOND",
+                lag.as_micros()
+            )
+        }
+    };
+    (filter, params)
+}
+
+/// One row of a page: its values, and its cursor and key as text.
+fn fetched(columns: &TableColumns, described: &Described, row: mysql_async::Row) -> Fetched {
+    let values = values_of(row);
+    let text_of = |i: usize| values.get(i).map(text).unwrap_or_default();
+    let fetched_cursor = text_of(described.cursor);
+    let key = described.key.iter().map(|&k| text_of(k)).collect();
+    let row = Row(columns
+        .names
+        .iter()
+        .zip(&columns.kinds)
+        .zip(values)
+        .map(|((name, kind), value)| (name.clone(), kind.value(value)))
+        .collect());
+    Fetched {
+        cursor: fetched_cursor,
+        key,
+        row,
     }
 }
