@@ -173,7 +173,8 @@ mod tests {
     #[test]
     fn fuzz_findings_return() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
-        let targets: [(&str, fn(&[u8])); 3] = [
+        type Target = (&'static str, fn(&[u8]));
+        let targets: [Target; 3] = [
             ("binlog_rows", super::binlog_rows),
             ("pgoutput", |data| {
                 super::pgoutput_messages(data);

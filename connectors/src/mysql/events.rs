@@ -496,8 +496,9 @@ fn sent_metadata(tme: &TableMapEvent<'_>) -> schema::SentMetadata {
     for field in tme.iter_optional_meta().flatten() {
         match field {
             OptionalMetadataField::Signedness(_) => sent.signedness = true,
-            OptionalMetadataField::DefaultCharset(_)
-            | OptionalMetadataField::ColumnCharset(_) => sent.charsets = true,
+            OptionalMetadataField::DefaultCharset(_) | OptionalMetadataField::ColumnCharset(_) => {
+                sent.charsets = true
+            }
             _ => {}
         }
     }

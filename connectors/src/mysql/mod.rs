@@ -401,7 +401,8 @@ impl MysqlSource {
                     row: None,
                     gtid: None,
                 });
-                self.open_stream(Start::File(file, pos), stream_conn).await?;
+                self.open_stream(Start::File(file, pos), stream_conn)
+                    .await?;
             }
             Plan::Resume { start, gtid_state } => {
                 if let Start::Gtid(gtid) = &start {

@@ -161,10 +161,7 @@ mod tests {
         ]
     }
 
-    fn facts<'a>(
-        logs: &'a [(String, u64)],
-        gtid_binlog_pos: Option<&'a str>,
-    ) -> ServerFacts<'a> {
+    fn facts<'a>(logs: &'a [(String, u64)], gtid_binlog_pos: Option<&'a str>) -> ServerFacts<'a> {
         ServerFacts {
             logs,
             gtid_binlog_pos,
@@ -322,7 +319,10 @@ mod tests {
         );
         for gtid in [None, Some("")] {
             let message = refused(decide(cursor("", 4, gtid), false, &facts(&logs, Some(""))));
-            assert_eq!(message, "cursor names neither a binlog file nor a GTID state");
+            assert_eq!(
+                message,
+                "cursor names neither a binlog file nor a GTID state"
+            );
         }
     }
 

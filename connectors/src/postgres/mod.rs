@@ -607,7 +607,11 @@ async fn create_replication_slot(
                 slot
             ))
         })?;
-    tracing::info!("created slot {} at LSN {}", slot, lsn_text(consistent_point));
+    tracing::info!(
+        "created slot {} at LSN {}",
+        slot,
+        lsn_text(consistent_point)
+    );
     Ok((consistent_point, field(2)))
 }
 

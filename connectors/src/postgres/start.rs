@@ -149,7 +149,9 @@ mod tests {
         };
         let text = refusal.error("s").to_string();
         assert!(
-            text.starts_with("source.slot: replication slot 's' is missing but the cursor is at LSN 1/200:"),
+            text.starts_with(
+                "source.slot: replication slot 's' is missing but the cursor is at LSN 1/200:"
+            ),
             "{text}"
         );
     }
@@ -187,7 +189,9 @@ mod tests {
         };
         assert_eq!(
             refusal.error("s").to_string(),
-            format!("the cursor holds {poll}, not a Postgres position: it belongs to another source")
+            format!(
+                "the cursor holds {poll}, not a Postgres position: it belongs to another source"
+            )
         );
     }
 
