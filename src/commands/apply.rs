@@ -1,8 +1,9 @@
 //! `tidemark apply`: from a capture in this process, or from what the sink
 //! holds (the file sink's folder, a Kinesis stream).
 
-use super::assemble::{connect_target, stop_on_signals, Mode};
+use super::assemble::{connect_target, Mode};
 use super::reconnect::keep_trying;
+use super::signals::stop_on_signals;
 use anyhow::{bail, Context};
 use std::path::Path;
 use tidemark::apply::inputs::{files, kinesis};
@@ -30,100 +31,117 @@ pub(crate) async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
     match &config.sink {
         // A lost target is reconnected (the target was reached above): the
         // files are read again from the position the target holds.
-        SinkConfig::File { path: dir, .. } => {
-            let config = &config;
-            let attempt = |stop| async move {
-                let target = connect_target(config).await?;
-                let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
-                let lines = files::follow(
-                    dir,
-                    &mut sink,
-                    stop,
-                    until_idle,
-                    config.pipeline.max_batch_events,
-                )
-                .await
-                .with_context(|| format!("apply from {}", dir.display()))?;
-                Ok::<_, anyhow::Error>((lines, sink))
-            };
-            if let Some((lines, sink)) = keep_trying(&stop, attempt).await? {
-                tracing::info!(
-                    "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
-                    sink.events,
-                    sink.rows,
-                    sink.skipped,
-                    sink.applied().unwrap_or("(none)")
-                );
-            }
-            Ok(())
-        }
+        SinkConfig::File { path: dir, .. } => from_files(&config, dir, until_idle, &stop).await,
         SinkConfig::Kinesis {
             stream,
             region,
             endpoint,
             ..
-        } => {
-            if until_idle {
-                bail!("--until-idle reads the file sink only: a Kinesis stream has no end (stop with SIGTERM)");
-            }
-            let CursorConfig::Dynamodb {
-                table,
-                lease_duration,
-                region: dynamo_region,
-                endpoint: dynamo_endpoint,
-            } = &config.cursor
-            else {
-                bail!("apply from Kinesis keeps its shard leases in DynamoDB: set [cursor] type = \"dynamodb\"");
-            };
-            let Some(target) = config.target.clone() else {
-                bail!("target: the config has no [target] section");
-            };
-            let kinesis = kinesis_client(region, endpoint).await?;
-            let leases = LeaseTable {
-                client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,
-                table: table.clone(),
-            };
-            let lease_duration =
-                parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
-            // The lease table must answer once (the target did above).
-            leases
-                .get(&config.pipeline.name)
-                .await
-                .map_err(|e| anyhow::anyhow!("cursor: {e}"))?;
-            // A lost target or lease table is reconnected: the shards are
-            // taken again and read from their checkpoints (the target drops
-            // what it applied already).
-            let attempt = |stop| {
-                let input = kinesis::Input {
-                    kinesis: kinesis.clone(),
-                    stream: stream.clone(),
-                    leases: leases.clone(),
-                    pipeline: config.pipeline.name.clone(),
-                    lease_duration,
-                    batch_events: config.pipeline.max_batch_events,
-                    target: target.clone(),
-                };
-                async move {
-                    kinesis::follow(input, stop)
-                        .await
-                        .with_context(|| format!("apply from kinesis stream {stream}"))
-                }
-            };
-            let Some(totals) = keep_trying(&stop, attempt).await? else {
-                return Ok(());
-            };
-            tracing::info!(
-                "stopped: {} events read, {} applied ({} row writes), {} skipped as already applied, {} shards finished",
-                totals.events,
-                totals.applied,
-                totals.rows,
-                totals.skipped,
-                totals.shards_finished
-            );
-            Ok(())
-        }
+        } => from_kinesis(&config, stream, (region, endpoint), until_idle, &stop).await,
         SinkConfig::Stdout => {
             bail!("apply.input = \"sink\" reads a file or kinesis [sink], not stdout")
         }
     }
+}
+
+/// Applies what the file sink wrote, following its folder.
+async fn from_files(
+    config: &Config,
+    dir: &Path,
+    until_idle: bool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let attempt = |stop| async move {
+        let target = connect_target(config).await?;
+        let mut sink = TargetSink::open(target, &config.pipeline.name).await?;
+        let lines = files::follow(
+            dir,
+            &mut sink,
+            stop,
+            until_idle,
+            config.pipeline.max_batch_events,
+        )
+        .await
+        .with_context(|| format!("apply from {}", dir.display()))?;
+        Ok::<_, anyhow::Error>((lines, sink))
+    };
+    if let Some((lines, sink)) = keep_trying(stop, attempt).await? {
+        tracing::info!(
+            "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
+            sink.events,
+            sink.rows,
+            sink.skipped,
+            sink.applied().unwrap_or("(none)")
+        );
+    }
+    Ok(())
+}
+
+/// Applies what a Kinesis stream holds, sharing its shards with other
+/// instances through leases in DynamoDB.
+async fn from_kinesis(
+    config: &Config,
+    stream: &String,
+    (region, endpoint): (&Option<String>, &Option<String>),
+    until_idle: bool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if until_idle {
+        bail!("--until-idle reads the file sink only: a Kinesis stream has no end (stop with SIGTERM)");
+    }
+    let CursorConfig::Dynamodb {
+        table,
+        lease_duration,
+        region: dynamo_region,
+        endpoint: dynamo_endpoint,
+    } = &config.cursor
+    else {
+        bail!("apply from Kinesis keeps its shard leases in DynamoDB: set [cursor] type = \"dynamodb\"");
+    };
+    let Some(target) = config.target.clone() else {
+        bail!("target: the config has no [target] section");
+    };
+    let kinesis = kinesis_client(region, endpoint).await?;
+    let leases = LeaseTable {
+        client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,
+        table: table.clone(),
+    };
+    let lease_duration =
+        parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
+    // The lease table must answer once (the target did above).
+    leases
+        .get(&config.pipeline.name)
+        .await
+        .map_err(|e| anyhow::anyhow!("cursor: {e}"))?;
+    // A lost target or lease table is reconnected: the shards are
+    // taken again and read from their checkpoints (the target drops
+    // what it applied already).
+    let attempt = |stop| {
+        let input = kinesis::Input {
+            kinesis: kinesis.clone(),
+            stream: stream.clone(),
+            leases: leases.clone(),
+            pipeline: config.pipeline.name.clone(),
+            lease_duration,
+            batch_events: config.pipeline.max_batch_events,
+            target: target.clone(),
+        };
+        async move {
+            kinesis::follow(input, stop)
+                .await
+                .with_context(|| format!("apply from kinesis stream {stream}"))
+        }
+    };
+    let Some(totals) = keep_trying(stop, attempt).await? else {
+        return Ok(());
+    };
+    tracing::info!(
+        "stopped: {} events read, {} applied ({} row writes), {} skipped as already applied, {} shards finished",
+        totals.events,
+        totals.applied,
+        totals.rows,
+        totals.skipped,
+        totals.shards_finished
+    );
+    Ok(())
 }

@@ -11,7 +11,6 @@ use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
 use tidemark::ops::retention::Watch;
 use tidemark::sinks::{AnySink, FileSink, KinesisSink, Oversized, StdoutSink};
 use tidemark::target::Target;
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Where a pipeline writes: the configured sink and cursor store (`run`), or
 /// the target database for both (`apply` with `input = "source"`).
@@ -27,22 +26,6 @@ pub(crate) async fn connect_target(config: &Config) -> anyhow::Result<Target> {
         bail!("target: the config has no [target] section");
     };
     Ok(tidemark::apply::open_target(target).await?)
-}
-
-/// A watch that turns true on SIGTERM or SIGINT.
-pub(crate) fn stop_on_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("stopping: finishing the current batch");
-        stop_tx.send_replace(true);
-    });
-    Ok(stop)
 }
 
 /// What the retention watch looks at, for log-based sources.

@@ -1,7 +1,7 @@
 //! `tidemark migrate run|status|cutover|verify`.
 
-use super::assemble::stop_on_signals;
 use super::reconnect::keep_trying;
+use super::signals::stop_on_signals;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use tidemark::config::{parse_duration, Config};

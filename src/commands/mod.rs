@@ -10,3 +10,4 @@ pub(crate) mod cursor;
 pub(crate) mod migrate;
 pub(crate) mod reconnect;
 pub(crate) mod run;
+pub(crate) mod signals;

@@ -5,13 +5,16 @@ use super::assemble::{
     connect_target, cursor_store, open_sink, retention_watch, source_identity, Mode,
 };
 use super::reconnect::{tick_while_starting, wait_to_reconnect};
-use anyhow::{bail, Context};
+use super::signals;
+use anyhow::bail;
 use std::path::Path;
 use tidemark::config::{parse_duration, Config};
 use tidemark::cursor::target::TargetCursor;
 use tidemark::cursor::CursorStore;
 use tidemark::ops::logging;
+use tidemark::ops::stop::StopSignal;
 use tidemark::ops::{self, events, health, Phase};
+use tidemark::pipeline::assembly::Assembly;
 use tidemark::pipeline::{self, AnySource};
 use tidemark::sinks::target::TargetSink;
 use tidemark::sinks::AnySink;
@@ -19,7 +22,7 @@ use tidemark_connectors::event::lsn_text;
 use tidemark_connectors::mysql::MysqlSource;
 use tidemark_connectors::poll::PollSource;
 use tidemark_connectors::postgres::PostgresSource;
-use tokio::signal::unix::{signal, SignalKind};
+use tidemark_connectors::Position;
 
 /// Runs the pipeline; an error names the pipeline and its cursor position.
 pub(crate) async fn run(
@@ -60,34 +63,8 @@ async fn run_pipeline(
     tick_while_starting();
     let (handle, control) = tidemark_connectors::control();
     // Signals first: a standby may wait for its lease for a long time.
-    let stop = handle.stop.clone();
-    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("stopping: finishing the current batch");
-        ops::health::notify_stopping();
-        stop.send_replace(true);
-    });
-    let config_path = path.to_path_buf();
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            // Only the log level is re-read; the pipeline keeps running as it is.
-            match Config::load(&config_path)
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    logging::set_level(&c.log.level)?;
-                    Ok(c.log.level)
-                }) {
-                Ok(level) => tracing::info!("SIGHUP: log level is now {level}"),
-                Err(e) => tracing::warn!("SIGHUP: kept the log level: {e}"),
-            }
-        }
-    });
+    let stop = StopSignal::new(handle.stop.clone());
+    signals::install(stop.clone(), Some(path.to_path_buf()))?;
     // A lost source, target or cursor store is reconnected in process: the
     // session (cursor, sink, source, stream) starts over from the committed
     // position, after a wait that grows to 30 s; only what a new session
@@ -103,6 +80,7 @@ async fn run_pipeline(
         stop_at_binlog,
         mode,
         handle: &handle,
+        stop,
         control,
         held: None,
         streamed: false,
@@ -139,13 +117,17 @@ struct Session<'a> {
     stop_at_binlog: Option<(String, u64)>,
     mode: Mode,
     handle: &'a tidemark_connectors::SourceHandle,
+    stop: StopSignal,
     control: tidemark_connectors::SourceControl,
     /// Capture: the cursor store, once held, and the position it was loaded at.
-    held: Option<(CursorStore, Option<tidemark_connectors::Position>)>,
+    held: Option<(CursorStore, Option<Position>)>,
     /// A session got as far as streaming (later failures are reconnected).
     streamed: bool,
     retention_started: bool,
 }
+
+/// The target as sink and cursor store (`apply` with `input = "source"`).
+type TargetParts = (AnySink, CursorStore);
 
 impl Session<'_> {
     /// On the way out: lets a standby take over at once.
@@ -157,66 +139,104 @@ impl Session<'_> {
 
     async fn run(&mut self, retry: &mut ops::reconnect::Retry) -> anyhow::Result<()> {
         let config = self.config;
-        let handle = self.handle;
-        let mut stopped = self.control.stop.clone();
         // The capture sink opens once the cursor is held: it needs to know whose
         // lines it may take as already written (`CursorStore::bind_source`).
-        let (target_sink, mut target_cursor) = match self.mode {
+        let mut target = match self.mode {
             Mode::Capture => {
-                if self.held.is_none() {
-                    let mut cursor = cursor_store(config).await?;
-                    cursor.stop_on_lease_loss(handle.stop.clone());
-                    let loaded = tokio::select! {
-                        loaded = cursor.load() => loaded?,
-                        _ = stopped.wait_for(|stop| *stop) => {
-                            tracing::info!("stopped before holding the cursor");
-                            return Ok(());
-                        }
-                    };
-                    self.held = Some((cursor, loaded));
+                if !self.hold_cursor().await? {
+                    return Ok(());
                 }
-                (None, None)
+                None
             }
-            Mode::Apply => {
-                let scope = config.pipeline.name.clone();
-                let sink = TargetSink::open(connect_target(config).await?, &scope).await?;
-                let target = connect_target(config).await?;
-                (
-                    Some(AnySink::Target(Box::new(sink))),
-                    Some(CursorStore::Target(Box::new(TargetCursor {
-                        target,
-                        scope,
-                    }))),
-                )
-            }
+            Mode::Apply => Some(target_parts(config).await?),
         };
-        let (cursor, loaded) = match (&mut target_cursor, &mut self.held) {
-            (Some(cursor), _) => {
+        let (target_sink, cursor, loaded) = match (&mut target, &mut self.held) {
+            (Some((sink, cursor)), _) => {
+                let mut stopped = self.control.stop.clone();
                 let loaded = tokio::select! {
                     loaded = cursor.load() => loaded?,
                     _ = stopped.wait_for(|stop| *stop) => return Ok(()),
                 };
-                (cursor, loaded)
+                (Some(sink), cursor, loaded)
             }
-            (None, Some((cursor, loaded))) => (cursor, loaded.clone()),
+            (None, Some((cursor, loaded))) => (None, cursor, loaded.clone()),
             (None, None) => bail!("cursor: no cursor store"),
         };
-        // After a reconnect: from what this process committed since.
-        let resume = handle.durable.borrow().clone().or(loaded);
-        if let Some(position) = &resume {
-            health().resumed_at(position.to_string());
-        }
-        let resume_at = resume.clone();
+        let resume = pipeline::assembly::resume_point(self.handle, loaded, None);
         let source_id = source_identity(config, self.stop_at_lsn, &self.stop_at_binlog).await?;
         let lineage = cursor.bind_source(&source_id, resume.is_some())?;
-        let mut sink = match target_sink {
+        let mut opened;
+        let sink = match target_sink {
             Some(sink) => sink,
-            None => open_sink(config, &format!("{source_id}, cursor lineage {lineage}")).await?,
+            None => {
+                opened =
+                    open_sink(config, &format!("{source_id}, cursor lineage {lineage}")).await?;
+                &mut opened
+            }
         };
-        let control = self.control.clone();
-        let source = match (
-            config.postgres(self.stop_at_lsn),
-            config.mysql(self.stop_at_binlog.clone()),
+        let source = open_source(
+            config,
+            (self.stop_at_lsn, &self.stop_at_binlog),
+            self.control.clone(),
+            resume.clone(),
+            sink,
+        )
+        .await?;
+        let mut assembly = Assembly {
+            sink,
+            cursor,
+            handle: self.handle,
+            stop: &self.stop,
+            commit_every: config.pipeline.commit_every(),
+        };
+        assembly.start(&source).await?;
+        streaming(retry, &config.pipeline.name);
+        self.streamed = true;
+        if !self.retention_started {
+            self.retention_started = watch_retention(config, self.path, self.handle, &self.stop);
+        }
+        let summary = assembly
+            .run(source, resume.as_ref(), AnySink::report)
+            .await?;
+        log_summary(&summary);
+        Ok(())
+    }
+
+    /// Capture: holds the cursor store (a standby waits here for the lease)
+    /// and loads its position, once per process; false when stopped meanwhile.
+    async fn hold_cursor(&mut self) -> anyhow::Result<bool> {
+        if self.held.is_some() {
+            return Ok(true);
+        }
+        let mut cursor = cursor_store(self.config).await?;
+        cursor.stop_on_lease_loss(self.stop.clone());
+        let mut stopped = self.control.stop.clone();
+        let loaded = tokio::select! {
+            loaded = cursor.load() => loaded?,
+            _ = stopped.wait_for(|stop| *stop) => {
+                tracing::info!("stopped before holding the cursor");
+                return Ok(false);
+            }
+        };
+        self.held = Some((cursor, loaded));
+        Ok(true)
+    }
+}
+
+/// Opens the configured source at `resume`. A poll source is given the
+/// sink's last position (when resuming) to tell repeats itself.
+async fn open_source(
+    config: &Config,
+    (stop_at_lsn, stop_at_binlog): (Option<u64>, &Option<(String, u64)>),
+    control: tidemark_connectors::SourceControl,
+    resume: Option<Position>,
+    sink: &AnySink,
+) -> anyhow::Result<AnySource> {
+    let resuming = resume.is_some();
+    Ok(
+        match (
+            config.postgres(stop_at_lsn),
+            config.mysql(stop_at_binlog.clone()),
             config.poll(),
         ) {
             (Some(pg), _, _) => {
@@ -229,71 +249,76 @@ impl Session<'_> {
                 PollSource::open(
                     poll,
                     resume,
-                    sink.last_position().filter(|_| resume_at.is_some()),
+                    sink.last_position().filter(|_| resuming),
                     control,
                 )
                 .await?,
             )),
             _ => bail!("source: no source configured"),
-        };
-        if let Some(start) =
-            pipeline::commit_fresh_start(&source, &mut sink, cursor, &handle.durable).await?
-        {
-            tracing::info!("no cursor: the start {start} is the cursor now");
-        }
-        if retry.attempts > 0 {
-            events::reconnected(retry.attempts);
-        } else {
-            health().set_phase(Phase::Streaming);
-            health().set_problem("source", None);
-        }
-        self.streamed = true;
-        ops::health::notify_ready();
-        retry.succeeded();
-        tracing::info!("pipeline {} running", config.pipeline.name);
-        if let (Some(watch), false) = (retention_watch(config), self.retention_started) {
-            self.retention_started = true;
-            let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
-            let recovery = format!("tidemark cursor reset --config {}", self.path.display());
-            tokio::spawn(ops::retention::run(
-                watch,
-                every,
-                handle.durable.subscribe(),
-                handle.stop.clone(),
-                recovery,
-            ));
-        }
+        },
+    )
+}
 
-        let summary = pipeline::run(
-            source,
-            &handle.durable,
-            &mut sink,
-            cursor,
-            resume_at.as_ref(),
-            config.pipeline.commit_every(),
-        )
-        .await;
-        if let Some(fatal) = health().take_fatal() {
-            bail!("{fatal}");
-        }
-        if let Some(report) = sink.report() {
-            tracing::info!("{report}");
-        }
-        let summary = summary?;
-        tracing::info!(
-            "stopped: {} events in {} batches; cursor at {}{}",
-            summary.events,
-            summary.batches,
-            summary
-                .cursor
-                .as_ref()
-                .map_or("(unchanged)".into(), |p| p.to_string()),
-            match &summary.cursor {
-                Some(tidemark_connectors::Position::Postgres { lsn, .. }) =>
-                    format!(" (LSN {})", lsn_text(*lsn)),
-                _ => String::new(),
-            }
-        );
-        Ok(())
+/// The session streams: health, systemd and the backoff are told.
+fn streaming(retry: &mut ops::reconnect::Retry, pipeline: &str) {
+    if retry.attempts > 0 {
+        events::reconnected(retry.attempts);
+    } else {
+        health().set_phase(Phase::Streaming);
+        health().set_problem("source", None);
     }
+    ops::health::notify_ready();
+    retry.succeeded();
+    tracing::info!("pipeline {pipeline} running");
+}
+
+/// Starts the retention watch of a log-based source; false when there is
+/// none to watch.
+fn watch_retention(
+    config: &Config,
+    path: &Path,
+    handle: &tidemark_connectors::SourceHandle,
+    stop: &StopSignal,
+) -> bool {
+    let Some(watch) = retention_watch(config) else {
+        return false;
+    };
+    let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
+    let recovery = format!("tidemark cursor reset --config {}", path.display());
+    tokio::spawn(ops::retention::run(
+        watch,
+        every,
+        handle.durable.subscribe(),
+        stop.clone(),
+        recovery,
+    ));
+    true
+}
+
+/// The target as sink and cursor store, for `apply` with `input = "source"`.
+async fn target_parts(config: &Config) -> anyhow::Result<TargetParts> {
+    let scope = config.pipeline.name.clone();
+    let sink = TargetSink::open(connect_target(config).await?, &scope).await?;
+    let target = connect_target(config).await?;
+    Ok((
+        AnySink::Target(Box::new(sink)),
+        CursorStore::Target(Box::new(TargetCursor { target, scope })),
+    ))
+}
+
+/// The run's last line: what it wrote and where the cursor is.
+fn log_summary(summary: &pipeline::Summary) {
+    tracing::info!(
+        "stopped: {} events in {} batches; cursor at {}{}",
+        summary.events,
+        summary.batches,
+        summary
+            .cursor
+            .as_ref()
+            .map_or("(unchanged)".into(), |p| p.to_string()),
+        match &summary.cursor {
+            Some(Position::Postgres { lsn, .. }) => format!(" (LSN {})", lsn_text(*lsn)),
+            _ => String::new(),
+        }
+    );
 }

@@ -22,6 +22,7 @@
 
 use super::{Binding, CursorError};
 use crate::aws::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
+use crate::ops::stop::{StopReason, StopSignal};
 use crate::ops::{health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
@@ -40,7 +41,7 @@ pub struct DynamoCursor {
     /// Whose position it is (see `CursorStore::bind_source`).
     pub(super) binding: Binding,
     /// Told to stop when a renewal finds the lease taken.
-    on_loss: Option<tokio::sync::watch::Sender<bool>>,
+    on_loss: Option<StopSignal>,
 }
 
 impl DynamoCursor {
@@ -63,7 +64,7 @@ impl DynamoCursor {
 
     /// The signal that stops the pipeline when the lease is lost (set it
     /// before [`Self::acquire`]).
-    pub fn stop_on_loss(&mut self, stop: tokio::sync::watch::Sender<bool>) {
+    pub fn stop_on_loss(&mut self, stop: StopSignal) {
         self.on_loss = Some(stop);
     }
 
@@ -261,12 +262,11 @@ impl DynamoCursor {
                     Ok(Held::NotHeld) => return,
                     Ok(Held::Lost | Held::Refused) => {
                         metrics::gauge!("tidemark_lease_held").set(0.0);
-                        health().set_fatal(format!(
-                            "lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now"
-                        ));
                         tracing::error!("lost the lease on pipeline {pipeline}: stopping");
                         if let Some(stop) = &on_loss {
-                            stop.send_replace(true);
+                            stop.stop(StopReason::LeaseLost(format!(
+                                "lost the lease on pipeline {pipeline} (dynamodb table {table}): another instance owns it now"
+                            )));
                         }
                         return;
                     }

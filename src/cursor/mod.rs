@@ -179,7 +179,7 @@ impl CursorStore {
 
     /// The signal that stops the pipeline if the store's lease is lost
     /// (DynamoDB; the other stores have no lease).
-    pub fn stop_on_lease_loss(&mut self, stop: tokio::sync::watch::Sender<bool>) {
+    pub fn stop_on_lease_loss(&mut self, stop: crate::ops::stop::StopSignal) {
         if let CursorStore::Dynamo(store) = self {
             store.stop_on_loss(stop);
         }

@@ -22,6 +22,8 @@ use crate::config::{Config, SourceConfig};
 use crate::cursor::target::TargetCursor;
 use crate::cursor::CursorStore;
 use crate::ops::health;
+use crate::ops::stop::StopSignal;
+use crate::pipeline::assembly::Assembly;
 use crate::pipeline::{self, AnySource};
 use crate::sinks::target::TargetSink;
 use crate::sinks::AnySink;
@@ -360,8 +362,8 @@ async fn catch_up(
     config: &Config,
     plan: &Plan,
     document: &Document,
-    mut target_db: Db,
-    mut stop: watch::Receiver<bool>,
+    target_db: Db,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), MigrateError> {
     let (handle, control) = tidemark_connectors::control();
     let mut cursor = CursorStore::Target(Box::new(TargetCursor {
@@ -372,8 +374,8 @@ async fn catch_up(
         .load()
         .await
         .map_err(|e| MigrateError::State(e.to_string()))?;
-    let resume = resume.unwrap_or_else(|| document.start.clone());
-    health().resumed_at(resume.to_string());
+    let resume = pipeline::assembly::resume_point(&handle, resume, Some(document.start.clone()))
+        .unwrap_or_else(|| document.start.clone());
     let source = match &config.source {
         SourceConfig::Postgres(_) => {
             let mut pg = config
@@ -399,53 +401,63 @@ async fn catch_up(
         TargetSink::open(plan.target(config).await?, &plan.name).await?,
     ));
     // Progress every second; a cutover (or SIGTERM) stops the stream.
-    let name = plan.name.clone();
-    let stopper = handle.stop.clone();
-    let reporter = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => {}
-            }
-            let h = health();
-            let progress = Progress {
-                applied_position: h.position(),
-                lag_seconds: h.lag().as_secs_f64(),
-                events_read: h.events_read(),
-                events_written: h.events_written(),
-                updated_at_ms: now_ms(),
-            };
-            if let Ok(text) = serde_json::to_string(&progress) {
-                if let Err(e) = target_db.save_document(&status_name(&name), &text).await {
-                    tracing::warn!("migration progress not saved: {e}");
-                }
-            }
-            let cut_over = matches!(load(&mut target_db, &name).await, Ok(Some(d)) if d.stage == Stage::CutOver);
-            if cut_over {
-                tracing::info!("migration {name} was cut over: stopping");
-            }
-            if cut_over || *stop.borrow() {
-                stopper.send_replace(true);
-                return;
-            }
-        }
-    });
-    let summary = pipeline::run(
-        source,
-        &handle.durable,
-        &mut sink,
-        &mut cursor,
-        None,
-        config.pipeline.commit_every(),
-    )
-    .await;
+    let reporter = tokio::spawn(report_progress(
+        target_db,
+        plan.name.clone(),
+        stop,
+        handle.stop.clone(),
+    ));
+    let stop = StopSignal::new(handle.stop.clone());
+    let assembly = Assembly {
+        sink: &mut sink,
+        cursor: &mut cursor,
+        handle: &handle,
+        stop: &stop,
+        commit_every: config.pipeline.commit_every(),
+    };
+    let summary = assembly.run(source, None, AnySink::report).await;
     reporter.abort();
-    if let Some(report) = sink.report() {
-        tracing::info!("{report}");
-    }
     summary?;
     Ok(())
+}
+
+/// Saves the catch-up's progress every second (and when told to stop), and
+/// stops the stream once the migration was cut over (or on SIGTERM).
+async fn report_progress(
+    mut target_db: Db,
+    name: String,
+    mut stop: watch::Receiver<bool>,
+    stopper: watch::Sender<bool>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => {}
+        }
+        let h = health();
+        let progress = Progress {
+            applied_position: h.position(),
+            lag_seconds: h.lag().as_secs_f64(),
+            events_read: h.events_read(),
+            events_written: h.events_written(),
+            updated_at_ms: now_ms(),
+        };
+        if let Ok(text) = serde_json::to_string(&progress) {
+            if let Err(e) = target_db.save_document(&status_name(&name), &text).await {
+                tracing::warn!("migration progress not saved: {e}");
+            }
+        }
+        let cut_over =
+            matches!(load(&mut target_db, &name).await, Ok(Some(d)) if d.stage == Stage::CutOver);
+        if cut_over {
+            tracing::info!("migration {name} was cut over: stopping");
+        }
+        if cut_over || *stop.borrow() {
+            stopper.send_replace(true);
+            return;
+        }
+    }
 }
 
 /// `migrate status`: the stage, per-table copy progress, lag and positions.

@@ -57,8 +57,6 @@ pub struct Health {
     last_commit: AtomicI64,
     /// Why the daemon is not ready, by area (`retention`, `sink`, ...).
     problems: Mutex<BTreeMap<&'static str, String>>,
-    /// Set when something outside the pipeline found it must stop for good.
-    fatal: Mutex<Option<String>>,
     /// The last cursor position, for error lines.
     position: Mutex<String>,
     /// Events read from the source and written to the sink, since start.
@@ -75,7 +73,6 @@ static HEALTH: LazyLock<Health> = LazyLock::new(|| Health {
     last_written: AtomicI64::new(0),
     last_commit: AtomicI64::new(0),
     problems: Mutex::new(BTreeMap::new()),
-    fatal: Mutex::new(None),
     position: Mutex::new(String::new()),
     events_read: AtomicU64::new(0),
     events_written: AtomicU64::new(0),
@@ -194,15 +191,6 @@ impl Health {
                 }
             }
         }
-    }
-
-    /// Asks the daemon to stop with this error.
-    pub fn set_fatal(&self, message: String) {
-        lock(&self.fatal).get_or_insert(message);
-    }
-
-    pub fn take_fatal(&self) -> Option<String> {
-        lock(&self.fatal).take()
     }
 
     /// A batch was read: its oldest event's source commit time, unless older

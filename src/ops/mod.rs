@@ -12,5 +12,6 @@ pub mod logging;
 pub mod metrics;
 pub mod reconnect;
 pub mod retention;
+pub mod stop;
 
 pub use health::{health, Phase};

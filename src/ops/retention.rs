@@ -5,6 +5,7 @@
 //! command once the loss has happened (slot gone or invalidated, binlog purged).
 
 use super::health::health;
+use super::stop::{StopReason, StopSignal};
 use std::time::Duration;
 use tidemark_connectors::event::now_ms;
 use tidemark_connectors::mysql::retention::BinlogWatch;
@@ -25,13 +26,14 @@ pub enum Watch {
     },
 }
 
-/// Runs the watch until the stop signal; sets `fatal` and signals stop on loss.
+/// Runs the watch until the stop signal; on a loss, stops the pipeline with
+/// [`StopReason::RetentionLost`].
 /// `recovery` is the command that starts over (named in the stop message).
 pub async fn run(
     watch: Watch,
     every: Duration,
     durable: watch::Receiver<Option<Position>>,
-    stop: watch::Sender<bool>,
+    stop: StopSignal,
     recovery: String,
 ) {
     let mut checks = Checks {
@@ -109,9 +111,8 @@ impl Checks {
     }
 }
 
-fn lost(stop: &watch::Sender<bool>, message: String) {
-    health().set_fatal(message);
-    stop.send_replace(true);
+fn lost(stop: &StopSignal, message: String) {
+    stop.stop(StopReason::RetentionLost(message));
 }
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -121,7 +122,7 @@ async fn postgres(
     slot: &str,
     max_retained_bytes: u64,
     checks: &mut Checks,
-    stop: &watch::Sender<bool>,
+    stop: &StopSignal,
     recovery: &str,
 ) -> Result<(), SourceError> {
     let watch = SlotWatch::connect(url, slot).await?;
@@ -177,7 +178,7 @@ async fn mysql(
     warn_before_purge: Duration,
     checks: &mut Checks,
     mut durable: watch::Receiver<Option<Position>>,
-    stop: &watch::Sender<bool>,
+    stop: &StopSignal,
     recovery: &str,
 ) -> Result<(), SourceError> {
     let mut watch = BinlogWatch::connect(url).await?;

@@ -11,6 +11,7 @@
 //! also ticks the health (and through it systemd's watchdog) and counts what it
 //! reads and writes.
 
+pub mod assembly;
 mod commit;
 pub mod contract;
 #[cfg(test)]
@@ -42,6 +43,10 @@ pub enum PipelineError {
     Cursor(#[from] CursorError),
     #[error("source reader task failed: {0}")]
     Reader(String),
+    /// Stopped from outside for a failure a new session cannot cure (a lost
+    /// retention, a lost lease); the message names it and the way back.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// A configured source. The set is fixed, so an enum reads plainer than a trait object.
@@ -124,6 +129,8 @@ pub struct Summary {
     pub batches: u64,
     pub skipped_duplicates: u64,
     pub cursor: Option<Position>,
+    /// Why the pipeline was stopped, when it was (not at a stop position).
+    pub stopped_by: Option<crate::ops::stop::StopReason>,
 }
 
 /// How many batches wait between the reader and the writer: reading
