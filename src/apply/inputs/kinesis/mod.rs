@@ -40,7 +40,8 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::Shard;
 use aws_sdk_kinesis::Client;
 use backoff::backoff::Backoff;
-use shard::{consume, End, SHARD_END};
+use shard::{consume, End};
+use sharing::{decide, open_shards, Listed, Plan, Take};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod shard;
+mod sharing;
 
 /// A failed lease call: [`TargetError::Unavailable`] when trying again may
 /// help (DynamoDB unreachable, slow or throttling), else a setup error.
@@ -302,24 +304,52 @@ async fn balance(
             Some((shard, item))
         })
         .collect();
-    let finished = |shard: &str| {
-        items
-            .get(shard)
-            .is_some_and(|item| text(item, "checkpoint") == SHARD_END)
-    };
-    let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    let open: Vec<&str> = shards
+    let listed: Vec<Listed<'_>> = shards
         .iter()
-        .filter(|s| !finished(&s.shard_id))
-        .filter(|s| {
-            [s.parent_shard_id(), s.adjacent_parent_shard_id()]
-                .into_iter()
-                .flatten()
-                .all(|parent| !listed.contains(parent) || finished(parent))
+        .map(|s| Listed {
+            id: s.shard_id.as_str(),
+            parents: [s.parent_shard_id(), s.adjacent_parent_shard_id()],
         })
-        .map(|s| s.shard_id.as_str())
         .collect();
+    let open = open_shards(&listed, &items);
 
+    renew(input, held).await;
+
+    let Plan {
+        fair,
+        mut mine,
+        wanted,
+    } = {
+        let live: HashSet<&str> = held
+            .iter()
+            .filter(|(_, c)| !c.halted())
+            .map(|(shard, _)| shard.as_str())
+            .collect();
+        decide(&open, &items, owner, &live, |shard, item| {
+            clock.lapsed(&format!("{prefix}{shard}"), item, input.lease_duration)
+        })
+    };
+    for take in wanted {
+        if mine >= fair {
+            break;
+        }
+        // A halted consumer of this shard must end before another starts.
+        if held.get(take.shard).is_some() {
+            continue;
+        }
+        let Some(consumer) = start(input, owner, &prefix, take, fair).await? else {
+            continue;
+        };
+        held.insert(take.shard.to_string(), consumer);
+        mine += 1;
+    }
+    metrics::gauge!("tidemark_apply_shards_held").set(mine as f64);
+    Ok(())
+}
+
+/// Renews the leases of the consumers still running; halts those whose lease
+/// another instance took.
+async fn renew(input: &Input, held: &BTreeMap<String, Consumer>) {
     for (shard, consumer) in held.iter() {
         if consumer.halted() {
             continue;
@@ -333,85 +363,46 @@ async fn balance(
             Err(e) => tracing::warn!("shard {shard}: renewing the lease failed (will retry): {e}"),
         }
     }
+}
 
-    // Who else is alive, and what is free.
-    let mut others: BTreeMap<&str, Vec<(&str, i64)>> = BTreeMap::new();
-    let mut free: Vec<(&str, Option<i64>)> = Vec::new();
-    for &shard in &open {
-        if held.get(shard).is_some_and(|c| !c.halted()) {
-            continue;
-        }
-        match items.get(shard) {
-            None => free.push((shard, None)),
-            Some(item) => {
-                let counter = lease::number(item, "lease_counter");
-                let key = format!("{prefix}{shard}");
-                if text(item, "owner") == owner || clock.lapsed(&key, item, input.lease_duration) {
-                    free.push((shard, Some(counter)));
-                } else {
-                    others
-                        .entry(text(item, "owner"))
-                        .or_default()
-                        .push((shard, counter));
-                }
-            }
-        }
+/// Takes the lease of `take.shard` and starts its consumer; `None` when
+/// another instance wrote the lease first.
+async fn start(
+    input: &Arc<Input>,
+    owner: &str,
+    prefix: &str,
+    take: Take<'_>,
+    fair: usize,
+) -> Result<Option<Consumer>, TargetError> {
+    let shard = take.shard;
+    let lease = Lease::new(&input.leases, &format!("{prefix}{shard}"), owner);
+    let taken = match take.seen {
+        None => lease.create(input.lease_duration).await,
+        Some(seen) => lease.take(seen, input.lease_duration).await,
     }
-    let fair = open.len().div_ceil(others.len() + 1);
-    let mut mine = held.values().filter(|c| !c.halted()).count();
-    let mut wanted: Vec<(&str, Option<i64>, Option<&str>)> = free
-        .iter()
-        .map(|&(shard, seen)| (shard, seen, None))
-        .collect();
-    if mine + free.len() < fair {
-        if let Some((victim, theirs)) = others.iter().max_by_key(|(_, shards)| shards.len()) {
-            if theirs.len() > fair {
-                if let Some(&(shard, counter)) = theirs.last() {
-                    wanted.push((shard, Some(counter), Some(victim)));
-                }
-            }
-        }
+    .map_err(|e| lease_error(&format!("take the lease of shard {shard}"), e))?;
+    // The checkpoint as the taking write returned it, not as scanned
+    // before: the last holder may have moved it since.
+    let Some(taken) = taken else {
+        return Ok(None);
+    };
+    let checkpoint = Some(text(&taken, "checkpoint").to_string()).filter(|c| !c.is_empty());
+    match take.from {
+        Some(victim) => tracing::info!(
+            "holding shard {shard}, taken from {victim} to share the stream ({fair} shards each)"
+        ),
+        None => tracing::info!(
+            "holding shard {shard} (checkpoint {})",
+            checkpoint.as_deref().unwrap_or("none: from the oldest record")
+        ),
     }
-    for (shard, seen, from) in wanted {
-        if mine >= fair {
-            break;
-        }
-        // A halted consumer of this shard must end before another starts.
-        if held.get(shard).is_some() {
-            continue;
-        }
-        let lease = Lease::new(&input.leases, &format!("{prefix}{shard}"), owner);
-        let taken = match seen {
-            None => lease.create(input.lease_duration).await,
-            Some(seen) => lease.take(seen, input.lease_duration).await,
-        }
-        .map_err(|e| lease_error(&format!("take the lease of shard {shard}"), e))?;
-        // The checkpoint as the taking write returned it, not as scanned
-        // before: the last holder may have moved it since.
-        let Some(taken) = taken else {
-            continue;
-        };
-        let checkpoint = Some(text(&taken, "checkpoint").to_string()).filter(|c| !c.is_empty());
-        match from {
-            Some(victim) => tracing::info!(
-                "holding shard {shard}, taken from {victim} to share the stream ({fair} shards each)"
-            ),
-            None => tracing::info!(
-                "holding shard {shard} (checkpoint {})",
-                checkpoint.as_deref().unwrap_or("none: from the oldest record")
-            ),
-        }
-        let (halt, halted) = watch::channel(false);
-        let task = tokio::spawn(consume(
-            input.clone(),
-            shard.to_string(),
-            lease.clone(),
-            checkpoint,
-            halted,
-        ));
-        held.insert(shard.to_string(), Consumer { lease, halt, task });
-        mine += 1;
-    }
-    metrics::gauge!("tidemark_apply_shards_held").set(mine as f64);
-    Ok(())
+    let (halt, halted) = watch::channel(false);
+    let task = tokio::spawn(consume(
+        input.clone(),
+        shard.to_string(),
+        lease.clone(),
+        checkpoint,
+        halted,
+    ));
+    Ok(Some(Consumer { lease, halt, task }))
 }

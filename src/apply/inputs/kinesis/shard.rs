@@ -119,21 +119,9 @@ pub async fn consume(
     let scope = input.scope(&shard);
     let mut sink =
         TargetSink::open(crate::apply::open_target(&input.target).await?, &scope).await?;
-    // Start after whichever is further: the checkpoint, or the target.
-    let mut last = [checkpoint, sink.applied().map(sequence_of)]
-        .into_iter()
-        .flatten()
-        .filter(|c| c != SHARD_END)
-        .max_by_key(|sequence| padded(sequence));
+    let mut last = start_after(checkpoint, sink.applied());
     let mut iterator = input.iterator(&shard, last.as_deref()).await?;
     let limit = input.batch_events.clamp(1, 10_000) as i32;
-    let counts = |sink: &TargetSink| Totals {
-        events: sink.events + sink.skipped,
-        applied: sink.events,
-        rows: sink.rows,
-        skipped: sink.skipped,
-        shards_finished: 0,
-    };
     loop {
         if *halt.borrow() {
             return Ok((End::Stopped, counts(&sink)));
@@ -170,33 +158,18 @@ pub async fn consume(
             let events = decode(&input.stream, &shard, &page.records)?;
             write(&mut sink, &events).await?;
             last = Some(record.sequence_number.clone());
-            match save_checkpoint(&lease, &record.sequence_number, input.lease_duration).await {
-                Ok(Held::Yes) => {}
-                Ok(Held::Lost | Held::NotHeld | Held::Refused) => {
-                    tracing::info!("shard {shard}: another instance took the lease; stopped at {}", record.sequence_number);
-                    return Ok((End::Lost, counts(&sink)));
-                }
-                // The target holds the applied position; the checkpoint only
-                // saves re-reading, so a failed write is not fatal.
-                Err(e) => tracing::warn!("shard {shard}: cannot write the checkpoint (will retry with the next batch): {e}"),
+            let sequence = &record.sequence_number;
+            if !checkpoint_batch(&lease, &shard, sequence, input.lease_duration).await {
+                return Ok((End::Lost, counts(&sink)));
             }
         }
         let Some(next) = page.next_shard_iterator else {
-            let held = save_checkpoint(&lease, SHARD_END, input.lease_duration)
-                .await
-                .map_err(|e| {
-                    TargetError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
-                })?;
-            if held != Held::Yes {
-                return Ok((End::Lost, counts(&sink)));
-            }
-            tracing::info!(
-                "shard {shard} finished (closed by a reshard and applied to its end, last record {})",
-                last.as_deref().unwrap_or("none")
-            );
+            let end = finish(&lease, &shard, input.lease_duration, last.as_deref()).await?;
             let mut totals = counts(&sink);
-            totals.shards_finished = 1;
-            return Ok((End::Finished, totals));
+            if matches!(end, End::Finished) {
+                totals.shards_finished = 1;
+            }
+            return Ok((end, totals));
         };
         iterator = next;
         if page.records.is_empty() {
@@ -206,6 +179,73 @@ pub async fn consume(
             }
         }
     }
+}
+
+/// What a consumer's sink applied, as counts.
+fn counts(sink: &TargetSink) -> Totals {
+    Totals {
+        events: sink.events + sink.skipped,
+        applied: sink.events,
+        rows: sink.rows,
+        skipped: sink.skipped,
+        shards_finished: 0,
+    }
+}
+
+/// Where a consumer starts reading: after whichever is further, the
+/// checkpoint or the target's applied position (`None`: at the oldest record).
+fn start_after(checkpoint: Option<String>, applied: Option<&str>) -> Option<String> {
+    [checkpoint, applied.map(sequence_of)]
+        .into_iter()
+        .flatten()
+        .filter(|c| c != SHARD_END)
+        .max_by_key(|sequence| padded(sequence))
+}
+
+/// Saves a batch's last sequence number as the checkpoint; `false` when
+/// another instance took the lease.
+async fn checkpoint_batch(
+    lease: &Lease,
+    shard: &str,
+    sequence: &str,
+    duration: Duration,
+) -> bool {
+    match save_checkpoint(lease, sequence, duration).await {
+        Ok(Held::Yes) => true,
+        Ok(Held::Lost | Held::NotHeld | Held::Refused) => {
+            tracing::info!("shard {shard}: another instance took the lease; stopped at {sequence}");
+            false
+        }
+        // The target holds the applied position; the checkpoint only
+        // saves re-reading, so a failed write is not fatal.
+        Err(e) => {
+            tracing::warn!("shard {shard}: cannot write the checkpoint (will retry with the next batch): {e}");
+            true
+        }
+    }
+}
+
+/// Marks a shard read to its end finished (checkpoint `SHARD_END`):
+/// [`End::Finished`], or [`End::Lost`] when another instance holds the lease.
+async fn finish(
+    lease: &Lease,
+    shard: &str,
+    duration: Duration,
+    last: Option<&str>,
+) -> Result<End, TargetError> {
+    let held = save_checkpoint(lease, SHARD_END, duration)
+        .await
+        .map_err(|e| {
+            TargetError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
+        })?;
+    if held != Held::Yes {
+        return Ok(End::Lost);
+    }
+    tracing::info!(
+        "shard {shard} finished (closed by a reshard and applied to its end, last record {})",
+        last.unwrap_or("none")
+    );
+    Ok(End::Finished)
 }
 
 /// Stores `value` (a sequence number, or `SHARD_END`) as the shard's
@@ -265,5 +305,22 @@ mod tests {
             "49590338271490256608559692540925702759324208523137515618"
         );
         assert_eq!(sequence_of(&c), "9");
+    }
+
+    #[test]
+    fn reading_starts_after_the_further_of_checkpoint_and_target() {
+        let target = format!("{}:{:06}", padded("120"), 2);
+        assert_eq!(
+            start_after(Some("99".into()), Some(target.as_str())).as_deref(),
+            Some("120")
+        );
+        assert_eq!(
+            start_after(Some("1000".into()), Some(target.as_str())).as_deref(),
+            Some("1000")
+        );
+        assert_eq!(start_after(None, Some(target.as_str())).as_deref(), Some("120"));
+        assert_eq!(start_after(Some("7".into()), None).as_deref(), Some("7"));
+        assert_eq!(start_after(Some(SHARD_END.into()), None), None);
+        assert_eq!(start_after(None, None), None);
     }
 }

@@ -33,18 +33,19 @@
 use super::SinkError;
 use crate::aws::errors::{describe, kinesis_retry_reason, KINESIS_THROTTLED_REASON};
 use crate::ops::{self, health};
+use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
 use aws_sdk_kinesis::Client;
 use backoff::backoff::Backoff;
+use records::{retry_after, Answer, Pending, Record, PUT_RECORDS};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use tidemark_connectors::event::SourceCache;
 use tidemark_connectors::ChangeEvent;
 
-/// Service limits of one `PutRecords` call.
-const MAX_RECORDS_PER_CALL: usize = 500;
-const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+mod records;
+
+/// Service limit of a partition key.
 const MAX_PARTITION_KEY_BYTES: usize = 256;
 
 /// What to do with an event larger than a record may be.
@@ -69,15 +70,6 @@ pub struct KinesisSink {
     pub records_written: u64,
 }
 
-/// One record waiting for its sequence number.
-struct Record {
-    partition_key: String,
-    data: Vec<u8>,
-    /// Index in the batch of the record's last event (its position names the
-    /// record in messages).
-    last_event: usize,
-}
-
 /// `schema.table` plus the key, hashed when too long.
 pub fn partition_key(event: &ChangeEvent) -> String {
     let mut key = event.table_name().into_bytes();
@@ -98,13 +90,6 @@ pub fn partition_key(event: &ChangeEvent) -> String {
     } else {
         hex
     }
-}
-
-fn retryable_code(code: &str) -> bool {
-    matches!(
-        code,
-        "ProvisionedThroughputExceededException" | "KMSThrottlingException" | "InternalFailure"
-    )
 }
 
 impl KinesisSink {
@@ -213,82 +198,19 @@ impl KinesisSink {
 
     /// Writes the events; returns once every record has a sequence number.
     pub async fn write(&mut self, events: &[ChangeEvent]) -> Result<(), SinkError> {
-        let mut pending: Vec<Option<Record>> =
-            self.records(events)?.into_iter().map(Some).collect();
+        let mut pending = Pending::new(self.records(events)?);
         let mut retry = backoff::ExponentialBackoffBuilder::new()
             .with_initial_interval(std::time::Duration::from_millis(100))
             .with_max_interval(std::time::Duration::from_secs(10))
             .with_randomization_factor(0.5)
             .with_max_elapsed_time(None)
             .build();
-        let mut first = 0;
-        while first < pending.len() {
-            // The oldest pending record of each key, in batch order.
-            let mut keys = HashSet::new();
-            let mut chosen = Vec::new();
-            let mut bytes = 0;
-            for (i, slot) in pending.iter().enumerate().skip(first) {
-                let Some(record) = slot else { continue };
-                if !keys.insert(record.partition_key.as_str()) {
-                    continue;
-                }
-                let size = record.data.len() + record.partition_key.len();
-                if chosen.len() == MAX_RECORDS_PER_CALL
-                    || (bytes + size > MAX_BYTES_PER_CALL && !chosen.is_empty())
-                {
-                    break;
-                }
-                bytes += size;
-                chosen.push(i);
-            }
-            let entries = chosen
-                .iter()
-                .filter_map(|&i| pending[i].as_ref())
-                .map(|r| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(&r.partition_key)
-                        .data(Blob::new(r.data.clone()))
-                        .build()
-                        .map_err(|e| SinkError::Kinesis(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        while !pending.is_done() {
+            let chosen = pending.next_call(PUT_RECORDS);
+            let entries = request_entries(&pending, &chosen)?;
             self.calls += 1;
-            let answer = self
-                .client
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await;
-            let output = match answer {
-                Ok(output) => output,
-                Err(e) => {
-                    let reason = kinesis_retry_reason(&e);
-                    let detail = describe(&e);
-                    let Some(reason) = reason else {
-                        return Err(SinkError::Kinesis(format!(
-                            "PutRecords to {} failed: {detail}",
-                            self.stream
-                        )));
-                    };
-                    ops::metrics::retry(reason);
-                    if reason != KINESIS_THROTTLED_REASON {
-                        health().set_problem(
-                            "sink",
-                            Some(format!("PutRecords to {} fails: {detail}", self.stream)),
-                        );
-                    }
-                    // Retrying is progress of a kind: a throttled pipeline is
-                    // slow, not stuck, and the watchdog must not restart it.
-                    health().tick();
-                    let wait = retry.next_backoff().unwrap_or_default();
-                    tracing::warn!(
-                        "kinesis: PutRecords to {} will be retried in {wait:?}: {detail}",
-                        self.stream
-                    );
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            let Some(output) = self.put(entries, &mut retry).await? else {
+                continue;
             };
             health().set_problem("sink", None);
             health().tick();
@@ -301,28 +223,23 @@ impl KinesisSink {
                     chosen.len()
                 )));
             }
-            let mut failed = 0;
-            for (&i, result) in chosen.iter().zip(results) {
-                match (result.sequence_number(), result.error_code()) {
-                    (Some(_), None) => {
-                        pending[i] = None;
-                        self.records_written += 1;
-                    }
-                    (_, Some(code)) if retryable_code(code) => failed += 1,
-                    (_, code) => {
-                        let position = pending[i]
-                            .as_ref()
-                            .and_then(|r| events.get(r.last_event))
-                            .map_or(String::new(), |e| e.position.to_string());
-                        return Err(SinkError::Kinesis(format!(
-                            "PutRecords to {} refused the record at {position}: {} {}",
-                            self.stream,
-                            code.unwrap_or("no sequence number"),
-                            result.error_message().unwrap_or_default()
-                        )));
-                    }
-                }
+            let answers: Vec<Answer<'_>> = results
+                .iter()
+                .map(|result| Answer {
+                    sequence_number: result.sequence_number(),
+                    error_code: result.error_code(),
+                })
+                .collect();
+            let settled = retry_after(&chosen, &answers);
+            for &i in &settled.written {
+                pending.written(i);
+                self.records_written += 1;
             }
+            if let Some(in_call) = settled.refused {
+                let record = pending.get(chosen[in_call]);
+                return Err(self.refused(events, record, &results[in_call]));
+            }
+            let failed = settled.failed.len();
             if failed < chosen.len() {
                 // Progress: the wait grows only while calls write nothing.
                 retry.reset();
@@ -337,12 +254,90 @@ impl KinesisSink {
                 );
                 tokio::time::sleep(wait).await;
             }
-            while first < pending.len() && pending[first].is_none() {
-                first += 1;
-            }
         }
         Ok(())
     }
+
+    /// One `PutRecords` call. `None` after a failure worth retrying, once the
+    /// backoff wait is over; an error for any other failure.
+    async fn put(
+        &self,
+        entries: Vec<PutRecordsRequestEntry>,
+        retry: &mut backoff::ExponentialBackoff,
+    ) -> Result<Option<PutRecordsOutput>, SinkError> {
+        let answer = self
+            .client
+            .put_records()
+            .stream_name(&self.stream)
+            .set_records(Some(entries))
+            .send()
+            .await;
+        let e = match answer {
+            Ok(output) => return Ok(Some(output)),
+            Err(e) => e,
+        };
+        let reason = kinesis_retry_reason(&e);
+        let detail = describe(&e);
+        let Some(reason) = reason else {
+            return Err(SinkError::Kinesis(format!(
+                "PutRecords to {} failed: {detail}",
+                self.stream
+            )));
+        };
+        ops::metrics::retry(reason);
+        if reason != KINESIS_THROTTLED_REASON {
+            health().set_problem(
+                "sink",
+                Some(format!("PutRecords to {} fails: {detail}", self.stream)),
+            );
+        }
+        // Retrying is progress of a kind: a throttled pipeline is
+        // slow, not stuck, and the watchdog must not restart it.
+        health().tick();
+        let wait = retry.next_backoff().unwrap_or_default();
+        tracing::warn!(
+            "kinesis: PutRecords to {} will be retried in {wait:?}: {detail}",
+            self.stream
+        );
+        tokio::time::sleep(wait).await;
+        Ok(None)
+    }
+
+    /// The error for a record the stream refused for good.
+    fn refused(
+        &self,
+        events: &[ChangeEvent],
+        record: Option<&Record>,
+        result: &PutRecordsResultEntry,
+    ) -> SinkError {
+        let position = record
+            .and_then(|r| events.get(r.last_event))
+            .map_or(String::new(), |e| e.position.to_string());
+        SinkError::Kinesis(format!(
+            "PutRecords to {} refused the record at {position}: {} {}",
+            self.stream,
+            result.error_code().unwrap_or("no sequence number"),
+            result.error_message().unwrap_or_default()
+        ))
+    }
+}
+
+/// The request entries of a call's records (`chosen`: their batch indices).
+fn request_entries(
+    pending: &Pending,
+    chosen: &[usize],
+) -> Result<Vec<PutRecordsRequestEntry>, SinkError> {
+    chosen
+        .iter()
+        .filter_map(|&i| pending.get(i))
+        .map(|r| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(&r.partition_key)
+                .data(Blob::new(r.data.clone()))
+                .build()
+                .map_err(|e| SinkError::Kinesis(e.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
