@@ -85,8 +85,7 @@ impl Pending {
                 continue;
             }
             let size = record.data.len() + record.partition_key.len();
-            if chosen.len() == limits.records
-                || (bytes + size > limits.bytes && !chosen.is_empty())
+            if chosen.len() == limits.records || (bytes + size > limits.bytes && !chosen.is_empty())
             {
                 break;
             }

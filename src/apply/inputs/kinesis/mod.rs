@@ -393,7 +393,9 @@ async fn start(
         ),
         None => tracing::info!(
             "holding shard {shard} (checkpoint {})",
-            checkpoint.as_deref().unwrap_or("none: from the oldest record")
+            checkpoint
+                .as_deref()
+                .unwrap_or("none: from the oldest record")
         ),
     }
     let (halt, halted) = watch::channel(false);

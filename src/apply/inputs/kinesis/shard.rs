@@ -204,12 +204,7 @@ fn start_after(checkpoint: Option<String>, applied: Option<&str>) -> Option<Stri
 
 /// Saves a batch's last sequence number as the checkpoint; `false` when
 /// another instance took the lease.
-async fn checkpoint_batch(
-    lease: &Lease,
-    shard: &str,
-    sequence: &str,
-    duration: Duration,
-) -> bool {
+async fn checkpoint_batch(lease: &Lease, shard: &str, sequence: &str, duration: Duration) -> bool {
     match save_checkpoint(lease, sequence, duration).await {
         Ok(Held::Yes) => true,
         Ok(Held::Lost | Held::NotHeld | Held::Refused) => {
@@ -219,7 +214,9 @@ async fn checkpoint_batch(
         // The target holds the applied position; the checkpoint only
         // saves re-reading, so a failed write is not fatal.
         Err(e) => {
-            tracing::warn!("shard {shard}: cannot write the checkpoint (will retry with the next batch): {e}");
+            tracing::warn!(
+                "shard {shard}: cannot write the checkpoint (will retry with the next batch): {e}"
+            );
             true
         }
     }
@@ -235,9 +232,7 @@ async fn finish(
 ) -> Result<End, TargetError> {
     let held = save_checkpoint(lease, SHARD_END, duration)
         .await
-        .map_err(|e| {
-            TargetError::Setup(format!("shard {shard}: cannot mark it finished: {e}"))
-        })?;
+        .map_err(|e| TargetError::Setup(format!("shard {shard}: cannot mark it finished: {e}")))?;
     if held != Held::Yes {
         return Ok(End::Lost);
     }
@@ -318,7 +313,10 @@ mod tests {
             start_after(Some("1000".into()), Some(target.as_str())).as_deref(),
             Some("1000")
         );
-        assert_eq!(start_after(None, Some(target.as_str())).as_deref(), Some("120"));
+        assert_eq!(
+            start_after(None, Some(target.as_str())).as_deref(),
+            Some("120")
+        );
         assert_eq!(start_after(Some("7".into()), None).as_deref(), Some("7"));
         assert_eq!(start_after(Some(SHARD_END.into()), None), None);
         assert_eq!(start_after(None, None), None);

@@ -230,7 +230,13 @@ mod tests {
             ("d", item("big", 4, "")),
             ("e", item("small", 5, "")),
         ]);
-        let plan = decide(&["a", "b", "c", "d", "e"], &leases, "me", &HashSet::new(), never);
+        let plan = decide(
+            &["a", "b", "c", "d", "e"],
+            &leases,
+            "me",
+            &HashSet::new(),
+            never,
+        );
         // 5 shards, 3 instances: 2 each; "big" holds 4, one goes (its last).
         assert_eq!(
             plan,
