@@ -14,6 +14,7 @@ pub mod poll;
 pub mod position;
 pub mod postgres;
 pub mod progress;
+mod snapshot_then_stream;
 pub mod table;
 
 pub use event::{Batch, ChangeEvent, Image, Op, Row};

@@ -27,6 +27,7 @@ mod wire;
 
 use crate::batcher::Batcher;
 use crate::event::{Batch, ChangeEvent, Op, Position, SourceInfo, TransactionInfo};
+use crate::snapshot_then_stream::{Reading, Step};
 use crate::{SourceControl, SourceError};
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -239,15 +240,10 @@ pub async fn check(cfg: &MysqlConfig) -> Result<Vec<String>, SourceError> {
     checks::problems(&mut conn, cfg).await
 }
 
-enum Phase {
-    Snapshot(Box<Snapshot>),
-    Streaming,
-}
-
 pub struct MysqlSource {
     cfg: MysqlConfig,
     pipeline: Arc<str>,
-    phase: Phase,
+    reading: Reading<Snapshot>,
     stream: Option<BinlogStream>,
     control: SourceControl,
     /// For schema-history lookups while streaming.
@@ -348,7 +344,7 @@ impl MysqlSource {
         MysqlSource {
             cfg,
             pipeline,
-            phase: Phase::Streaming,
+            reading: Reading::Streaming,
             stream: None,
             control,
             catalog,
@@ -389,7 +385,7 @@ impl MysqlSource {
                 // The stream opens once the snapshot is read.
                 let (file, _) = snapshot.position();
                 self.file = file.into();
-                self.phase = Phase::Snapshot(Box::new(snapshot));
+                self.reading = Reading::Snapshot(Box::new(snapshot));
             }
             Plan::CurrentEnd { file, pos } => {
                 tracing::info!("no cursor: streaming from the current binlog end {file}:{pos}");
@@ -459,30 +455,25 @@ impl MysqlSource {
 
     /// The next batch, or `None` once stopped.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
-        if let Phase::Snapshot(snapshot) = &mut self.phase {
-            if *self.control.stop.borrow() {
-                tracing::info!(
-                    "stopping during the snapshot: it restarts from the beginning next time"
-                );
-                return Ok(None);
+        match self.reading.step(&self.control.stop).await? {
+            Step::Streaming => {}
+            Step::Stopped => return Ok(None),
+            Step::Rows(batch) => return Ok(Some(batch)),
+            Step::Done(snapshot) => {
+                let (file, pos) = snapshot.position();
+                self.open_stream(Start::File(file.clone(), pos), None)
+                    .await?;
+                tracing::info!("snapshot complete; streaming from {file}:{pos}");
+                return Ok(Some(Batch {
+                    events: Vec::new(),
+                    end: Some(Position::Mysql {
+                        file: file.into(),
+                        pos,
+                        row: None,
+                        gtid: None,
+                    }),
+                }));
             }
-            if let Some(events) = snapshot.next_chunk().await? {
-                return Ok(Some(Batch { events, end: None }));
-            }
-            let (file, pos) = snapshot.position();
-            self.phase = Phase::Streaming;
-            self.open_stream(Start::File(file.clone(), pos), None)
-                .await?;
-            tracing::info!("snapshot complete; streaming from {file}:{pos}");
-            return Ok(Some(Batch {
-                events: Vec::new(),
-                end: Some(Position::Mysql {
-                    file: file.into(),
-                    pos,
-                    row: None,
-                    gtid: None,
-                }),
-            }));
         }
         loop {
             if self.ended || *self.control.stop.borrow() {

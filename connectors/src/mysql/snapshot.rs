@@ -330,3 +330,12 @@ fn read_source(cols: &TableColumns, pipeline: &Arc<str>, ts_ms: i64) -> Arc<Sour
         )
     })
 }
+
+impl crate::snapshot_then_stream::Snapshot for Snapshot {
+    fn next_chunk(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Vec<ChangeEvent>>, SourceError>> + Send
+    {
+        Snapshot::next_chunk(self)
+    }
+}

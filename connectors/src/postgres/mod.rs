@@ -30,6 +30,7 @@ pub use table::TableName;
 
 use crate::batcher::Batcher;
 use crate::event::{lsn_text, Batch, ChangeEvent, ColumnInfo, Position};
+use crate::snapshot_then_stream::{Reading, Step};
 use crate::{SourceControl, SourceError};
 use catalog::TypeKinds;
 use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationConfig};
@@ -164,11 +165,6 @@ pub async fn create_slot(cfg: &PostgresConfig) -> Result<Position, SourceError> 
     Ok(Position::postgres(lsn, lsn))
 }
 
-enum Phase {
-    Snapshot(Box<Snapshot>),
-    Streaming,
-}
-
 pub struct PostgresSource {
     cfg: PostgresConfig,
     pipeline: Arc<str>,
@@ -177,7 +173,7 @@ pub struct PostgresSource {
     kinds: TypeKinds,
     repl: ReplicationClient,
     control: SourceControl,
-    phase: Phase,
+    reading: Reading<Snapshot>,
     relations: HashMap<u32, TableSchema>,
     /// Relations the publication sends that are not in `source.tables` (it
     /// holds other tables, or is `FOR ALL TABLES`): their changes are dropped.
@@ -194,12 +190,12 @@ pub struct PostgresSource {
     next_heartbeat: Instant,
 }
 
-/// What opening the stream produced: the replication session, the phase it
+/// What opening the stream produced: the replication session, the reading it
 /// starts in, and a stream-only start's position (see
 /// [`PostgresSource::fresh_start`]).
 struct Opened {
     repl: ReplicationClient,
-    phase: Phase,
+    reading: Reading<Snapshot>,
     start_at: Option<u64>,
 }
 
@@ -254,7 +250,7 @@ impl PostgresSource {
             kinds,
             repl: opened.repl,
             control,
-            phase: opened.phase,
+            reading: opened.reading,
             relations: HashMap::new(),
             unconfigured: HashSet::new(),
             tx: None,
@@ -276,24 +272,19 @@ impl PostgresSource {
 
     /// The next batch, or `None` once stopped (or past `stop_at_lsn`).
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
-        if let Phase::Snapshot(snapshot) = &mut self.phase {
-            if *self.control.stop.borrow() {
-                tracing::info!(
-                    "stopping during the snapshot: it restarts from the beginning next time"
-                );
-                return Ok(None);
+        match self.reading.step(&self.control.stop).await? {
+            Step::Streaming => {}
+            Step::Stopped => return Ok(None),
+            Step::Rows(batch) => return Ok(Some(batch)),
+            Step::Done(snapshot) => {
+                let point = snapshot.consistent_point();
+                self.repl.start().await.map_err(stream_error(point))?;
+                tracing::info!("snapshot complete; streaming from LSN {}", lsn_text(point));
+                return Ok(Some(Batch {
+                    events: Vec::new(),
+                    end: Some(Position::postgres(point, point)),
+                }));
             }
-            if let Some(events) = snapshot.next_chunk().await? {
-                return Ok(Some(Batch { events, end: None }));
-            }
-            let point = snapshot.consistent_point();
-            self.phase = Phase::Streaming;
-            self.repl.start().await.map_err(stream_error(point))?;
-            tracing::info!("snapshot complete; streaming from LSN {}", lsn_text(point));
-            return Ok(Some(Batch {
-                events: Vec::new(),
-                end: Some(Position::postgres(point, point)),
-            }));
         }
         self.next_stream_batch().await
     }
@@ -515,7 +506,7 @@ async fn resume_stream(
         .map_err(stream_error(lsn))?;
     Ok(Opened {
         repl,
-        phase: Phase::Streaming,
+        reading: Reading::Streaming,
         start_at: None,
     })
 }
@@ -533,7 +524,7 @@ async fn stream_from_slot(
     repl.start().await.map_err(stream_error(0))?;
     Ok(Opened {
         repl,
-        phase: Phase::Streaming,
+        reading: Reading::Streaming,
         start_at: confirmed_flush_lsn,
     })
 }
@@ -550,7 +541,7 @@ async fn stream_from_new_slot(
     repl.start().await.map_err(stream_error(consistent_point))?;
     Ok(Opened {
         repl,
-        phase: Phase::Streaming,
+        reading: Reading::Streaming,
         start_at: Some(consistent_point),
     })
 }
@@ -670,7 +661,7 @@ impl SnapshotSource<'_> {
         .await?;
         Ok(Opened {
             repl,
-            phase: Phase::Snapshot(Box::new(snapshot)),
+            reading: Reading::Snapshot(Box::new(snapshot)),
             start_at: None,
         })
     }

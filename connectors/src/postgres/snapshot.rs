@@ -397,3 +397,12 @@ async fn plan(
         estimated_rows: shape.estimated_rows,
     })
 }
+
+impl crate::snapshot_then_stream::Snapshot for Snapshot {
+    fn next_chunk(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Vec<ChangeEvent>>, SourceError>> + Send
+    {
+        Snapshot::next_chunk(self)
+    }
+}
