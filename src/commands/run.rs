@@ -7,7 +7,7 @@ use super::assemble::{
 use super::reconnect::{tick_while_starting, wait_to_reconnect};
 use anyhow::{bail, Context};
 use std::path::Path;
-use tidemark::config::{parse_duration, Config};
+use tidemark::config::{Config, SourceSettings};
 use tidemark::cursor::target::TargetCursor;
 use tidemark::cursor::CursorStore;
 use tidemark::ops::logging;
@@ -214,18 +214,14 @@ impl Session<'_> {
             None => open_sink(config, &format!("{source_id}, cursor lineage {lineage}")).await?,
         };
         let control = self.control.clone();
-        let source = match (
-            config.postgres(self.stop_at_lsn),
-            config.mysql(self.stop_at_binlog.clone()),
-            config.poll(),
-        ) {
-            (Some(pg), _, _) => {
+        let source = match config.connector_config(self.stop_at_lsn, self.stop_at_binlog.clone()) {
+            SourceSettings::Postgres(pg) => {
                 AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
             }
-            (_, Some(my), _) => {
+            SourceSettings::Mysql(my) => {
                 AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
             }
-            (_, _, Some(poll)) => AnySource::Poll(Box::new(
+            SourceSettings::Poll(poll) => AnySource::Poll(Box::new(
                 PollSource::open(
                     poll,
                     resume,
@@ -234,7 +230,6 @@ impl Session<'_> {
                 )
                 .await?,
             )),
-            _ => bail!("source: no source configured"),
         };
         if let Some(start) =
             pipeline::commit_fresh_start(&source, &mut sink, cursor, &handle.durable).await?
@@ -252,7 +247,7 @@ impl Session<'_> {
         tracing::info!("pipeline {} running", config.pipeline.name);
         if let (Some(watch), false) = (retention_watch(config), self.retention_started) {
             self.retention_started = true;
-            let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
+            let every = config.retention.check_interval;
             let recovery = format!("tidemark cursor reset --config {}", self.path.display());
             tokio::spawn(ops::retention::run(
                 watch,
@@ -269,7 +264,7 @@ impl Session<'_> {
             &mut sink,
             cursor,
             resume_at.as_ref(),
-            config.pipeline.commit_every(),
+            config.pipeline.commit_interval,
         )
         .await;
         if let Some(fatal) = health().take_fatal() {
