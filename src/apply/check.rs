@@ -9,8 +9,8 @@ use tidemark_connectors::mysql::{text_rows, text_value};
 /// Problems found, one line each (empty: the target is ready).
 pub async fn problems(config: &TargetConfig) -> Result<Vec<String>, TargetError> {
     match config.engine.engine() {
-        types::Engine::Postgres => postgres_problems(&config.url).await,
-        types::Engine::Mysql => mysql_problems(&config.url).await,
+        types::Engine::Postgres => postgres_problems(config.url.expose()).await,
+        types::Engine::Mysql => mysql_problems(config.url.expose()).await,
     }
 }
 

@@ -16,7 +16,7 @@ pub async fn open_target(config: &TargetConfig) -> Result<Target, TargetError> {
     };
     Target::connect(
         config.engine.engine(),
-        &config.url,
+        config.url.expose(),
         map,
         config.schema_changes,
     )

@@ -9,7 +9,7 @@ use std::path::Path;
 use tidemark::apply::inputs::{files, kinesis};
 use tidemark::aws::clients::{dynamodb_client, kinesis_client};
 use tidemark::aws::lease::LeaseTable;
-use tidemark::config::{parse_duration, ApplyInput, Config, CursorConfig, SinkConfig};
+use tidemark::config::{ApplyInput, Config, CursorConfig, SinkConfig};
 use tidemark::ops::{self, health, Phase};
 use tidemark::sinks::target::TargetSink;
 
@@ -106,8 +106,7 @@ async fn from_kinesis(
         client: dynamodb_client(dynamo_region, dynamo_endpoint).await?,
         table: table.clone(),
     };
-    let lease_duration =
-        parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
+    let lease_duration = *lease_duration;
     // The lease table must answer once (the target did above).
     leases
         .get(&config.pipeline.name)

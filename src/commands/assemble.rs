@@ -2,10 +2,10 @@
 //! the source's identity, the target, the retention watch, and the stop
 //! signal. One place, for `run`, `apply`, `check` and `cursor`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use tidemark::aws::clients::{dynamodb_client, kinesis_client};
 use tidemark::config::{
-    parse_duration, Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig,
+    Config, CursorConfig, OversizedPolicy, SinkConfig, SourceConfig, SourceSettings,
 };
 use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
 use tidemark::ops::retention::Watch;
@@ -30,16 +30,15 @@ pub(crate) async fn connect_target(config: &Config) -> anyhow::Result<Target> {
 
 /// What the retention watch looks at, for log-based sources.
 pub(crate) fn retention_watch(config: &Config) -> Option<Watch> {
-    let warn_before_purge = parse_duration(&config.retention.warn_before_purge).unwrap_or_default();
     match &config.source {
         SourceConfig::Postgres(pg) => Some(Watch::Postgres {
-            url: pg.url.clone(),
+            url: pg.url.expose().to_string(),
             slot: pg.slot.clone(),
             max_retained_bytes: config.retention.max_retained_bytes,
         }),
         SourceConfig::Mysql(my) => Some(Watch::Mysql {
-            url: my.url.clone(),
-            warn_before_purge,
+            url: my.url.expose().to_string(),
+            warn_before_purge: config.retention.warn_before_purge,
         }),
         SourceConfig::Poll(_) => None,
     }
@@ -55,16 +54,12 @@ pub(crate) async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore>
             lease_duration,
             region,
             endpoint,
-        } => {
-            let lease =
-                parse_duration(lease_duration).context("cursor.lease_duration: not a duration")?;
-            CursorStore::Dynamo(Box::new(DynamoCursor::new(
-                dynamodb_client(region, endpoint).await?,
-                table,
-                &config.pipeline.name,
-                lease,
-            )))
-        }
+        } => CursorStore::Dynamo(Box::new(DynamoCursor::new(
+            dynamodb_client(region, endpoint).await?,
+            table,
+            &config.pipeline.name,
+            *lease_duration,
+        ))),
     })
 }
 
@@ -74,18 +69,12 @@ pub(crate) async fn source_identity(
     stop_at_lsn: Option<u64>,
     stop_at_binlog: &Option<(String, u64)>,
 ) -> anyhow::Result<String> {
-    Ok(
-        match (
-            config.postgres(stop_at_lsn),
-            config.mysql(stop_at_binlog.clone()),
-            config.poll(),
-        ) {
-            (Some(pg), _, _) => tidemark_connectors::postgres::source_identity(&pg).await?,
-            (_, Some(my), _) => tidemark_connectors::mysql::source_identity(&my).await?,
-            (_, _, Some(poll)) => tidemark_connectors::poll::source_identity(&poll),
-            _ => bail!("source: no source configured"),
-        },
-    )
+    let identity = match config.connector_config(stop_at_lsn, stop_at_binlog.clone()) {
+        SourceSettings::Postgres(pg) => tidemark_connectors::postgres::source_identity(&pg).await?,
+        SourceSettings::Mysql(my) => tidemark_connectors::mysql::source_identity(&my).await?,
+        SourceSettings::Poll(poll) => tidemark_connectors::poll::source_identity(&poll),
+    };
+    Ok(identity)
 }
 
 /// Opens the configured sink; `writer` names the source and cursor lineage

@@ -4,7 +4,8 @@
 use super::assemble::{cursor_store, open_sink};
 use anyhow::bail;
 use std::path::Path;
-use tidemark::config::{Config, SinkConfig};
+use tidemark::config::{Config, SecretUrl, SinkConfig, SourceSettings};
+use tidemark::target::types::Engine;
 use tidemark_connectors::mysql;
 use tidemark_connectors::poll::PollSource;
 use tidemark_connectors::postgres;
@@ -12,20 +13,17 @@ use tidemark_connectors::postgres;
 pub(crate) async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Links that cross the network without the server's identity checked.
-    let mut urls: Vec<(&str, &str)> = Vec::new();
-    if let Some(url) = config.source_url() {
-        urls.push(("source.url", url));
-    }
+    let mut urls: Vec<(&str, &SecretUrl)> = vec![("source.url", config.source_url())];
     if let Some(target) = &config.target {
         urls.push(("target.url", &target.url));
     }
     for (key, url) in urls {
-        let warning = if url.starts_with("mysql://") {
-            tidemark_connectors::mysql::tls::parse(url)
+        let warning = if url.engine() == Some(Engine::Mysql) {
+            mysql::tls::parse(url.expose())
                 .ok()
                 .and_then(|u| u.identity_unchecked())
         } else {
-            postgres::tls::parse(url)
+            postgres::tls::parse(url.expose())
                 .ok()
                 .and_then(|u| u.identity_unchecked())
         };
@@ -33,16 +31,15 @@ pub(crate) async fn check(path: &Path) -> anyhow::Result<()> {
             tracing::warn!("{key}: {warning}");
         }
     }
-    let problems = match (config.postgres(None), config.mysql(None), config.poll()) {
-        (Some(pg), _, _) => postgres::check(&pg).await?,
-        (_, Some(my), _) => mysql::check(&my).await?,
+    let problems = match config.connector_config(None, None) {
+        SourceSettings::Postgres(pg) => postgres::check(&pg).await?,
+        SourceSettings::Mysql(my) => mysql::check(&my).await?,
         // Opening a poll source checks every table and column without writing.
-        (_, _, Some(poll)) => {
+        SourceSettings::Poll(poll) => {
             let (_handle, control) = tidemark_connectors::control();
             PollSource::open(poll, None, None, control).await?;
             Vec::new()
         }
-        _ => Vec::new(),
     };
     let mut problems = problems;
     // The sink and the cursor store must be usable (a Kinesis stream must

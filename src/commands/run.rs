@@ -8,7 +8,7 @@ use super::reconnect::{tick_while_starting, wait_to_reconnect};
 use super::signals;
 use anyhow::bail;
 use std::path::Path;
-use tidemark::config::{parse_duration, Config};
+use tidemark::config::{Config, SourceSettings};
 use tidemark::cursor::target::TargetCursor;
 use tidemark::cursor::CursorStore;
 use tidemark::ops::logging;
@@ -187,7 +187,7 @@ impl Session<'_> {
             cursor,
             handle: self.handle,
             stop: &self.stop,
-            commit_every: config.pipeline.commit_every(),
+            commit_every: config.pipeline.commit_interval,
         };
         assembly.start(&source).await?;
         streaming(retry, &config.pipeline.name);
@@ -234,18 +234,14 @@ async fn open_source(
 ) -> anyhow::Result<AnySource> {
     let resuming = resume.is_some();
     Ok(
-        match (
-            config.postgres(stop_at_lsn),
-            config.mysql(stop_at_binlog.clone()),
-            config.poll(),
-        ) {
-            (Some(pg), _, _) => {
+        match config.connector_config(stop_at_lsn, stop_at_binlog.clone()) {
+            SourceSettings::Postgres(pg) => {
                 AnySource::Postgres(Box::new(PostgresSource::open(pg, resume, control).await?))
             }
-            (_, Some(my), _) => {
+            SourceSettings::Mysql(my) => {
                 AnySource::Mysql(Box::new(MysqlSource::open(my, resume, control).await?))
             }
-            (_, _, Some(poll)) => AnySource::Poll(Box::new(
+            SourceSettings::Poll(poll) => AnySource::Poll(Box::new(
                 PollSource::open(
                     poll,
                     resume,
@@ -254,7 +250,6 @@ async fn open_source(
                 )
                 .await?,
             )),
-            _ => bail!("source: no source configured"),
         },
     )
 }
@@ -283,7 +278,7 @@ fn watch_retention(
     let Some(watch) = retention_watch(config) else {
         return false;
     };
-    let every = parse_duration(&config.retention.check_interval).unwrap_or_default();
+    let every = config.retention.check_interval;
     let recovery = format!("tidemark cursor reset --config {}", path.display());
     tokio::spawn(ops::retention::run(
         watch,

@@ -224,7 +224,7 @@ async fn fence(source: &mut Db) -> Result<(), MigrateError> {
 async fn final_position(config: &Config, source: &mut Db) -> Result<Position, MigrateError> {
     match (&config.source, source) {
         (SourceConfig::Postgres(pg), _) => {
-            let client = pg_connect(&pg.url).await?;
+            let client = pg_connect(pg.url.expose()).await?;
             let lsn: String = client
                 .query_one("SELECT pg_current_wal_lsn()::text", &[])
                 .await

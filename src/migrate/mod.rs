@@ -18,7 +18,7 @@ pub mod cutover;
 pub mod db;
 pub mod verify;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SourceSettings};
 use crate::cursor::target::TargetCursor;
 use crate::cursor::CursorStore;
 use crate::ops::health;
@@ -151,17 +151,17 @@ impl Plan {
         let target = config.target.as_ref().ok_or_else(|| {
             MigrateError::Config("target: the config has no [target] section".into())
         })?;
-        let (connector, source_url, tables) = match &config.source {
-            SourceConfig::Postgres(_) => {
-                let pg = config.postgres(None).ok_or_else(|| MigrateError::Config("source: not usable".into()))?;
-                let tables = pg.tables.iter().map(|t| (t.schema.to_string(), t.table.to_string())).collect();
+        let (connector, source_url, tables) = match config.connector_config(None, None) {
+            SourceSettings::Postgres(pg) => {
+                let tables = pg
+                    .tables
+                    .iter()
+                    .map(|t| (t.schema.to_string(), t.table.to_string()))
+                    .collect();
                 ("postgres", pg.url, tables)
             }
-            SourceConfig::Mysql(_) => {
-                let my = config.mysql(None).ok_or_else(|| MigrateError::Config("source: not usable".into()))?;
-                ("mysql", my.url, my.tables)
-            }
-            SourceConfig::Poll(_) => {
+            SourceSettings::Mysql(my) => ("mysql", my.url, my.tables),
+            SourceSettings::Poll(_) => {
                 return Err(MigrateError::Config(
                     "source.type = \"poll\" cannot drive a migration (it sees no deletes in order); use postgres or mysql".into(),
                 ))
@@ -170,7 +170,7 @@ impl Plan {
         Ok(Plan {
             name: config.pipeline.name.clone(),
             source_url,
-            target_url: target.url.clone(),
+            target_url: target.url.expose().to_string(),
             map: TableMap {
                 names: target.tables.clone(),
                 ..TableMap::default()
@@ -204,7 +204,7 @@ impl Plan {
             .ok_or_else(|| MigrateError::Config("no [target]".into()))?;
         Ok(Target::connect(
             target.engine.engine(),
-            &target.url,
+            target.url.expose(),
             self.map.clone(),
             target.schema_changes,
         )
@@ -304,20 +304,14 @@ async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Docum
         }
         described.push(source);
     }
-    let start = match &config.source {
-        SourceConfig::Postgres(_) => {
-            let mut pg = config
-                .postgres(None)
-                .ok_or_else(|| MigrateError::Config("source".into()))?;
+    let start = match config.connector_config(None, None) {
+        SourceSettings::Postgres(mut pg) => {
             pg.snapshot = false;
             postgres::create_slot(&pg).await?
         }
-        _ => {
-            let my = config
-                .mysql(None)
-                .ok_or_else(|| MigrateError::Config("source".into()))?;
-            tidemark_connectors::mysql::current_position(&my).await?
-        }
+        SourceSettings::Mysql(my) => tidemark_connectors::mysql::current_position(&my).await?,
+        // Refused by `Plan::from_config` already.
+        SourceSettings::Poll(_) => return Err(MigrateError::Config("source".into())),
     };
     tracing::info!("migration {}: changes are applied from {start}", plan.name);
     let mut tables = Vec::new();
@@ -376,25 +370,21 @@ async fn catch_up(
         .map_err(|e| MigrateError::State(e.to_string()))?;
     let resume = pipeline::assembly::resume_point(&handle, resume, Some(document.start.clone()))
         .unwrap_or_else(|| document.start.clone());
-    let source = match &config.source {
-        SourceConfig::Postgres(_) => {
-            let mut pg = config
-                .postgres(None)
-                .ok_or_else(|| MigrateError::Config("source".into()))?;
+    let source = match config.connector_config(None, None) {
+        SourceSettings::Postgres(mut pg) => {
             pg.snapshot = false;
             AnySource::Postgres(Box::new(
                 PostgresSource::open(pg, Some(resume), control).await?,
             ))
         }
-        _ => {
-            let mut my = config
-                .mysql(None)
-                .ok_or_else(|| MigrateError::Config("source".into()))?;
+        SourceSettings::Mysql(mut my) => {
             my.snapshot = false;
             AnySource::Mysql(Box::new(
                 MysqlSource::open(my, Some(resume), control).await?,
             ))
         }
+        // Refused by `Plan::from_config` already.
+        SourceSettings::Poll(_) => return Err(MigrateError::Config("source".into())),
     };
     health().set_phase(crate::ops::Phase::Streaming);
     let mut sink = AnySink::Target(Box::new(
@@ -413,7 +403,7 @@ async fn catch_up(
         cursor: &mut cursor,
         handle: &handle,
         stop: &stop,
-        commit_every: config.pipeline.commit_every(),
+        commit_every: config.pipeline.commit_interval,
     };
     let summary = assembly.run(source, None, AnySink::report).await;
     reporter.abort();
