@@ -14,7 +14,7 @@
 //! beforehand) is rolled back and the chunk is upserted instead.
 
 use super::db::Db;
-use super::{save, Document, MigrateError, Plan};
+use super::{save, Document, MigrateError, Plan, TableCopy};
 use crate::config::Config;
 use crate::target::plan::TableKey;
 use crate::target::postgres::PgTarget;
@@ -27,6 +27,7 @@ use tidemark_connectors::postgres::catalog::{self, TypeKinds};
 use tidemark_connectors::postgres::table::TableName;
 use tidemark_connectors::{mysql, postgres, ChangeEvent, SourceError};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// Rows per page: one read, one target transaction.
 const PAGE_ROWS: usize = 5_000;
@@ -41,6 +42,9 @@ struct Job {
     hi: Option<Vec<String>>,
 }
 
+/// What a worker reports of a chunk: `(table, chunk, rows)`, or its failure.
+type ChunkResult = Result<(usize, usize, u64), MigrateError>;
+
 pub async fn copy_all(
     config: &Config,
     plan: &Plan,
@@ -48,8 +52,49 @@ pub async fn copy_all(
     target_db: &mut Db,
     stop: watch::Receiver<bool>,
 ) -> Result<(), MigrateError> {
+    let jobs = pending_jobs(&document.tables);
+    let total_chunks: usize = document.tables.iter().map(|t| t.done.len()).sum();
+    let pending = jobs.len();
+    tracing::info!(
+        "copy: {pending} of {total_chunks} chunks to copy, {} at a time",
+        plan.parallelism
+    );
+    let jobs = Arc::new(Mutex::new(jobs));
+    let (done_tx, done_rx) = mpsc::channel::<ChunkResult>(16);
+    let mut workers = Vec::new();
+    for _ in 0..worker_count(plan.parallelism, pending) {
+        let jobs = jobs.clone();
+        let done_tx = done_tx.clone();
+        let stop = stop.clone();
+        let source_url = plan.source_url.clone();
+        let connector = plan.connector;
+        let name = plan.name.clone();
+        let target = plan.target(config).await?;
+        let task = worker(jobs, done_tx, stop, source_url, connector, name, target);
+        workers.push(tokio::spawn(task));
+    }
+    drop(done_tx);
+    let finished = total_chunks - pending;
+    record_chunks(
+        plan,
+        document,
+        target_db,
+        done_rx,
+        &workers,
+        finished,
+        total_chunks,
+    )
+    .await?;
+    for worker in workers {
+        let _ = worker.await;
+    }
+    Ok(())
+}
+
+/// The chunks not done yet, table by table, in key order.
+fn pending_jobs(tables: &[TableCopy]) -> VecDeque<Job> {
     let mut jobs = VecDeque::new();
-    for (t, table) in document.tables.iter().enumerate() {
+    for (t, table) in tables.iter().enumerate() {
         for (c, done) in table.done.iter().enumerate() {
             if !done {
                 let (lo, hi) = table.chunk(c);
@@ -63,53 +108,63 @@ pub async fn copy_all(
             }
         }
     }
-    let total_chunks: usize = document.tables.iter().map(|t| t.done.len()).sum();
-    let pending = jobs.len();
-    tracing::info!(
-        "copy: {pending} of {total_chunks} chunks to copy, {} at a time",
-        plan.parallelism
-    );
-    let jobs = Arc::new(Mutex::new(jobs));
-    let (done_tx, mut done_rx) = mpsc::channel::<Result<(usize, usize, u64), MigrateError>>(16);
-    let mut workers = Vec::new();
-    for _ in 0..plan.parallelism.min(pending.max(1)) {
-        let jobs = jobs.clone();
-        let done_tx = done_tx.clone();
-        let stop = stop.clone();
-        let source_url = plan.source_url.clone();
-        let connector = plan.connector;
-        let name = plan.name.clone();
-        let target = plan.target(config).await?;
-        workers.push(tokio::spawn(async move {
-            let mut target = target;
-            loop {
-                let job = match jobs.lock() {
-                    Ok(mut queue) => queue.pop_front(),
-                    Err(_) => None,
-                };
-                let Some(job) = job else { return };
-                if *stop.borrow() {
-                    return;
-                }
-                let result = copy_chunk(&source_url, connector, &name, &job, &mut target)
-                    .await
-                    .map(|rows| (job.table, job.chunk, rows));
-                let failed = result.is_err();
-                if done_tx.send(result).await.is_err() || failed {
-                    return;
-                }
-            }
-        }));
+    jobs
+}
+
+/// How many workers copy at once: `parallelism`, no more than the chunks
+/// pending, and one when none is (it finds the queue empty and ends).
+fn worker_count(parallelism: usize, pending: usize) -> usize {
+    parallelism.min(pending.max(1))
+}
+
+/// One worker: copies the chunks it takes off the queue, reporting each,
+/// until the queue is empty, `stop` is set, a chunk fails or nobody listens.
+async fn worker(
+    jobs: Arc<Mutex<VecDeque<Job>>>,
+    done_tx: mpsc::Sender<ChunkResult>,
+    stop: watch::Receiver<bool>,
+    source_url: String,
+    connector: &'static str,
+    name: String,
+    mut target: Target,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(mut queue) => queue.pop_front(),
+            Err(_) => None,
+        };
+        let Some(job) = job else { return };
+        if *stop.borrow() {
+            return;
+        }
+        let result = copy_chunk(&source_url, connector, &name, &job, &mut target)
+            .await
+            .map(|rows| (job.table, job.chunk, rows));
+        let failed = result.is_err();
+        if done_tx.send(result).await.is_err() || failed {
+            return;
+        }
     }
-    drop(done_tx);
+}
+
+/// Marks each chunk done as its worker reports it, saving the document every
+/// time; the first failure stops every worker and is returned.
+async fn record_chunks(
+    plan: &Plan,
+    document: &mut Document,
+    target_db: &mut Db,
+    mut done_rx: mpsc::Receiver<ChunkResult>,
+    workers: &[JoinHandle<()>],
+    mut finished: usize,
+    total_chunks: usize,
+) -> Result<(), MigrateError> {
     let started = Instant::now();
     let mut copied_now = 0u64;
-    let mut finished = total_chunks - pending;
     while let Some(result) = done_rx.recv().await {
         let (t, c, rows) = match result {
             Ok(done) => done,
             Err(e) => {
-                for worker in &workers {
+                for worker in workers {
                     worker.abort();
                 }
                 return Err(e);
@@ -127,9 +182,6 @@ pub async fn copy_all(
             "copy: {finished}/{total_chunks} chunks; {schema}.{name} chunk {} done ({rows} rows); {copied_now} rows this run, {rate:.0} rows/s",
             c + 1
         );
-    }
-    for worker in workers {
-        let _ = worker.await;
     }
     Ok(())
 }
@@ -234,4 +286,45 @@ async fn stream_chunk(
 async fn write_page(target: &mut Target, events: Vec<ChangeEvent>) -> Result<u64, MigrateError> {
     let pairs: Vec<(&ChangeEvent, &str)> = events.iter().map(|e| (e, "")).collect();
     Ok(target.apply(&pairs, None).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, bounds: &[&str], done: &[bool]) -> TableCopy {
+        TableCopy {
+            source: ("public".into(), name.into()),
+            target: ("public".into(), name.into()),
+            bounds: bounds.iter().map(|b| vec![b.to_string()]).collect(),
+            done: done.to_vec(),
+            rows_copied: 0,
+        }
+    }
+
+    #[test]
+    fn pending_jobs_are_the_chunks_not_done_in_order() {
+        let tables = [
+            table("a", &["10", "20"], &[true, false, false]),
+            table("b", &[], &[false]),
+            table("c", &["5"], &[true, true]),
+        ];
+        let jobs: Vec<Job> = pending_jobs(&tables).into_iter().collect();
+        let places: Vec<(usize, usize)> = jobs.iter().map(|j| (j.table, j.chunk)).collect();
+        assert_eq!(places, [(0_usize, 1_usize), (0, 2), (1, 0)]);
+        assert_eq!(jobs[0].source, ("public".to_string(), "a".to_string()));
+        assert_eq!(jobs[0].lo, Some(vec!["10".to_string()]));
+        assert_eq!(jobs[0].hi, Some(vec!["20".to_string()]));
+        assert_eq!(jobs[1].lo, Some(vec!["20".to_string()]));
+        assert_eq!(jobs[1].hi, None);
+        assert_eq!(jobs[2].lo, None);
+        assert_eq!(jobs[2].hi, None);
+    }
+
+    #[test]
+    fn workers_are_at_most_the_chunks_pending_and_at_least_one() {
+        assert_eq!(worker_count(4, 10), 4);
+        assert_eq!(worker_count(4, 2), 2);
+        assert_eq!(worker_count(4, 0), 1);
+    }
 }

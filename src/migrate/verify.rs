@@ -7,6 +7,7 @@
 use super::db::Db;
 use super::{MigrateError, Plan};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// At most this many keys are listed per kind of difference.
 const LISTED: usize = 20;
@@ -115,22 +116,70 @@ pub async fn verify(plan: &Plan) -> Result<Vec<TableReport>, MigrateError> {
             report.mismatched_chunks += 1;
             let ours = source_db.row_hashes(&source, &columns, lo, hi).await?;
             let theirs = target_db.row_hashes(&target, &columns, lo, hi).await?;
-            for (key, hash) in &ours {
-                match theirs.get(key) {
-                    None if report.missing.len() < LISTED => report.missing.push(key.clone()),
-                    Some(other) if other != hash && report.different.len() < LISTED => {
-                        report.different.push(key.clone())
-                    }
-                    _ => {}
-                }
-            }
-            for key in theirs.keys() {
-                if !ours.contains_key(key) && report.extra.len() < LISTED {
-                    report.extra.push(key.clone());
-                }
-            }
+            list_differences(&mut report, &ours, &theirs);
         }
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Adds the keys at fault in one chunk to `report`, at most [`LISTED`] of each
+/// kind: missing on the target, only on the target, hashed differently.
+fn list_differences(
+    report: &mut TableReport,
+    ours: &BTreeMap<String, String>,
+    theirs: &BTreeMap<String, String>,
+) {
+    for (key, hash) in ours {
+        match theirs.get(key) {
+            None if report.missing.len() < LISTED => report.missing.push(key.clone()),
+            Some(other) if other != hash && report.different.len() < LISTED => {
+                report.different.push(key.clone())
+            }
+            _ => {}
+        }
+    }
+    for key in theirs.keys() {
+        if !ours.contains_key(key) && report.extra.len() < LISTED {
+            report.extra.push(key.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hashes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, h)| (k.to_string(), h.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn differences_are_sorted_by_kind() {
+        let mut report = TableReport::default();
+        list_differences(
+            &mut report,
+            &hashes(&[("1", "a"), ("2", "b"), ("3", "c")]),
+            &hashes(&[("2", "b"), ("3", "x"), ("4", "d")]),
+        );
+        assert_eq!(report.missing, ["1"]);
+        assert_eq!(report.different, ["3"]);
+        assert_eq!(report.extra, ["4"]);
+    }
+
+    #[test]
+    fn at_most_listed_keys_of_a_kind_are_kept() {
+        let mut report = TableReport::default();
+        let ours: BTreeMap<String, String> = (0..LISTED + 5)
+            .map(|i| (format!("{i:03}"), "h".to_string()))
+            .collect();
+        list_differences(&mut report, &ours, &BTreeMap::new());
+        list_differences(&mut report, &ours, &BTreeMap::new());
+        assert_eq!(report.missing.len(), LISTED);
+        assert_eq!(report.missing[0], "000");
+        assert!(report.extra.is_empty() && report.different.is_empty());
+    }
 }
