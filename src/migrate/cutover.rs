@@ -154,12 +154,7 @@ async fn wait_until_close(
 /// Whether the migration is close enough to cut over (at `now`, in ms): it is
 /// catching up, reported within the last 5 s, and lags `max_lag` seconds at
 /// most.
-fn close_enough(
-    stage: Option<Stage>,
-    progress: Option<&Progress>,
-    now: i64,
-    max_lag: f64,
-) -> bool {
+fn close_enough(stage: Option<Stage>, progress: Option<&Progress>, now: i64, max_lag: f64) -> bool {
     match (stage, progress) {
         (Some(Stage::CatchUp), Some(p)) => {
             now - p.updated_at_ms < 5_000 && p.lag_seconds <= max_lag

@@ -655,7 +655,14 @@ mod tests {
         let table = table_from_rows(
             Engine::Mysql,
             ("shop", "t"),
-            &[row(&["flags", "bit(12)", "true", "false", "bit", " COLLATE x"])],
+            &[row(&[
+                "flags",
+                "bit(12)",
+                "true",
+                "false",
+                "bit",
+                " COLLATE x",
+            ])],
             vec![],
             &[],
         );
