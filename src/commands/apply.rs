@@ -10,7 +10,7 @@ use tidemark::apply::inputs::{files, kinesis};
 use tidemark::aws::clients::{dynamodb_client, kinesis_client};
 use tidemark::aws::lease::LeaseTable;
 use tidemark::config::{ApplyInput, Config, CursorConfig, SinkConfig};
-use tidemark::ops::{self, health, Phase};
+use tidemark::ops::{self, Health, Phase};
 use tidemark::sinks::target::TargetSink;
 
 /// `tidemark apply`: from a capture in this process, or from what the sink holds.
@@ -20,24 +20,36 @@ pub(crate) async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
     if config.apply.input == ApplyInput::Source {
         return super::run::run(path, None, None, Mode::Apply).await;
     }
-    let stop = stop_on_signals()?;
+    let health = Health::new();
+    let stop = stop_on_signals(&health)?;
     // Health and metrics as for `run`: the input loops tick, Prometheus
     // shows the shards held and how far behind each is.
     ops::metrics::install();
     if let Some(address) = config.http.address()? {
-        ops::http::serve(address).await?;
+        ops::http::serve(address, health.clone()).await?;
     }
-    health().set_phase(Phase::Streaming);
+    health.set_phase(Phase::Streaming);
     match &config.sink {
         // A lost target is reconnected (the target was reached above): the
         // files are read again from the position the target holds.
-        SinkConfig::File { path: dir, .. } => from_files(&config, dir, until_idle, &stop).await,
+        SinkConfig::File { path: dir, .. } => {
+            from_files(&config, dir, until_idle, (&stop, &health)).await
+        }
         SinkConfig::Kinesis {
             stream,
             region,
             endpoint,
             ..
-        } => from_kinesis(&config, stream, (region, endpoint), until_idle, &stop).await,
+        } => {
+            from_kinesis(
+                &config,
+                stream,
+                (region, endpoint),
+                until_idle,
+                (&stop, &health),
+            )
+            .await
+        }
         SinkConfig::Stdout => {
             bail!("apply.input = \"sink\" reads a file or kinesis [sink], not stdout")
         }
@@ -49,7 +61,7 @@ async fn from_files(
     config: &Config,
     dir: &Path,
     until_idle: bool,
-    stop: &tokio::sync::watch::Receiver<bool>,
+    (stop, health): (&tokio::sync::watch::Receiver<bool>, &Health),
 ) -> anyhow::Result<()> {
     let attempt = |stop| async move {
         let target = connect_target(config).await?;
@@ -60,12 +72,13 @@ async fn from_files(
             stop,
             until_idle,
             config.pipeline.max_batch_events,
+            health,
         )
         .await
         .with_context(|| format!("apply from {}", dir.display()))?;
         Ok::<_, anyhow::Error>((lines, sink))
     };
-    if let Some((lines, sink)) = keep_trying(stop, attempt).await? {
+    if let Some((lines, sink)) = keep_trying(stop, health, attempt).await? {
         tracing::info!(
             "stopped: {lines} events read, {} applied ({} row writes), {} skipped as already applied; applied position {}",
             sink.events,
@@ -84,7 +97,7 @@ async fn from_kinesis(
     stream: &String,
     (region, endpoint): (&Option<String>, &Option<String>),
     until_idle: bool,
-    stop: &tokio::sync::watch::Receiver<bool>,
+    (stop, health): (&tokio::sync::watch::Receiver<bool>, &Health),
 ) -> anyhow::Result<()> {
     if until_idle {
         bail!("--until-idle reads the file sink only: a Kinesis stream has no end (stop with SIGTERM)");
@@ -124,6 +137,7 @@ async fn from_kinesis(
             lease_duration,
             batch_events: config.pipeline.max_batch_events,
             target: target.clone(),
+            health: health.clone(),
         };
         async move {
             kinesis::follow(input, stop)
@@ -131,7 +145,7 @@ async fn from_kinesis(
                 .with_context(|| format!("apply from kinesis stream {stream}"))
         }
     };
-    let Some(totals) = keep_trying(stop, attempt).await? else {
+    let Some(totals) = keep_trying(stop, health, attempt).await? else {
         return Ok(());
     };
     tracing::info!(

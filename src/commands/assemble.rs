@@ -1,6 +1,5 @@
 //! Building the library's parts from the config: the sink, the cursor store,
-//! the source's identity, the target, the retention watch, and the stop
-//! signal. One place, for `run`, `apply`, `check` and `cursor`.
+//! the source's identity, the target and the retention watch. One place, for `run`, `apply`, `check` and `cursor`.
 
 use anyhow::bail;
 use tidemark::aws::clients::{dynamodb_client, kinesis_client};
@@ -9,6 +8,7 @@ use tidemark::config::{
 };
 use tidemark::cursor::{CursorStore, DynamoCursor, FileCursor};
 use tidemark::ops::retention::Watch;
+use tidemark::ops::Health;
 use tidemark::sinks::{AnySink, FileSink, KinesisSink, Oversized, StdoutSink};
 use tidemark::target::Target;
 
@@ -44,7 +44,7 @@ pub(crate) fn retention_watch(config: &Config) -> Option<Watch> {
     }
 }
 
-pub(crate) async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore> {
+pub(crate) async fn cursor_store(config: &Config, health: &Health) -> anyhow::Result<CursorStore> {
     Ok(match &config.cursor {
         CursorConfig::File { path } => {
             CursorStore::File(FileCursor::new(path, &config.pipeline.name))
@@ -59,6 +59,7 @@ pub(crate) async fn cursor_store(config: &Config) -> anyhow::Result<CursorStore>
             table,
             &config.pipeline.name,
             *lease_duration,
+            health.clone(),
         ))),
     })
 }
@@ -79,7 +80,11 @@ pub(crate) async fn source_identity(
 
 /// Opens the configured sink; `writer` names the source and cursor lineage
 /// the file sink records beside its files.
-pub(crate) async fn open_sink(config: &Config, writer: &str) -> anyhow::Result<AnySink> {
+pub(crate) async fn open_sink(
+    config: &Config,
+    writer: &str,
+    health: &Health,
+) -> anyhow::Result<AnySink> {
     Ok(match &config.sink {
         SinkConfig::File {
             path,
@@ -103,6 +108,7 @@ pub(crate) async fn open_sink(config: &Config, writer: &str) -> anyhow::Result<A
                     OversizedPolicy::SkipAndCount => Oversized::SkipAndCount,
                 },
                 *aggregate,
+                health.clone(),
             );
             sink.check().await?;
             AnySink::Kinesis(Box::new(sink))

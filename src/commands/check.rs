@@ -5,6 +5,7 @@ use super::assemble::{cursor_store, open_sink};
 use anyhow::bail;
 use std::path::Path;
 use tidemark::config::{Config, SecretUrl, SinkConfig, SourceSettings};
+use tidemark::ops::Health;
 use tidemark::target::types::Engine;
 use tidemark_connectors::mysql;
 use tidemark_connectors::poll::PollSource;
@@ -47,7 +48,7 @@ pub(crate) async fn check(path: &Path) -> anyhow::Result<()> {
     // and a [target] answer and let the user write.
     match &config.sink {
         SinkConfig::Kinesis { .. } => {
-            open_sink(&config, "check").await?;
+            open_sink(&config, "check", &Health::new()).await?;
         }
         SinkConfig::File { path, .. } => {
             if let Err(problem) = tidemark::sinks::probe_folder(path) {
@@ -56,7 +57,11 @@ pub(crate) async fn check(path: &Path) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    if let Some(stored) = cursor_store(&config).await?.describe().await? {
+    if let Some(stored) = cursor_store(&config, &Health::new())
+        .await?
+        .describe()
+        .await?
+    {
         let kind = stored["position"]
             .as_object()
             .and_then(|p| p.keys().next().cloned());

@@ -4,11 +4,16 @@ use super::assemble::cursor_store;
 use std::path::Path;
 use tidemark::config::{Config, CursorConfig};
 use tidemark::cursor::CursorStore;
+use tidemark::ops::Health;
 
 /// Prints the stored cursor.
 pub(crate) async fn show(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    match cursor_store(&config).await?.describe().await? {
+    match cursor_store(&config, &Health::new())
+        .await?
+        .describe()
+        .await?
+    {
         Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
         None => println!("no cursor yet for pipeline {}", config.pipeline.name),
     }
@@ -18,7 +23,7 @@ pub(crate) async fn show(config: &Path) -> anyhow::Result<()> {
 /// Forgets the stored position: the next start takes a new snapshot.
 pub(crate) async fn reset(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    if cursor_store(&config).await?.reset().await? {
+    if cursor_store(&config, &Health::new()).await?.reset().await? {
         println!(
             "cursor of pipeline {} reset: the next start takes a new snapshot",
             config.pipeline.name
@@ -32,7 +37,7 @@ pub(crate) async fn reset(config: &Path) -> anyhow::Result<()> {
 /// Creates the cursor store (the DynamoDB table).
 pub(crate) async fn init(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    match cursor_store(&config).await? {
+    match cursor_store(&config, &Health::new()).await? {
         CursorStore::Dynamo(store) => {
             let what = if store.init().await? {
                 "created"

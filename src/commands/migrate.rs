@@ -6,11 +6,13 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use tidemark::config::{parse_duration, Config};
 use tidemark::migrate;
+use tidemark::ops::Health;
 
 /// Starts or resumes the migration.
 pub(crate) async fn run(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let stop = stop_on_signals()?;
+    let health = Health::new();
+    let stop = stop_on_signals(&health)?;
     let name = config.pipeline.name.clone();
     // Both ends must answer once; after that a lost source or target
     // is reconnected, and the migration resumes from its recorded
@@ -22,10 +24,10 @@ pub(crate) async fn run(config: &Path) -> anyhow::Result<()> {
     migrate::db::Db::connect(&plan.target_url)
         .await
         .with_context(|| format!("migration {name}: target"))?;
-    keep_trying(&stop, |stop| {
-        let (config, name) = (&config, &name);
+    keep_trying(&stop, &health, |stop| {
+        let (config, name, health) = (&config, &name, &health);
         async move {
-            migrate::run(config, stop)
+            migrate::run(config, stop, health)
                 .await
                 .with_context(|| format!("migration {name}"))
         }

@@ -4,7 +4,7 @@
 
 use tidemark::cursor::CursorError;
 use tidemark::migrate::MigrateError;
-use tidemark::ops::{self, events, health, Phase};
+use tidemark::ops::{self, events, Health, Phase};
 use tidemark::pipeline::PipelineError;
 use tidemark::sinks::SinkError;
 use tidemark::target::TargetError;
@@ -52,22 +52,23 @@ fn sink_transient(e: &SinkError) -> bool {
 /// standby may wait for its lease for a long time, and a reconnect for as
 /// long as an outage lasts (the process is not stuck; `/readyz` says what
 /// it waits for). One ticker at a time.
-pub(crate) fn tick_while_starting() {
+pub(crate) fn tick_while_starting(health: &Health) {
     static TICKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if TICKING.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    let starting = || matches!(health().phase(), Phase::Starting | Phase::Standby);
+    let health = health.clone();
+    let starting = |health: &Health| matches!(health.phase(), Phase::Starting | Phase::Standby);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(ops::health::tick_every());
         loop {
-            while starting() {
-                health().tick();
+            while starting(&health) {
+                health.tick();
                 ticker.tick().await;
             }
             TICKING.store(false, std::sync::atomic::Ordering::SeqCst);
             // A reconnect may have begun between the check and the store.
-            if !starting() || TICKING.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if !starting(&health) || TICKING.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
         }
@@ -85,6 +86,7 @@ const CONNECTED_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// that is down at start ends the process at once, as `run` does.
 pub(crate) async fn keep_trying<T, F, Fut>(
     stop: &tokio::sync::watch::Receiver<bool>,
+    health: &Health,
     mut attempt: F,
 ) -> anyhow::Result<Option<T>>
 where
@@ -99,7 +101,7 @@ where
             result = &mut running => result,
             _ = tokio::time::sleep(CONNECTED_AFTER) => {
                 if retry.attempts > 0 {
-                    events::reconnected(retry.attempts);
+                    events::reconnected(health, retry.attempts);
                 }
                 retry.succeeded();
                 running.await
@@ -112,7 +114,7 @@ where
         if *stop.borrow() || !transient(error.chain()) {
             return Err(error);
         }
-        if !wait_to_reconnect(&mut retry, &error, stop.clone()).await {
+        if !wait_to_reconnect(&mut retry, &error, stop.clone(), health).await {
             return Ok(None);
         }
     }
@@ -125,10 +127,11 @@ pub(crate) async fn wait_to_reconnect(
     retry: &mut ops::reconnect::Retry,
     error: &anyhow::Error,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    health: &Health,
 ) -> bool {
     let (wait, failing) = retry.failed();
-    events::reconnecting(&format!("{error:#}"), wait, retry.attempts, failing);
-    tick_while_starting();
+    events::reconnecting(health, &format!("{error:#}"), wait, retry.attempts, failing);
+    tick_while_starting(health);
     tokio::select! {
         _ = tokio::time::sleep(wait) => true,
         _ = stopped.wait_for(|stop| *stop) => {

@@ -13,7 +13,7 @@ use tidemark::cursor::target::TargetCursor;
 use tidemark::cursor::CursorStore;
 use tidemark::ops::logging;
 use tidemark::ops::stop::StopSignal;
-use tidemark::ops::{self, events, health, Phase};
+use tidemark::ops::{self, events, Health, Phase};
 use tidemark::pipeline::assembly::Assembly;
 use tidemark::pipeline::{self, AnySource};
 use tidemark::sinks::target::TargetSink;
@@ -33,10 +33,11 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let name = config.pipeline.name.clone();
-    run_pipeline(path, config, stop_at_lsn, stop_at_binlog, mode)
+    let health = Health::new();
+    run_pipeline(path, config, (stop_at_lsn, stop_at_binlog), mode, &health)
         .await
         .map_err(|e| {
-            let position = health().position();
+            let position = health.position();
             let at = if position.is_empty() {
                 "no cursor yet".to_string()
             } else {
@@ -49,22 +50,22 @@ pub(crate) async fn run(
 async fn run_pipeline(
     path: &Path,
     config: Config,
-    stop_at_lsn: Option<u64>,
-    stop_at_binlog: Option<(String, u64)>,
+    (stop_at_lsn, stop_at_binlog): (Option<u64>, Option<(String, u64)>),
     mode: Mode,
+    health: &Health,
 ) -> anyhow::Result<()> {
     if let Err(e) = logging::set_level(&config.log.level) {
         bail!("{e}");
     }
     ops::metrics::install();
     if let Some(address) = config.http.address()? {
-        ops::http::serve(address).await?;
+        ops::http::serve(address, health.clone()).await?;
     }
-    tick_while_starting();
+    tick_while_starting(health);
     let (handle, control) = tidemark_connectors::control();
     // Signals first: a standby may wait for its lease for a long time.
     let stop = StopSignal::new(handle.stop.clone());
-    signals::install(stop.clone(), Some(path.to_path_buf()))?;
+    signals::install(stop.clone(), Some(path.to_path_buf()), health.clone())?;
     // A lost source, target or cursor store is reconnected in process: the
     // session (cursor, sink, source, stream) starts over from the committed
     // position, after a wait that grows to 30 s; only what a new session
@@ -81,6 +82,7 @@ async fn run_pipeline(
         mode,
         handle: &handle,
         stop,
+        health: health.clone(),
         control,
         held: None,
         streamed: false,
@@ -99,7 +101,7 @@ async fn run_pipeline(
             session.release().await;
             return Err(error);
         }
-        if !wait_to_reconnect(&mut retry, &error, handle.stop.subscribe()).await {
+        if !wait_to_reconnect(&mut retry, &error, handle.stop.subscribe(), health).await {
             session.release().await;
             return Ok(());
         }
@@ -118,6 +120,7 @@ struct Session<'a> {
     mode: Mode,
     handle: &'a tidemark_connectors::SourceHandle,
     stop: StopSignal,
+    health: Health,
     control: tidemark_connectors::SourceControl,
     /// Capture: the cursor store, once held, and the position it was loaded at.
     held: Option<(CursorStore, Option<Position>)>,
@@ -162,15 +165,19 @@ impl Session<'_> {
             (None, Some((cursor, loaded))) => (None, cursor, loaded.clone()),
             (None, None) => bail!("cursor: no cursor store"),
         };
-        let resume = pipeline::assembly::resume_point(self.handle, loaded, None);
+        let resume = pipeline::assembly::resume_point(self.handle, loaded, None, &self.health);
         let source_id = source_identity(config, self.stop_at_lsn, &self.stop_at_binlog).await?;
         let lineage = cursor.bind_source(&source_id, resume.is_some())?;
         let mut opened;
         let sink = match target_sink {
             Some(sink) => sink,
             None => {
-                opened =
-                    open_sink(config, &format!("{source_id}, cursor lineage {lineage}")).await?;
+                opened = open_sink(
+                    config,
+                    &format!("{source_id}, cursor lineage {lineage}"),
+                    &self.health,
+                )
+                .await?;
                 &mut opened
             }
         };
@@ -188,12 +195,14 @@ impl Session<'_> {
             handle: self.handle,
             stop: &self.stop,
             commit_every: config.pipeline.commit_interval,
+            health: &self.health,
         };
         assembly.start(&source).await?;
-        streaming(retry, &config.pipeline.name);
+        streaming(retry, &config.pipeline.name, &self.health);
         self.streamed = true;
         if !self.retention_started {
-            self.retention_started = watch_retention(config, self.path, self.handle, &self.stop);
+            self.retention_started =
+                watch_retention(config, self.path, self.handle, (&self.stop, &self.health));
         }
         let summary = assembly
             .run(source, resume.as_ref(), AnySink::report)
@@ -208,7 +217,7 @@ impl Session<'_> {
         if self.held.is_some() {
             return Ok(true);
         }
-        let mut cursor = cursor_store(self.config).await?;
+        let mut cursor = cursor_store(self.config, &self.health).await?;
         cursor.stop_on_lease_loss(self.stop.clone());
         let mut stopped = self.control.stop.clone();
         let loaded = tokio::select! {
@@ -255,14 +264,14 @@ async fn open_source(
 }
 
 /// The session streams: health, systemd and the backoff are told.
-fn streaming(retry: &mut ops::reconnect::Retry, pipeline: &str) {
+fn streaming(retry: &mut ops::reconnect::Retry, pipeline: &str, health: &Health) {
     if retry.attempts > 0 {
-        events::reconnected(retry.attempts);
+        events::reconnected(health, retry.attempts);
     } else {
-        health().set_phase(Phase::Streaming);
-        health().set_problem("source", None);
+        health.set_phase(Phase::Streaming);
+        health.set_problem("source", None);
     }
-    ops::health::notify_ready();
+    health.notify_ready();
     retry.succeeded();
     tracing::info!("pipeline {pipeline} running");
 }
@@ -273,7 +282,7 @@ fn watch_retention(
     config: &Config,
     path: &Path,
     handle: &tidemark_connectors::SourceHandle,
-    stop: &StopSignal,
+    (stop, health): (&StopSignal, &Health),
 ) -> bool {
     let Some(watch) = retention_watch(config) else {
         return false;
@@ -286,6 +295,7 @@ fn watch_retention(
         handle.durable.subscribe(),
         stop.clone(),
         recovery,
+        health.clone(),
     ));
     true
 }

@@ -5,13 +5,17 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use tidemark::config::Config;
-use tidemark::ops::logging;
 use tidemark::ops::stop::{StopReason, StopSignal};
+use tidemark::ops::{logging, Health};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Installs the handlers; `reload_from` is the config whose log level a
 /// SIGHUP applies.
-pub(crate) fn install(stop: StopSignal, reload_from: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn install(
+    stop: StopSignal,
+    reload_from: Option<PathBuf>,
+    health: Health,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     tokio::spawn(async move {
@@ -20,7 +24,7 @@ pub(crate) fn install(stop: StopSignal, reload_from: Option<PathBuf>) -> anyhow:
             _ = int.recv() => {}
         }
         tracing::info!("stopping: finishing the current batch");
-        tidemark::ops::health::notify_stopping();
+        health.notify_stopping();
         stop.stop(StopReason::Requested);
     });
     let Some(path) = reload_from else {
@@ -46,8 +50,10 @@ pub(crate) fn install(stop: StopSignal, reload_from: Option<PathBuf>) -> anyhow:
 
 /// A stop flag of its own, raised by SIGTERM or SIGINT, for the commands
 /// that run no pipeline of their own (`apply` from the sink, `migrate run`).
-pub(crate) fn stop_on_signals() -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+pub(crate) fn stop_on_signals(
+    health: &Health,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
     let (flag, stopped) = tokio::sync::watch::channel(false);
-    install(StopSignal::new(flag), None)?;
+    install(StopSignal::new(flag), None, health.clone())?;
     Ok(stopped)
 }

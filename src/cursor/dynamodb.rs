@@ -23,7 +23,7 @@
 use super::{Binding, CursorError};
 use crate::aws::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
 use crate::ops::stop::{StopReason, StopSignal};
-use crate::ops::{health, Phase};
+use crate::ops::{Health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
@@ -42,10 +42,18 @@ pub struct DynamoCursor {
     pub(super) binding: Binding,
     /// Told to stop when a renewal finds the lease taken.
     on_loss: Option<StopSignal>,
+    /// Where waiting for the lease and failing renewals are reported.
+    health: Health,
 }
 
 impl DynamoCursor {
-    pub fn new(client: Client, table: &str, pipeline: &str, duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        table: &str,
+        pipeline: &str,
+        duration: Duration,
+        health: Health,
+    ) -> Self {
         let table = LeaseTable {
             client,
             table: table.to_string(),
@@ -59,7 +67,12 @@ impl DynamoCursor {
             stored: None,
             binding: Binding::default(),
             on_loss: None,
+            health,
         }
+    }
+
+    pub(super) fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The signal that stops the pipeline when the lease is lost (set it
@@ -186,7 +199,7 @@ impl DynamoCursor {
                 }
                 Some(item) => {
                     if !announced {
-                        health().set_phase(Phase::Standby);
+                        self.health.set_phase(Phase::Standby);
                         tracing::info!(
                             "standby: pipeline {} is owned by {} (lease counter {}); taking over when its lease lapses",
                             self.pipeline,
@@ -200,7 +213,7 @@ impl DynamoCursor {
             }
             .map_err(|e| self.call_error("take the lease", e))?;
             if let Some(item) = taken {
-                health().set_phase(Phase::Starting);
+                self.health.set_phase(Phase::Starting);
                 metrics::gauge!("tidemark_lease_held").set(1.0);
                 tracing::info!(
                     "holding the lease on pipeline {} as {} (lease counter {})",
@@ -247,18 +260,19 @@ impl DynamoCursor {
     /// (see the module doc). Renewals and commits do not wait for each other
     /// (see [`Lease`]).
     fn renew_in_background(&self) {
-        let (lease, duration, pipeline, table, on_loss) = (
+        let (lease, duration, pipeline, table, on_loss, health) = (
             self.lease.clone(),
             self.duration,
             self.pipeline.clone(),
             self.table.table.clone(),
             self.on_loss.clone(),
+            self.health.clone(),
         );
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(duration / 3).await;
                 match lease.renew(duration).await {
-                    Ok(Held::Yes) => health().set_problem("cursor", None),
+                    Ok(Held::Yes) => health.set_problem("cursor", None),
                     Ok(Held::NotHeld) => return,
                     Ok(Held::Lost | Held::Refused) => {
                         metrics::gauge!("tidemark_lease_held").set(0.0);
@@ -272,7 +286,7 @@ impl DynamoCursor {
                     }
                     Err(detail) => {
                         crate::ops::metrics::retry("dynamodb_lease_renew");
-                        health().set_problem(
+                        health.set_problem(
                             "cursor",
                             Some(format!(
                                 "renewing the lease in dynamodb table {table} fails: {detail}"

@@ -160,7 +160,7 @@ impl CursorStore {
                 );
                 std::time::Instant::now()
             });
-            crate::ops::health().set_problem(
+            store.health().set_problem(
                 "cursor",
                 Some(format!(
                     "{}: lease unconfirmed for {:.0?}; sink writes held",
@@ -168,7 +168,7 @@ impl CursorStore {
                     waiting.elapsed()
                 )),
             );
-            crate::ops::health().tick();
+            store.health().tick();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         if since.is_some() {

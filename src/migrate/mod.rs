@@ -21,8 +21,8 @@ pub mod verify;
 use crate::config::{Config, SourceSettings};
 use crate::cursor::target::TargetCursor;
 use crate::cursor::CursorStore;
-use crate::ops::health;
 use crate::ops::stop::StopSignal;
+use crate::ops::Health;
 use crate::pipeline::assembly::Assembly;
 use crate::pipeline::{self, AnySource};
 use crate::sinks::target::TargetSink;
@@ -239,7 +239,11 @@ pub async fn load_progress(db: &mut Db, name: &str) -> Result<Option<Progress>, 
 
 /// `migrate run`: sets up or resumes the migration, copies, then applies
 /// changes until `stop` or until `cutover` marks it cut over.
-pub async fn run(config: &Config, stop: watch::Receiver<bool>) -> Result<(), MigrateError> {
+pub async fn run(
+    config: &Config,
+    stop: watch::Receiver<bool>,
+    health: &Health,
+) -> Result<(), MigrateError> {
     let plan = Plan::from_config(config)?;
     let mut target_db = Db::connect(&plan.target_url).await?;
     let mut document = match load(&mut target_db, &plan.name).await? {
@@ -276,7 +280,7 @@ pub async fn run(config: &Config, stop: watch::Receiver<bool>) -> Result<(), Mig
         tracing::info!("migration {} is cut over: nothing to do", plan.name);
         return Ok(());
     }
-    catch_up(config, &plan, &document, target_db, stop).await
+    catch_up(config, &plan, &document, target_db, stop, health).await
 }
 
 /// A new migration: records the start position, creates the target tables,
@@ -358,6 +362,7 @@ async fn catch_up(
     document: &Document,
     target_db: Db,
     stop: watch::Receiver<bool>,
+    health: &Health,
 ) -> Result<(), MigrateError> {
     let (handle, control) = tidemark_connectors::control();
     let mut cursor = CursorStore::Target(Box::new(TargetCursor {
@@ -368,8 +373,9 @@ async fn catch_up(
         .load()
         .await
         .map_err(|e| MigrateError::State(e.to_string()))?;
-    let resume = pipeline::assembly::resume_point(&handle, resume, Some(document.start.clone()))
-        .unwrap_or_else(|| document.start.clone());
+    let resume =
+        pipeline::assembly::resume_point(&handle, resume, Some(document.start.clone()), health)
+            .unwrap_or_else(|| document.start.clone());
     let source = match config.connector_config(None, None) {
         SourceSettings::Postgres(mut pg) => {
             pg.snapshot = false;
@@ -386,7 +392,7 @@ async fn catch_up(
         // Refused by `Plan::from_config` already.
         SourceSettings::Poll(_) => return Err(MigrateError::Config("source".into())),
     };
-    health().set_phase(crate::ops::Phase::Streaming);
+    health.set_phase(crate::ops::Phase::Streaming);
     let mut sink = AnySink::Target(Box::new(
         TargetSink::open(plan.target(config).await?, &plan.name).await?,
     ));
@@ -396,6 +402,7 @@ async fn catch_up(
         plan.name.clone(),
         stop,
         handle.stop.clone(),
+        health.clone(),
     ));
     let stop = StopSignal::new(handle.stop.clone());
     let assembly = Assembly {
@@ -404,6 +411,7 @@ async fn catch_up(
         handle: &handle,
         stop: &stop,
         commit_every: config.pipeline.commit_interval,
+        health,
     };
     let summary = assembly.run(source, None, AnySink::report).await;
     reporter.abort();
@@ -418,6 +426,7 @@ async fn report_progress(
     name: String,
     mut stop: watch::Receiver<bool>,
     stopper: watch::Sender<bool>,
+    health: Health,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -425,7 +434,7 @@ async fn report_progress(
             _ = ticker.tick() => {}
             _ = stop.changed() => {}
         }
-        let h = health();
+        let h = &health;
         let progress = Progress {
             applied_position: h.position(),
             lag_seconds: h.lag().as_secs_f64(),

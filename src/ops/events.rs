@@ -2,7 +2,7 @@
 //! the metric, updates the health and writes the log line that go with it, so
 //! that the three never disagree and no caller names a metric itself.
 
-use super::health::{health, Phase};
+use super::health::{Health, Phase};
 use super::metrics::count_events;
 use std::time::Duration;
 use tidemark_connectors::{ChangeEvent, Position};
@@ -13,15 +13,14 @@ pub fn batch_read(events: &[ChangeEvent]) {
 }
 
 /// The writer loop is alive (between batches and while waiting for one).
-pub fn writer_alive() {
-    health().tick();
+pub fn writer_alive(health: &Health) {
+    health.tick();
 }
 
 /// A batch is about to be written: the phase of what is delivered (snapshot
 /// events say so; anything else, the empty batch that ends a snapshot too,
 /// streams) and how far behind its first event is.
-pub fn delivering(events: &[ChangeEvent]) {
-    let health = health();
+pub fn delivering(health: &Health, events: &[ChangeEvent]) {
     health.tick();
     let snapshot = events.first().is_some_and(|e| e.source.snapshot);
     health.set_phase(if snapshot {
@@ -40,18 +39,18 @@ pub fn write_failed(events: &[ChangeEvent]) {
 }
 
 /// The sink took a batch, in `took`.
-pub fn batch_written(events: &[ChangeEvent], took: Duration) {
+pub fn batch_written(health: &Health, events: &[ChangeEvent], took: Duration) {
     metrics::histogram!("tidemark_sink_write_duration_seconds").record(took.as_secs_f64());
     metrics::histogram!("tidemark_batch_size_events").record(events.len() as f64);
     metrics::counter!("tidemark_batches_total").increment(1);
     count_events("tidemark_events_written_total", events);
-    health().written(events.len(), events.last().map_or(0, |e| e.source.ts_ms));
+    health.written(events.len(), events.last().map_or(0, |e| e.source.ts_ms));
 }
 
 /// The cursor store holds `position` now.
-pub fn cursor_committed(position: &Position) {
+pub fn cursor_committed(health: &Health, position: &Position) {
     metrics::counter!("tidemark_cursor_commits_total").increment(1);
-    health().committed(position.to_string());
+    health.committed(position.to_string());
 }
 
 /// The writer's progress line (every few seconds while it writes).
@@ -64,9 +63,8 @@ pub fn progress(events: u64, batches: u64, cursor: Option<&Position>) {
 
 /// A session failed with something a new one may cure; the next starts in
 /// `wait` (attempt `attempt`, failing for `failing`).
-pub fn reconnecting(error: &str, wait: Duration, attempt: u32, failing: Duration) {
+pub fn reconnecting(health: &Health, error: &str, wait: Duration, attempt: u32, failing: Duration) {
     metrics::counter!("tidemark_reconnects_total").increment(1);
-    let health = health();
     health.set_phase(Phase::Starting);
     health.set_problem(
         "source",
@@ -80,8 +78,7 @@ pub fn reconnecting(error: &str, wait: Duration, attempt: u32, failing: Duration
 }
 
 /// A session got going again after `attempts` failed ones.
-pub fn reconnected(attempts: u32) {
-    let health = health();
+pub fn reconnected(health: &Health, attempts: u32) {
     health.set_phase(Phase::Streaming);
     health.set_problem("source", None);
     tracing::info!("reconnected after {attempts} attempts");

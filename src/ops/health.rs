@@ -1,5 +1,7 @@
-//! The daemon's health, shared by the pipeline loop (which ticks it), the HTTP
-//! endpoint and systemd: the phase, when the loop last ticked, what keeps the
+//! The daemon's health, a handle each command creates and passes to what
+//! reports on it (the pipeline loop, which ticks it, the sinks, the cursor
+//! store, the retention watch) and to what reads it (the HTTP endpoint, the
+//! metrics, systemd): the phase, when the loop last ticked, what keeps the
 //! daemon from being ready, and how old the oldest undelivered change is.
 //!
 //! Every tick also sends systemd `WATCHDOG=1` and a `STATUS=` line (a no-op
@@ -9,7 +11,7 @@
 use sd_notify::NotifyState;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidemark_connectors::event::now_ms;
 
@@ -41,7 +43,57 @@ impl Phase {
     }
 }
 
-pub struct Health {
+/// A handle on the health of this process's one pipeline; clones share it.
+#[derive(Clone)]
+pub struct Health(Arc<HealthState>);
+
+impl std::ops::Deref for Health {
+    type Target = HealthState;
+
+    fn deref(&self) -> &HealthState {
+        &self.0
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new()
+    }
+}
+
+impl Health {
+    /// A new health: starting, nothing read yet.
+    pub fn new() -> Health {
+        Health(Arc::new(HealthState {
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            last_tick: AtomicI64::new(0),
+            last_notify: AtomicI64::new(-1),
+            in_flight_since: AtomicI64::new(0),
+            last_written: AtomicI64::new(0),
+            last_commit: AtomicI64::new(0),
+            problems: Mutex::new(BTreeMap::new()),
+            position: Mutex::new(String::new()),
+            events_read: AtomicU64::new(0),
+            events_written: AtomicU64::new(0),
+        }))
+    }
+
+    /// Tells systemd the daemon is ready (source connected, cursor loaded).
+    pub fn notify_ready(&self) {
+        let status = format!("{}, lag 0.0s", self.phase_name());
+        let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    }
+
+    /// Tells systemd the daemon is stopping.
+    pub fn notify_stopping(&self) {
+        self.set_phase(Phase::Stopping);
+        let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+}
+
+/// What the health holds (read through a [`Health`]).
+pub struct HealthState {
     started: Instant,
     phase: AtomicU8,
     /// Milliseconds since `started` of the last pipeline loop tick.
@@ -64,25 +116,6 @@ pub struct Health {
     events_written: AtomicU64,
 }
 
-static HEALTH: LazyLock<Health> = LazyLock::new(|| Health {
-    started: Instant::now(),
-    phase: AtomicU8::new(Phase::Starting as u8),
-    last_tick: AtomicI64::new(0),
-    last_notify: AtomicI64::new(-1),
-    in_flight_since: AtomicI64::new(0),
-    last_written: AtomicI64::new(0),
-    last_commit: AtomicI64::new(0),
-    problems: Mutex::new(BTreeMap::new()),
-    position: Mutex::new(String::new()),
-    events_read: AtomicU64::new(0),
-    events_written: AtomicU64::new(0),
-});
-
-/// The process's health (one pipeline per process).
-pub fn health() -> &'static Health {
-    &HEALTH
-}
-
 /// How often the pipeline loop ticks: every second, faster when systemd's
 /// watchdog asks for it.
 pub fn tick_every() -> Duration {
@@ -96,7 +129,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Health {
+impl HealthState {
     /// Moves to `phase`; once stopping, the daemon stays stopping.
     pub fn set_phase(&self, phase: Phase) {
         let _ = self
@@ -260,16 +293,4 @@ impl Health {
         let at = self.last_commit.load(Ordering::SeqCst);
         (at > 0).then(|| Duration::from_millis((now_ms() - at).max(0) as u64))
     }
-}
-
-/// Tells systemd the daemon is ready (source connected, cursor loaded).
-pub fn notify_ready() {
-    let status = format!("{}, lag 0.0s", health().phase_name());
-    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-}
-
-/// Tells systemd the daemon is stopping.
-pub fn notify_stopping() {
-    health().set_phase(Phase::Stopping);
-    let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }

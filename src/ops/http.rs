@@ -4,13 +4,14 @@
 //!   wrong (sink, cursor store, log retention), else 503 with the reason;
 //! - `/metrics`: Prometheus text.
 
-use super::{health, metrics};
+use super::{metrics, Health};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use std::net::SocketAddr;
 
 /// Binds (failing with the address in the message) and serves in the background.
-pub async fn serve(address: SocketAddr) -> Result<SocketAddr, std::io::Error> {
+pub async fn serve(address: SocketAddr, health: Health) -> Result<SocketAddr, std::io::Error> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("http.listen {address}: {e}")))?;
@@ -18,7 +19,8 @@ pub async fn serve(address: SocketAddr) -> Result<SocketAddr, std::io::Error> {
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus));
+        .route("/metrics", get(prometheus))
+        .with_state(health);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("http endpoint stopped: {e}");
@@ -28,8 +30,8 @@ pub async fn serve(address: SocketAddr) -> Result<SocketAddr, std::io::Error> {
     Ok(bound)
 }
 
-async fn healthz() -> (StatusCode, String) {
-    match health().alive() {
+async fn healthz(State(health): State<Health>) -> (StatusCode, String) {
+    match health.alive() {
         None => (StatusCode::OK, "ok\n".into()),
         Some(stuck) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -41,16 +43,16 @@ async fn healthz() -> (StatusCode, String) {
     }
 }
 
-async fn readyz() -> (StatusCode, String) {
-    match health().readiness() {
+async fn readyz(State(health): State<Health>) -> (StatusCode, String) {
+    match health.readiness() {
         Ok(phase) => (StatusCode::OK, format!("{phase}\n")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
-async fn prometheus() -> ([(&'static str, &'static str); 1], String) {
+async fn prometheus(State(health): State<Health>) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        metrics::render(),
+        metrics::render(&health),
     )
 }

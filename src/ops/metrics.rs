@@ -3,7 +3,7 @@
 //! `docs/metrics.md` lists them all. Table labels are only ever captured
 //! tables (events carry nothing else), so their number is bounded by the config.
 
-use super::health::health;
+use super::health::Health;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use tidemark_connectors::ChangeEvent;
@@ -37,11 +37,10 @@ pub fn install() {
 }
 
 /// The scrape: gauges derived from the health first, then everything.
-pub fn render() -> String {
+pub fn render(health: &Health) -> String {
     let Some(handle) = HANDLE.get() else {
         return String::new();
     };
-    let health = health();
     metrics::gauge!("tidemark_source_lag_seconds").set(health.lag().as_secs_f64());
     let last_written = health.last_written_ms();
     if last_written > 0 {

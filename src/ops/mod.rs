@@ -14,4 +14,4 @@ pub mod reconnect;
 pub mod retention;
 pub mod stop;
 
-pub use health::{health, Phase};
+pub use health::{Health, Phase};

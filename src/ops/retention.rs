@@ -4,7 +4,7 @@
 //! warning in the log) before a loss, and stops the daemon with the recovery
 //! command once the loss has happened (slot gone or invalidated, binlog purged).
 
-use super::health::health;
+use super::health::Health;
 use super::stop::{StopReason, StopSignal};
 use std::time::Duration;
 use tidemark_connectors::event::now_ms;
@@ -35,10 +35,12 @@ pub async fn run(
     durable: watch::Receiver<Option<Position>>,
     stop: StopSignal,
     recovery: String,
+    health: Health,
 ) {
     let mut checks = Checks {
         ticker: tokio::time::interval(every),
         stopped: stop.subscribe(),
+        health,
     };
     loop {
         let result = match &watch {
@@ -79,7 +81,9 @@ pub async fn run(
         // A lost connection is tried again (the first successful check
         // clears the problem); anything else ends the watch.
         let again = e.is_retryable();
-        health().set_problem("retention", Some(format!("cannot watch retention: {e}")));
+        checks
+            .health
+            .set_problem("retention", Some(format!("cannot watch retention: {e}")));
         if !again {
             tracing::warn!("retention watch stopped: {e}");
             return;
@@ -99,6 +103,8 @@ pub async fn run(
 struct Checks {
     ticker: tokio::time::Interval,
     stopped: watch::Receiver<bool>,
+    /// Where a retention problem is reported.
+    health: Health,
 }
 
 impl Checks {
@@ -168,7 +174,7 @@ async fn postgres(
             }
             _ => None,
         };
-        health().set_problem("retention", problem);
+        checks.health.set_problem("retention", problem);
     }
     Ok(())
 }
@@ -202,7 +208,7 @@ async fn mysql(
         let eta = if state.in_newest || state.expire_seconds == 0 {
             f64::INFINITY
         } else {
-            let written_ago = (now_ms() - health().last_written_ms()).max(0) as f64 / 1000.0;
+            let written_ago = (now_ms() - checks.health.last_written_ms()).max(0) as f64 / 1000.0;
             (state.expire_seconds as f64 - written_ago).max(0.0)
         };
         metrics::gauge!("tidemark_binlog_purge_eta_seconds").set(eta);
@@ -212,7 +218,7 @@ async fn mysql(
                 state.expire_seconds, state.behind_bytes
             )
         });
-        health().set_problem("retention", problem);
+        checks.health.set_problem("retention", problem);
     }
     Ok(())
 }

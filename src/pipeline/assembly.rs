@@ -5,8 +5,8 @@
 
 use super::contract::{Cursor, Sink, Source};
 use super::{commit_fresh_start, run, PipelineError, Summary};
-use crate::ops::health;
 use crate::ops::stop::StopSignal;
+use crate::ops::Health;
 use std::time::Duration;
 use tidemark_connectors::{Position, SourceHandle};
 
@@ -17,10 +17,11 @@ pub fn resume_point(
     handle: &SourceHandle,
     stored: Option<Position>,
     fallback: Option<Position>,
+    health: &Health,
 ) -> Option<Position> {
     let resume = handle.durable.borrow().clone().or(stored).or(fallback);
     if let Some(position) = &resume {
-        health().resumed_at(position.to_string());
+        health.resumed_at(position.to_string());
     }
     resume
 }
@@ -32,14 +33,21 @@ pub struct Assembly<'a, S, C> {
     pub handle: &'a SourceHandle,
     pub stop: &'a StopSignal,
     pub commit_every: Duration,
+    pub health: &'a Health,
 }
 
 impl<S: Sink, C: Cursor> Assembly<'_, S, C> {
     /// A stream-only start without a cursor commits where it starts, before
     /// anything is read (see [`commit_fresh_start`]).
     pub async fn start(&mut self, source: &impl Source) -> Result<(), PipelineError> {
-        if let Some(start) =
-            commit_fresh_start(source, self.sink, self.cursor, &self.handle.durable).await?
+        if let Some(start) = commit_fresh_start(
+            source,
+            self.sink,
+            self.cursor,
+            &self.handle.durable,
+            self.health,
+        )
+        .await?
         {
             tracing::info!("no cursor: the start {start} is the cursor now");
         }
@@ -62,6 +70,7 @@ impl<S: Sink, C: Cursor> Assembly<'_, S, C> {
             self.cursor,
             resumed,
             self.commit_every,
+            self.health,
         )
         .await;
         let stopped_by = self.stop.reason();

@@ -152,6 +152,7 @@ async fn pipeline(
         &mut cursor,
         resumed.as_ref(),
         commit_every,
+        &crate::ops::Health::new(),
     )
     .await;
     let entries = log.lock().expect("log").clone();

@@ -21,7 +21,7 @@ mod replay;
 mod writer;
 
 use crate::cursor::CursorError;
-use crate::ops::events;
+use crate::ops::{events, Health};
 use crate::sinks::SinkError;
 pub use contract::{Cursor, Sink, Source};
 use replay::ReplayWindow;
@@ -99,10 +99,11 @@ async fn commit(
     sink: &mut impl Sink,
     cursor: &mut impl Cursor,
     durable: &watch::Sender<Option<Position>>,
+    health: &Health,
 ) -> Result<Position, PipelineError> {
     sink.sync().await?;
     cursor.commit(&end).await?;
-    events::cursor_committed(&end);
+    events::cursor_committed(health, &end);
     durable.send_replace(Some(end.clone()));
     Ok(end)
 }
@@ -115,9 +116,10 @@ pub async fn commit_fresh_start(
     sink: &mut impl Sink,
     cursor: &mut impl Cursor,
     durable: &watch::Sender<Option<Position>>,
+    health: &Health,
 ) -> Result<Option<Position>, PipelineError> {
     match source.fresh_start() {
-        Some(start) => Ok(Some(commit(start, sink, cursor, durable).await?)),
+        Some(start) => Ok(Some(commit(start, sink, cursor, durable, health).await?)),
         None => Ok(None),
     }
 }
@@ -146,6 +148,7 @@ pub async fn run(
     cursor: &mut impl Cursor,
     resumed: Option<&Position>,
     commit_every: Duration,
+    health: &Health,
 ) -> Result<Summary, PipelineError> {
     let (batches_tx, mut batches) = mpsc::channel::<Batch>(BATCHES_IN_FLIGHT);
     // Written batches' vectors, emptied on the writer, go back to the reader,
@@ -154,7 +157,7 @@ pub async fn run(
     let reader = reader::spawn(source, batches_tx, written);
     // After a crash the sink may already hold events past the cursor: skip them.
     let replay = ReplayWindow::new(resumed, sink.last_position());
-    let mut writer = Writer::new(sink, cursor, durable, commit_every, replay, recycle);
+    let mut writer = Writer::new(sink, cursor, durable, commit_every, replay, recycle, health);
     if let Err(e) = writer.drain(&mut batches).await {
         // The reader may be waiting on an idle stream: end it. The cursor did not
         // move past the failure, so the next start replays from there.

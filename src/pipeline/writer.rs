@@ -6,8 +6,8 @@ use super::commit::CommitPolicy;
 use super::contract::{Cursor, Sink};
 use super::replay::{skip_written, ReplayWindow};
 use super::{commit, PipelineError, Summary};
-use crate::ops::events;
 use crate::ops::health::tick_every;
+use crate::ops::{events, Health};
 use std::time::{Duration, Instant};
 use tidemark_connectors::{Batch, ChangeEvent, Position};
 use tokio::sync::{mpsc, watch};
@@ -24,6 +24,7 @@ pub(crate) struct Writer<'a, S, C> {
     /// Emptied vectors of written batches, back to the reader.
     recycle: mpsc::Sender<Vec<ChangeEvent>>,
     last_log: Instant,
+    health: &'a Health,
     pub(crate) summary: Summary,
 }
 
@@ -35,6 +36,7 @@ impl<'a, S: Sink, C: Cursor> Writer<'a, S, C> {
         commit_every: Duration,
         replay: Option<ReplayWindow>,
         recycle: mpsc::Sender<Vec<ChangeEvent>>,
+        health: &'a Health,
     ) -> Self {
         Writer {
             sink,
@@ -44,6 +46,7 @@ impl<'a, S: Sink, C: Cursor> Writer<'a, S, C> {
             replay,
             recycle,
             last_log: Instant::now(),
+            health,
             summary: Summary::default(),
         }
     }
@@ -65,7 +68,7 @@ impl<'a, S: Sink, C: Cursor> Writer<'a, S, C> {
                     None => break,
                 },
                 _ = ticker.tick() => {
-                    events::writer_alive();
+                    events::writer_alive(self.health);
                     continue;
                 }
                 // No batch for a while, and the last written is not committed yet.
@@ -98,7 +101,7 @@ impl<'a, S: Sink, C: Cursor> Writer<'a, S, C> {
 
     /// One batch to the sink, less what it held from before a crash.
     async fn write(&mut self, mut batch: Batch) -> Result<(), PipelineError> {
-        events::delivering(&batch.events);
+        events::delivering(self.health, &batch.events);
         self.summary.skipped_duplicates += skip_written(&mut batch, &mut self.replay);
         // An owner that lost its lease writes nothing more.
         self.cursor.confirm_owner().await?;
@@ -107,7 +110,7 @@ impl<'a, S: Sink, C: Cursor> Writer<'a, S, C> {
             events::write_failed(&batch.events);
             return Err(e.into());
         }
-        events::batch_written(&batch.events, started.elapsed());
+        events::batch_written(self.health, &batch.events, started.elapsed());
         self.summary.events += batch.events.len() as u64;
         self.summary.batches += 1;
         self.policy.written(batch.end.take());
@@ -120,7 +123,7 @@ impl<'a, S: Sink, C: Cursor> Writer<'a, S, C> {
     }
 
     async fn commit(&mut self, end: Position) -> Result<(), PipelineError> {
-        let committed = commit(end, self.sink, self.cursor, self.durable).await?;
+        let committed = commit(end, self.sink, self.cursor, self.durable, self.health).await?;
         self.policy.committed(tokio::time::Instant::now());
         self.summary.cursor = Some(committed);
         Ok(())

@@ -578,7 +578,15 @@ async fn a_stale_owner_cannot_commit() {
     use tidemark::cursor::DynamoCursor;
     let table = "tm_aws_stale";
     fresh_aws(table, 1).await;
-    let cursor = |lease| DynamoCursor::new(dynamodb(), table, "stale", lease);
+    let cursor = |lease| {
+        DynamoCursor::new(
+            dynamodb(),
+            table,
+            "stale",
+            lease,
+            tidemark::ops::Health::new(),
+        )
+    };
     let mut first = cursor(Duration::from_secs(60));
     first.init().await.expect("create the cursor table");
     first.acquire().await.expect("first owner");

@@ -38,10 +38,18 @@ async fn fresh_table(table: &str) {
             .is_err()
     })
     .await;
-    DynamoCursor::new(client, table, "init", Duration::from_secs(1))
-        .init()
-        .await
-        .unwrap_or_else(|e| panic!("create {table} on dynalite at {DYNAMODB} (run scripts/setup-aws-emulators.sh): {e}"));
+    DynamoCursor::new(
+        client,
+        table,
+        "init",
+        Duration::from_secs(1),
+        tidemark::ops::Health::new(),
+    )
+    .init()
+    .await
+    .unwrap_or_else(|e| {
+        panic!("create {table} on dynalite at {DYNAMODB} (run scripts/setup-aws-emulators.sh): {e}")
+    });
 }
 
 /// Writes the item as another instance would have left it.
@@ -104,7 +112,13 @@ async fn a_takeover_reads_the_position_in_its_taking_write() {
     let (proxy, injected) = fault_proxy::start(DYNAMODB, Faults::default()).await;
     // The standby's take waits at the proxy, after its last read.
     injected.hold_calls("UpdateItem", "lease_counter = :seen");
-    let mut standby = DynamoCursor::new(dynamodb_at(&proxy), table, "p", Duration::from_secs(1));
+    let mut standby = DynamoCursor::new(
+        dynamodb_at(&proxy),
+        table,
+        "p",
+        Duration::from_secs(1),
+        tidemark::ops::Health::new(),
+    );
     let acquired = tokio::spawn(async move { standby.acquire().await });
     wait_until("the take to be held", Duration::from_secs(20), || async {
         injected.waiting.load(Ordering::SeqCst) == 1
@@ -125,7 +139,13 @@ async fn a_takeover_reads_the_position_in_its_taking_write() {
 async fn a_commit_never_moves_the_stored_position_backward() {
     let table = "tm_fence_backward";
     fresh_table(table).await;
-    let mut owner = DynamoCursor::new(dynamodb(), table, "p", Duration::from_secs(30));
+    let mut owner = DynamoCursor::new(
+        dynamodb(),
+        table,
+        "p",
+        Duration::from_secs(30),
+        tidemark::ops::Health::new(),
+    );
     owner.acquire().await.expect("acquire");
     owner
         .commit(&Position::postgres(100, 100))
@@ -174,7 +194,13 @@ async fn cursor_reset_waits_for_the_lease_counter_not_the_clock() {
         }
         std::time::Instant::now()
     });
-    let reset = DynamoCursor::new(dynamodb(), table, "p", Duration::from_secs(1));
+    let reset = DynamoCursor::new(
+        dynamodb(),
+        table,
+        "p",
+        Duration::from_secs(1),
+        tidemark::ops::Health::new(),
+    );
     assert!(reset.reset().await.expect("reset"), "there was an item");
     let reset_at = std::time::Instant::now();
     let last_beat = heartbeat.await.expect("heartbeat");
@@ -190,7 +216,13 @@ async fn a_hung_renewal_does_not_hold_a_commit_up_and_sink_writes_wait_for_the_l
     let table = "tm_fence_hung";
     fresh_table(table).await;
     let (proxy, injected) = fault_proxy::start(DYNAMODB, Faults::default()).await;
-    let mut owner = DynamoCursor::new(dynamodb_at(&proxy), table, "p", Duration::from_secs(1));
+    let mut owner = DynamoCursor::new(
+        dynamodb_at(&proxy),
+        table,
+        "p",
+        Duration::from_secs(1),
+        tidemark::ops::Health::new(),
+    );
     owner.acquire().await.expect("acquire");
     assert!(owner.lease_confirmed());
     // Renewals (the writes that carry no position) hang.

@@ -3,6 +3,7 @@
 //! it. Lines at or before the target's applied position are skipped, so a
 //! restart reads from the first file again without writing anything twice.
 
+use crate::ops::Health;
 use crate::sinks::events_file_index;
 use crate::sinks::target::TargetSink;
 use crate::target::TargetError;
@@ -35,6 +36,7 @@ pub async fn follow(
     mut stop: watch::Receiver<bool>,
     until_idle: bool,
     batch_events: usize,
+    health: &Health,
 ) -> Result<u64, TargetError> {
     let mut current: usize = 0;
     let mut offset: u64 = 0;
@@ -48,7 +50,7 @@ pub async fn follow(
             wait(&mut stop).await;
             continue;
         };
-        crate::ops::health().tick();
+        health.tick();
         let (batch, next_offset) = read_lines(path, offset, batch_events)?;
         let read_something = !batch.is_empty();
         if read_something {

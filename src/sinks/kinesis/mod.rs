@@ -32,7 +32,7 @@
 
 use super::SinkError;
 use crate::aws::errors::{describe, kinesis_retry_reason, KINESIS_THROTTLED_REASON};
-use crate::ops::{self, health};
+use crate::ops::{self, Health};
 use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
@@ -68,6 +68,8 @@ pub struct KinesisSink {
     /// `PutRecords` calls made and records written, for the mean per call.
     pub calls: u64,
     pub records_written: u64,
+    /// Where throttling and failing calls are reported.
+    health: Health,
 }
 
 /// `schema.table` plus the key, hashed when too long.
@@ -99,6 +101,7 @@ impl KinesisSink {
         max_record_bytes: usize,
         oversized: Oversized,
         aggregate: bool,
+        health: Health,
     ) -> Self {
         KinesisSink {
             client,
@@ -109,6 +112,7 @@ impl KinesisSink {
             skipped_oversized: 0,
             calls: 0,
             records_written: 0,
+            health,
         }
     }
 
@@ -212,8 +216,8 @@ impl KinesisSink {
             let Some(output) = self.put(entries, &mut retry).await? else {
                 continue;
             };
-            health().set_problem("sink", None);
-            health().tick();
+            self.health.set_problem("sink", None);
+            self.health.tick();
             let results = output.records();
             if results.len() != chosen.len() {
                 return Err(SinkError::Kinesis(format!(
@@ -286,14 +290,14 @@ impl KinesisSink {
         };
         ops::metrics::retry(reason);
         if reason != KINESIS_THROTTLED_REASON {
-            health().set_problem(
+            self.health.set_problem(
                 "sink",
                 Some(format!("PutRecords to {} fails: {detail}", self.stream)),
             );
         }
         // Retrying is progress of a kind: a throttled pipeline is
         // slow, not stuck, and the watchdog must not restart it.
-        health().tick();
+        self.health.tick();
         let wait = retry.next_backoff().unwrap_or_default();
         tracing::warn!(
             "kinesis: PutRecords to {} will be retried in {wait:?}: {detail}",

@@ -34,6 +34,7 @@
 use crate::aws::errors::{describe, kinesis_retry_reason};
 use crate::aws::lease::{self, text, Held, Item, LapseClock, Lease, LeaseTable};
 use crate::config::TargetConfig;
+use crate::ops::Health;
 use crate::target::TargetError;
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -75,6 +76,8 @@ pub struct Input {
     pub lease_duration: Duration,
     pub batch_events: usize,
     pub target: TargetConfig,
+    /// Ticked by the balancing loop and every shard's consumer.
+    pub health: Health,
 }
 
 /// Counts over every shard this instance consumed.
@@ -208,7 +211,7 @@ pub async fn follow(input: Input, mut stop: watch::Receiver<bool>) -> Result<Tot
         if let Err(e) = balance(&input, &owner, &mut clock, &mut held).await {
             break Err(e);
         }
-        crate::ops::health().tick();
+        input.health.tick();
         tokio::select! {
             _ = tokio::time::sleep(input.lease_duration / 3) => {}
             _ = stop.changed() => {}

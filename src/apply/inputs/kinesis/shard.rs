@@ -149,7 +149,7 @@ pub async fn consume(
                 return Err(input.error(&format!("read shard {shard}"), describe(&e)));
             }
         };
-        crate::ops::health().tick();
+        input.health.tick();
         if let Some(behind) = page.millis_behind_latest {
             metrics::gauge!("tidemark_apply_millis_behind", "shard" => shard.clone())
                 .set(behind as f64);
