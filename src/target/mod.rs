@@ -8,13 +8,24 @@
 //! input's applied position in the `tidemark_applied` table. So a restart
 //! resumes exactly where the target is, and an event at or before that
 //! position is skipped.
+//!
+//! What the two writers share is written once: the bookkeeping table's
+//! statements per dialect (`bookkeeping`), the batch in its transaction
+//! (`batch`), the pieces of their statements (`sql`) and the cache of the
+//! target tables they describe (`described`).
 
+mod batch;
+mod bookkeeping;
+mod described;
 pub mod mysql;
 pub mod plan;
 pub mod postgres;
 mod refusal;
+mod sql;
 pub mod types;
 pub mod values;
+
+pub use bookkeeping::check_progress;
 
 use plan::{PlanError, TableKey};
 use std::collections::BTreeMap;
@@ -50,28 +61,6 @@ pub enum TargetError {
         stored: String,
         first: String,
     },
-}
-
-/// The check every transaction that records progress makes first: the
-/// stored position must be before the batch's first (polled positions are
-/// not ordered across tables and are not checked).
-pub fn check_progress(stored: Option<String>, p: &Progress<'_>) -> Result<(), TargetError> {
-    let ordered = |text: &str| PositionKey::parse(text).ok().flatten();
-    let passed = |stored: &str| match (ordered(stored), ordered(p.first)) {
-        (Some(stored), Some(first)) => matches!(
-            stored.partial_cmp(&first),
-            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
-        ),
-        _ => false,
-    };
-    match stored {
-        Some(stored) if passed(&stored) => Err(TargetError::Superseded {
-            scope: p.scope.to_string(),
-            stored,
-            first: p.first.to_string(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 impl TargetError {

@@ -5,29 +5,25 @@
 //! position; MySQL DDL commits implicitly, so a schema change ends the
 //! transaction before it and starts a new one after it.
 
+use super::batch::{write_batch, BatchWriter};
+use super::bookkeeping::{self, MYSQL as BOOKKEEPING};
+use super::described;
 use super::plan::{Step, TableKey};
 use super::refusal;
+use super::sql;
 use super::types::Engine;
 use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
-use super::{
-    check_progress, schema_ddl, Progress, SchemaChanges, TableMap, TargetError, TargetTable,
-};
+use super::{schema_ddl, Progress, SchemaChanges, TableMap, TargetError, TargetTable};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::mysql::{text_rows, text_value, tls};
+use tidemark_connectors::ChangeEvent;
 
 /// A statement is cut at about this size (the server's `max_allowed_packet`
 /// is 16 MiB by default on MariaDB, 64 MiB on MySQL 8).
 const MAX_STATEMENT_BYTES: usize = 4 << 20;
-
-const META: &str = "CREATE TABLE IF NOT EXISTS tidemark_applied (
-    scope varchar(255) NOT NULL PRIMARY KEY,
-    position varchar(2048) NOT NULL,
-    `cursor` text,
-    updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-)";
 
 pub use tidemark_connectors::mysql::quote;
 
@@ -38,7 +34,9 @@ pub struct MyTarget {
     tables: HashMap<TableKey, Arc<TargetTable>>,
 }
 
-fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> TargetError {
+/// A failed MySQL call: [`TargetError::Unavailable`] when the target went
+/// away, else [`TargetError::Database`].
+pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> TargetError {
     let what = what.into();
     move |e| {
         if tidemark_connectors::mysql_transient(&e) {
@@ -129,10 +127,11 @@ impl MyTarget {
                 "target.url: name the target database (mysql://user@host:3306/DB)".into(),
             ));
         };
-        if conn.query_drop(META).await.is_err() {
-            conn.query_drop(META)
+        let create = BOOKKEEPING.create_table();
+        if conn.query_drop(create).await.is_err() {
+            conn.query_drop(create)
                 .await
-                .map_err(my_error("create tidemark_applied"))?;
+                .map_err(my_error(bookkeeping::CREATE))?;
         }
         let map = map.for_target(Engine::Mysql, &db);
         Ok(MyTarget {
@@ -148,57 +147,39 @@ impl MyTarget {
         scope: &str,
     ) -> Result<Option<(String, Option<String>)>, TargetError> {
         self.conn
-            .exec_first(
-                "SELECT position, `cursor` FROM tidemark_applied WHERE scope = ?",
-                (scope,),
-            )
+            .exec_first(BOOKKEEPING.read_applied(), (scope,))
             .await
-            .map_err(my_error("read tidemark_applied"))
+            .map_err(my_error(bookkeeping::READ))
     }
 
     pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
         self.conn
-            .exec_drop(
-                "INSERT INTO tidemark_applied (scope, position, `cursor`) VALUES (?, '', ?)
-                 ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), updated_at = CURRENT_TIMESTAMP(6)",
-                (scope, cursor),
-            )
+            .exec_drop(BOOKKEEPING.store_cursor(), (scope, cursor))
             .await
-            .map_err(my_error("store the cursor in tidemark_applied"))
+            .map_err(my_error(bookkeeping::STORE_CURSOR))
     }
 
     pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         self.conn
-            .exec_drop(
-                "INSERT IGNORE INTO tidemark_applied (scope, position) VALUES (?, '')",
-                (scope,),
-            )
+            .exec_drop(BOOKKEEPING.claim(), (scope,))
             .await
-            .map_err(my_error("add a row to tidemark_applied"))
+            .map_err(my_error(bookkeeping::CLAIM))
     }
 
     pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         self.conn
-            .exec_drop("DELETE FROM tidemark_applied WHERE scope = ?", (scope,))
+            .exec_drop(BOOKKEEPING.forget(), (scope,))
             .await
-            .map_err(my_error("reset tidemark_applied"))
+            .map_err(my_error(bookkeeping::FORGET))
     }
 
+    /// The target table for a source table, read from the catalog once.
     async fn table(&mut self, source: &TableKey) -> Result<Arc<TargetTable>, TargetError> {
-        if let Some(table) = self.tables.get(source) {
-            return Ok(table.clone());
-        }
-        let (schema, name) = self.map.resolve(source);
-        let table = Arc::new(describe(&mut self.conn, &schema, &name).await?.ok_or_else(|| {
-            TargetError::Table {
-                table: format!("{schema}.{name}"),
-                message: format!(
-                    "does not exist on the target (source table {source}; create it, or map it in [target.tables])"
-                ),
-            }
-        })?);
-        self.tables.insert(source.clone(), table.clone());
-        Ok(table)
+        let conn = &mut self.conn;
+        described::cached(&mut self.tables, &self.map, source, move |schema, name| async move {
+            describe(conn, &schema, &name).await
+        })
+        .await
     }
 
     pub async fn apply(
@@ -246,6 +227,8 @@ impl MyTarget {
         result
     }
 
+    /// Begins a transaction, writes the batch in it (see [`write_batch`])
+    /// and commits it.
     async fn apply_in_transaction(
         &mut self,
         steps: &[Step],
@@ -256,103 +239,52 @@ impl MyTarget {
             .query_drop("START TRANSACTION")
             .await
             .map_err(my_error("begin a target transaction"))?;
-        if let Some(p) = &progress {
-            let stored: Option<String> = self
-                .conn
-                .exec_first(
-                    "SELECT position FROM tidemark_applied WHERE scope = ? FOR UPDATE",
-                    (p.scope,),
-                )
-                .await
-                .map_err(my_error("read tidemark_applied"))?;
-            check_progress(stored, p)?;
-        }
-        let mut rows = 0;
-        for (index, step) in steps.iter().enumerate() {
-            *failed = Some(index);
-            let source = match step {
-                Step::Upsert { table, .. }
-                | Step::Delete { table, .. }
-                | Step::Truncate { table }
-                | Step::Move { table, .. } => table,
-                Step::Schema { table, event } => {
-                    let target = self.table(table).await?;
-                    let ddl = schema_ddl(
-                        &target.columns,
-                        &target.quoted,
-                        table,
-                        event,
-                        self.schema_changes,
-                        Engine::Mysql,
-                    )?;
-                    if !ddl.is_empty() {
-                        self.conn
-                            .query_drop("COMMIT")
-                            .await
-                            .map_err(my_error("commit before a schema change"))?;
-                        for statement in ddl {
-                            tracing::info!("target: {statement}");
-                            execute_one(&mut self.conn, &statement).await.map_err(|e| {
-                                TargetError::Table {
-                                    table: target.quoted.clone(),
-                                    message: format!("{statement}: {e}"),
-                                }
-                            })?;
-                        }
-                        self.tables.remove(table);
-                        self.conn
-                            .query_drop("START TRANSACTION")
-                            .await
-                            .map_err(my_error("begin a target transaction"))?;
-                    }
-                    continue;
-                }
-            };
-            let table = self.table(source).await?;
-            let (sqls, count) = statements(step, &table)?;
-            for (i, sql) in sqls.iter().enumerate() {
-                let changed = self.run(&table, sql).await?;
-                if let (
-                    0,
-                    0,
-                    Step::Move {
-                        columns,
-                        row,
-                        position,
-                        ..
-                    },
-                ) = (i, changed, step)
-                {
-                    // The old row is not on the target: write what the event has.
-                    let upsert = Step::Upsert {
-                        table: source.clone(),
-                        columns: columns.clone(),
-                        rows: vec![row.clone()],
-                        positions: vec![position.clone()],
-                    };
-                    for sql in statements(&upsert, &table)?.0 {
-                        self.run(&table, &sql).await?;
-                    }
-                }
-            }
-            rows += count;
-        }
-        *failed = None;
-        if let Some(p) = progress {
-            self.conn
-                .exec_drop(
-                    "INSERT INTO tidemark_applied (scope, position) VALUES (?, ?)
-                     ON DUPLICATE KEY UPDATE position = VALUES(position), updated_at = CURRENT_TIMESTAMP(6)",
-                    (p.scope, p.last),
-                )
-                .await
-                .map_err(my_error("store the applied position"))?;
-        }
+        let rows = write_batch(self, steps, progress, failed).await?;
         self.conn
             .query_drop("COMMIT")
             .await
             .map_err(my_error("commit a target transaction"))?;
         Ok(rows)
+    }
+
+    /// Makes the target table match a schema-change event. MySQL DDL commits
+    /// implicitly, so the transaction is committed before the change and a
+    /// new one begun after it.
+    async fn schema_change(
+        &mut self,
+        source: &TableKey,
+        event: &ChangeEvent,
+    ) -> Result<(), TargetError> {
+        let target = self.table(source).await?;
+        let ddl = schema_ddl(
+            &target.columns,
+            &target.quoted,
+            source,
+            event,
+            self.schema_changes,
+            Engine::Mysql,
+        )?;
+        if ddl.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(my_error("commit before a schema change"))?;
+        for statement in ddl {
+            tracing::info!("target: {statement}");
+            execute_one(&mut self.conn, &statement)
+                .await
+                .map_err(|e| TargetError::Table {
+                    table: target.quoted.clone(),
+                    message: format!("{statement}: {e}"),
+                })?;
+        }
+        self.tables.remove(source);
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(my_error("begin a target transaction"))
     }
 }
 
@@ -369,6 +301,67 @@ impl MyTarget {
                 }
             }
         })
+    }
+}
+
+impl BatchWriter for MyTarget {
+    type Sql = String;
+
+    fn locked_position<'a>(
+        &'a mut self,
+        scope: &'a str,
+    ) -> refusal::Boxed<'a, Result<Option<String>, TargetError>> {
+        Box::pin(async move {
+            let stored: Option<String> = self
+                .conn
+                .exec_first(BOOKKEEPING.read_position_for_update(), (scope,))
+                .await
+                .map_err(my_error(bookkeeping::READ))?;
+            Ok(stored)
+        })
+    }
+
+    fn record_position<'a>(
+        &'a mut self,
+        scope: &'a str,
+        last: &'a str,
+    ) -> refusal::Boxed<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            self.conn
+                .exec_drop(BOOKKEEPING.record_position(), (scope, last))
+                .await
+                .map_err(my_error(bookkeeping::RECORD))
+        })
+    }
+
+    fn find_table<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, TargetError>> {
+        Box::pin(self.table(source))
+    }
+
+    fn change_schema<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+        event: &'a ChangeEvent,
+    ) -> refusal::Boxed<'a, Result<(), TargetError>> {
+        Box::pin(self.schema_change(source, event))
+    }
+
+    fn statements_for(
+        step: &Step,
+        table: &TargetTable,
+    ) -> Result<(Vec<Self::Sql>, u64), TargetError> {
+        statements(step, table)
+    }
+
+    fn write_sql<'a>(
+        &'a mut self,
+        table: &'a TargetTable,
+        sql: &'a Self::Sql,
+    ) -> refusal::Boxed<'a, Result<u64, TargetError>> {
+        Box::pin(self.run(table, sql))
     }
 }
 
@@ -430,11 +423,7 @@ pub async fn describe(
     .filter_map(|row| row.into_iter().next().flatten())
     .collect();
     if key.is_empty() {
-        return Err(TargetError::Table {
-            table: quoted,
-            message: "has no primary key on the target: changes cannot be applied idempotently"
-                .into(),
-        });
+        return Err(described::no_primary_key(quoted));
     }
     let columns = rows
         .into_iter()
@@ -452,113 +441,10 @@ pub async fn describe(
 
 /// The statements for one step (cut to [`MAX_STATEMENT_BYTES`]) and its row count.
 fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), TargetError> {
-    let kinds = |columns: &[Arc<str>]| -> Result<Vec<Kind>, TargetError> {
-        columns
-            .iter()
-            .map(|name| {
-                table.columns.get(&**name).map(|(_, k)| *k).ok_or_else(|| TargetError::Table {
-                    table: table.quoted.clone(),
-                    message: format!("has no column {name:?} (the events have it; apply the schema change on the target, or set target.schema_changes = \"apply\")"),
-                })
-            })
-            .collect()
-    };
-    let tuple =
-        |out: &mut String, columns: &[Arc<str>], kinds: &[Kind], row: &[serde_json::Value]| {
-            out.push('(');
-            for (i, kind) in kinds.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let value = row.get(i).unwrap_or(&serde_json::Value::Null);
-                mysql_literal(*kind, value, out).map_err(|e| TargetError::Table {
-                    table: table.quoted.clone(),
-                    message: format!("column {}: value {value}: {e}", columns[i]),
-                })?;
-            }
-            out.push(')');
-            Ok::<_, TargetError>(())
-        };
-    let names = |columns: &[Arc<str>]| {
-        columns
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut out = Vec::new();
-    let count = match step {
-        Step::Upsert { columns, rows, .. } => {
-            let kinds = kinds(columns)?;
-            let updates: Vec<String> = columns
-                .iter()
-                .filter(|c| !table.key.iter().any(|k| k == &***c))
-                .map(|c| format!("{0} = VALUES({0})", quote(c)))
-                .collect();
-            let (head, tail) = if updates.is_empty() {
-                (
-                    format!(
-                        "INSERT IGNORE INTO {} ({}) VALUES ",
-                        table.quoted,
-                        names(columns)
-                    ),
-                    String::new(),
-                )
-            } else {
-                (
-                    format!("INSERT INTO {} ({}) VALUES ", table.quoted, names(columns)),
-                    format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")),
-                )
-            };
-            let mut sql = String::new();
-            for row in rows {
-                if sql.is_empty() {
-                    sql.push_str(&head);
-                } else {
-                    sql.push(',');
-                }
-                tuple(&mut sql, columns, &kinds, row)?;
-                if sql.len() >= MAX_STATEMENT_BYTES {
-                    sql.push_str(&tail);
-                    out.push(std::mem::take(&mut sql));
-                }
-            }
-            if !sql.is_empty() {
-                sql.push_str(&tail);
-                out.push(sql);
-            }
-            rows.len() as u64
-        }
-        Step::Delete { columns, keys, .. } => {
-            let kinds = kinds(columns)?;
-            let head = format!(
-                "DELETE FROM {} WHERE ({}) IN (",
-                table.quoted,
-                names(columns)
-            );
-            let mut sql = String::new();
-            for key in keys {
-                if sql.is_empty() {
-                    sql.push_str(&head);
-                } else {
-                    sql.push(',');
-                }
-                tuple(&mut sql, columns, &kinds, key)?;
-                if sql.len() >= MAX_STATEMENT_BYTES {
-                    sql.push(')');
-                    out.push(std::mem::take(&mut sql));
-                }
-            }
-            if !sql.is_empty() {
-                sql.push(')');
-                out.push(sql);
-            }
-            keys.len() as u64
-        }
-        Step::Truncate { .. } => {
-            out.push(format!("DELETE FROM {}", table.quoted));
-            0
-        }
+    let out = match step {
+        Step::Upsert { columns, rows, .. } => upsert(table, columns, rows)?,
+        Step::Delete { columns, keys, .. } => delete(table, columns, keys)?,
+        Step::Truncate { .. } => vec![format!("DELETE FROM {}", table.quoted)],
         Step::Move {
             key_columns,
             old_key,
@@ -566,46 +452,155 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ta
             row,
             carry,
             ..
-        } => {
-            let mut values = String::new();
-            tuple(&mut values, columns, &kinds(columns)?, row)?;
-            let mut old = String::new();
-            tuple(&mut old, key_columns, &kinds(key_columns)?, old_key)?;
-            let all: Vec<Arc<str>> = columns.iter().chain(carry).cloned().collect();
-            let updates: Vec<String> = all
-                .iter()
-                .filter(|c| !table.key.iter().any(|k| k == &***c))
-                .map(|c| format!("{0} = VALUES({0})", quote(c)))
-                .collect();
-            let carried: Vec<String> = carry.iter().map(|c| format!("o.{}", quote(c))).collect();
-            let old_columns: Vec<String> = key_columns
-                .iter()
-                .map(|k| format!("o.{}", quote(k)))
-                .collect();
-            // `(a, b)` as a select list: the tuple without its parentheses.
-            let select = &values[1..values.len() - 1];
-            out.push(format!(
-                "INSERT INTO {t} ({}) SELECT {select}, {} FROM {t} AS o WHERE ({}) = {old}{}",
-                names(&all),
-                carried.join(", "),
-                old_columns.join(", "),
-                if updates.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
-                },
-                t = table.quoted,
-            ));
-            out.push(format!(
-                "DELETE FROM {} WHERE ({}) = {old}",
-                table.quoted,
-                names(key_columns)
-            ));
-            1
-        }
-        Step::Schema { .. } => 0,
+        } => move_row(table, key_columns, old_key, columns, row, carry)?,
+        Step::Schema { .. } => Vec::new(),
     };
-    Ok((out, count))
+    Ok((out, sql::rows_written(step)))
+}
+
+/// `INSERT … VALUES … ON DUPLICATE KEY UPDATE` (`INSERT IGNORE` when only key
+/// columns are written).
+fn upsert(
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    rows: &[Vec<serde_json::Value>],
+) -> Result<Vec<String>, TargetError> {
+    let updates = sql::updates(table, columns, set_from_values);
+    let insert = if updates.is_empty() {
+        "INSERT IGNORE INTO"
+    } else {
+        "INSERT INTO"
+    };
+    let head = format!("{insert} {} ({}) VALUES ", table.quoted, names(columns));
+    chunked(table, columns, rows, &head, &on_duplicate(&updates))
+}
+
+/// `DELETE … WHERE (key) IN (…)`.
+fn delete(
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    keys: &[Vec<serde_json::Value>],
+) -> Result<Vec<String>, TargetError> {
+    let head = format!(
+        "DELETE FROM {} WHERE ({}) IN (",
+        table.quoted,
+        names(columns)
+    );
+    chunked(table, columns, keys, &head, ")")
+}
+
+/// A move: an insert that copies the carried columns from the old row, then
+/// the old row's delete.
+fn move_row(
+    table: &TargetTable,
+    key_columns: &[Arc<str>],
+    old_key: &[serde_json::Value],
+    columns: &[Arc<str>],
+    row: &[serde_json::Value],
+    carry: &[Arc<str>],
+) -> Result<Vec<String>, TargetError> {
+    let mut values = String::new();
+    tuple(&mut values, table, columns, &kinds(table, columns)?, row)?;
+    let mut old = String::new();
+    tuple(&mut old, table, key_columns, &kinds(table, key_columns)?, old_key)?;
+    let all = sql::with_carried(columns, carry);
+    let updates = sql::updates(table, &all, set_from_values);
+    // `(a, b)` as a select list: the tuple without its parentheses.
+    let select = &values[1..values.len() - 1];
+    Ok(vec![
+        format!(
+            "INSERT INTO {t} ({}) SELECT {select}, {} FROM {t} AS o WHERE ({}) = {old}{}",
+            names(&all),
+            sql::of_old_row(carry, quote),
+            sql::of_old_row(key_columns, quote),
+            on_duplicate(&updates),
+            t = table.quoted,
+        ),
+        format!(
+            "DELETE FROM {} WHERE ({}) = {old}",
+            table.quoted,
+            names(key_columns)
+        ),
+    ])
+}
+
+/// `head`, the rows as tuples separated by commas, then `tail`; cut into
+/// statements of about [`MAX_STATEMENT_BYTES`], each with head and tail.
+fn chunked(
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    rows: &[Vec<serde_json::Value>],
+    head: &str,
+    tail: &str,
+) -> Result<Vec<String>, TargetError> {
+    let kinds = kinds(table, columns)?;
+    let mut out = Vec::new();
+    let mut sql = String::new();
+    for row in rows {
+        if sql.is_empty() {
+            sql.push_str(head);
+        } else {
+            sql.push(',');
+        }
+        tuple(&mut sql, table, columns, &kinds, row)?;
+        if sql.len() >= MAX_STATEMENT_BYTES {
+            sql.push_str(tail);
+            out.push(std::mem::take(&mut sql));
+        }
+    }
+    if !sql.is_empty() {
+        sql.push_str(tail);
+        out.push(sql);
+    }
+    Ok(out)
+}
+
+/// The kinds of `columns` in `table`.
+fn kinds(table: &TargetTable, columns: &[Arc<str>]) -> Result<Vec<Kind>, TargetError> {
+    columns
+        .iter()
+        .map(|name| sql::column(table, name).map(|(_, kind)| *kind))
+        .collect()
+}
+
+/// Appends `(v1,v2,…)`: one row's values as literals.
+fn tuple(
+    out: &mut String,
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    kinds: &[Kind],
+    row: &[serde_json::Value],
+) -> Result<(), TargetError> {
+    out.push('(');
+    for (i, kind) in kinds.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let value = row.get(i).unwrap_or(&serde_json::Value::Null);
+        mysql_literal(*kind, value, out)
+            .map_err(|e| sql::refused_value(table, &columns[i], value, e))?;
+    }
+    out.push(')');
+    Ok(())
+}
+
+/// `a, b, c`, quoted.
+fn names(columns: &[Arc<str>]) -> String {
+    sql::list(columns, quote)
+}
+
+/// `name = VALUES(name)`: an upsert's assignment of the new value.
+fn set_from_values(column: &str) -> String {
+    format!("{0} = VALUES({0})", quote(column))
+}
+
+/// ` ON DUPLICATE KEY UPDATE …`, or nothing without assignments.
+fn on_duplicate(updates: &[String]) -> String {
+    if updates.is_empty() {
+        String::new()
+    } else {
+        format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
+    }
 }
 
 /// A string literal (for callers building SQL by hand).

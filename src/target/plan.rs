@@ -120,82 +120,133 @@ pub fn plan<'a>(
                 position: position.to_string(),
             });
         };
-        let rows = match pending.iter_mut().position(|(t, _)| *t == table) {
-            Some(i) => &mut pending[i].1,
-            None => {
-                pending.push((table.clone(), HashMap::new()));
-                let last = pending.len() - 1;
-                &mut pending[last].1
-            }
-        };
-        let next = rows.len();
-        if event.op == Op::Delete {
-            let key_text = key_text(key);
-            rows.insert(key_text, (next, State::Delete(key.clone())));
-            continue;
-        }
-        let Some(mut row) = event.after.as_ref().map(|a| a.to_row().into_owned()) else {
-            continue;
-        };
-        // An update that changed the key: the old key's row goes away.
-        if let Some(before) = &event.before {
-            let old = project(&before.to_row(), key);
-            if old.0.len() == key.0.len() && old != *key {
-                let old_text = key_text(&old);
-                let earlier = match rows.get(&old_text) {
-                    Some((_, State::Upsert(earlier, _))) => Some(earlier.clone()),
-                    _ => None,
-                };
-                let carry: Vec<Arc<str>> = event
-                    .unchanged
-                    .iter()
-                    .filter(|name| earlier.as_ref().and_then(|e| e.get(name)).is_none())
-                    .cloned()
-                    .collect();
-                if let Some(earlier) = &earlier {
-                    for name in &event.unchanged {
-                        if let Some(value) = earlier.get(name) {
-                            row.0.push((name.clone(), value.clone()));
-                        }
-                    }
-                }
-                if !carry.is_empty() {
-                    // The old row's values are only on the target: move it there.
-                    flush(&mut pending, &mut steps);
-                    let (key_columns, old_key) = old.0.into_iter().unzip();
-                    let (columns, values) = row.0.into_iter().unzip();
-                    steps.push(Step::Move {
-                        table,
-                        key_columns,
-                        old_key,
-                        columns,
-                        row: values,
-                        carry,
-                        position: position.into(),
-                    });
-                    continue;
-                }
-                rows.insert(old_text, (next, State::Delete(old)));
-            }
-        }
-        let key_text = key_text(key);
-        if !event.unchanged.is_empty() {
-            if let Some((_, State::Upsert(earlier, _))) = rows.get(&key_text) {
-                for name in &event.unchanged {
-                    if row.get(name).is_some() {
-                        continue;
-                    }
-                    if let Some(value) = earlier.get(name) {
-                        row.0.push((name.clone(), value.clone()));
-                    }
-                }
-            }
-        }
-        let order = rows.get(&key_text).map_or(next, |(o, _)| *o);
-        rows.insert(key_text, (order, State::Upsert(row, position.into())));
+        add_row_event(&mut pending, &mut steps, table, event, key, position);
     }
     flush(&mut pending, &mut steps);
     Ok(steps)
+}
+
+/// Takes a row event (with its `key`) into the pending row states: a delete
+/// or upsert of its key, and for an update that changed the key, the old
+/// key's delete, or, when the old row has values only the target knows, a
+/// [`Step::Move`] after the pending states are flushed.
+fn add_row_event(
+    pending: &mut Pending,
+    steps: &mut Vec<Step>,
+    table: TableKey,
+    event: &ChangeEvent,
+    key: &Row,
+    position: &str,
+) {
+    let rows = table_rows(pending, &table);
+    let next = rows.len();
+    if event.op == Op::Delete {
+        let key_text = key_text(key);
+        rows.insert(key_text, (next, State::Delete(key.clone())));
+        return;
+    }
+    let Some(mut row) = event.after.as_ref().map(|a| a.to_row().into_owned()) else {
+        return;
+    };
+    // An update that changed the key: the old key's row goes away.
+    if let Some(before) = &event.before {
+        let old = project(&before.to_row(), key);
+        if old.0.len() == key.0.len() && old != *key {
+            let old_text = key_text(&old);
+            let earlier = match rows.get(&old_text) {
+                Some((_, State::Upsert(earlier, _))) => Some(earlier.clone()),
+                _ => None,
+            };
+            let carry = carried(event, earlier.as_ref(), &mut row);
+            if !carry.is_empty() {
+                // The old row's values are only on the target: move it there.
+                flush(pending, steps);
+                steps.push(move_step(table, old, row, carry, position));
+                return;
+            }
+            rows.insert(old_text, (next, State::Delete(old)));
+        }
+    }
+    keep_upsert(rows, key, event, row, next, position);
+}
+
+/// The pending row states of `table`, added (empty) when it has none yet.
+fn table_rows<'p>(
+    pending: &'p mut Pending,
+    table: &TableKey,
+) -> &'p mut HashMap<String, (usize, State)> {
+    match pending.iter().position(|(t, _)| t == table) {
+        Some(i) => &mut pending[i].1,
+        None => {
+            pending.push((table.clone(), HashMap::new()));
+            let last = pending.len() - 1;
+            &mut pending[last].1
+        }
+    }
+}
+
+/// For an update that changed the key: the columns it left out whose values
+/// only the old row on the target has. Those an earlier event of the batch
+/// gave the old row (`earlier`) are added to `row` instead.
+fn carried(event: &ChangeEvent, earlier: Option<&Row>, row: &mut Row) -> Vec<Arc<str>> {
+    let carry: Vec<Arc<str>> = event
+        .unchanged
+        .iter()
+        .filter(|name| earlier.and_then(|e| e.get(name)).is_none())
+        .cloned()
+        .collect();
+    if let Some(earlier) = earlier {
+        for name in &event.unchanged {
+            if let Some(value) = earlier.get(name) {
+                row.0.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    carry
+}
+
+/// The move of the row with key `old` to `row`, taking the `carry` columns
+/// from the old row.
+fn move_step(table: TableKey, old: Row, row: Row, carry: Vec<Arc<str>>, position: &str) -> Step {
+    let (key_columns, old_key) = old.0.into_iter().unzip();
+    let (columns, values) = row.0.into_iter().unzip();
+    Step::Move {
+        table,
+        key_columns,
+        old_key,
+        columns,
+        row: values,
+        carry,
+        position: position.into(),
+    }
+}
+
+/// Makes `row` the last state of `key` (keeping the key's first-seen order,
+/// else `next`), with the columns the event left out taken from an earlier
+/// upsert of the key in the batch.
+fn keep_upsert(
+    rows: &mut HashMap<String, (usize, State)>,
+    key: &Row,
+    event: &ChangeEvent,
+    mut row: Row,
+    next: usize,
+    position: &str,
+) {
+    let key_text = key_text(key);
+    if !event.unchanged.is_empty() {
+        if let Some((_, State::Upsert(earlier, _))) = rows.get(&key_text) {
+            for name in &event.unchanged {
+                if row.get(name).is_some() {
+                    continue;
+                }
+                if let Some(value) = earlier.get(name) {
+                    row.0.push((name.clone(), value.clone()));
+                }
+            }
+        }
+    }
+    let order = rows.get(&key_text).map_or(next, |(o, _)| *o);
+    rows.insert(key_text, (order, State::Upsert(row, position.into())));
 }
 
 /// The values of `row` for the columns of `key`, as a row.

@@ -4,30 +4,23 @@
 //! so one statement writes thousands of rows and values go through Postgres'
 //! own input functions.
 
+use super::batch::{write_batch, BatchWriter};
+use super::bookkeeping::{self, POSTGRES as BOOKKEEPING};
+use super::described;
 use super::plan::{Step, TableKey};
 use super::refusal;
+use super::sql;
 use super::types::Engine;
 use super::values::{pg_kind, pg_text};
-use super::{
-    check_progress, pg_detail, schema_ddl, Progress, SchemaChanges, TableMap, TargetError,
-    TargetTable,
-};
+use super::{pg_detail, schema_ddl, Progress, SchemaChanges, TableMap, TargetError, TargetTable};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::postgres::catalog::quote_ident;
 use tidemark_connectors::postgres::tls;
 use tidemark_connectors::postgres_transient;
+use tidemark_connectors::ChangeEvent;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient};
-
-/// The bookkeeping tables, created on connect.
-const META: &str = "
-CREATE TABLE IF NOT EXISTS public.tidemark_applied (
-    scope text PRIMARY KEY,
-    position text NOT NULL,
-    cursor text,
-    updated_at timestamptz NOT NULL DEFAULT now()
-)";
 
 pub struct PgTarget {
     pub client: Client,
@@ -62,11 +55,12 @@ impl PgTarget {
     ) -> Result<PgTarget, TargetError> {
         let client = connect(url).await?;
         // Connections made at once race to create the table: one retry settles it.
-        if client.batch_execute(META).await.is_err() {
+        let create = BOOKKEEPING.create_table();
+        if client.batch_execute(create).await.is_err() {
             client
-                .batch_execute(META)
+                .batch_execute(create)
                 .await
-                .map_err(|e| TargetError::pg("create tidemark_applied", e))?;
+                .map_err(|e| TargetError::pg(bookkeeping::CREATE, e))?;
         }
         // Foreign keys and user triggers do not fire for replicated rows (the
         // source already checked them, and rows of one batch come in key order,
@@ -95,16 +89,13 @@ impl PgTarget {
     ) -> Result<Option<(String, Option<String>)>, TargetError> {
         let row = self
             .client
-            .query_opt(
-                "SELECT position, cursor FROM public.tidemark_applied WHERE scope = $1",
-                &[&scope],
-            )
+            .query_opt(&BOOKKEEPING.read_applied(), &[&scope])
             .await
-            .map_err(|e| TargetError::pg("read tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg(bookkeeping::READ, e))?;
         row.map(|r| {
             Ok((
-                column(&r, 0, "read tidemark_applied")?,
-                column(&r, 1, "read tidemark_applied")?,
+                column(&r, 0, bookkeeping::READ)?,
+                column(&r, 1, bookkeeping::READ)?,
             ))
         })
         .transpose()
@@ -112,36 +103,25 @@ impl PgTarget {
 
     pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
         self.client
-            .execute(
-                "INSERT INTO public.tidemark_applied (scope, position, cursor) VALUES ($1, '', $2)
-                 ON CONFLICT (scope) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()",
-                &[&scope, &cursor],
-            )
+            .execute(&BOOKKEEPING.store_cursor(), &[&scope, &cursor])
             .await
-            .map_err(|e| TargetError::pg("store the cursor in tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg(bookkeeping::STORE_CURSOR, e))?;
         Ok(())
     }
 
     pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         self.client
-            .execute(
-                "INSERT INTO public.tidemark_applied (scope, position) VALUES ($1, '')
-                 ON CONFLICT (scope) DO NOTHING",
-                &[&scope],
-            )
+            .execute(&BOOKKEEPING.claim(), &[&scope])
             .await
-            .map_err(|e| TargetError::pg("add a row to tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg(bookkeeping::CLAIM, e))?;
         Ok(())
     }
 
     pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         self.client
-            .execute(
-                "DELETE FROM public.tidemark_applied WHERE scope = $1",
-                &[&scope],
-            )
+            .execute(&BOOKKEEPING.forget(), &[&scope])
             .await
-            .map_err(|e| TargetError::pg("reset tidemark_applied", e))?;
+            .map_err(|e| TargetError::pg(bookkeeping::FORGET, e))?;
         Ok(())
     }
 
@@ -212,6 +192,8 @@ impl PgTarget {
         Ok(())
     }
 
+    /// Begins a transaction, writes the batch in it (see
+    /// [`write_batch`]) and commits it.
     async fn apply_in_transaction(
         &mut self,
         steps: &[Step],
@@ -223,75 +205,97 @@ impl PgTarget {
             .transaction()
             .await
             .map_err(|e| TargetError::pg("begin a target transaction", e))?;
-        if let Some(p) = &progress {
-            let stored = tx
-                .query_opt(
-                    "SELECT position FROM public.tidemark_applied WHERE scope = $1 FOR UPDATE",
-                    &[&p.scope],
-                )
-                .await
-                .map_err(|e| TargetError::pg("read tidemark_applied", e))?;
-            let stored = stored
-                .map(|r| column(&r, 0, "read tidemark_applied"))
-                .transpose()?;
-            check_progress(stored, p)?;
-        }
-        let mut rows = 0;
-        for (index, step) in steps.iter().enumerate() {
-            *failed = Some(index);
-            let source = match step {
-                Step::Upsert { table, .. }
-                | Step::Delete { table, .. }
-                | Step::Truncate { table }
-                | Step::Move { table, .. } => table,
-                Step::Schema { table, event } => {
-                    let target = lookup(&mut self.tables, &self.map, &tx, table).await?;
-                    schema_change(&tx, &target, table, event, self.schema_changes).await?;
-                    self.tables.remove(table);
-                    continue;
-                }
-            };
-            let table = lookup(&mut self.tables, &self.map, &tx, source).await?;
-            let (sqls, count) = statements(step, &table)?;
-            for (i, (sql, params)) in sqls.iter().enumerate() {
-                let written = execute(&tx, sql, params, &table).await?;
-                if let (
-                    0,
-                    0,
-                    Step::Move {
-                        columns,
-                        row,
-                        position,
-                        ..
-                    },
-                ) = (i, written, step)
-                {
-                    // The old row is not on the target: write what the event has.
-                    let upsert = Step::Upsert {
-                        table: source.clone(),
-                        columns: columns.clone(),
-                        rows: vec![row.clone()],
-                        positions: vec![position.clone()],
-                    };
-                    execute_all(&tx, &statements(&upsert, &table)?.0, &table).await?;
-                }
-            }
-            rows += count;
-        }
-        *failed = None;
-        if let Some(p) = progress {
-            tx.execute(
-                "INSERT INTO public.tidemark_applied (scope, position) VALUES ($1, $2)
-                 ON CONFLICT (scope) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-                &[&p.scope, &p.last],
-            )
-            .await
-            .map_err(|e| TargetError::pg("store the applied position", e))?;
-        }
+        let mut batch = PgBatch {
+            tx: &tx,
+            tables: &mut self.tables,
+            map: &self.map,
+            schema_changes: self.schema_changes,
+        };
+        let rows = write_batch(&mut batch, steps, progress, failed).await?;
         tx.commit()
             .await
             .map_err(|e| TargetError::pg("commit a target transaction", e))?;
         Ok(rows)
+    }
+}
+
+/// A batch's transaction, with the target's table cache, as
+/// [`write_batch`] writes through it.
+struct PgBatch<'s, 't> {
+    tx: &'s tokio_postgres::Transaction<'t>,
+    tables: &'s mut HashMap<TableKey, Arc<TargetTable>>,
+    map: &'s TableMap,
+    schema_changes: SchemaChanges,
+}
+
+impl BatchWriter for PgBatch<'_, '_> {
+    type Sql = Statement;
+
+    fn locked_position<'a>(
+        &'a mut self,
+        scope: &'a str,
+    ) -> refusal::Boxed<'a, Result<Option<String>, TargetError>> {
+        Box::pin(async move {
+            let row = self
+                .tx
+                .query_opt(&BOOKKEEPING.read_position_for_update(), &[&scope])
+                .await
+                .map_err(|e| TargetError::pg(bookkeeping::READ, e))?;
+            let stored: Option<String> = row.map(|r| column(&r, 0, bookkeeping::READ)).transpose()?;
+            Ok(stored)
+        })
+    }
+
+    fn record_position<'a>(
+        &'a mut self,
+        scope: &'a str,
+        last: &'a str,
+    ) -> refusal::Boxed<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            self.tx
+                .execute(&BOOKKEEPING.record_position(), &[&scope, &last])
+                .await
+                .map_err(|e| TargetError::pg(bookkeeping::RECORD, e))?;
+            Ok(())
+        })
+    }
+
+    fn find_table<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+    ) -> refusal::Boxed<'a, Result<Arc<TargetTable>, TargetError>> {
+        Box::pin(lookup(self.tables, self.map, self.tx, source))
+    }
+
+    /// Postgres DDL is transactional: the change is part of the batch's
+    /// transaction.
+    fn change_schema<'a>(
+        &'a mut self,
+        source: &'a TableKey,
+        event: &'a ChangeEvent,
+    ) -> refusal::Boxed<'a, Result<(), TargetError>> {
+        Box::pin(async move {
+            let target = lookup(self.tables, self.map, self.tx, source).await?;
+            schema_change(self.tx, &target, source, event, self.schema_changes).await?;
+            self.tables.remove(source);
+            Ok(())
+        })
+    }
+
+    fn statements_for(
+        step: &Step,
+        table: &TargetTable,
+    ) -> Result<(Vec<Self::Sql>, u64), TargetError> {
+        statements(step, table)
+    }
+
+    fn write_sql<'a>(
+        &'a mut self,
+        table: &'a TargetTable,
+        sql: &'a Self::Sql,
+    ) -> refusal::Boxed<'a, Result<u64, TargetError>> {
+        let (text, params) = sql;
+        Box::pin(execute(self.tx, text, params, table))
     }
 }
 
@@ -405,20 +409,10 @@ async fn lookup(
     client: &impl GenericClient,
     source: &TableKey,
 ) -> Result<Arc<TargetTable>, TargetError> {
-    if let Some(table) = tables.get(source) {
-        return Ok(table.clone());
-    }
-    let (schema, name) = map.resolve(source);
-    let table = Arc::new(describe(client, &schema, &name).await?.ok_or_else(|| {
-        TargetError::Table {
-            table: format!("{schema}.{name}"),
-            message: format!(
-                "does not exist on the target (source table {source}; create it, or map it in [target.tables])"
-            ),
-        }
-    })?);
-    tables.insert(source.clone(), table.clone());
-    Ok(table)
+    described::cached(tables, map, source, move |schema, name| async move {
+        describe(client, &schema, &name).await
+    })
+    .await
 }
 
 /// Adds and drops columns to match a schema-change event, when configured to.
@@ -487,11 +481,7 @@ pub async fn describe(
     }
     key.sort();
     if key.is_empty() {
-        return Err(TargetError::Table {
-            table: quoted,
-            message: "has no primary key on the target: changes cannot be applied idempotently"
-                .into(),
-        });
+        return Err(described::no_primary_key(quoted));
     }
     Ok(Some(TargetTable {
         quoted,
@@ -512,17 +502,13 @@ fn select_rows(
     let mut params: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); columns.len()];
     let mut casts = Vec::with_capacity(columns.len());
     for (i, name) in columns.iter().enumerate() {
-        let (type_name, kind) = table.columns.get(&**name).ok_or_else(|| TargetError::Table {
-            table: table.quoted.clone(),
-            message: format!("has no column {name:?} (the events have it; apply the schema change on the target, or set target.schema_changes = \"apply\")"),
-        })?;
+        let (type_name, kind) = sql::column(table, name)?;
         casts.push(format!("c{i}::{type_name}"));
         for row in rows {
             let value = row.get(i).unwrap_or(&serde_json::Value::Null);
-            params[i].push(pg_text(*kind, value).map_err(|e| TargetError::Table {
-                table: table.quoted.clone(),
-                message: format!("column {name}: value {value}: {e}"),
-            })?);
+            let text =
+                pg_text(*kind, value).map_err(|e| sql::refused_value(table, name, value, e))?;
+            params[i].push(text);
         }
     }
     let unnest: Vec<String> = (first..first + columns.len())
@@ -541,21 +527,18 @@ fn select_rows(
 }
 
 fn quoted_list(names: &[Arc<str>]) -> String {
-    names
-        .iter()
-        .map(|n| quote_ident(n))
-        .collect::<Vec<_>>()
-        .join(", ")
+    sql::list(names, quote_ident)
+}
+
+/// `name = EXCLUDED.name`: an upsert's assignment of the new value.
+fn set_from_excluded(column: &str) -> String {
+    format!("{0} = EXCLUDED.{0}", quote_ident(column))
 }
 
 /// `ON CONFLICT (key) DO UPDATE SET` every non-key column of `columns`.
 fn on_conflict(table: &TargetTable, columns: &[Arc<str>]) -> String {
     let keys: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
-    let updates: Vec<String> = columns
-        .iter()
-        .filter(|c| !table.key.iter().any(|k| k == &***c))
-        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-        .collect();
+    let updates = sql::updates(table, columns, set_from_excluded);
     if updates.is_empty() {
         format!("ON CONFLICT ({}) DO NOTHING", keys.join(", "))
     } else {
@@ -569,43 +552,12 @@ fn on_conflict(table: &TargetTable, columns: &[Arc<str>]) -> String {
 
 type Statement = (String, Vec<Vec<Option<String>>>);
 
-/// The statements for one step, and the number of rows it writes. A move is
-/// an insert that copies the carried columns from the old row, then the
-/// old row's delete.
+/// The statements for one step, and the number of rows it writes.
 fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64), TargetError> {
-    Ok(match step {
-        Step::Upsert { columns, rows, .. } => {
-            let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();
-            let (select, params) = select_rows(table, columns, &rows, 1)?;
-            (
-                vec![(
-                    format!(
-                        "INSERT INTO {} ({}) {select} {}",
-                        table.quoted,
-                        quoted_list(columns),
-                        on_conflict(table, columns)
-                    ),
-                    params,
-                )],
-                rows.len() as u64,
-            )
-        }
-        Step::Delete { columns, keys, .. } => {
-            let keys: Vec<&[serde_json::Value]> = keys.iter().map(|r| r.as_slice()).collect();
-            let (select, params) = select_rows(table, columns, &keys, 1)?;
-            (
-                vec![(
-                    format!(
-                        "DELETE FROM {} WHERE ({}) IN ({select})",
-                        table.quoted,
-                        quoted_list(columns)
-                    ),
-                    params,
-                )],
-                keys.len() as u64,
-            )
-        }
-        Step::Truncate { .. } => (vec![(format!("TRUNCATE {}", table.quoted), Vec::new())], 0),
+    let out = match step {
+        Step::Upsert { columns, rows, .. } => vec![upsert(table, columns, rows)?],
+        Step::Delete { columns, keys, .. } => vec![delete(table, columns, keys)?],
+        Step::Truncate { .. } => vec![(format!("TRUNCATE {}", table.quoted), Vec::new())],
         Step::Move {
             key_columns,
             old_key,
@@ -613,47 +565,83 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64),
             row,
             carry,
             ..
-        } => {
-            let (select, mut params) = select_rows(table, columns, &[row.as_slice()], 1)?;
-            let (old, old_params) =
-                select_rows(table, key_columns, &[old_key.as_slice()], 1 + columns.len())?;
-            params.extend(old_params);
-            let old_columns: Vec<String> = key_columns
-                .iter()
-                .map(|k| format!("o.{}", quote_ident(k)))
-                .collect();
-            let carried: Vec<String> = carry
-                .iter()
-                .map(|c| format!("o.{}", quote_ident(c)))
-                .collect();
-            let all: Vec<Arc<str>> = columns.iter().chain(carry).cloned().collect();
-            let (delete, delete_params) =
-                select_rows(table, key_columns, &[old_key.as_slice()], 1)?;
-            (
-                vec![
-                    (
-                        format!(
-                            "INSERT INTO {t} ({}) SELECT s.*, {} FROM ({select}) AS s, {t} AS o WHERE ({}) = ({old}) {}",
-                            quoted_list(&all),
-                            carried.join(", "),
-                            old_columns.join(", "),
-                            on_conflict(table, &all),
-                            t = table.quoted,
-                        ),
-                        params,
-                    ),
-                    (
-                        format!(
-                            "DELETE FROM {} WHERE ({}) IN ({delete})",
-                            table.quoted,
-                            quoted_list(key_columns)
-                        ),
-                        delete_params,
-                    ),
-                ],
-                1,
-            )
-        }
-        Step::Schema { .. } => (Vec::new(), 0),
-    })
+        } => move_row(table, key_columns, old_key, columns, row, carry)?,
+        Step::Schema { .. } => Vec::new(),
+    };
+    Ok((out, sql::rows_written(step)))
+}
+
+/// `INSERT … SELECT … ON CONFLICT`: the rows, one text array per column.
+fn upsert(
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    rows: &[Vec<serde_json::Value>],
+) -> Result<Statement, TargetError> {
+    let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();
+    let (select, params) = select_rows(table, columns, &rows, 1)?;
+    Ok((
+        format!(
+            "INSERT INTO {} ({}) {select} {}",
+            table.quoted,
+            quoted_list(columns),
+            on_conflict(table, columns)
+        ),
+        params,
+    ))
+}
+
+/// `DELETE … WHERE (key) IN (SELECT …)`.
+fn delete(
+    table: &TargetTable,
+    columns: &[Arc<str>],
+    keys: &[Vec<serde_json::Value>],
+) -> Result<Statement, TargetError> {
+    let keys: Vec<&[serde_json::Value]> = keys.iter().map(|r| r.as_slice()).collect();
+    let (select, params) = select_rows(table, columns, &keys, 1)?;
+    Ok((
+        format!(
+            "DELETE FROM {} WHERE ({}) IN ({select})",
+            table.quoted,
+            quoted_list(columns)
+        ),
+        params,
+    ))
+}
+
+/// A move: an insert that copies the carried columns from the old row, then
+/// the old row's delete.
+fn move_row(
+    table: &TargetTable,
+    key_columns: &[Arc<str>],
+    old_key: &[serde_json::Value],
+    columns: &[Arc<str>],
+    row: &[serde_json::Value],
+    carry: &[Arc<str>],
+) -> Result<Vec<Statement>, TargetError> {
+    let (select, mut params) = select_rows(table, columns, &[row], 1)?;
+    let (old, old_params) = select_rows(table, key_columns, &[old_key], 1 + columns.len())?;
+    params.extend(old_params);
+    let all = sql::with_carried(columns, carry);
+    let (delete, delete_params) = select_rows(table, key_columns, &[old_key], 1)?;
+    Ok(vec![
+        (
+            format!(
+                "INSERT INTO {t} ({}) SELECT s.*, {} FROM ({select}) AS s, {t} AS o WHERE ({}) = ({old}) {}",
+                quoted_list(&all),
+                sql::of_old_row(carry, quote_ident),
+                sql::of_old_row(key_columns, quote_ident),
+                on_conflict(table, &all),
+                t = table.quoted,
+            ),
+            params,
+        ),
+        (
+            format!(
+                "DELETE FROM {} WHERE ({}) IN ({delete})",
+                table.quoted,
+                quoted_list(key_columns)
+            ),
+            delete_params,
+        ),
+    ])
 }
