@@ -176,9 +176,12 @@ impl MyTarget {
     /// The target table for a source table, read from the catalog once.
     async fn table(&mut self, source: &TableKey) -> Result<Arc<TargetTable>, TargetError> {
         let conn = &mut self.conn;
-        described::cached(&mut self.tables, &self.map, source, move |schema, name| async move {
-            describe(conn, &schema, &name).await
-        })
+        described::cached(
+            &mut self.tables,
+            &self.map,
+            source,
+            move |schema, name| async move { describe(conn, &schema, &name).await },
+        )
         .await
     }
 
@@ -502,7 +505,13 @@ fn move_row(
     let mut values = String::new();
     tuple(&mut values, table, columns, &kinds(table, columns)?, row)?;
     let mut old = String::new();
-    tuple(&mut old, table, key_columns, &kinds(table, key_columns)?, old_key)?;
+    tuple(
+        &mut old,
+        table,
+        key_columns,
+        &kinds(table, key_columns)?,
+        old_key,
+    )?;
     let all = sql::with_carried(columns, carry);
     let updates = sql::updates(table, &all, set_from_values);
     // `(a, b)` as a select list: the tuple without its parentheses.

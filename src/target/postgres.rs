@@ -241,7 +241,8 @@ impl BatchWriter for PgBatch<'_, '_> {
                 .query_opt(&BOOKKEEPING.read_position_for_update(), &[&scope])
                 .await
                 .map_err(|e| TargetError::pg(bookkeeping::READ, e))?;
-            let stored: Option<String> = row.map(|r| column(&r, 0, bookkeeping::READ)).transpose()?;
+            let stored: Option<String> =
+                row.map(|r| column(&r, 0, bookkeeping::READ)).transpose()?;
             Ok(stored)
         })
     }
