@@ -15,6 +15,7 @@ pub mod position;
 pub mod postgres;
 pub mod progress;
 mod snapshot_then_stream;
+pub mod sql;
 pub mod table;
 
 pub use event::{Batch, ChangeEvent, Image, Op, Row};
@@ -29,7 +30,7 @@ pub enum SourceError {
     /// The source is not set up for capture, or the configuration does not fit it.
     #[error("{0}")]
     Setup(String),
-    #[error("postgres: cannot {what}: {}", postgres_detail(source))]
+    #[error("postgres: cannot {what}: {}", sql::postgres::error_detail(source))]
     Postgres {
         what: String,
         #[source]
@@ -112,17 +113,6 @@ pub fn mysql_transient(e: &mysql_async::Error) -> bool {
         // CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_QUERY_INTERRUPTED.
         Error::Server(server) => matches!(server.code, 1040 | 1053 | 1927 | 2006 | 2013 | 1317),
         _ => false,
-    }
-}
-
-/// The server's own message (with its detail) when there is one, else the client's.
-pub fn postgres_detail(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(detail) => format!("{} ({detail})", db.message()),
-            None => db.message().to_string(),
-        },
-        None => e.to_string(),
     }
 }
 

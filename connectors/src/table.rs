@@ -29,7 +29,11 @@ impl TableName {
 
     /// The double-quoted SQL form.
     pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+        format!(
+            "{}.{}",
+            crate::sql::postgres::quote_ident(&self.schema),
+            crate::sql::postgres::quote_ident(&self.table)
+        )
     }
 }
 
@@ -37,12 +41,6 @@ impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.schema, self.table)
     }
-}
-
-/// Double-quotes an identifier. It lives here, with [`TableName::quoted`], so
-/// that this module depends on no engine's; `postgres::catalog` re-exports it.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

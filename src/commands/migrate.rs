@@ -17,7 +17,7 @@ pub(crate) async fn run(config: &Path) -> anyhow::Result<()> {
     // Both ends must answer once; after that a lost source or target
     // is reconnected, and the migration resumes from its recorded
     // stage, as a restart would.
-    let plan = migrate::Plan::from_config(&config)?;
+    let plan = migrate::Migration::from_config(&config)?;
     migrate::db::Db::connect(&plan.source_url)
         .await
         .with_context(|| format!("migration {name}: source"))?;
@@ -69,7 +69,7 @@ pub(crate) async fn cutover(
 /// Compares counts and checksums of every table; fails on a difference.
 pub(crate) async fn verify(config: &Path) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let plan = migrate::Plan::from_config(&config)?;
+    let plan = migrate::Migration::from_config(&config)?;
     let reports = migrate::verify::verify(&plan).await?;
     for report in &reports {
         println!("{}", report.line());

@@ -14,7 +14,7 @@
 //! beforehand) is rolled back and the chunk is upserted instead.
 
 use super::db::Db;
-use super::{save, Document, MigrateError, Plan, TableCopy};
+use super::{save, Document, MigrateError, Migration, TableCopy};
 use crate::config::Config;
 use crate::target::plan::TableKey;
 use crate::target::postgres::PgTarget;
@@ -47,7 +47,7 @@ type ChunkResult = Result<(usize, usize, u64), MigrateError>;
 
 pub async fn copy_all(
     config: &Config,
-    plan: &Plan,
+    plan: &Migration,
     document: &mut Document,
     target_db: &mut Db,
     stop: watch::Receiver<bool>,
@@ -150,7 +150,7 @@ async fn worker(
 /// Marks each chunk done as its worker reports it, saving the document every
 /// time; the first failure stops every worker and is returned.
 async fn record_chunks(
-    plan: &Plan,
+    plan: &Migration,
     document: &mut Document,
     target_db: &mut Db,
     mut done_rx: mpsc::Receiver<ChunkResult>,

@@ -4,7 +4,9 @@
 //! verifies, and writes the cutover record to the target.
 
 use super::db::Db;
-use super::{load, load_progress, save, verify, Document, MigrateError, Plan, Progress, Stage};
+use super::{
+    load, load_progress, save, verify, CatchUpProgress, Document, MigrateError, Migration, Stage,
+};
 use crate::config::{Config, SourceConfig};
 use crate::cursor::target::TargetCursor;
 use crate::target::postgres::connect as pg_connect;
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tidemark_connectors::event::{now_ms, parse_lsn};
 use tidemark_connectors::postgres::HEARTBEAT_PREFIX;
+use tidemark_connectors::sql::postgres::error_detail;
 use tidemark_connectors::Position;
 
 pub struct Options {
@@ -64,7 +67,7 @@ pub async fn cutover(
     config: &Config,
     options: &Options,
 ) -> Result<(serde_json::Value, bool), MigrateError> {
-    let plan = Plan::from_config(config)?;
+    let plan = Migration::from_config(config)?;
     let name = plan.name.clone();
     let mut target_db = Db::connect(&plan.target_url).await?;
     let mut document = cuttable(&name, load(&mut target_db, &name).await?)?;
@@ -154,7 +157,12 @@ async fn wait_until_close(
 /// Whether the migration is close enough to cut over (at `now`, in ms): it is
 /// catching up, reported within the last 5 s, and lags `max_lag` seconds at
 /// most.
-fn close_enough(stage: Option<Stage>, progress: Option<&Progress>, now: i64, max_lag: f64) -> bool {
+fn close_enough(
+    stage: Option<Stage>,
+    progress: Option<&CatchUpProgress>,
+    now: i64,
+    max_lag: f64,
+) -> bool {
     match (stage, progress) {
         (Some(Stage::CatchUp), Some(p)) => {
             now - p.updated_at_ms < 5_000 && p.lag_seconds <= max_lag
@@ -164,7 +172,7 @@ fn close_enough(stage: Option<Stage>, progress: Option<&Progress>, now: i64, max
 }
 
 /// What the wait for [`close_enough`] reports (at `now`, in ms).
-fn lag_state(stage: Option<Stage>, progress: Option<&Progress>, now: i64) -> String {
+fn lag_state(stage: Option<Stage>, progress: Option<&CatchUpProgress>, now: i64) -> String {
     match (stage, progress) {
         (Some(Stage::CatchUp), Some(p)) => format!(
             "lag {:.1}s, last report {} ms ago",
@@ -189,7 +197,7 @@ async fn wait_while_postponed(options: &Options) -> Result<(), MigrateError> {
 /// Step 5: waits until the target's cursor is at or past `final_position`.
 async fn wait_until_drained(
     config: &Config,
-    plan: &Plan,
+    plan: &Migration,
     final_position: &Position,
     timeout: Duration,
 ) -> Result<(), MigrateError> {
@@ -223,7 +231,7 @@ fn drained(applied: Option<&Position>, final_position: &Position) -> bool {
 /// Step 6: moves each target counter past its source counter and the rows'
 /// maximum; one entry per counter moved.
 async fn sync_counters(
-    plan: &Plan,
+    plan: &Migration,
     source_db: &mut Db,
     target_db: &mut Db,
 ) -> Result<Vec<serde_json::Value>, MigrateError> {
@@ -263,7 +271,7 @@ async fn fence(source: &mut Db) -> Result<(), MigrateError> {
             source
                 .execute(&format!(
                     "ALTER DATABASE {} SET default_transaction_read_only = on",
-                    tidemark_connectors::postgres::catalog::quote_ident(&db)
+                    tidemark_connectors::sql::postgres::quote_ident(&db)
                 ))
                 .await?;
             let ended = source
@@ -296,7 +304,7 @@ async fn final_position(config: &Config, source: &mut Db) -> Result<Position, Mi
                 .map_err(|e| {
                     MigrateError::Db(format!(
                         "cannot read the WAL position: {}",
-                        crate::target::pg_detail(e)
+                        error_detail(&e)
                     ))
                 })?
                 .get(0);
@@ -305,7 +313,7 @@ async fn final_position(config: &Config, source: &mut Db) -> Result<Position, Mi
                     "SET default_transaction_read_only = off; SELECT pg_logical_emit_message(false, '{HEARTBEAT_PREFIX}', 'cutover')"
                 ))
                 .await
-                .map_err(|e| MigrateError::Db(format!("cannot write the cutover marker: {}", crate::target::pg_detail(e))))?;
+                .map_err(|e| MigrateError::Db(format!("cannot write the cutover marker: {}", error_detail(&e))))?;
             let lsn =
                 parse_lsn(&lsn).ok_or_else(|| MigrateError::Db(format!("unreadable LSN {lsn}")))?;
             Ok(Position::postgres(lsn, lsn))
@@ -346,11 +354,11 @@ mod tests {
         }
     }
 
-    fn progress(lag_seconds: f64, updated_at_ms: i64) -> Progress {
-        Progress {
+    fn progress(lag_seconds: f64, updated_at_ms: i64) -> CatchUpProgress {
+        CatchUpProgress {
             lag_seconds,
             updated_at_ms,
-            ..Progress::default()
+            ..CatchUpProgress::default()
         }
     }
 

@@ -121,7 +121,7 @@ pub struct Document {
 /// What the running catch-up reports every second (a document of its own, so
 /// it never overwrites what `cutover` writes).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Progress {
+pub struct CatchUpProgress {
     pub applied_position: String,
     pub lag_seconds: f64,
     pub events_read: u64,
@@ -134,7 +134,7 @@ fn status_name(name: &str) -> String {
 }
 
 /// What a migration needs from the config.
-pub struct Plan {
+pub struct Migration {
     pub name: String,
     pub source_url: String,
     pub target_url: String,
@@ -146,8 +146,8 @@ pub struct Plan {
     pub chunk_rows: usize,
 }
 
-impl Plan {
-    pub fn from_config(config: &Config) -> Result<Plan, MigrateError> {
+impl Migration {
+    pub fn from_config(config: &Config) -> Result<Migration, MigrateError> {
         let target = config.target.as_ref().ok_or_else(|| {
             MigrateError::Config("target: the config has no [target] section".into())
         })?;
@@ -167,7 +167,7 @@ impl Plan {
                 ))
             }
         };
-        Ok(Plan {
+        Ok(Migration {
             name: config.pipeline.name.clone(),
             source_url,
             target_url: target.url.expose().to_string(),
@@ -230,7 +230,10 @@ pub async fn save(db: &mut Db, name: &str, document: &Document) -> Result<(), Mi
     db.save_document(name, &text).await
 }
 
-pub async fn load_progress(db: &mut Db, name: &str) -> Result<Option<Progress>, MigrateError> {
+pub async fn load_progress(
+    db: &mut Db,
+    name: &str,
+) -> Result<Option<CatchUpProgress>, MigrateError> {
     Ok(db
         .load_document(&status_name(name))
         .await?
@@ -244,7 +247,7 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     health: &Health,
 ) -> Result<(), MigrateError> {
-    let plan = Plan::from_config(config)?;
+    let plan = Migration::from_config(config)?;
     let mut target_db = Db::connect(&plan.target_url).await?;
     let mut document = match load(&mut target_db, &plan.name).await? {
         Some(document) => {
@@ -285,7 +288,11 @@ pub async fn run(
 
 /// A new migration: records the start position, creates the target tables,
 /// plans the chunks.
-async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Document, MigrateError> {
+async fn start(
+    config: &Config,
+    plan: &Migration,
+    target_db: &mut Db,
+) -> Result<Document, MigrateError> {
     let mut source_db = Db::connect(&plan.source_url).await?;
     let default_schema = target_db.current_schema().await?;
     // Tables first: a missing source table fails before a slot exists.
@@ -314,7 +321,7 @@ async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Docum
             postgres::create_slot(&pg).await?
         }
         SourceSettings::Mysql(my) => tidemark_connectors::mysql::current_position(&my).await?,
-        // Refused by `Plan::from_config` already.
+        // Refused by `Migration::from_config` already.
         SourceSettings::Poll(_) => return Err(MigrateError::Config("source".into())),
     };
     tracing::info!("migration {}: changes are applied from {start}", plan.name);
@@ -358,7 +365,7 @@ async fn start(config: &Config, plan: &Plan, target_db: &mut Db) -> Result<Docum
 /// stopped or cut over.
 async fn catch_up(
     config: &Config,
-    plan: &Plan,
+    plan: &Migration,
     document: &Document,
     target_db: Db,
     stop: watch::Receiver<bool>,
@@ -389,7 +396,7 @@ async fn catch_up(
                 MysqlSource::open(my, Some(resume), control).await?,
             ))
         }
-        // Refused by `Plan::from_config` already.
+        // Refused by `Migration::from_config` already.
         SourceSettings::Poll(_) => return Err(MigrateError::Config("source".into())),
     };
     health.set_phase(crate::ops::Phase::Streaming);
@@ -435,7 +442,7 @@ async fn report_progress(
             _ = stop.changed() => {}
         }
         let h = &health;
-        let progress = Progress {
+        let progress = CatchUpProgress {
             applied_position: h.position(),
             lag_seconds: h.lag().as_secs_f64(),
             events_read: h.events_read(),
@@ -461,7 +468,7 @@ async fn report_progress(
 
 /// `migrate status`: the stage, per-table copy progress, lag and positions.
 pub async fn status(config: &Config) -> Result<String, MigrateError> {
-    let plan = Plan::from_config(config)?;
+    let plan = Migration::from_config(config)?;
     let mut db = Db::connect(&plan.target_url).await?;
     let Some(document) = load(&mut db, &plan.name).await? else {
         return Ok(format!("migration {}: not started\n", plan.name));

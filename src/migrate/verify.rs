@@ -5,7 +5,7 @@
 //! reported.
 
 use super::db::Db;
-use super::{MigrateError, Plan};
+use super::{MigrateError, Migration};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -67,7 +67,7 @@ impl TableReport {
 }
 
 /// Compares every table of the migration; one report per table.
-pub async fn verify(plan: &Plan) -> Result<Vec<TableReport>, MigrateError> {
+pub async fn verify(plan: &Migration) -> Result<Vec<TableReport>, MigrateError> {
     let mut source_db = Db::connect(&plan.source_url).await?;
     let mut target_db = Db::connect(&plan.target_url).await?;
     let default_schema = target_db.current_schema().await?;

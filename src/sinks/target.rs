@@ -6,7 +6,7 @@
 //! crash the source resumes at the cursor, which may be behind the rows: the
 //! events in between are at or before the applied position and are skipped.
 
-use crate::target::{after_applied, Progress, Target, TargetError};
+use crate::target::{after_applied, AppliedSpan, Target, TargetError};
 use tidemark_connectors::ChangeEvent;
 
 pub struct TargetSink {
@@ -75,7 +75,7 @@ impl TargetSink {
         let (Some(first), Some(last)) = (fresh.first().map(|(_, p)| *p), latest) else {
             return Ok(());
         };
-        let progress = Progress {
+        let progress = AppliedSpan {
             scope: &self.scope,
             first,
             last,

@@ -7,7 +7,7 @@
 use super::bookkeeping::check_progress;
 use super::plan::{Step, TableKey};
 use super::refusal::Boxed;
-use super::{Progress, TargetError, TargetTable};
+use super::{AppliedSpan, TargetError, TargetTable};
 use std::sync::Arc;
 use tidemark_connectors::ChangeEvent;
 
@@ -64,7 +64,7 @@ pub(crate) trait BatchWriter {
 pub(crate) async fn write_batch<W: BatchWriter>(
     writer: &mut W,
     steps: &[Step],
-    progress: Option<Progress<'_>>,
+    progress: Option<AppliedSpan<'_>>,
     failed: &mut Option<usize>,
 ) -> Result<u64, TargetError> {
     if let Some(p) = &progress {

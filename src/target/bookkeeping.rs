@@ -11,7 +11,7 @@
 //! (`ON CONFLICT DO NOTHING` or `INSERT IGNORE`). The writers run the
 //! statements with their own clients.
 
-use super::{Progress, TargetError};
+use super::{AppliedSpan, TargetError};
 use tidemark_connectors::PositionKey;
 
 /// What failed, as a writer's errors name it.
@@ -158,7 +158,7 @@ impl Dialect {
 /// The check every transaction that records progress makes first: the
 /// stored position must be before the batch's first (polled positions are
 /// not ordered across tables and are not checked).
-pub fn check_progress(stored: Option<String>, p: &Progress<'_>) -> Result<(), TargetError> {
+pub fn check_progress(stored: Option<String>, p: &AppliedSpan<'_>) -> Result<(), TargetError> {
     let ordered = |text: &str| PositionKey::parse(text).ok().flatten();
     let passed = |stored: &str| match (ordered(stored), ordered(p.first)) {
         (Some(stored), Some(first)) => matches!(

@@ -29,6 +29,7 @@ pub use bookkeeping::check_progress;
 
 use plan::{PlanError, TableKey};
 use std::collections::BTreeMap;
+use tidemark_connectors::sql::postgres::error_detail;
 use tidemark_connectors::{ChangeEvent, PositionKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +71,12 @@ impl TargetError {
         if tidemark_connectors::postgres_transient(&e) {
             TargetError::Unavailable {
                 what: what.into(),
-                detail: pg_detail(e),
+                detail: error_detail(&e),
             }
         } else {
             TargetError::Database {
                 what: what.into(),
-                detail: pg_detail(e),
+                detail: error_detail(&e),
             }
         }
     }
@@ -89,11 +90,6 @@ impl TargetError {
         let what = what.into();
         move |detail| TargetError::Database { what, detail }
     }
-}
-
-/// Postgres errors with the server's message and detail.
-pub fn pg_detail(e: tokio_postgres::Error) -> String {
-    tidemark_connectors::postgres_detail(&e)
 }
 
 /// What to do with `op: "s"` events.
@@ -160,7 +156,7 @@ pub struct TargetTable {
 
 /// Where an input is, stored with the rows it describes.
 #[derive(Debug, Clone)]
-pub struct Progress<'a> {
+pub struct AppliedSpan<'a> {
     /// What the positions order: a source pipeline's name, or a Kinesis shard.
     pub scope: &'a str,
     /// The first and the last position of the batch: the stored position must
@@ -208,7 +204,7 @@ impl Target {
     pub async fn apply(
         &mut self,
         events: &[(&ChangeEvent, &str)],
-        progress: Option<Progress<'_>>,
+        progress: Option<AppliedSpan<'_>>,
     ) -> Result<u64, TargetError> {
         let steps = plan::plan(events.iter().copied())?;
         match self {
@@ -277,8 +273,8 @@ pub fn schema_ddl(
         });
     }
     let quote = |name: &str| match to {
-        types::Engine::Postgres => tidemark_connectors::postgres::catalog::quote_ident(name),
-        types::Engine::Mysql => mysql::quote(name),
+        types::Engine::Postgres => tidemark_connectors::sql::postgres::quote_ident(name),
+        types::Engine::Mysql => tidemark_connectors::sql::mysql::quote_ident(name),
     };
     let from = if source.connector == "mysql" {
         types::Engine::Mysql

@@ -12,8 +12,8 @@ use super::plan::{Step, TableKey};
 use super::refusal;
 use super::sql;
 use super::types::Engine;
-use super::values::{mysql_kind, mysql_literal, quote_mysql, Kind};
-use super::{schema_ddl, Progress, SchemaChanges, TableMap, TargetError, TargetTable};
+use super::values::{mysql_kind, mysql_literal, Kind};
+use super::{schema_ddl, AppliedSpan, SchemaChanges, TableMap, TargetError, TargetTable};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ use tidemark_connectors::ChangeEvent;
 /// is 16 MiB by default on MariaDB, 64 MiB on MySQL 8).
 const MAX_STATEMENT_BYTES: usize = 4 << 20;
 
-pub use tidemark_connectors::mysql::quote;
+use tidemark_connectors::sql::mysql::quote_ident;
 
 pub struct MyTarget {
     pub conn: Conn,
@@ -188,7 +188,7 @@ impl MyTarget {
     pub async fn apply(
         &mut self,
         steps: Vec<Step>,
-        progress: Option<Progress<'_>>,
+        progress: Option<AppliedSpan<'_>>,
     ) -> Result<u64, TargetError> {
         let mut failed = None;
         match self
@@ -235,7 +235,7 @@ impl MyTarget {
     async fn apply_in_transaction(
         &mut self,
         steps: &[Step],
-        progress: Option<Progress<'_>>,
+        progress: Option<AppliedSpan<'_>>,
         failed: &mut Option<usize>,
     ) -> Result<u64, TargetError> {
         self.conn
@@ -391,7 +391,7 @@ pub async fn describe(
     schema: &str,
     name: &str,
 ) -> Result<Option<TargetTable>, TargetError> {
-    let quoted = format!("{}.{}", quote(schema), quote(name));
+    let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
     let rows: Vec<(String, String, String)> = text_rows(
         conn,
         "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS
@@ -520,8 +520,8 @@ fn move_row(
         format!(
             "INSERT INTO {t} ({}) SELECT {select}, {} FROM {t} AS o WHERE ({}) = {old}{}",
             names(&all),
-            sql::of_old_row(carry, quote),
-            sql::of_old_row(key_columns, quote),
+            sql::of_old_row(carry, quote_ident),
+            sql::of_old_row(key_columns, quote_ident),
             on_duplicate(&updates),
             t = table.quoted,
         ),
@@ -595,12 +595,12 @@ fn tuple(
 
 /// `a, b, c`, quoted.
 fn names(columns: &[Arc<str>]) -> String {
-    sql::list(columns, quote)
+    sql::list(columns, quote_ident)
 }
 
 /// `name = VALUES(name)`: an upsert's assignment of the new value.
 fn set_from_values(column: &str) -> String {
-    format!("{0} = VALUES({0})", quote(column))
+    format!("{0} = VALUES({0})", quote_ident(column))
 }
 
 /// ` ON DUPLICATE KEY UPDATE …`, or nothing without assignments.
@@ -610,11 +610,4 @@ fn on_duplicate(updates: &[String]) -> String {
     } else {
         format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
     }
-}
-
-/// A string literal (for callers building SQL by hand).
-pub fn literal(text: &str) -> String {
-    let mut out = String::new();
-    quote_mysql(&mut out, text);
-    out
 }

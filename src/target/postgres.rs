@@ -12,12 +12,13 @@ use super::refusal;
 use super::sql;
 use super::types::Engine;
 use super::values::{pg_kind, pg_text};
-use super::{pg_detail, schema_ddl, Progress, SchemaChanges, TableMap, TargetError, TargetTable};
+use super::{schema_ddl, AppliedSpan, SchemaChanges, TableMap, TargetError, TargetTable};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tidemark_connectors::postgres::catalog::quote_ident;
 use tidemark_connectors::postgres::tls;
 use tidemark_connectors::postgres_transient;
+use tidemark_connectors::sql::postgres::error_detail;
+use tidemark_connectors::sql::postgres::quote_ident;
 use tidemark_connectors::ChangeEvent;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient};
@@ -71,7 +72,7 @@ impl PgTarget {
         {
             tracing::warn!(
                 "target: cannot set session_replication_role (foreign keys on the target will be checked): {}",
-                pg_detail(e)
+                error_detail(&e)
             );
         }
         let map = map.for_target(Engine::Postgres, "public");
@@ -163,7 +164,7 @@ impl PgTarget {
     pub async fn apply(
         &mut self,
         steps: Vec<Step>,
-        progress: Option<Progress<'_>>,
+        progress: Option<AppliedSpan<'_>>,
     ) -> Result<u64, TargetError> {
         let mut failed = None;
         match self
@@ -197,7 +198,7 @@ impl PgTarget {
     async fn apply_in_transaction(
         &mut self,
         steps: &[Step],
-        progress: Option<Progress<'_>>,
+        progress: Option<AppliedSpan<'_>>,
         failed: &mut Option<usize>,
     ) -> Result<u64, TargetError> {
         let tx = self
@@ -331,7 +332,7 @@ async fn execute(
         } else {
             TargetError::Table {
                 table: table.quoted.clone(),
-                message: pg_detail(e),
+                message: error_detail(&e),
             }
         }
     })
@@ -385,7 +386,7 @@ fn copy_error(table: &TargetTable, e: tokio_postgres::Error) -> TargetError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
         TargetError::KeyConflict {
             table: table.quoted.clone(),
-            detail: pg_detail(e),
+            detail: error_detail(&e),
         }
     } else {
         TargetError::pg(format!("copy into {}", table.quoted), e)
@@ -439,7 +440,7 @@ async fn schema_change(
             .await
             .map_err(|e| TargetError::Table {
                 table: table.quoted.clone(),
-                message: format!("{statement}: {}", pg_detail(e)),
+                message: format!("{statement}: {}", error_detail(&e)),
             })?;
     }
     Ok(())

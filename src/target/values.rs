@@ -6,6 +6,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 use std::fmt::Write as _;
+use tidemark_connectors::sql::mysql::push_literal;
 
 /// What a target column holds, as far as converting values goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,8 +248,8 @@ pub fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), 
             ),
             // Event timestamps are ISO (`T`, and `Z` for UTC): MySQL takes the
             // space form, in the session's UTC.
-            Kind::DateTime => quote_mysql(out, &s.trim_end_matches('Z').replacen('T', " ", 1)),
-            _ => quote_mysql(out, s),
+            Kind::DateTime => push_literal(out, &s.trim_end_matches('Z').replacen('T', " ", 1)),
+            _ => push_literal(out, s),
         },
         Value::Array(items) if kind == Kind::Set => {
             let labels: Vec<String> = items
@@ -258,9 +259,9 @@ pub fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), 
                     other => other.to_string(),
                 })
                 .collect();
-            quote_mysql(out, &labels.join(","));
+            push_literal(out, &labels.join(","));
         }
-        Value::Array(_) | Value::Object(_) => quote_mysql(out, &value.to_string()),
+        Value::Array(_) | Value::Object(_) => push_literal(out, &value.to_string()),
     }
     Ok(())
 }
@@ -272,24 +273,6 @@ fn is_mysql_date(text: &str) -> bool {
     let year = text.as_bytes().get(..5);
     let four_digits = year.is_some_and(|y| y[..4].iter().all(u8::is_ascii_digit) && y[4] == b'-');
     four_digits && (is_zero_date(text) || !text.starts_with("0000-"))
-}
-
-/// A quoted MySQL string literal (backslash escapes on, the server default).
-pub fn quote_mysql(out: &mut String, text: &str) {
-    out.reserve(text.len() + 2);
-    out.push('\'');
-    for c in text.chars() {
-        match c {
-            '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\x1a' => out.push_str("\\Z"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
 }
 
 #[cfg(test)]

@@ -145,8 +145,8 @@ async fn table_problem(
         _ => {
             let probe = format!(
                 "SELECT 1 FROM {}.{} LIMIT 0",
-                super::quote(db),
-                super::quote(table)
+                crate::sql::mysql::quote_ident(db),
+                crate::sql::mysql::quote_ident(table)
             );
             if conn.query_drop(probe).await.is_err() {
                 Some(format!("source.tables: {user} cannot SELECT from {db}.{table} (GRANT SELECT ON {db}.{table} TO {user})"))

@@ -35,7 +35,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use rows::DecodedImage;
 use schema::{read_columns, TableColumns};
 use snapshot::Snapshot;
-use start::{Plan, ServerFacts, Start};
+use start::{ServerFacts, Start, StartPlan};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,12 +59,6 @@ pub struct MysqlConfig {
     /// Stop after the transaction that ends at or past this binlog file and
     /// offset (benchmarks, bounded replays).
     pub stop_at: Option<(String, u64)>,
-}
-
-/// A MySQL identifier in backquotes (a backquote in it doubled): the one
-/// quoter of MySQL names, for every statement tidemark builds.
-pub fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> SourceError {
@@ -372,9 +366,13 @@ impl MysqlSource {
 
     /// Starts as `plan` says: a snapshot, or the stream (on `stream_conn` if
     /// one was made ahead).
-    async fn begin(&mut self, plan: Plan, stream_conn: Option<Conn>) -> Result<(), SourceError> {
+    async fn begin(
+        &mut self,
+        plan: StartPlan,
+        stream_conn: Option<Conn>,
+    ) -> Result<(), SourceError> {
         match plan {
-            Plan::Snapshot => {
+            StartPlan::Snapshot => {
                 let snapshot = Snapshot::begin(
                     &self.cfg.url,
                     &self.cfg.tables,
@@ -387,7 +385,7 @@ impl MysqlSource {
                 self.file = file.into();
                 self.reading = Reading::Snapshot(Box::new(snapshot));
             }
-            Plan::CurrentEnd { file, pos } => {
+            StartPlan::CurrentEnd { file, pos } => {
                 tracing::info!("no cursor: streaming from the current binlog end {file}:{pos}");
                 // The start is fixed: the pipeline commits it before reading,
                 // so a stop now and a start later resume here, not at a later end.
@@ -400,7 +398,7 @@ impl MysqlSource {
                 self.open_stream(Start::File(file, pos), stream_conn)
                     .await?;
             }
-            Plan::Resume { start, gtid_state } => {
+            StartPlan::Resume { start, gtid_state } => {
                 if let Start::Gtid(gtid) = &start {
                     tracing::info!("resuming from GTID state {gtid}");
                 }

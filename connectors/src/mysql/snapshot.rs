@@ -9,9 +9,10 @@
 //! after it is in the stream.
 
 use super::schema::{read_columns, TableColumns};
-use super::{connect, my_error, quote};
+use super::{connect, my_error};
 use crate::event::{now_ms, ChangeEvent, Op, Position, Row, SourceInfo};
 use crate::progress::SnapshotProgress;
+use crate::sql::mysql::quote_ident;
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
@@ -33,11 +34,11 @@ struct TableReader {
 impl TableReader {
     async fn plan(conn: &mut Conn, db: &str, table: &str) -> Result<Self, SourceError> {
         let columns = read_columns(conn, db, table).await?;
-        let names: Vec<String> = columns.names.iter().map(|n| quote(n)).collect();
+        let names: Vec<String> = columns.names.iter().map(|n| quote_ident(n)).collect();
         let key: Vec<String> = columns
             .key
             .iter()
-            .map(|&i| quote(&columns.names[i]))
+            .map(|&i| quote_ident(&columns.names[i]))
             .collect();
         if key.is_empty() {
             return Err(SourceError::Setup(format!(
@@ -48,8 +49,8 @@ impl TableReader {
             select: format!(
                 "SELECT {} FROM {}.{}",
                 names.join(", "),
-                quote(db),
-                quote(table)
+                quote_ident(db),
+                quote_ident(table)
             ),
             order: key.join(", "),
             marks: vec!["?"; key.len()].join(", "),

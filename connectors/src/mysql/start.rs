@@ -2,7 +2,7 @@
 //! what the server said, without any I/O of its own.
 //!
 //! `MysqlSource::open` reads the server (binary logs, and `@@gtid_binlog_pos`
-//! when `reads_server_gtid`), asks `decide`, and then does what the `Plan`
+//! when `reads_server_gtid`), asks `decide`, and then does what the `StartPlan`
 //! says. Keeping the decision apart lets each refusal (a purged binlog, a
 //! reset server, a cursor of another source) be tested without a server.
 
@@ -20,7 +20,7 @@ pub(super) enum Start {
 
 /// How capture starts.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Plan {
+pub(super) enum StartPlan {
     /// No cursor, `snapshot` on: a consistent snapshot first; the stream
     /// opens at its position once it is read.
     Snapshot,
@@ -61,7 +61,7 @@ pub(super) fn decide(
     resume: Option<Position>,
     snapshot: bool,
     server: &ServerFacts<'_>,
-) -> Result<Plan, SourceError> {
+) -> Result<StartPlan, SourceError> {
     match resume {
         Some(Position::Mysql {
             file, pos, gtid, ..
@@ -69,13 +69,13 @@ pub(super) fn decide(
         Some(other) => Err(SourceError::Setup(format!(
             "cursor holds {other}, not a MySQL binlog position"
         ))),
-        None if snapshot => Ok(Plan::Snapshot),
+        None if snapshot => Ok(StartPlan::Snapshot),
         None => {
             // The last binary log's size is where the server writes next.
             let (file, pos) = server.logs.last().cloned().ok_or_else(|| {
                 SourceError::Setup("source: the server lists no binary logs".into())
             })?;
-            Ok(Plan::CurrentEnd { file, pos })
+            Ok(StartPlan::CurrentEnd { file, pos })
         }
     }
 }
@@ -87,7 +87,7 @@ fn resume_at(
     pos: u64,
     gtid: Option<String>,
     server: &ServerFacts<'_>,
-) -> Result<Plan, SourceError> {
+) -> Result<StartPlan, SourceError> {
     let gtid_state = gtid_state(gtid.as_deref());
     if let Some(gtid) = gtid.as_deref() {
         if let Some(forgotten) =
@@ -118,7 +118,7 @@ fn resume_at(
             "cursor names neither a binlog file nor a GTID state".into(),
         ));
     };
-    Ok(Plan::Resume { start, gtid_state })
+    Ok(StartPlan::Resume { start, gtid_state })
 }
 
 /// The GTID state a cursor recorded (`,`-separated entries), by state key.
@@ -169,7 +169,7 @@ mod tests {
     }
 
     /// The message of a refusal.
-    fn refused(decided: Result<Plan, SourceError>) -> String {
+    fn refused(decided: Result<StartPlan, SourceError>) -> String {
         match decided {
             Err(SourceError::Setup(message)) => message,
             Err(other) => panic!("not a setup error: {other}"),
@@ -188,14 +188,14 @@ mod tests {
     fn without_a_cursor_a_snapshot_or_the_current_end() {
         let logs = logs();
         let plan = decide(None, true, &facts(&logs, None)).expect("plan");
-        assert_eq!(plan, Plan::Snapshot);
+        assert_eq!(plan, StartPlan::Snapshot);
         // A snapshot finds its own position: no binary log need be listed.
         let plan = decide(None, true, &facts(&[], None)).expect("plan");
-        assert_eq!(plan, Plan::Snapshot);
+        assert_eq!(plan, StartPlan::Snapshot);
         let plan = decide(None, false, &facts(&logs, None)).expect("plan");
         assert_eq!(
             plan,
-            Plan::CurrentEnd {
+            StartPlan::CurrentEnd {
                 file: "mysql-bin.000002".into(),
                 pos: 345
             }
@@ -217,7 +217,7 @@ mod tests {
         );
         assert_eq!(
             decided.expect("plan"),
-            Plan::Resume {
+            StartPlan::Resume {
                 start: Start::File("mysql-bin.000001".into(), 800),
                 gtid_state: state(&[("0", "0-1-42"), ("3", "3-7-9")]),
             }
@@ -229,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             decided.expect("plan"),
-            Plan::Resume {
+            StartPlan::Resume {
                 start: Start::File("mysql-bin.000002".into(), 4),
                 gtid_state: BTreeMap::new(),
             }
@@ -243,7 +243,7 @@ mod tests {
         );
         assert_eq!(
             decided.expect("plan"),
-            Plan::Resume {
+            StartPlan::Resume {
                 start: Start::File("mysql-bin.000002".into(), 4),
                 gtid_state: state(&[(UUID, set.as_str())]),
             }
@@ -297,7 +297,7 @@ mod tests {
         );
         assert_eq!(
             decided.expect("plan"),
-            Plan::Resume {
+            StartPlan::Resume {
                 start: Start::Gtid("0-1-42".into()),
                 gtid_state: state(&[("0", "0-1-42")]),
             }

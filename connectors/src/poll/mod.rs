@@ -197,7 +197,7 @@ enum Backend {
 }
 
 /// What one table's queries need, per database.
-enum Plan {
+enum TableQueries {
     Postgres(postgres::PgTable),
     Mysql(mysql::MyTable),
 }
@@ -213,44 +213,49 @@ impl Backend {
         }
     }
 
-    async fn describe(&mut self, table: &PollTable) -> Result<(Described, Plan), SourceError> {
+    async fn describe(
+        &mut self,
+        table: &PollTable,
+    ) -> Result<(Described, TableQueries), SourceError> {
         Ok(match self {
             Backend::Postgres(pg) => {
                 let (d, t) = pg.describe(table).await?;
-                (d, Plan::Postgres(t))
+                (d, TableQueries::Postgres(t))
             }
             Backend::Mysql(my) => {
                 let (d, t) = my.describe(table).await?;
-                (d, Plan::Mysql(t))
+                (d, TableQueries::Mysql(t))
             }
         })
     }
 
     async fn page(
         &mut self,
-        plan: &Plan,
+        plan: &TableQueries,
         described: &Described,
         bound: Bound<'_>,
         before_oldest_tx: bool,
         limit: usize,
     ) -> Result<Vec<Fetched>, SourceError> {
         match (self, plan) {
-            (Backend::Postgres(pg), Plan::Postgres(t)) => {
+            (Backend::Postgres(pg), TableQueries::Postgres(t)) => {
                 pg.page(t, described, bound, before_oldest_tx, limit).await
             }
-            (Backend::Mysql(my), Plan::Mysql(t)) => my.page(t, described, bound, limit).await,
+            (Backend::Mysql(my), TableQueries::Mysql(t)) => {
+                my.page(t, described, bound, limit).await
+            }
             _ => Err(SourceError::Setup("poll plan of another database".into())),
         }
     }
 
     async fn keys(
         &mut self,
-        plan: &Plan,
+        plan: &TableQueries,
         described: &Described,
     ) -> Result<Vec<Vec<serde_json::Value>>, SourceError> {
         match (self, plan) {
-            (Backend::Postgres(pg), Plan::Postgres(t)) => pg.keys(t, described).await,
-            (Backend::Mysql(my), Plan::Mysql(t)) => my.keys(t, described).await,
+            (Backend::Postgres(pg), TableQueries::Postgres(t)) => pg.keys(t, described).await,
+            (Backend::Mysql(my), TableQueries::Mysql(t)) => my.keys(t, described).await,
             _ => Err(SourceError::Setup("poll plan of another database".into())),
         }
     }
@@ -260,7 +265,7 @@ impl Backend {
 struct Polled {
     cfg: PollTable,
     described: Described,
-    plan: Plan,
+    plan: TableQueries,
     watermark: Option<Watermark>,
     /// `(key, cursor value)` of rows emitted inside the lag window.
     seen: HashSet<(Vec<String>, String)>,

@@ -11,7 +11,8 @@ use super::{Bound, Described, Fetched, PollTable};
 use crate::event::Row;
 use crate::mysql::schema::{read_columns, TableColumns};
 use crate::mysql::values::MyKind;
-use crate::mysql::{connect, my_error, quote};
+use crate::mysql::{connect, my_error};
+use crate::sql::mysql::quote_ident;
 use crate::SourceError;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
@@ -133,9 +134,9 @@ impl MyPoll {
         if indexed.unwrap_or(0) == 0 {
             described.warn_unindexed(&format!(
                 "CREATE INDEX ... ON {}.{} ({}, ...)",
-                quote(db),
-                quote(name),
-                quote(&table.cursor_column)
+                quote_ident(db),
+                quote_ident(name),
+                quote_ident(&table.cursor_column)
             ));
         }
         let timed = matches!(
@@ -158,16 +159,16 @@ impl MyPoll {
             .chain(described.key.iter().copied())
             .collect();
         let (filter, params) = page_filter(columns, described, &order_cols, bound);
-        let select: Vec<String> = columns.names.iter().map(|c| quote(c)).collect();
+        let select: Vec<String> = columns.names.iter().map(|c| quote_ident(c)).collect();
         let order: Vec<String> = order_cols
             .iter()
-            .map(|&i| quote(&columns.names[i]))
+            .map(|&i| quote_ident(&columns.names[i]))
             .collect();
         let sql = format!(
             "SELECT {} FROM {}.{}{filter} ORDER BY {} LIMIT {limit}",
             select.join(", "),
-            quote(&columns.db),
-            quote(&columns.table),
+            quote_ident(&columns.db),
+            quote_ident(&columns.table),
             order.join(", ")
         );
         let rows: Vec<mysql_async::Row> = self
@@ -191,13 +192,13 @@ impl MyPoll {
         let key_cols: Vec<String> = described
             .key
             .iter()
-            .map(|&k| quote(&columns.names[k]))
+            .map(|&k| quote_ident(&columns.names[k]))
             .collect();
         let sql = format!(
             "SELECT {} FROM {}.{}",
             key_cols.join(", "),
-            quote(&columns.db),
-            quote(&columns.table)
+            quote_ident(&columns.db),
+            quote_ident(&columns.table)
         );
         let rows: Vec<mysql_async::Row> = self
             .conn
@@ -227,7 +228,7 @@ fn page_filter(
     order_cols: &[usize],
     bound: Bound<'_>,
 ) -> (String, Vec<MyValue>) {
-    let cursor_col = quote(&columns.names[described.cursor]);
+    let cursor_col = quote_ident(&columns.names[described.cursor]);
     let mut params = Vec::new();
     let filter = match bound {
         Bound::All => String::new(),
@@ -238,7 +239,7 @@ fn page_filter(
             // c >= v AND (c > v OR (c = v AND (k1 > w OR (k1 = w AND ...))))
             let mut tail = String::new();
             for (depth, &col) in order_cols.iter().enumerate().rev() {
-                let name = quote(&columns.names[col]);
+                let name = quote_ident(&columns.names[col]);
                 tail = if depth + 1 == order_cols.len() {
                     format!("{name} > ?")
                 } else {

@@ -3,9 +3,10 @@
 //! the same text forms pgoutput sends).
 
 use super::{Bound, Described, Fetched, PollTable};
-use crate::postgres::catalog::{self, quote_ident, TypeKinds};
+use crate::postgres::catalog::{self, TypeKinds};
 use crate::postgres::table::{Column, TableSchema};
 use crate::postgres::values::ValueKind;
+use crate::sql::postgres::{literal, quote_ident};
 use crate::SourceError;
 use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -24,10 +25,6 @@ pub struct PgTable {
 
 fn err(what: String) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
     move |source| SourceError::Postgres { what, source }
-}
-
-fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 impl PgPoll {

@@ -48,10 +48,6 @@ pub async fn connect(url: &PgUrl) -> Result<Client, SourceError> {
         .map_err(query_error("connect to the source"))
 }
 
-/// Double-quotes an identifier (defined with [`TableName`], whose quoted form
-/// it makes; this path is the one the other crate uses).
-pub use crate::table::quote_ident;
-
 /// A captured table's shape, as the snapshot needs it.
 #[derive(Debug, Clone)]
 pub struct TableShape {

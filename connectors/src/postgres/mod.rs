@@ -344,7 +344,7 @@ impl PostgresSource {
             tracing::warn!(
                 "heartbeat on slot {} failed (set source.heartbeat_statement, or grant the role EXECUTE on pg_logical_emit_message): {}",
                 self.cfg.slot,
-                crate::postgres_detail(&e)
+                crate::sql::postgres::error_detail(&e)
             );
         }
     }

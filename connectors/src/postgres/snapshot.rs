@@ -8,19 +8,15 @@
 //! (`WHERE key > last ORDER BY key LIMIT n`; `ctid` for tables without a primary
 //! key) inside that one transaction, so memory holds one chunk at a time.
 
-use super::catalog::{self, quote_ident, TableShape, TypeKinds};
+use super::catalog::{self, TableShape, TypeKinds};
 use super::table::{Column, TableSchema};
 use crate::event::{now_ms, ChangeEvent, Op, Position, SourceInfo};
 use crate::progress::SnapshotProgress;
+use crate::sql::postgres::{literal, quote_ident};
 use crate::SourceError;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio_postgres::{Client, CopyOutStream, SimpleQueryMessage, SimpleQueryRow};
-
-/// A string literal, for the simple query protocol (standard_conforming_strings).
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
 
 struct TableReader {
     schema: TableSchema,
@@ -308,7 +304,7 @@ impl TableReader {
         let values = |key: &[String]| -> String {
             key.iter()
                 .zip(&self.key_types)
-                .map(|(v, t)| format!("{}::{t}", quote_literal(v)))
+                .map(|(v, t)| format!("{}::{t}", literal(v)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -3,10 +3,11 @@
 
 use super::{Column, DescribeQueries, Table};
 use crate::migrate::MigrateError;
-use crate::target::mysql::{execute_one, literal, quote};
+use crate::target::mysql::execute_one;
 use crate::target::values::Kind;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+use tidemark_connectors::sql::mysql::{literal, quote_ident};
 
 /// What makes a created counter column fill itself.
 pub(crate) const COUNTER_CLAUSE: &str = " AUTO_INCREMENT";
@@ -30,7 +31,7 @@ fn cannot(what: impl Into<String>) -> impl FnOnce(mysql_async::Error) -> Migrate
 
 /// A quoted identifier.
 pub(crate) fn ident(name: &str) -> String {
-    quote(name)
+    quote_ident(name)
 }
 
 /// The connection's database (the default schema of names).
@@ -97,7 +98,7 @@ pub(crate) fn describe_queries(schema: &str, name: &str) -> DescribeQueries {
 
 /// A key column as text.
 pub(crate) fn key_text(column: &str) -> String {
-    format!("CAST({} AS CHAR)", quote(column))
+    format!("CAST({} AS CHAR)", quote_ident(column))
 }
 
 /// A key value as a literal.

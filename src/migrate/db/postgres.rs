@@ -3,9 +3,9 @@
 
 use super::{Column, DescribeQueries, Table};
 use crate::migrate::MigrateError;
-use crate::target::pg_detail;
 use crate::target::values::Kind;
-use tidemark_connectors::postgres::catalog::quote_ident;
+use tidemark_connectors::sql::postgres::error_detail;
+use tidemark_connectors::sql::postgres::{literal, quote_ident};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Postgres names without a schema resolve to `public` (what a migration assumes).
@@ -23,18 +23,13 @@ fn cannot(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Migr
     let what = what.into();
     move |e| {
         let transient = tidemark_connectors::postgres_transient(&e);
-        let message = format!("cannot {what}: {}", pg_detail(e));
+        let message = format!("cannot {what}: {}", error_detail(&e));
         if transient {
             MigrateError::Unavailable(message)
         } else {
             MigrateError::Db(message)
         }
     }
-}
-
-/// A string literal.
-pub(crate) fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// A quoted identifier.

@@ -42,7 +42,7 @@ use aws_sdk_kinesis::types::Shard;
 use aws_sdk_kinesis::Client;
 use backoff::backoff::Backoff;
 use shard::{consume, End};
-use sharing::{decide, open_shards, Listed, Plan, Take};
+use sharing::{decide, open_shards, Listed, SharePlan, Take};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -318,7 +318,7 @@ async fn balance(
 
     renew(input, held).await;
 
-    let Plan {
+    let SharePlan {
         fair,
         mut mine,
         wanted,

@@ -50,7 +50,7 @@ pub(crate) struct Take<'a> {
 
 /// A round's decision.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Plan<'a> {
+pub(crate) struct SharePlan<'a> {
     /// The fair share: ceil(open shards / live instances).
     pub(crate) fair: usize,
     /// The shards this instance reads now (consumers not halted).
@@ -73,7 +73,7 @@ pub(crate) fn decide<'a>(
     owner: &str,
     live: &HashSet<&str>,
     mut lapsed: impl FnMut(&str, &Item) -> bool,
-) -> Plan<'a> {
+) -> SharePlan<'a> {
     // Who else is alive, and what is free.
     let mut others: BTreeMap<&'a str, Vec<(&'a str, i64)>> = BTreeMap::new();
     let mut free: Vec<(&'a str, Option<i64>)> = Vec::new();
@@ -119,7 +119,7 @@ pub(crate) fn decide<'a>(
             }
         }
     }
-    Plan { fair, mine, wanted }
+    SharePlan { fair, mine, wanted }
 }
 
 #[cfg(test)]
@@ -186,7 +186,7 @@ mod tests {
         let plan = decide(&["a", "b", "c"], &leases, "me", &HashSet::new(), lapsed);
         assert_eq!(
             plan,
-            Plan {
+            SharePlan {
                 fair: 3,
                 mine: 0,
                 wanted: vec![free("a", None), free("b", Some(7)), free("c", Some(3))],
@@ -211,7 +211,7 @@ mod tests {
         // Live instances: me and "other" ("gone" lapsed): 4 shards, 2 each.
         assert_eq!(
             plan,
-            Plan {
+            SharePlan {
                 fair: 2,
                 mine: 1,
                 wanted: vec![free("c", Some(9)), free("d", None)],
@@ -240,7 +240,7 @@ mod tests {
         // 5 shards, 3 instances: 2 each; "big" holds 4, one goes (its last).
         assert_eq!(
             plan,
-            Plan {
+            SharePlan {
                 fair: 2,
                 mine: 0,
                 wanted: vec![Take {
