@@ -14,16 +14,16 @@
 //! nothing more.
 //!
 //! A second instance waits as a standby, logging the owner, and takes over when
-//! the lease lapses. An instance whose renewal finds the lease taken records
-//! why (the health's fatal message) and asks the pipeline to stop (the stop
-//! signal given to [`DynamoCursor::stop_on_loss`]); its sink writes and
+//! the lease lapses. An instance whose renewal finds the lease taken stops
+//! the pipeline with `StopReason::LeaseLost` (the stop signal given to
+//! [`DynamoCursor::stop_on_loss`]); its sink writes and
 //! commits are refused from then on, so nothing it wrote after losing the
 //! lease moved the cursor, and it exits non-zero.
 
 use super::{Binding, CursorError};
 use crate::aws::lease::{self, number, s, text, Held, LapseClock, Lease, LeaseTable};
 use crate::ops::stop::{StopReason, StopSignal};
-use crate::ops::{Health, Phase};
+use crate::ops::{events, Health, Phase};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
@@ -214,7 +214,7 @@ impl DynamoCursor {
             .map_err(|e| self.call_error("take the lease", e))?;
             if let Some(item) = taken {
                 self.health.set_phase(Phase::Starting);
-                metrics::gauge!("tidemark_lease_held").set(1.0);
+                events::lease_held(true);
                 tracing::info!(
                     "holding the lease on pipeline {} as {} (lease counter {})",
                     self.pipeline,
@@ -275,7 +275,7 @@ impl DynamoCursor {
                     Ok(Held::Yes) => health.set_problem("cursor", None),
                     Ok(Held::NotHeld) => return,
                     Ok(Held::Lost | Held::Refused) => {
-                        metrics::gauge!("tidemark_lease_held").set(0.0);
+                        events::lease_held(false);
                         tracing::error!("lost the lease on pipeline {pipeline}: stopping");
                         if let Some(stop) = &on_loss {
                             stop.stop(StopReason::LeaseLost(format!(
@@ -354,7 +354,7 @@ impl DynamoCursor {
                 })
             }
             Held::Lost => {
-                metrics::gauge!("tidemark_lease_held").set(0.0);
+                events::lease_held(false);
                 Err(CursorError::LeaseLost {
                     pipeline: self.pipeline.clone(),
                     table: self.table.table.clone(),
@@ -368,7 +368,7 @@ impl DynamoCursor {
         if !self.lease.held() {
             return;
         }
-        metrics::gauge!("tidemark_lease_held").set(0.0);
+        events::lease_held(false);
         if let Err(e) = self.lease.release().await {
             tracing::warn!(
                 "could not release the lease on pipeline {}: {e}",

@@ -83,3 +83,29 @@ pub fn reconnected(health: &Health, attempts: u32) {
     health.set_problem("source", None);
     tracing::info!("reconnected after {attempts} attempts");
 }
+
+/// The Kinesis sink skipped an event over the record limit (policy
+/// `skip-and-count`).
+pub fn oversized_skipped(table: String, bytes: usize, limit: usize, position: &str) {
+    tracing::warn!(
+        "kinesis: skipped an event of {bytes} bytes (limit {limit}) on {table} at {position}"
+    );
+    metrics::counter!("tidemark_events_skipped_total", "table" => table, "reason" => "oversized")
+        .increment(1);
+}
+
+/// This instance holds the pipeline's lease (DynamoDB), or no longer does.
+pub fn lease_held(held: bool) {
+    metrics::gauge!("tidemark_lease_held").set(if held { 1.0 } else { 0.0 });
+}
+
+/// `tidemark apply` from Kinesis holds this many shards.
+pub fn shards_held(count: usize) {
+    metrics::gauge!("tidemark_apply_shards_held").set(count as f64);
+}
+
+/// How far behind the stream's tip a shard's consumer reads.
+pub fn shard_behind(shard: &str, millis: i64) {
+    metrics::gauge!("tidemark_apply_millis_behind", "shard" => shard.to_string())
+        .set(millis as f64);
+}

@@ -162,17 +162,11 @@ impl KinesisSink {
                     }
                     Oversized::SkipAndCount => {
                         self.skipped_oversized += 1;
-                        metrics::counter!(
-                            "tidemark_events_skipped_total",
-                            "table" => event.table_name(),
-                            "reason" => "oversized"
-                        )
-                        .increment(1);
-                        tracing::warn!(
-                            "kinesis: skipped an event of {} bytes (limit {}) on {} at {position}",
+                        ops::events::oversized_skipped(
+                            event.table_name(),
                             data.len(),
                             self.max_record_bytes,
-                            event.table_name()
+                            &position,
                         );
                         continue;
                     }

@@ -346,7 +346,7 @@ async fn balance(
         held.insert(take.shard.to_string(), consumer);
         mine += 1;
     }
-    metrics::gauge!("tidemark_apply_shards_held").set(mine as f64);
+    crate::ops::events::shards_held(mine);
     Ok(())
 }
 

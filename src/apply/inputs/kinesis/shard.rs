@@ -151,8 +151,7 @@ pub async fn consume(
         };
         input.health.tick();
         if let Some(behind) = page.millis_behind_latest {
-            metrics::gauge!("tidemark_apply_millis_behind", "shard" => shard.clone())
-                .set(behind as f64);
+            crate::ops::events::shard_behind(&shard, behind);
         }
         if let Some(record) = page.records.last() {
             let events = decode(&input.stream, &shard, &page.records)?;
