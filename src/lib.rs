@@ -20,11 +20,13 @@
 //! - **lease**: a DynamoDB item that makes one instance the owner of a
 //!   pipeline (or of a Kinesis shard for `apply`), fenced by its counter.
 
+#![warn(unreachable_pub)]
+
 pub mod apply;
 pub mod aws;
 pub mod config;
 pub mod cursor;
-pub mod lockfile;
+pub(crate) mod lockfile;
 pub mod migrate;
 pub mod ops;
 pub mod pipeline;

@@ -23,13 +23,13 @@ pub enum LockError {
 
 /// A held lock; released when dropped (or when the process ends).
 #[derive(Debug)]
-pub struct LockFile {
+pub(crate) struct LockFile {
     _file: File,
 }
 
 impl LockFile {
     /// Takes the lock at `path` without waiting.
-    pub fn acquire(path: &Path) -> Result<LockFile, LockError> {
+    pub(crate) fn acquire(path: &Path) -> Result<LockFile, LockError> {
         let io = |source| LockError::Io {
             path: path.display().to_string(),
             source,

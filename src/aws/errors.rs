@@ -7,14 +7,14 @@ use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 /// The codes with which Kinesis says "slow down".
-pub const KINESIS_THROTTLED: &[&str] = &[
+pub(crate) const KINESIS_THROTTLED: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "KMSThrottlingException",
     "LimitExceededException",
 ];
 
 /// The codes with which DynamoDB says "slow down".
-pub const DYNAMODB_THROTTLED: &[&str] = &[
+pub(crate) const DYNAMODB_THROTTLED: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "RequestLimitExceeded",
@@ -22,7 +22,7 @@ pub const DYNAMODB_THROTTLED: &[&str] = &[
 
 /// Why a failed call may succeed when tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retryable {
+pub(crate) enum Retryable {
     /// The service said to slow down (one of the `throttled` codes).
     Throttled,
     /// The service answered with a 5xx.
@@ -32,13 +32,13 @@ pub enum Retryable {
 }
 
 /// The service's error code, when it answered with one.
-pub fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
+pub(crate) fn code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Option<&str> {
     e.as_service_error().and_then(|s| s.code())
 }
 
 /// Whether trying again may help, and why; `None` when the error is final
 /// (a missing stream or table, a refused credential, a bad request).
-pub fn retryable<E: ProvideErrorMetadata>(
+pub(crate) fn retryable<E: ProvideErrorMetadata>(
     e: &SdkError<E, HttpResponse>,
     throttled: &[&str],
 ) -> Option<Retryable> {
@@ -57,7 +57,7 @@ pub fn retryable<E: ProvideErrorMetadata>(
 
 /// An SDK error in one line: the service's code and message when it answered,
 /// else the whole chain of causes.
-pub fn describe<E, R>(e: &SdkError<E, R>) -> String
+pub(crate) fn describe<E, R>(e: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -73,11 +73,11 @@ where
 }
 
 /// The retry reason of a throttled call.
-pub const KINESIS_THROTTLED_REASON: &str = "kinesis_throttled";
+pub(crate) const KINESIS_THROTTLED_REASON: &str = "kinesis_throttled";
 
 /// Why a failed call may be retried (the retry metric's reason: throttled, a
 /// server error, unreachable), or `None` when the error is final.
-pub fn kinesis_retry_reason<E>(e: &SdkError<E, HttpResponse>) -> Option<&'static str>
+pub(crate) fn kinesis_retry_reason<E>(e: &SdkError<E, HttpResponse>) -> Option<&'static str>
 where
     E: ProvideErrorMetadata,
 {

@@ -28,7 +28,7 @@ use tidemark_connectors::event::now_ms;
 use tokio::time::Instant;
 
 /// The `owner` of a lease given up on a clean stop.
-pub const RELEASED: &str = "(released)";
+pub(crate) const RELEASED: &str = "(released)";
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -53,7 +53,7 @@ pub fn text<'a>(item: &'a Item, name: &str) -> &'a str {
         .map_or("", String::as_str)
 }
 
-pub fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+pub(crate) fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
@@ -97,7 +97,7 @@ where
 }
 
 /// This process's name as a lease owner: host, pid and start time.
-pub fn instance_name() -> String {
+pub(crate) fn instance_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
@@ -197,7 +197,7 @@ impl LeaseTable {
 /// `lease_counter` on with an atomic `+ 1`, so a renewal and a commit can be
 /// in flight at once and neither waits for the other.
 #[derive(Clone)]
-pub struct Lease {
+pub(crate) struct Lease {
     table: LeaseTable,
     pub key: String,
     pub owner: String,
@@ -237,7 +237,7 @@ pub enum Held {
 }
 
 impl Lease {
-    pub fn new(table: &LeaseTable, key: &str, owner: &str) -> Lease {
+    pub(crate) fn new(table: &LeaseTable, key: &str, owner: &str) -> Lease {
         Lease {
             table: table.clone(),
             key: key.to_string(),
@@ -261,7 +261,7 @@ impl Lease {
 
     /// Creates the item, held by this lease, when there is none; `None` when
     /// another instance was first.
-    pub async fn create(&self, duration: Duration) -> Result<Option<Item>, LeaseError> {
+    pub(crate) async fn create(&self, duration: Duration) -> Result<Option<Item>, LeaseError> {
         let sent = Instant::now();
         let put = self
             .table
@@ -298,7 +298,11 @@ impl Lease {
     /// `seen`; `None` when it moved. Returns the item as this write left it:
     /// what it holds (a position, a checkpoint) is read in the same
     /// conditional write as the lease is taken, never before it.
-    pub async fn take(&self, seen: i64, duration: Duration) -> Result<Option<Item>, LeaseError> {
+    pub(crate) async fn take(
+        &self,
+        seen: i64,
+        duration: Duration,
+    ) -> Result<Option<Item>, LeaseError> {
         let sent = Instant::now();
         let result = self
             .table
@@ -329,14 +333,14 @@ impl Lease {
     }
 
     /// True while this instance holds the lease.
-    pub fn held(&self) -> bool {
+    pub(crate) fn held(&self) -> bool {
         self.state().epoch.is_some()
     }
 
     /// True while the lease is held and no other instance can have taken it
     /// over yet (see [`State::confirmed_until`]): writes to a sink are made
     /// only then.
-    pub fn confirmed(&self) -> bool {
+    pub(crate) fn confirmed(&self) -> bool {
         let state = self.state();
         state.epoch.is_some() && state.confirmed_until.is_some_and(|t| Instant::now() < t)
     }
@@ -345,7 +349,7 @@ impl Lease {
     /// and moves `lease_counter` on; `condition`, when given, must hold too.
     /// `#owner` names `owner`. On [`Held::Lost`] the lease is dropped, so
     /// later writes are not tried.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         set: &str,
         condition: Option<&str>,
@@ -423,7 +427,7 @@ impl Lease {
     }
 
     /// Moves the counter on, so observers see the holder alive.
-    pub async fn renew(&self, duration: Duration) -> Result<Held, LeaseError> {
+    pub(crate) async fn renew(&self, duration: Duration) -> Result<Held, LeaseError> {
         self.write("updated_at = :now", None, duration, |r| {
             r.expression_attribute_values(":now", n(now_ms()))
         })
@@ -431,7 +435,7 @@ impl Lease {
     }
 
     /// Gives the lease up (a clean stop), so another instance takes it at once.
-    pub async fn release(&self) -> Result<Held, LeaseError> {
+    pub(crate) async fn release(&self) -> Result<Held, LeaseError> {
         // Whatever the answer, this instance holds the lease no more.
         self.write_then("#owner = :none", None, Duration::ZERO, true, |r| {
             r.expression_attribute_values(":none", s(RELEASED))
@@ -442,7 +446,7 @@ impl Lease {
 
 /// Tells, by this process's own clock, when another owner's lease lapsed.
 #[derive(Default)]
-pub struct LapseClock {
+pub(crate) struct LapseClock {
     /// Per item: the owner and counter last seen, and since when.
     seen: HashMap<String, (String, i64, Instant)>,
 }
@@ -450,7 +454,7 @@ pub struct LapseClock {
 impl LapseClock {
     /// True when the item's owner released it or its counter has not moved for
     /// `duration`.
-    pub fn lapsed(&mut self, key: &str, item: &Item, duration: Duration) -> bool {
+    pub(crate) fn lapsed(&mut self, key: &str, item: &Item, duration: Duration) -> bool {
         let owner = text(item, "owner");
         let counter = number(item, "lease_counter");
         if owner == RELEASED {

@@ -3,7 +3,7 @@
 //! the DynamoDB cursor store and `apply`'s Kinesis input; imports none of them.
 
 pub mod clients;
-pub mod errors;
+pub(crate) mod errors;
 pub mod lease;
 
 /// Setting up an AWS client failed.

@@ -15,11 +15,11 @@ pub mod bounds {
     use std::time::Duration;
 
     /// Events, rows, pages.
-    pub const MAX_COUNT: usize = 1_000_000;
-    pub const MAX_PARALLELISM: usize = 64;
-    pub const MAX_FILE_BYTES: u64 = 1 << 40;
-    pub const DAY: Duration = Duration::from_secs(86_400);
-    pub const HOUR: Duration = Duration::from_secs(3_600);
+    pub(crate) const MAX_COUNT: usize = 1_000_000;
+    pub(crate) const MAX_PARALLELISM: usize = 64;
+    pub(crate) const MAX_FILE_BYTES: u64 = 1 << 40;
+    pub(crate) const DAY: Duration = Duration::from_secs(86_400);
+    pub(crate) const HOUR: Duration = Duration::from_secs(3_600);
 }
 
 /// A count between `min` and `max`, or an error naming the key.

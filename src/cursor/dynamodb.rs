@@ -77,7 +77,7 @@ impl DynamoCursor {
 
     /// The signal that stops the pipeline when the lease is lost (set it
     /// before [`Self::acquire`]).
-    pub fn stop_on_loss(&mut self, stop: StopSignal) {
+    pub(crate) fn stop_on_loss(&mut self, stop: StopSignal) {
         self.on_loss = Some(stop);
     }
 
@@ -252,7 +252,7 @@ impl DynamoCursor {
     }
 
     /// True while this instance holds the lease (it may be unconfirmed).
-    pub fn lease_held(&self) -> bool {
+    pub(crate) fn lease_held(&self) -> bool {
         self.lease.held()
     }
 

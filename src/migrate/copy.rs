@@ -45,7 +45,7 @@ struct Job {
 /// What a worker reports of a chunk: `(table, chunk, rows)`, or its failure.
 type ChunkResult = Result<(usize, usize, u64), MigrateError>;
 
-pub async fn copy_all(
+pub(super) async fn copy_all(
     config: &Config,
     plan: &Migration,
     document: &mut Document,

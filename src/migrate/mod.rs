@@ -121,7 +121,7 @@ pub struct Document {
 /// What the running catch-up reports every second (a document of its own, so
 /// it never overwrites what `cutover` writes).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CatchUpProgress {
+pub(crate) struct CatchUpProgress {
     pub applied_position: String,
     pub lag_seconds: f64,
     pub events_read: u64,
@@ -183,7 +183,7 @@ impl Migration {
     }
 
     /// The target `(schema, table)` of a source table.
-    pub fn target_of(
+    pub(crate) fn target_of(
         &self,
         (schema, table): &(String, String),
         default_schema: &str,
@@ -225,12 +225,12 @@ pub async fn load(db: &mut Db, name: &str) -> Result<Option<Document>, MigrateEr
     }
 }
 
-pub async fn save(db: &mut Db, name: &str, document: &Document) -> Result<(), MigrateError> {
+pub(crate) async fn save(db: &mut Db, name: &str, document: &Document) -> Result<(), MigrateError> {
     let text = serde_json::to_string(document).map_err(|e| MigrateError::State(e.to_string()))?;
     db.save_document(name, &text).await
 }
 
-pub async fn load_progress(
+pub(crate) async fn load_progress(
     db: &mut Db,
     name: &str,
 ) -> Result<Option<CatchUpProgress>, MigrateError> {

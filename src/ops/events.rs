@@ -8,19 +8,19 @@ use std::time::Duration;
 use tidemark_connectors::{ChangeEvent, Position};
 
 /// The reader took a batch from the source.
-pub fn batch_read(events: &[ChangeEvent]) {
+pub(crate) fn batch_read(events: &[ChangeEvent]) {
     count_events("tidemark_events_read_total", events);
 }
 
 /// The writer loop is alive (between batches and while waiting for one).
-pub fn writer_alive(health: &Health) {
+pub(crate) fn writer_alive(health: &Health) {
     health.tick();
 }
 
 /// A batch is about to be written: the phase of what is delivered (snapshot
 /// events say so; anything else, the empty batch that ends a snapshot too,
 /// streams) and how far behind its first event is.
-pub fn delivering(health: &Health, events: &[ChangeEvent]) {
+pub(crate) fn delivering(health: &Health, events: &[ChangeEvent]) {
     health.tick();
     let snapshot = events.first().is_some_and(|e| e.source.snapshot);
     health.set_phase(if snapshot {
@@ -34,12 +34,12 @@ pub fn delivering(health: &Health, events: &[ChangeEvent]) {
 }
 
 /// The sink refused a batch.
-pub fn write_failed(events: &[ChangeEvent]) {
+pub(crate) fn write_failed(events: &[ChangeEvent]) {
     count_events("tidemark_events_failed_total", events);
 }
 
 /// The sink took a batch, in `took`.
-pub fn batch_written(health: &Health, events: &[ChangeEvent], took: Duration) {
+pub(crate) fn batch_written(health: &Health, events: &[ChangeEvent], took: Duration) {
     metrics::histogram!("tidemark_sink_write_duration_seconds").record(took.as_secs_f64());
     metrics::histogram!("tidemark_batch_size_events").record(events.len() as f64);
     metrics::counter!("tidemark_batches_total").increment(1);
@@ -48,7 +48,7 @@ pub fn batch_written(health: &Health, events: &[ChangeEvent], took: Duration) {
 }
 
 /// The cursor store holds `position` now.
-pub fn cursor_committed(health: &Health, position: &Position) {
+pub(crate) fn cursor_committed(health: &Health, position: &Position) {
     metrics::counter!("tidemark_cursor_commits_total").increment(1);
     health.committed(position.to_string());
 }
@@ -86,7 +86,7 @@ pub fn reconnected(health: &Health, attempts: u32) {
 
 /// The Kinesis sink skipped an event over the record limit (policy
 /// `skip-and-count`).
-pub fn oversized_skipped(table: String, bytes: usize, limit: usize, position: &str) {
+pub(crate) fn oversized_skipped(table: String, bytes: usize, limit: usize, position: &str) {
     tracing::warn!(
         "kinesis: skipped an event of {bytes} bytes (limit {limit}) on {table} at {position}"
     );
@@ -95,17 +95,17 @@ pub fn oversized_skipped(table: String, bytes: usize, limit: usize, position: &s
 }
 
 /// This instance holds the pipeline's lease (DynamoDB), or no longer does.
-pub fn lease_held(held: bool) {
+pub(crate) fn lease_held(held: bool) {
     metrics::gauge!("tidemark_lease_held").set(if held { 1.0 } else { 0.0 });
 }
 
 /// `tidemark apply` from Kinesis holds this many shards.
-pub fn shards_held(count: usize) {
+pub(crate) fn shards_held(count: usize) {
     metrics::gauge!("tidemark_apply_shards_held").set(count as f64);
 }
 
 /// How far behind the stream's tip a shard's consumer reads.
-pub fn shard_behind(shard: &str, millis: i64) {
+pub(crate) fn shard_behind(shard: &str, millis: i64) {
     metrics::gauge!("tidemark_apply_millis_behind", "shard" => shard.to_string())
         .set(millis as f64);
 }

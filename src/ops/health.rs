@@ -145,7 +145,7 @@ impl HealthState {
 
     /// The phase as shown to operators: `streaming` becomes `catching-up` while
     /// the lag is high.
-    pub fn phase_name(&self) -> &'static str {
+    pub(crate) fn phase_name(&self) -> &'static str {
         match self.phase() {
             Phase::Starting => "starting",
             Phase::Standby => "standby",
@@ -228,11 +228,11 @@ impl HealthState {
 
     /// A batch was read: its oldest event's source commit time, unless older
     /// events are still in flight.
-    pub fn events_read(&self) -> u64 {
+    pub(crate) fn events_read(&self) -> u64 {
         self.events_read.load(Ordering::SeqCst)
     }
 
-    pub fn events_written(&self) -> u64 {
+    pub(crate) fn events_written(&self) -> u64 {
         self.events_written.load(Ordering::SeqCst)
     }
 
@@ -264,7 +264,7 @@ impl HealthState {
     }
 
     /// The cursor loaded at start.
-    pub fn resumed_at(&self, position: String) {
+    pub(crate) fn resumed_at(&self, position: String) {
         *lock(&self.position) = position;
     }
 
@@ -284,12 +284,12 @@ impl HealthState {
     }
 
     /// Source commit time of the last written event (ms since the epoch).
-    pub fn last_written_ms(&self) -> i64 {
+    pub(crate) fn last_written_ms(&self) -> i64 {
         self.last_written.load(Ordering::SeqCst)
     }
 
     /// Time since the last cursor commit.
-    pub fn cursor_age(&self) -> Option<Duration> {
+    pub(crate) fn cursor_age(&self) -> Option<Duration> {
         let at = self.last_commit.load(Ordering::SeqCst);
         (at > 0).then(|| Duration::from_millis((now_ms() - at).max(0) as u64))
     }

@@ -37,7 +37,7 @@ pub fn install() {
 }
 
 /// The scrape: gauges derived from the health first, then everything.
-pub fn render(health: &Health) -> String {
+pub(crate) fn render(health: &Health) -> String {
     let Some(handle) = HANDLE.get() else {
         return String::new();
     };
@@ -72,7 +72,7 @@ pub fn render(health: &Health) -> String {
 
 /// Adds the events to `name{table, op}`, one counter update per run of events
 /// of the same table and op (batches are mostly long runs).
-pub fn count_events(name: &'static str, events: &[ChangeEvent]) {
+pub(crate) fn count_events(name: &'static str, events: &[ChangeEvent]) {
     let mut run: Option<(&ChangeEvent, u64)> = None;
     for event in events {
         match &mut run {

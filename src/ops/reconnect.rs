@@ -11,8 +11,8 @@ use backoff::backoff::Backoff as _;
 use std::time::{Duration, Instant};
 
 /// The first wait, and the longest.
-pub const FIRST_WAIT: Duration = Duration::from_millis(500);
-pub const LONGEST_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(30);
 
 /// The waits between sessions: from [`FIRST_WAIT`], doubling to
 /// [`LONGEST_WAIT`], each drawn within ±50 % so that instances cut off

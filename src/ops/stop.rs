@@ -63,11 +63,6 @@ impl StopSignal {
             .clone()
     }
 
-    /// True once stopped.
-    pub fn is_stopped(&self) -> bool {
-        *self.flag.borrow()
-    }
-
     /// A receiver of the flag, to wait for the stop.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.flag.subscribe()

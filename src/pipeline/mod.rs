@@ -13,7 +13,7 @@
 
 pub mod assembly;
 mod commit;
-pub mod contract;
+pub(crate) mod contract;
 #[cfg(test)]
 mod doubles;
 mod reader;
@@ -111,7 +111,7 @@ async fn commit(
 /// A stream-only start without a cursor: commits where it starts, before the
 /// daemon says it runs and before anything is read, so a stop or a kill before
 /// the first change loses nothing made meanwhile. Returns that position.
-pub async fn commit_fresh_start(
+pub(crate) async fn commit_fresh_start(
     source: &impl Source,
     sink: &mut impl Sink,
     cursor: &mut impl Cursor,

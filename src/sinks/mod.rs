@@ -4,7 +4,7 @@
 //! to move.
 
 mod file;
-pub mod kinesis;
+pub(crate) mod kinesis;
 mod stdout;
 pub mod target;
 
@@ -101,7 +101,7 @@ impl AnySink {
 
 /// Appends each event as one JSON line; `cache` carries a shared `source`
 /// block over from one call to the next.
-pub fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>, cache: &mut SourceCache) {
+pub(crate) fn encode_lines(events: &[ChangeEvent], out: &mut Vec<u8>, cache: &mut SourceCache) {
     for event in events {
         event.write_json_cached(out, cache);
         out.push(b'\n');

@@ -66,7 +66,7 @@ impl TargetSink {
     }
 
     /// Writes events whose positions are given as text (read back from JSON).
-    pub async fn write_positioned(
+    pub(crate) async fn write_positioned(
         &mut self,
         events: &[(&ChangeEvent, &str)],
     ) -> Result<(), TargetError> {

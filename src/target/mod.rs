@@ -17,13 +17,13 @@
 mod batch;
 mod bookkeeping;
 mod described;
-pub mod mysql;
-pub mod plan;
-pub mod postgres;
+pub(crate) mod mysql;
+pub(crate) mod plan;
+pub(crate) mod postgres;
 mod refusal;
 mod sql;
 pub mod types;
-pub mod values;
+pub(crate) mod values;
 
 pub use bookkeeping::check_progress;
 
@@ -120,7 +120,7 @@ impl TableMap {
     /// Fills in the target's defaults: its default schema (Postgres `public`,
     /// MySQL the URL's database) unless set, and whether a Postgres source's
     /// schema is kept (Postgres targets only).
-    pub fn for_target(mut self, engine: types::Engine, default_schema: &str) -> TableMap {
+    pub(crate) fn for_target(mut self, engine: types::Engine, default_schema: &str) -> TableMap {
         if self.default_schema.is_empty() {
             self.default_schema = default_schema.to_string();
         }
@@ -129,7 +129,7 @@ impl TableMap {
     }
 
     /// The target's `(schema, table)` for a source table.
-    pub fn resolve(&self, table: &TableKey) -> (String, String) {
+    pub(crate) fn resolve(&self, table: &TableKey) -> (String, String) {
         let source = table.to_string();
         if let Some(target) = self.names.get(&source) {
             return match target.split_once('.') {
@@ -146,7 +146,7 @@ impl TableMap {
 }
 
 /// A target table as the writers need it.
-pub struct TargetTable {
+pub(crate) struct TargetTable {
     /// The quoted name: `"schema"."table"` (Postgres), `` `db`.`table` `` (MySQL).
     pub quoted: String,
     /// Column name → (type text, kind).
@@ -214,7 +214,11 @@ impl Target {
     }
 
     /// Stores a source cursor (JSON) beside the applied position.
-    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
+    pub(crate) async fn save_cursor(
+        &mut self,
+        scope: &str,
+        cursor: &str,
+    ) -> Result<(), TargetError> {
         match self {
             Target::Postgres(t) => t.save_cursor(scope, cursor).await,
             Target::Mysql(t) => t.save_cursor(scope, cursor).await,
@@ -224,7 +228,7 @@ impl Target {
     /// Makes sure `scope` has a row in `tidemark_applied`, so that the
     /// `SELECT … FOR UPDATE` of every batch finds one to lock: two writers of a
     /// new scope then queue behind each other instead of both passing the check.
-    pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
+    pub(crate) async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         match self {
             Target::Postgres(t) => t.claim(scope).await,
             Target::Mysql(t) => t.claim(scope).await,
@@ -232,7 +236,7 @@ impl Target {
     }
 
     /// Forgets the stored position of `scope`.
-    pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
+    pub(crate) async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         match self {
             Target::Postgres(t) => t.forget(scope).await,
             Target::Mysql(t) => t.forget(scope).await,
@@ -244,7 +248,7 @@ impl Target {
 /// schema-change event: columns added and dropped, in the target's types.
 /// With `schema_changes = "stop"` any difference is an error naming the table
 /// and the change.
-pub fn schema_ddl(
+pub(crate) fn schema_ddl(
     existing: &std::collections::HashMap<String, (String, values::Kind)>,
     quoted: &str,
     source: &TableKey,
@@ -315,7 +319,7 @@ pub fn schema_ddl(
 /// log or an unreadable one is not ordered either: nothing is skipped for
 /// them (a repeat, never a loss), and the last one given counts as latest.
 /// Each position is parsed once.
-pub fn after_applied<'a>(
+pub(crate) fn after_applied<'a>(
     events: &'a [(&'a ChangeEvent, &'a str)],
     applied: Option<&str>,
 ) -> (Vec<(&'a ChangeEvent, &'a str)>, Option<&'a str>) {

@@ -62,7 +62,7 @@ pub(crate) fn my_error(what: impl Into<String>) -> impl FnOnce(mysql_async::Erro
 /// mysql_async always asks for multi-statements, so every statement built
 /// from events goes through [`execute_one`], which the server parses as one
 /// statement.
-pub async fn connect(url: &str) -> Result<Conn, TargetError> {
+pub(crate) async fn connect(url: &str) -> Result<Conn, TargetError> {
     let url = tls::parse(url).map_err(|e| TargetError::Setup(format!("target.url: {e}")))?;
     let mut conn = tls::connect(&url)
         .await
@@ -104,7 +104,7 @@ fn session_mode(server: &str) -> String {
 /// Runs one statement through the binary protocol's prepare, which takes one
 /// statement only: text built from events can never carry a second one.
 /// Closed at once: every batch's text differs, so a cache would only fill up.
-pub async fn execute_one(conn: &mut Conn, sql: &str) -> Result<u64, mysql_async::Error> {
+pub(crate) async fn execute_one(conn: &mut Conn, sql: &str) -> Result<u64, mysql_async::Error> {
     let statement = conn.prep(sql).await?;
     let result = conn.exec_drop(&statement, ()).await;
     let affected = conn.affected_rows();
@@ -152,21 +152,25 @@ impl MyTarget {
             .map_err(my_error(bookkeeping::READ))
     }
 
-    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
+    pub(crate) async fn save_cursor(
+        &mut self,
+        scope: &str,
+        cursor: &str,
+    ) -> Result<(), TargetError> {
         self.conn
             .exec_drop(BOOKKEEPING.store_cursor(), (scope, cursor))
             .await
             .map_err(my_error(bookkeeping::STORE_CURSOR))
     }
 
-    pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
+    pub(crate) async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         self.conn
             .exec_drop(BOOKKEEPING.claim(), (scope,))
             .await
             .map_err(my_error(bookkeeping::CLAIM))
     }
 
-    pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
+    pub(crate) async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         self.conn
             .exec_drop(BOOKKEEPING.forget(), (scope,))
             .await
@@ -386,7 +390,7 @@ impl refusal::Attempt for MyTarget {
 }
 
 /// Reads a table's columns and primary key; `None` when it does not exist.
-pub async fn describe(
+pub(crate) async fn describe(
     conn: &mut Conn,
     schema: &str,
     name: &str,

@@ -87,7 +87,7 @@ enum State {
 
 /// Collapses events (with their `position` strings) into steps, in an order
 /// that gives the same final state.
-pub fn plan<'a>(
+pub(crate) fn plan<'a>(
     events: impl IntoIterator<Item = (&'a ChangeEvent, &'a str)>,
 ) -> Result<Vec<Step>, PlanError> {
     let mut steps = Vec::new();

@@ -32,7 +32,7 @@ pub struct PgTarget {
 
 /// Connects with the session settings the value forms need (UTC, ISO dates),
 /// and the URL's TLS settings (`sslmode`, `sslrootcert`).
-pub async fn connect(url: &str) -> Result<Client, TargetError> {
+pub(crate) async fn connect(url: &str) -> Result<Client, TargetError> {
     let url = tls::parse(url).map_err(|e| TargetError::Setup(format!("target.url: {e}")))?;
     let mut config = url.config.clone();
     config.options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=1");
@@ -102,7 +102,11 @@ impl PgTarget {
         .transpose()
     }
 
-    pub async fn save_cursor(&mut self, scope: &str, cursor: &str) -> Result<(), TargetError> {
+    pub(crate) async fn save_cursor(
+        &mut self,
+        scope: &str,
+        cursor: &str,
+    ) -> Result<(), TargetError> {
         self.client
             .execute(&BOOKKEEPING.store_cursor(), &[&scope, &cursor])
             .await
@@ -110,7 +114,7 @@ impl PgTarget {
         Ok(())
     }
 
-    pub async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
+    pub(crate) async fn claim(&mut self, scope: &str) -> Result<(), TargetError> {
         self.client
             .execute(&BOOKKEEPING.claim(), &[&scope])
             .await
@@ -118,7 +122,7 @@ impl PgTarget {
         Ok(())
     }
 
-    pub async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
+    pub(crate) async fn forget(&mut self, scope: &str) -> Result<(), TargetError> {
         self.client
             .execute(&BOOKKEEPING.forget(), &[&scope])
             .await
@@ -129,7 +133,7 @@ impl PgTarget {
     /// Starts `COPY … FROM STDIN` (text format) into the target table of
     /// `source`, in a transaction of its own: the fast path of `tidemark
     /// migrate`'s copy when both ends are Postgres.
-    pub async fn copy_in(
+    pub(crate) async fn copy_in(
         &mut self,
         source: &TableKey,
         columns: &[Arc<str>],
@@ -351,7 +355,7 @@ async fn execute_all(
 }
 
 /// A `COPY … FROM STDIN` under way; dropped unfinished, it rolls back.
-pub struct PgCopy<'a> {
+pub(crate) struct PgCopy<'a> {
     tx: tokio_postgres::Transaction<'a>,
     sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<bytes::Bytes>>>,
     table: Arc<TargetTable>,
@@ -359,14 +363,14 @@ pub struct PgCopy<'a> {
 
 impl PgCopy<'_> {
     /// Sends the next piece of COPY text (it need not end at a row).
-    pub async fn send(&mut self, data: bytes::Bytes) -> Result<(), TargetError> {
+    pub(crate) async fn send(&mut self, data: bytes::Bytes) -> Result<(), TargetError> {
         use futures_util::SinkExt;
         let result = self.sink.send(data).await;
         result.map_err(|e| copy_error(&self.table, e))
     }
 
     /// Ends the copy and commits; returns the rows copied.
-    pub async fn finish(mut self) -> Result<u64, TargetError> {
+    pub(crate) async fn finish(mut self) -> Result<u64, TargetError> {
         let rows = match self.sink.as_mut().finish().await {
             Ok(rows) => rows,
             Err(e) => return Err(copy_error(&self.table, e)),
@@ -447,7 +451,7 @@ async fn schema_change(
 }
 
 /// Reads a table's columns and primary key; `None` when it does not exist.
-pub async fn describe(
+pub(crate) async fn describe(
     client: &impl GenericClient,
     schema: &str,
     name: &str,

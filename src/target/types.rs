@@ -12,7 +12,7 @@ pub enum Engine {
 
 impl Engine {
     /// The engine of a connection URL.
-    pub fn of_url(url: &str) -> Option<Engine> {
+    pub(crate) fn of_url(url: &str) -> Option<Engine> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Some(Engine::Postgres)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
@@ -56,7 +56,7 @@ fn parse(native: &str) -> (String, Vec<String>, bool) {
 /// number arguments or quoted ENUM/SET labels, and array brackets. Events
 /// come from the sink or the stream, which anyone who can write to them
 /// controls: a type that is not one never reaches SQL.
-pub fn is_type_text(text: &str) -> bool {
+pub(crate) fn is_type_text(text: &str) -> bool {
     const WORDS: [&str; 16] = [
         "precision",
         "varying",
@@ -187,7 +187,7 @@ fn arguments(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
 
 /// The target type for a source column's type text. `key` columns get types a
 /// MySQL primary key can hold (bounded lengths).
-pub fn target_type(from: Engine, to: Engine, native: &str, key: bool) -> String {
+pub(crate) fn target_type(from: Engine, to: Engine, native: &str, key: bool) -> String {
     match (from, to) {
         (Engine::Postgres, Engine::Postgres) | (Engine::Mysql, Engine::Mysql) => native.to_string(),
         (Engine::Mysql, Engine::Postgres) => mysql_to_pg(native),

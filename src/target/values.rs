@@ -58,7 +58,7 @@ impl Element {
 }
 
 /// The kind of a Postgres column from its `format_type` text.
-pub fn pg_kind(type_name: &str) -> Kind {
+pub(crate) fn pg_kind(type_name: &str) -> Kind {
     let base = type_name.split('(').next().unwrap_or(type_name).trim();
     if let Some(element) = type_name.strip_suffix("[]") {
         return Kind::Array(match pg_kind(element) {
@@ -85,7 +85,7 @@ pub fn pg_kind(type_name: &str) -> Kind {
 
 /// The kind of a MySQL column from `information_schema.COLUMNS`
 /// (`DATA_TYPE`, `COLUMN_TYPE`).
-pub fn mysql_kind(data_type: &str, column_type: &str) -> Kind {
+pub(crate) fn mysql_kind(data_type: &str, column_type: &str) -> Kind {
     match data_type.to_ascii_lowercase().as_str() {
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
             Kind::Integer
@@ -126,7 +126,7 @@ fn is_zero_date(text: &str) -> bool {
 }
 
 /// The Postgres input text for `value` in a column of `kind` (`None` = NULL).
-pub fn pg_text(kind: Kind, value: &Value) -> Result<Option<String>, String> {
+pub(crate) fn pg_text(kind: Kind, value: &Value) -> Result<Option<String>, String> {
     Ok(Some(match value {
         Value::Null => return Ok(None),
         Value::Bool(b) => match kind {
@@ -212,7 +212,7 @@ fn quote_array_element(out: &mut String, text: &str) {
 }
 
 /// Appends the MySQL literal for `value` in a column of `kind`.
-pub fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), String> {
+pub(crate) fn mysql_literal(kind: Kind, value: &Value, out: &mut String) -> Result<(), String> {
     match value {
         Value::Null => out.push_str("NULL"),
         Value::Bool(b) => out.push_str(if *b { "1" } else { "0" }),

@@ -196,7 +196,7 @@ impl Db {
     }
 
     /// `"schema"."table"` / `` `db`.`table` ``.
-    pub fn quoted(&self, schema: &str, name: &str) -> String {
+    pub(crate) fn quoted(&self, schema: &str, name: &str) -> String {
         format!("{}.{}", self.ident(schema), self.ident(name))
     }
 
@@ -208,7 +208,7 @@ impl Db {
     }
 
     /// MySQL: the connection's database (the default schema of names).
-    pub async fn current_schema(&mut self) -> Result<String, MigrateError> {
+    pub(crate) async fn current_schema(&mut self) -> Result<String, MigrateError> {
         match self {
             Db::Postgres(_) => Ok(postgres::DEFAULT_SCHEMA.into()),
             Db::Mysql(conn) => mysql::current_schema(conn).await,
@@ -267,7 +267,7 @@ impl Db {
 
     /// Creates `table` (described on a `from` database) here as `schema.name`:
     /// columns and primary key only; indexes come after the copy.
-    pub async fn create_table(
+    pub(crate) async fn create_table(
         &mut self,
         from: Engine,
         table: &Table,
@@ -315,7 +315,7 @@ impl Db {
     }
 
     /// Creates the source table's secondary indexes that the target lacks.
-    pub async fn create_indexes(
+    pub(crate) async fn create_indexes(
         &mut self,
         source: &Table,
         schema: &str,
@@ -350,7 +350,7 @@ impl Db {
 
     /// The key (as text) that ends each chunk of about `chunk_rows` rows, in
     /// key order; the last chunk runs to the end of the table.
-    pub async fn chunk_bounds(
+    pub(crate) async fn chunk_bounds(
         &mut self,
         table: &Table,
         chunk_rows: usize,
@@ -466,7 +466,7 @@ impl Db {
     }
 
     /// Each row's key (as text, joined by `|`) and hash in a key range.
-    pub async fn row_hashes(
+    pub(crate) async fn row_hashes(
         &mut self,
         table: &Table,
         columns: &[String],
@@ -535,7 +535,7 @@ impl Db {
     }
 
     /// Moves this side's counter of `column` past `last` and past the rows' maximum.
-    pub async fn sync_counter(
+    pub(crate) async fn sync_counter(
         &mut self,
         table: &Table,
         column: &str,
@@ -572,14 +572,17 @@ impl Db {
     }
 
     /// Creates the migration's bookkeeping table: one JSON document per name.
-    pub async fn ensure_documents(&mut self) -> Result<(), MigrateError> {
+    pub(crate) async fn ensure_documents(&mut self) -> Result<(), MigrateError> {
         match self {
             Db::Postgres(client) => postgres::ensure_documents(client).await,
             Db::Mysql(conn) => mysql::ensure_documents(conn).await,
         }
     }
 
-    pub async fn load_document(&mut self, name: &str) -> Result<Option<String>, MigrateError> {
+    pub(crate) async fn load_document(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<String>, MigrateError> {
         let sql = match self {
             Db::Postgres(_) => postgres::load_document_sql(name),
             Db::Mysql(_) => mysql::load_document_sql(name),
@@ -587,7 +590,11 @@ impl Db {
         Ok(self.strings(&sql).await?.into_iter().next())
     }
 
-    pub async fn save_document(&mut self, name: &str, document: &str) -> Result<(), MigrateError> {
+    pub(crate) async fn save_document(
+        &mut self,
+        name: &str,
+        document: &str,
+    ) -> Result<(), MigrateError> {
         let sql = match self {
             Db::Postgres(_) => postgres::save_document_sql(name, document),
             Db::Mysql(_) => mysql::save_document_sql(name, document),
@@ -596,7 +603,7 @@ impl Db {
         Ok(())
     }
 
-    pub async fn save_cutover(
+    pub(crate) async fn save_cutover(
         &mut self,
         name: &str,
         position: &str,

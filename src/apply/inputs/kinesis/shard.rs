@@ -16,13 +16,13 @@ use tidemark_connectors::{ChangeEvent, PositionKey};
 use tokio::sync::watch;
 
 /// The checkpoint of a shard read to its end.
-pub const SHARD_END: &str = "SHARD_END";
+pub(super) const SHARD_END: &str = "SHARD_END";
 /// How long a consumer waits after an empty read (Kinesis allows five reads
 /// per second per shard, shared by every reader).
 const EMPTY_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// How a consumer ended.
-pub enum End {
+pub(super) enum End {
     /// Stopped (SIGTERM, or its lease was taken while it waited).
     Stopped,
     /// Read to the end of a closed shard.
@@ -109,7 +109,7 @@ fn decode(
 
 /// Reads one shard and applies it, batch by batch, until halted, finished, or
 /// its lease is lost.
-pub async fn consume(
+pub(super) async fn consume(
     input: Arc<Input>,
     shard: String,
     lease: Lease,
