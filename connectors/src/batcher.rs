@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// See [`Batcher::empty_end_due`].
-pub const EMPTY_BATCH_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const EMPTY_BATCH_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     events: Vec<ChangeEvent>,
     /// How many of `events` belong to transactions whose commit was read.
     complete: usize,
@@ -24,49 +24,41 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn push(&mut self, event: ChangeEvent) {
+    pub(crate) fn push(&mut self, event: ChangeEvent) {
         self.events.push(event);
     }
 
-    pub fn last_mut(&mut self) -> Option<&mut ChangeEvent> {
-        self.events.last_mut()
-    }
-
     /// A transaction's commit was read; `end` is where reading resumes after it.
-    pub fn commit(&mut self, end: Position) {
+    pub(crate) fn commit(&mut self, end: Position) {
         self.complete = self.events.len();
         self.end = Some((end, Instant::now()));
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.events.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
     /// True when complete transactions with events wait to be handed on.
-    pub fn has_complete_events(&self) -> bool {
+    pub(crate) fn has_complete_events(&self) -> bool {
         self.complete > 0
     }
 
     /// The end of the last complete transaction not yet handed on.
-    pub fn end(&self) -> Option<&Position> {
+    pub(crate) fn end(&self) -> Option<&Position> {
         self.end.as_ref().map(|(p, _)| p)
     }
 
     /// When a batch holding only the end of transactions without captured
     /// changes is due: a moment after that end was read, so that a busy server's
     /// foreign transactions do not cost one cursor write each.
-    pub fn empty_end_due(&self) -> Option<Instant> {
+    pub(crate) fn empty_end_due(&self) -> Option<Instant> {
         self.end
             .as_ref()
             .map(|(_, since)| *since + EMPTY_BATCH_DELAY)
     }
 
     /// Everything read so far; `end` covers the complete transactions in it.
-    pub fn take(&mut self) -> Batch {
+    pub(crate) fn take(&mut self) -> Batch {
         self.complete = 0;
         // A vector of a written batch, or one the size of this batch.
         let next = self
@@ -83,7 +75,7 @@ impl Batcher {
     /// here, on the reading thread that allocated them (frees stay local to the
     /// allocator's thread, so memory is reused while warm instead of being faulted
     /// in afresh), and the vector serves the next batch.
-    pub fn recycle(&mut self, mut events: Vec<ChangeEvent>) {
+    pub(crate) fn recycle(&mut self, mut events: Vec<ChangeEvent>) {
         events.clear();
         if self.spare.is_none() {
             self.spare = Some(events);
@@ -92,7 +84,7 @@ impl Batcher {
 
     /// On stop: only complete transactions, so the cursor lands on the last
     /// event written; the rest is read again on the next start.
-    pub fn take_complete(&mut self) -> Option<Batch> {
+    pub(crate) fn take_complete(&mut self) -> Option<Batch> {
         self.events.truncate(self.complete);
         let batch = self.take();
         (!batch.events.is_empty() || batch.end.is_some()).then_some(batch)

@@ -1,7 +1,7 @@
 //! The change-event model every connector produces and every sink writes.
 //!
 //! One [`ChangeEvent`] is one row change (or one schema change), serialized as the
-//! Debezium-compatible JSON envelope of `shared/design/EVENTS.md`. A [`Position`]
+//! Debezium-compatible JSON envelope of `docs/events.md`. A [`Position`]
 //! says where in the source log an event (or a cursor) is; its [`Display`] form is
 //! the byte-comparable `position` string consumers use to drop duplicates.
 
@@ -245,12 +245,12 @@ impl ChangeEvent {
     }
 
     /// The columns the source did not send (absent from `after`).
-    pub fn with_unchanged(self, unchanged: Vec<Arc<str>>) -> ChangeEvent {
+    pub(crate) fn with_unchanged(self, unchanged: Vec<Arc<str>>) -> ChangeEvent {
         ChangeEvent { unchanged, ..self }
     }
 
     /// The event's place in its source transaction.
-    pub fn in_transaction(self, transaction: Option<TransactionInfo>) -> ChangeEvent {
+    pub(crate) fn in_transaction(self, transaction: Option<TransactionInfo>) -> ChangeEvent {
         ChangeEvent {
             transaction,
             ..self
@@ -272,7 +272,7 @@ pub struct SourceCache {
 }
 
 impl ChangeEvent {
-    /// Appends the event's JSON envelope (EVENTS.md), without a newline.
+    /// Appends the event's JSON envelope (docs/events.md), without a newline.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         self.write_json_cached(out, &mut SourceCache::default());
     }

@@ -5,7 +5,9 @@
 //! through [`SourceControl`], which position downstream holds, and only then may
 //! the connector let the source forget (for Postgres, the slot's flush LSN).
 
-pub mod batcher;
+#![warn(unreachable_pub)]
+
+pub(crate) mod batcher;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -13,7 +15,7 @@ pub mod mysql;
 pub mod poll;
 pub mod position;
 pub mod postgres;
-pub mod progress;
+pub(crate) mod progress;
 mod snapshot_then_stream;
 pub mod sql;
 pub mod table;

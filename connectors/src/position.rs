@@ -123,11 +123,6 @@ pub fn binlog_index(file: &str) -> u64 {
     digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0'))
 }
 
-/// The base name of a binlog file (`mariadb-bin.000042` → `mariadb-bin`).
-pub fn binlog_base(file: &str) -> &str {
-    file.rsplit_once('.').map_or(file, |(base, _)| base)
-}
-
 /// What orders positions: the parts of a [`Position`] that say what comes after
 /// what, and nothing else (a cursor's GTID state, a watermark's query text).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,7 +348,7 @@ impl Position {
     }
 
     /// Appends the position's text (what `Display` gives): its key's.
-    pub fn write_text(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_text(&self, out: &mut Vec<u8>) {
         self.key().write_text(out);
     }
 }
@@ -361,7 +356,7 @@ impl Position {
 impl PositionKey {
     /// Appends the text form (see the module doc). Written by hand: this runs
     /// for every event written.
-    pub fn write_text(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_text(&self, out: &mut Vec<u8>) {
         match self {
             PositionKey::Postgres {
                 commit_lsn,
@@ -449,7 +444,7 @@ fn hex<const N: usize>(mut value: u64) -> [u8; N] {
 /// parsed back (see the module doc), but for one table they sort byte-wise in
 /// the watermark's order: the sortable value is fixed-width and key values
 /// are padded ([`sortable_key`]), so the text decides here.
-pub fn poll_written_after(position: &Position, written: &str) -> bool {
+pub(crate) fn poll_written_after(position: &Position, written: &str) -> bool {
     let mut text = Vec::with_capacity(64);
     position.write_text(&mut text);
     text.as_slice() > written.as_bytes()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-pub struct SnapshotProgress {
+pub(crate) struct SnapshotProgress {
     last_log: Instant,
     /// The table being read, and when its first chunk started.
     table: String,
@@ -26,7 +26,7 @@ impl Default for SnapshotProgress {
 
 impl SnapshotProgress {
     /// After each chunk: `done` rows of `table` read, of about `estimate`.
-    pub fn chunk(&mut self, table: &dyn Display, done: u64, estimate: u64, finished: bool) {
+    pub(crate) fn chunk(&mut self, table: &dyn Display, done: u64, estimate: u64, finished: bool) {
         let name = table.to_string();
         if name != self.table {
             self.table = name.clone();

@@ -3,6 +3,8 @@
 //! source's own type text. The value forms in between are the events' (see
 //! `values`).
 
+use tidemark_connectors::sql::Dialect;
+
 /// A database engine, as a source or a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -11,15 +13,12 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The engine of a connection URL.
+    /// The engine of a connection URL (see `Dialect::of_url`).
     pub(crate) fn of_url(url: &str) -> Option<Engine> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Engine::Postgres)
-        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            Some(Engine::Mysql)
-        } else {
-            None
-        }
+        Dialect::of_url(url).map(|dialect| match dialect {
+            Dialect::Postgres => Engine::Postgres,
+            Dialect::Mysql => Engine::Mysql,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::io;
 
 /// How one column is laid out in a row image.
 #[derive(Debug, Clone)]
-pub struct WireColumn {
+pub(crate) struct WireColumn {
     pub column_type: ColumnType,
     pub meta: Vec<u8>,
     pub unsigned: bool,
@@ -21,7 +21,7 @@ pub struct WireColumn {
 
 /// The wire layout of every column of a TABLE_MAP, with value kinds resolved
 /// from its metadata (signedness, charsets, ENUM/SET labels).
-pub fn wire_layout(
+pub(super) fn wire_layout(
     tme: &TableMapEvent<'_>,
     labels: &mut dyn FnMut(ColumnType) -> Option<Vec<String>>,
 ) -> io::Result<Vec<WireColumn>> {

@@ -11,13 +11,13 @@
 //! cursor is the binlog file and the offset after the commit, plus the GTID state.
 //! Resuming checks first that the file still exists, and never skips ahead.
 
-pub mod checks;
+pub(crate) mod checks;
 mod ddl;
 mod events;
 mod layout;
 pub mod retention;
-pub mod rows;
-pub mod schema;
+pub(crate) mod rows;
+pub(crate) mod schema;
 pub mod snapshot;
 mod start;
 pub mod tls;

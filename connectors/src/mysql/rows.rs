@@ -8,10 +8,7 @@
 //! the image's JSON object at once: no `Value` per column, no name per column
 //! (names are rendered once per table).
 
-// `WireColumn` and `wire_layout` live in `layout` (shared with `schema` and
-// `wire`); re-exported so that `rows::WireColumn` and `rows::wire_layout` still
-// name them.
-pub use super::layout::{wire_layout, WireColumn};
+use super::layout::WireColumn;
 use super::schema::TableColumns;
 use super::wire;
 use crate::event::{Image, Row};
@@ -26,7 +23,7 @@ use std::sync::Arc;
 /// row that takes no bytes (a table of no columns) would repeat forever on
 /// bytes that are left: it is an error. Errors name the row's index.
 #[allow(clippy::type_complexity)]
-pub fn read_rows<'a>(
+pub(crate) fn read_rows<'a>(
     rows_data: &'a [u8],
     before: Option<&[bool]>,
     after: Option<&[bool]>,
@@ -59,7 +56,7 @@ pub fn read_rows<'a>(
 }
 
 /// One decoded row image.
-pub struct DecodedImage {
+pub(crate) struct DecodedImage {
     /// The image as a JSON object, rendered from the wire.
     pub image: Image,
     /// The table's key columns, when the image has them all.
@@ -73,7 +70,7 @@ pub struct DecodedImage {
 /// rendered once per table); only the key columns become `Value`s, read back
 /// from what was rendered. `len_hint` carries the last image's length over to
 /// size the next one.
-pub fn read_image<'a>(
+pub(crate) fn read_image<'a>(
     buf: &mut ParseBuf<'a>,
     present: &[bool],
     table: &'a TableColumns,

@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 /// Which optional TABLE_MAP metadata the server sent.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SentMetadata {
+pub(crate) struct SentMetadata {
     pub signedness: bool,
     pub charsets: bool,
 }
 
 /// A table's columns, in table order, and its key.
 #[derive(Debug, Clone)]
-pub struct TableColumns {
+pub(crate) struct TableColumns {
     pub db: Arc<str>,
     pub table: Arc<str>,
     pub names: Vec<Arc<str>>,
@@ -42,7 +42,7 @@ pub struct TableColumns {
 
 impl TableColumns {
     /// A table of no columns yet.
-    pub fn empty(db: &str, table: &str) -> TableColumns {
+    pub(crate) fn empty(db: &str, table: &str) -> TableColumns {
         TableColumns {
             db: db.into(),
             table: table.into(),
@@ -58,7 +58,7 @@ impl TableColumns {
     }
 
     /// Renders the column names for row images; run once the names are final.
-    pub fn render_names(&mut self) {
+    pub(crate) fn render_names(&mut self) {
         self.json_names = self
             .names
             .iter()
@@ -72,7 +72,7 @@ impl TableColumns {
     }
 
     /// The key columns of a row (`None` if one is missing from it).
-    pub fn key_of(&self, row: &Row) -> Option<Row> {
+    pub(crate) fn key_of(&self, row: &Row) -> Option<Row> {
         self.key
             .iter()
             .map(|&i| {
@@ -91,7 +91,7 @@ impl TableColumns {
     /// What the server did send (MySQL 8's `MINIMAL`: signedness and
     /// charsets) stays: the binlog describes its own rows, the history only
     /// the table as it is now.
-    pub fn complete_wire(&self, wire: &mut [WireColumn], sent: SentMetadata) {
+    pub(crate) fn complete_wire(&self, wire: &mut [WireColumn], sent: SentMetadata) {
         for (i, column) in wire.iter_mut().enumerate() {
             let declared = self.types.get(i).map_or("", String::as_str);
             if !sent.signedness {
@@ -125,7 +125,7 @@ impl TableColumns {
     /// render them as the server prints them (and the snapshot reads them).
     /// Only a 16-byte binary column the history calls so, at the same place
     /// with the same name, is taken.
-    pub fn name_plugin_types(&self, layout: &mut TableColumns) {
+    pub(crate) fn name_plugin_types(&self, layout: &mut TableColumns) {
         for (i, wire) in layout.wire.iter_mut().enumerate() {
             let same_column = self.names.get(i) == layout.names.get(i);
             let kind = match self.types.get(i) {
@@ -143,7 +143,7 @@ impl TableColumns {
     }
 
     /// The `columns` of a schema-change event.
-    pub fn infos(&self) -> Vec<ColumnInfo> {
+    pub(crate) fn infos(&self) -> Vec<ColumnInfo> {
         self.names
             .iter()
             .enumerate()
@@ -157,7 +157,7 @@ impl TableColumns {
 }
 
 /// Reads a table's current layout from `information_schema`.
-pub async fn read_columns(
+pub(crate) async fn read_columns(
     conn: &mut Conn,
     db: &str,
     table: &str,

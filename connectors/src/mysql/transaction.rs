@@ -206,12 +206,12 @@ pub(crate) struct PreparedXa {
 pub(crate) struct Prepared(Vec<PreparedXa>);
 
 impl Prepared {
-    pub fn push(&mut self, xa: PreparedXa) {
+    pub(super) fn push(&mut self, xa: PreparedXa) {
         self.0.push(xa);
     }
 
     /// Takes the rows of `xid` out (its outcome was read).
-    pub fn resolve(&mut self, xid: &str) -> Option<Vec<ChangeEvent>> {
+    pub(super) fn resolve(&mut self, xid: &str) -> Option<Vec<ChangeEvent>> {
         let at = self
             .0
             .iter()
@@ -220,7 +220,7 @@ impl Prepared {
     }
 
     /// Where the cursor must stay: the start of the oldest one.
-    pub fn hold(&self) -> Option<&Position> {
+    pub(super) fn hold(&self) -> Option<&Position> {
         self.0.first().map(|xa| &xa.hold)
     }
 }

@@ -1,4 +1,4 @@
-//! MySQL/MariaDB column values (binlog row images) to the JSON forms of EVENTS.md.
+//! MySQL/MariaDB column values (binlog row images) to the JSON forms of docs/events.md.
 //!
 //! `mysql_common` decodes the binary row image into `Value`s; what a value means
 //! (text or bytes, which ENUM label, which SET members) depends on the column,
@@ -13,15 +13,15 @@ use mysql_async::Value as MyValue;
 use serde_json::{Number, Value};
 
 /// The charset id MySQL uses for binary strings (BINARY, VARBINARY, BLOB).
-pub const BINARY_CHARSET: u16 = 63;
+pub(crate) const BINARY_CHARSET: u16 = 63;
 /// latin1_swedish_ci, latin1's default collation.
-pub const LATIN1_CHARSET: u16 = 8;
+pub(crate) const LATIN1_CHARSET: u16 = 8;
 /// utf8mb4_general_ci.
-pub const UTF8MB4_CHARSET: u16 = 45;
+pub(crate) const UTF8MB4_CHARSET: u16 = 45;
 
 /// How one column's values map to JSON.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MyKind {
+pub(crate) enum MyKind {
     Integer,
     Float,
     Decimal,
@@ -160,7 +160,7 @@ fn is_latin1(charset: u16) -> bool {
 
 impl MyKind {
     /// Chooses the kind from the TABLE_MAP column type and metadata.
-    pub fn of(
+    pub(crate) fn of(
         column_type: ColumnType,
         meta: &[u8],
         charset: u16,
@@ -215,7 +215,7 @@ impl MyKind {
     /// The labels of an `enum('a','b')` or `set(…)` column type, as
     /// `information_schema.COLUMNS.COLUMN_TYPE` shows it (a quote in a label
     /// is doubled); `None` for any other type.
-    pub fn declared_labels(column_type: &str) -> Option<Vec<String>> {
+    pub(crate) fn declared_labels(column_type: &str) -> Option<Vec<String>> {
         let lower = column_type.to_ascii_lowercase();
         let start = if lower.starts_with("enum(") {
             5
@@ -253,7 +253,7 @@ impl MyKind {
     /// Chooses the kind from `information_schema` (`DATA_TYPE`, `COLUMN_TYPE`), for
     /// values read by queries, where the server already turned ENUMs and SETs into
     /// text and any charset into the connection's utf8mb4.
-    pub fn from_sql(data_type: &str, column_type: &str) -> MyKind {
+    pub(crate) fn from_sql(data_type: &str, column_type: &str) -> MyKind {
         match data_type.to_ascii_lowercase().as_str() {
             "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => MyKind::Integer,
             "decimal" => MyKind::Decimal,
@@ -281,7 +281,7 @@ impl MyKind {
     }
 
     /// Converts one decoded binlog value.
-    pub fn to_json(&self, value: BinlogValue<'_>) -> Value {
+    pub(crate) fn to_json(&self, value: BinlogValue<'_>) -> Value {
         match value {
             BinlogValue::Value(v) => self.value(v),
             BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j) {
@@ -297,7 +297,7 @@ impl MyKind {
     /// Appends one decoded binlog value as JSON: the text `to_json` gives once
     /// serialized, written without building a `Value` for the common kinds
     /// (integers, UTF-8 text, decimals, dates and times). The binlog hot path.
-    pub fn write_json(&self, value: BinlogValue<'_>, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&self, value: BinlogValue<'_>, out: &mut Vec<u8>) {
         let BinlogValue::Value(v) = value else {
             return json::value(out, &self.to_json(value));
         };
@@ -344,7 +344,7 @@ impl MyKind {
     }
 
     /// Converts one value (from a binlog row or a query).
-    pub fn value(&self, v: MyValue) -> Value {
+    pub(crate) fn value(&self, v: MyValue) -> Value {
         match (self, v) {
             (_, MyValue::NULL) => Value::Null,
             (_, MyValue::Int(i)) if !matches!(self, MyKind::Enum(_)) => Value::Number(i.into()),
@@ -511,7 +511,7 @@ fn float(f: f64, text: &str) -> Value {
 
 /// `1763737200.123456` (seconds since the epoch, as the binlog gives TIMESTAMP)
 /// → `2025-11-21T15:00:00.123456Z`. A zero TIMESTAMP is `0000-00-00T00:00:00.000000Z`.
-pub fn epoch_to_utc(text: &str) -> String {
+pub(crate) fn epoch_to_utc(text: &str) -> String {
     let (secs, micros) = match text.split_once('.') {
         Some((s, f)) => (s, format!("{f:0<6}")),
         None => (text, "000000".to_string()),

@@ -26,7 +26,7 @@ use std::io;
 
 /// Writes the column's value as JSON when it has one of the encodings above
 /// (and returns `true`); otherwise reads nothing and returns `false`.
-pub fn write_json(
+pub(super) fn write_json(
     buf: &mut ParseBuf<'_>,
     column: &WireColumn,
     out: &mut Vec<u8>,

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub struct KeySet {
+pub(super) struct KeySet {
     path: PathBuf,
     every: Duration,
     next_scan: Instant,
@@ -42,7 +42,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
 impl KeySet {
     /// Loads the set kept for `table` (empty when there is none yet); the first
     /// scan runs at once.
-    pub fn open(
+    pub(super) fn open(
         dir: &Path,
         pipeline: &str,
         table: &str,
@@ -64,17 +64,17 @@ impl KeySet {
         })
     }
 
-    pub fn due(&self) -> bool {
+    pub(super) fn due(&self) -> bool {
         Instant::now() >= self.next_scan
     }
 
     /// Waits one interval before scanning.
-    pub fn postpone(&mut self) {
+    pub(super) fn postpone(&mut self) {
         self.next_scan = Instant::now() + self.every;
     }
 
     /// A row with this key is about to be emitted.
-    pub fn saw(&mut self, key: &Row) {
+    pub(super) fn saw(&mut self, key: &Row) {
         // The same compact form as `Value::Array(...).to_string()` in `compare`.
         let values: Vec<&Value> = key.0.iter().map(|(_, v)| v).collect();
         let line = serde_json::to_string(&values).unwrap_or_default();
@@ -86,7 +86,7 @@ impl KeySet {
     /// Appends the keys seen since the last call to the file (fsynced), before
     /// their events go to the sink: a key whose row is deleted while tidemark is
     /// down is then still known at the next start.
-    pub fn append_seen(&mut self) -> Result<(), SourceError> {
+    pub(super) fn append_seen(&mut self) -> Result<(), SourceError> {
         if self.unsaved.is_empty() {
             return Ok(());
         }
@@ -112,7 +112,7 @@ impl KeySet {
     /// Compares the table's keys now with the known ones; returns the keys gone.
     /// `scan` numbers this scan; its deletes must become durable before the file
     /// forgets them.
-    pub fn compare(
+    pub(super) fn compare(
         &mut self,
         keys: Vec<Vec<Value>>,
         scan: u64,
@@ -139,7 +139,7 @@ impl KeySet {
     }
 
     /// The cursor says scans up to `scans` are durable.
-    pub fn durable(&mut self, scans: u64) -> Result<(), SourceError> {
+    pub(super) fn durable(&mut self, scans: u64) -> Result<(), SourceError> {
         if self.pending.is_some_and(|p| p <= scans) {
             self.save()?;
             self.pending = None;

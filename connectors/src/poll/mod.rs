@@ -204,7 +204,8 @@ enum TableQueries {
 
 impl Backend {
     async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
-        if url.starts_with("mysql://") {
+        // The config accepts `postgres://` and `mysql://` URLs only.
+        if crate::sql::Dialect::of_url(url) == Some(crate::sql::Dialect::Mysql) {
             let (my, db) = mysql::MyPoll::connect(url).await?;
             Ok((Backend::Mysql(my), db))
         } else {

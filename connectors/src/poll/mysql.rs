@@ -18,12 +18,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
 use std::sync::Arc;
 
-pub struct MyPoll {
+pub(super) struct MyPoll {
     conn: Conn,
 }
 
 /// What the queries of one table need.
-pub struct MyTable {
+pub(super) struct MyTable {
     columns: TableColumns,
 }
 
@@ -70,7 +70,7 @@ fn param(kind: &MyKind, text: &str) -> MyValue {
 
 impl MyPoll {
     /// Connects (in UTC); returns the connection and the database name.
-    pub async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
+    pub(super) async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
         let mut conn = connect(url).await?;
         conn.query_drop("SET time_zone = '+00:00'")
             .await
@@ -84,7 +84,7 @@ impl MyPoll {
 
     /// Checks the table and its columns; warns when no index starts with the
     /// cursor column.
-    pub async fn describe(
+    pub(super) async fn describe(
         &mut self,
         table: &PollTable,
     ) -> Result<(Described, MyTable), SourceError> {
@@ -147,7 +147,7 @@ impl MyPoll {
     }
 
     /// One page in `(cursor, key)` order.
-    pub async fn page(
+    pub(super) async fn page(
         &mut self,
         table: &MyTable,
         described: &Described,
@@ -183,7 +183,7 @@ impl MyPoll {
     }
 
     /// Every key in the table now (one statement, so one consistent view).
-    pub async fn keys(
+    pub(super) async fn keys(
         &mut self,
         table: &MyTable,
         described: &Described,

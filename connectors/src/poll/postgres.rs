@@ -11,13 +11,13 @@ use crate::SourceError;
 use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-pub struct PgPoll {
+pub(super) struct PgPoll {
     client: Client,
     kinds: TypeKinds,
 }
 
 /// What the queries of one table need.
-pub struct PgTable {
+pub(super) struct PgTable {
     schema: TableSchema,
     cursor_type: String,
     key_types: Vec<String>,
@@ -29,7 +29,7 @@ fn err(what: String) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
 
 impl PgPoll {
     /// Connects; returns the connection and the database name.
-    pub async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
+    pub(super) async fn connect(url: &str) -> Result<(Self, Arc<str>), SourceError> {
         let pg = crate::postgres::parse_url(url)?;
         let client = catalog::connect(&pg).await?;
         let db = pg.config.get_dbname().unwrap_or("postgres").into();
@@ -44,7 +44,7 @@ impl PgPoll {
 
     /// Checks the table and its columns; warns when no index starts with the
     /// cursor column.
-    pub async fn describe(
+    pub(super) async fn describe(
         &mut self,
         table: &PollTable,
     ) -> Result<(Described, PgTable), SourceError> {
@@ -127,7 +127,7 @@ impl PgPoll {
 
     /// One page in `(cursor, key)` order. `before_oldest_tx`: stop before the start
     /// of the oldest transaction still writing.
-    pub async fn page(
+    pub(super) async fn page(
         &self,
         table: &PgTable,
         described: &Described,
@@ -190,7 +190,7 @@ impl PgPoll {
     }
 
     /// Every key in the table now (one statement, so one consistent view).
-    pub async fn keys(
+    pub(super) async fn keys(
         &self,
         table: &PgTable,
         described: &Described,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use tokio_postgres::{Client, Row};
 
 /// Session settings that make value text forms predictable (see `values`).
-pub const SESSION_OPTIONS: &str =
+pub(crate) const SESSION_OPTIONS: &str =
     "-c TimeZone=UTC -c DateStyle=ISO -c bytea_output=hex -c extra_float_digits=1 -c IntervalStyle=postgres -c standard_conforming_strings=on";
 
 fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
@@ -100,7 +100,7 @@ pub async fn table_shape(
 }
 
 /// The primary-key column names of a relation, in key order.
-pub async fn primary_key(client: &Client, relid: u32) -> Result<Vec<String>, SourceError> {
+pub(crate) async fn primary_key(client: &Client, relid: u32) -> Result<Vec<String>, SourceError> {
     client
         .query(
             "SELECT a.attname::text FROM pg_index i \
@@ -180,14 +180,17 @@ pub async fn type_name(client: &Client, oid: u32, modifier: i32) -> Result<Strin
 
 /// A replication slot as the server lists it.
 #[derive(Debug, Clone)]
-pub struct SlotState {
+pub(crate) struct SlotState {
     pub plugin: Option<String>,
     pub database: Option<String>,
     pub active: bool,
     pub confirmed_flush_lsn: Option<u64>,
 }
 
-pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, SourceError> {
+pub(crate) async fn slot_state(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotState>, SourceError> {
     let row = client
         .query_opt(
             "SELECT plugin::text, database::text, active, confirmed_flush_lsn::text \
@@ -210,7 +213,7 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
 }
 
 /// What a publication holds.
-pub struct Publication {
+pub(crate) struct Publication {
     /// `schema.table` of each table.
     pub tables: Vec<String>,
     /// `FOR ALL TABLES`: tables created later join it.
@@ -218,7 +221,7 @@ pub struct Publication {
 }
 
 /// The tables a publication holds; `None` when it does not exist.
-pub async fn publication_tables(
+pub(crate) async fn publication_tables(
     client: &Client,
     publication: &str,
 ) -> Result<Option<Publication>, SourceError> {
@@ -253,7 +256,7 @@ pub async fn publication_tables(
 /// their changes reach tidemark, which drops them before the sink (and counts
 /// them in `tidemark_unconfigured_changes_dropped_total`), but the server
 /// still decodes and sends them.
-pub fn publication_warnings(
+pub(crate) fn publication_warnings(
     publication: &str,
     published: &Publication,
     tables: &[TableName],

@@ -17,7 +17,7 @@
 //! `flush = X` only once the cursor store holds X (via [`SourceControl`]).
 
 pub mod catalog;
-pub mod pgoutput;
+pub(crate) mod pgoutput;
 pub mod retention;
 pub mod snapshot;
 mod start;

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes};
 
 /// A column value as pgoutput sends it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Datum {
+pub(crate) enum Datum {
     Null,
     /// An unchanged TOASTed value the server did not send.
     Unchanged,
@@ -20,7 +20,7 @@ pub enum Datum {
 
 /// One column of a relation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RelationColumn {
+pub(crate) struct RelationColumn {
     /// Part of the replica identity key.
     pub key: bool,
     pub name: String,
@@ -29,7 +29,7 @@ pub struct RelationColumn {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Relation {
+pub(crate) struct Relation {
     pub id: u32,
     pub schema: String,
     pub table: String,
@@ -40,7 +40,7 @@ pub struct Relation {
 
 /// The old row carried by an update or delete.
 #[derive(Debug, Clone, PartialEq)]
-pub enum OldRow {
+pub(crate) enum OldRow {
     /// Replica identity key columns only; other columns are NULL placeholders.
     Key(Vec<Datum>),
     /// The whole old row (REPLICA IDENTITY FULL).
@@ -48,7 +48,7 @@ pub enum OldRow {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Message {
+pub(crate) enum Message {
     Relation(Relation),
     /// A user-defined type's name; values are decoded by OID through the catalog.
     Type,
@@ -76,7 +76,7 @@ pub enum Message {
 /// What went wrong decoding one message.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed pgoutput message: {0}")]
-pub struct DecodeError(pub String);
+pub(crate) struct DecodeError(pub String);
 
 fn need(buf: &Bytes, n: usize, what: &str) -> Result<(), DecodeError> {
     if buf.remaining() < n {
@@ -138,7 +138,7 @@ fn old_row(kind: u8, buf: &mut Bytes) -> Result<OldRow, DecodeError> {
 
 /// Decodes one pgoutput message. Begin, Commit and logical messages are handled by
 /// the replication client and never reach here; any other tag is an error.
-pub fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
+pub(crate) fn decode(mut buf: Bytes) -> Result<Message, DecodeError> {
     let tag = u8_(&mut buf, "message tag")?;
     match tag {
         b'R' => Ok(Message::Relation(relation(&mut buf)?)),

@@ -164,7 +164,7 @@ impl Snapshot {
         Ok((columns, stream))
     }
 
-    pub fn consistent_point(&self) -> u64 {
+    pub(crate) fn consistent_point(&self) -> u64 {
         self.consistent_point
     }
 

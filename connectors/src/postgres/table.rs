@@ -22,7 +22,7 @@ pub struct Column {
 
 /// The columns of a table and which of them form its key.
 #[derive(Debug, Clone)]
-pub struct TableSchema {
+pub(crate) struct TableSchema {
     pub name: TableName,
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the key (primary key, else replica identity).
@@ -32,7 +32,7 @@ pub struct TableSchema {
 impl TableSchema {
     /// Builds a row from pgoutput values. Unchanged TOAST values are left out of
     /// the row and named in the second result; NULL stays `null`.
-    pub fn row(&self, values: &[Datum]) -> (Row, Vec<Arc<str>>) {
+    pub(crate) fn row(&self, values: &[Datum]) -> (Row, Vec<Arc<str>>) {
         let mut row = Vec::with_capacity(values.len());
         let mut unchanged = Vec::new();
         for (column, datum) in self.columns.iter().zip(values) {
@@ -49,7 +49,7 @@ impl TableSchema {
     }
 
     /// Builds a row from text values (the snapshot's `column::text`).
-    pub fn row_from_text<'a>(&self, values: impl Iterator<Item = Option<&'a str>>) -> Row {
+    pub(crate) fn row_from_text<'a>(&self, values: impl Iterator<Item = Option<&'a str>>) -> Row {
         Row(self
             .columns
             .iter()
@@ -62,7 +62,7 @@ impl TableSchema {
     }
 
     /// The key columns of a full row (`None` if a key column is missing from it).
-    pub fn key_of(&self, row: &Row) -> Option<Row> {
+    pub(crate) fn key_of(&self, row: &Row) -> Option<Row> {
         self.key
             .iter()
             .map(|&i| {
@@ -75,13 +75,13 @@ impl TableSchema {
 
     /// The key-only old row pgoutput sends for REPLICA IDENTITY DEFAULT/INDEX:
     /// just the key columns (the others are placeholders).
-    pub fn key_row(&self, values: &[Datum]) -> Row {
+    pub(crate) fn key_row(&self, values: &[Datum]) -> Row {
         let (full, _) = self.row(values);
         self.key_of(&full).unwrap_or_default()
     }
 
     /// True when both describe the same columns with the same types.
-    pub fn same_columns(&self, other: &TableSchema) -> bool {
+    pub(crate) fn same_columns(&self, other: &TableSchema) -> bool {
         self.columns.len() == other.columns.len()
             && self.columns.iter().zip(&other.columns).all(|(a, b)| {
                 a.name == b.name && a.type_oid == b.type_oid && a.type_modifier == b.type_modifier

@@ -187,7 +187,7 @@ impl PgUrl {
 }
 
 /// True for a host name or address on this machine.
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .trim_matches(|c| c == '[' || c == ']')

@@ -1,4 +1,4 @@
-//! Postgres column values (text form) to the JSON forms of EVENTS.md.
+//! Postgres column values (text form) to the JSON forms of docs/events.md.
 //!
 //! Both the WAL stream and the snapshot read values in their text form (the
 //! snapshot selects `column::text`), so one converter serves both and a row reads
@@ -40,7 +40,7 @@ pub enum ValueKind {
 impl ValueKind {
     /// The kind of a built-in type, or `None` when the catalog must be asked
     /// (user-defined types, domains, arrays of those).
-    pub fn builtin(oid: u32) -> Option<ValueKind> {
+    pub(crate) fn builtin(oid: u32) -> Option<ValueKind> {
         use ValueKind::*;
         let array = |k: ValueKind| Array(Box::new(k));
         Some(match oid {
@@ -72,7 +72,7 @@ impl ValueKind {
     }
 
     /// Converts one non-NULL text value.
-    pub fn to_json(&self, text: &str) -> Value {
+    pub(crate) fn to_json(&self, text: &str) -> Value {
         match self {
             ValueKind::Integer => integer(text),
             ValueKind::Numeric | ValueKind::Json | ValueKind::Text => {

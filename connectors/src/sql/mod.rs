@@ -7,3 +7,25 @@
 
 pub mod mysql;
 pub mod postgres;
+
+/// An SQL dialect: the engine a connection URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Mysql,
+}
+
+impl Dialect {
+    /// The one reading of URL schemes: `postgres://` and `postgresql://`
+    /// are PostgreSQL, `mysql://` and `mariadb://` MySQL; anything else
+    /// (a libpq `key=value` string, a typo) is `None`.
+    pub fn of_url(url: &str) -> Option<Dialect> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Dialect::Postgres)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Some(Dialect::Mysql)
+        } else {
+            None
+        }
+    }
+}
