@@ -32,5 +32,6 @@ pub mod ops;
 pub mod pipeline;
 pub mod sinks;
 pub mod target;
+pub mod transform;
 
 pub use tidemark_connectors as connectors;

@@ -66,6 +66,25 @@ enum Command {
         #[command(subcommand)]
         command: CursorCommand,
     },
+    /// Print the plaintext of `encrypt`-masked values (tmenc:v1:...), with
+    /// the config's [keys] (taken from the environment through ${VAR}).
+    Decrypt {
+        #[arg(long)]
+        config: PathBuf,
+        /// The masked values; one plaintext per line, in order.
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+    /// Print the original of `tokenize`-masked values, with the named key.
+    Detokenize {
+        #[arg(long)]
+        config: PathBuf,
+        /// The [keys] id the tokens were made with.
+        #[arg(long)]
+        key: String,
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,5 +231,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             CursorCommand::Reset { config } => commands::cursor::reset(&config).await,
             CursorCommand::Init { config } => commands::cursor::init(&config).await,
         },
+        Command::Decrypt { config, values } => commands::unmask::decrypt(&config, &values),
+        Command::Detokenize {
+            config,
+            key,
+            values,
+        } => commands::unmask::detokenize(&config, &key, &values),
     }
 }

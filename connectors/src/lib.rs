@@ -8,6 +8,7 @@
 #![warn(unreachable_pub)]
 
 pub(crate) mod batcher;
+pub mod columns;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;

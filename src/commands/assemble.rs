@@ -115,3 +115,28 @@ pub(crate) async fn open_sink(
         }
     })
 }
+
+/// What does not fit between `[[transform]]` and the source's tables (a
+/// named column missing, a technique the column's type cannot take), one
+/// line each; nothing is read when there are no transforms.
+pub(crate) async fn transform_problems(config: &Config) -> anyhow::Result<Vec<String>> {
+    if config.transforms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tables: Vec<(String, String)> = match &config.source {
+        SourceConfig::Postgres(pg) => pg.tables.iter().map(name_pair).collect(),
+        SourceConfig::Mysql(my) => my.tables.clone(),
+        SourceConfig::Poll(poll) => poll.table.iter().map(|t| name_pair(&t.name)).collect(),
+    };
+    let columns =
+        tidemark_connectors::columns::table_columns(config.source_url().expose(), &tables).await?;
+    Ok(tables
+        .iter()
+        .zip(&columns)
+        .flat_map(|((schema, table), columns)| config.transforms.problems(schema, table, columns))
+        .collect())
+}
+
+fn name_pair(name: &tidemark_connectors::table::TableName) -> (String, String) {
+    (name.schema.to_string(), name.table.to_string())
+}

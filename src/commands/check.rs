@@ -1,7 +1,7 @@
 //! `tidemark check`: the config, the source, the sink, the cursor store and
 //! the target, checked without changing anything.
 
-use super::assemble::{cursor_store, open_sink};
+use super::assemble::{cursor_store, open_sink, transform_problems};
 use anyhow::bail;
 use std::path::Path;
 use tidemark::config::{Config, SecretUrl, SinkConfig, SourceSettings};
@@ -43,6 +43,7 @@ pub(crate) async fn check(path: &Path) -> anyhow::Result<()> {
         }
     };
     let mut problems = problems;
+    problems.extend(transform_problems(&config).await?);
     // The sink and the cursor store must be usable (a Kinesis stream must
     // exist, a sink folder be writable), the cursor be of this source's kind,
     // and a [target] answer and let the user write.

@@ -11,3 +11,4 @@ pub(crate) mod migrate;
 pub(crate) mod reconnect;
 pub(crate) mod run;
 pub(crate) mod signals;
+pub(crate) mod unmask;

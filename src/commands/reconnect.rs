@@ -23,7 +23,9 @@ pub(crate) fn transient<'a>(
                 PipelineError::Source(e) => e.is_retryable(),
                 PipelineError::Sink(e) => sink_transient(e),
                 PipelineError::Cursor(e) => e.is_transient(),
-                PipelineError::Reader(_) | PipelineError::Stopped(_) => false,
+                PipelineError::Reader(_)
+                | PipelineError::Stopped(_)
+                | PipelineError::Transform(_) => false,
             };
         }
         if let Some(e) = cause.downcast_ref::<SourceError>() {

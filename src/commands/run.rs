@@ -2,7 +2,8 @@
 //! sessions that a failure a new session may cure starts over.
 
 use super::assemble::{
-    connect_target, cursor_store, open_sink, retention_watch, source_identity, Mode,
+    connect_target, cursor_store, open_sink, retention_watch, source_identity, transform_problems,
+    Mode,
 };
 use super::reconnect::{tick_while_starting, wait_to_reconnect};
 use super::signals;
@@ -60,6 +61,10 @@ async fn run_pipeline(
     ops::metrics::install();
     if let Some(address) = config.http.address()? {
         ops::http::serve(address, health.clone()).await?;
+    }
+    let problems = transform_problems(&config).await?;
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
     }
     tick_while_starting(health);
     let (handle, control) = tidemark_connectors::control();
@@ -196,6 +201,7 @@ impl Session<'_> {
             stop: &self.stop,
             commit_every: config.pipeline.commit_interval,
             health: &self.health,
+            transforms: config.transforms.clone(),
         };
         assembly.start(&source).await?;
         streaming(retry, &config.pipeline.name, &self.health);

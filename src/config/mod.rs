@@ -15,6 +15,7 @@ mod source;
 mod target;
 #[cfg(test)]
 mod tests;
+mod transform;
 mod values;
 
 pub use cursor::CursorConfig;
@@ -27,8 +28,12 @@ pub use source::{
 pub use target::{ApplyConfig, ApplyInput, MigrateConfig, TargetConfig, TargetEngine};
 pub use values::{bounds, parse_duration, SecretUrl};
 
+use crate::transform::keys::KeyRing;
+use crate::transform::Transforms;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,6 +79,10 @@ pub struct Config {
     pub target: Option<TargetConfig>,
     pub apply: ApplyConfig,
     pub migrate: MigrateConfig,
+    /// `[keys]`: masking keys by id (for `decrypt` and `detokenize` too).
+    pub keys: KeyRing,
+    /// `[[transform]]`, compiled.
+    pub transforms: Arc<Transforms>,
 }
 
 /// The file as written. Its serde name stays `Config`, so that a serde error
@@ -98,6 +107,10 @@ struct RawConfig {
     apply: ApplyConfig,
     #[serde(default)]
     migrate: MigrateConfig,
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+    #[serde(default, rename = "transform")]
+    transforms: Vec<transform::RawTransform>,
 }
 
 impl Config {
@@ -140,6 +153,7 @@ impl Config {
         raw.log.validate()?;
         raw.sink.validate()?;
         let cursor = CursorConfig::parse(raw.cursor)?;
+        let (keys, transforms) = transform::parse(&raw.keys, raw.transforms)?;
         Ok(Config {
             pipeline,
             source,
@@ -151,6 +165,8 @@ impl Config {
             target: raw.target,
             apply: raw.apply,
             migrate: raw.migrate,
+            keys,
+            transforms,
         })
     }
 

@@ -148,6 +148,13 @@ pub struct Migration {
 
 impl Migration {
     pub fn from_config(config: &Config) -> Result<Migration, MigrateError> {
+        // The copy moves rows as they are; masking half a migration would
+        // leave raw values in the copied part.
+        if !config.transforms.is_empty() {
+            return Err(MigrateError::Config(
+                "transform: migrate copies tables as they are and does not apply [[transform]]; remove it, or use `run` with a target".into(),
+            ));
+        }
         let target = config.target.as_ref().ok_or_else(|| {
             MigrateError::Config("target: the config has no [target] section".into())
         })?;
@@ -419,6 +426,7 @@ async fn catch_up(
         stop: &stop,
         commit_every: config.pipeline.commit_interval,
         health,
+        transforms: Default::default(),
     };
     let summary = assembly.run(source, None, AnySink::report).await;
     reporter.abort();

@@ -4,9 +4,11 @@
 //! build the parts (sink, cursor store, source) from their own settings.
 
 use super::contract::{Cursor, Sink, Source};
-use super::{commit_fresh_start, run, PipelineError, Summary};
+use super::{commit_fresh_start, run, PipelineError, Settings, Summary};
 use crate::ops::stop::StopSignal;
 use crate::ops::Health;
+use crate::transform::Transforms;
+use std::sync::Arc;
 use std::time::Duration;
 use tidemark_connectors::{Position, SourceHandle};
 
@@ -34,6 +36,8 @@ pub struct Assembly<'a, S, C> {
     pub stop: &'a StopSignal,
     pub commit_every: Duration,
     pub health: &'a Health,
+    /// Applied to every batch before the sink sees it.
+    pub transforms: Arc<Transforms>,
 }
 
 impl<S: Sink, C: Cursor> Assembly<'_, S, C> {
@@ -68,9 +72,12 @@ impl<S: Sink, C: Cursor> Assembly<'_, S, C> {
             &self.handle.durable,
             self.sink,
             self.cursor,
-            resumed,
-            self.commit_every,
-            self.health,
+            Settings {
+                resumed,
+                commit_every: self.commit_every,
+                health: self.health,
+                transforms: self.transforms.clone(),
+            },
         )
         .await;
         let stopped_by = self.stop.reason();

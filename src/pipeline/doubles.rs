@@ -150,9 +150,12 @@ async fn pipeline(
         &durable,
         &mut sink,
         &mut cursor,
-        resumed.as_ref(),
-        commit_every,
-        &crate::ops::Health::new(),
+        super::Settings {
+            resumed: resumed.as_ref(),
+            commit_every,
+            health: &crate::ops::Health::new(),
+            transforms: Default::default(),
+        },
     )
     .await;
     let entries = log.lock().expect("log").clone();

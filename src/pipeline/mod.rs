@@ -23,8 +23,10 @@ mod writer;
 use crate::cursor::CursorError;
 use crate::ops::{events, Health};
 use crate::sinks::SinkError;
+use crate::transform::Transforms;
 pub use contract::{Cursor, Sink, Source};
 use replay::ReplayWindow;
+use std::sync::Arc;
 use std::time::Duration;
 use tidemark_connectors::mysql::MysqlSource;
 use tidemark_connectors::poll::PollSource;
@@ -43,6 +45,8 @@ pub enum PipelineError {
     Cursor(#[from] CursorError),
     #[error("source reader task failed: {0}")]
     Reader(String),
+    #[error(transparent)]
+    Transform(#[from] crate::transform::TransformError),
     /// Stopped from outside for a failure a new session cannot cure (a lost
     /// retention, a lost lease); the message names it and the way back.
     #[error("{0}")]
@@ -139,6 +143,16 @@ pub struct Summary {
 /// overlaps writing, and a slow sink slows reading.
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// How a run goes, besides its parts.
+pub struct Settings<'a> {
+    /// Where the source resumed (the sink's replay window starts there).
+    pub resumed: Option<&'a Position>,
+    pub commit_every: Duration,
+    pub health: &'a Health,
+    /// Applied by the reader to every batch, before the sink sees it.
+    pub transforms: Arc<Transforms>,
+}
+
 /// Runs until the source stops (on the stop signal it was given, or at its stop
 /// LSN) or something fails.
 pub async fn run(
@@ -146,15 +160,19 @@ pub async fn run(
     durable: &watch::Sender<Option<Position>>,
     sink: &mut impl Sink,
     cursor: &mut impl Cursor,
-    resumed: Option<&Position>,
-    commit_every: Duration,
-    health: &Health,
+    settings: Settings<'_>,
 ) -> Result<Summary, PipelineError> {
+    let Settings {
+        resumed,
+        commit_every,
+        health,
+        transforms,
+    } = settings;
     let (batches_tx, mut batches) = mpsc::channel::<Batch>(BATCHES_IN_FLIGHT);
     // Written batches' vectors, emptied on the writer, go back to the reader,
     // which fills them again instead of allocating new ones.
     let (recycle, written) = mpsc::channel::<Vec<ChangeEvent>>(4);
-    let reader = reader::spawn(source, batches_tx, written);
+    let reader = reader::spawn(source, batches_tx, written, transforms);
     // After a crash the sink may already hold events past the cursor: skip them.
     let replay = ReplayWindow::new(resumed, sink.last_position());
     let mut writer = Writer::new(sink, cursor, durable, commit_every, replay, recycle, health);

@@ -104,7 +104,7 @@ pub async fn fresh_aws(name: &str, shards: i32) {
 }
 
 /// Every event in the stream, per shard in sequence order.
-async fn read_stream(name: &str) -> BTreeMap<String, Vec<Value>> {
+pub async fn read_stream(name: &str) -> BTreeMap<String, Vec<Value>> {
     read_stream_from(&kinesis(), name).await
 }
 
@@ -193,7 +193,7 @@ pub fn cursor_init(config: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn all_events(shards: &BTreeMap<String, Vec<Value>>) -> Vec<&Value> {
+pub fn all_events(shards: &BTreeMap<String, Vec<Value>>) -> Vec<&Value> {
     shards.values().flatten().collect()
 }
 

@@ -1,0 +1,123 @@
+//! Masking keys: 32 bytes each, given in the config as 64 hex digits or as
+//! base64 (normally through `${VAR}`, so the config file holds no secret),
+//! and named by an id, so that a key can be rotated while the old one still
+//! decrypts and detokenizes. Keys never appear in `Debug`, logs or errors.
+
+use super::TransformError;
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One key's bytes.
+#[derive(Clone)]
+pub struct Key {
+    pub(crate) id: Arc<str>,
+    bytes: [u8; 32],
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({}: <redacted>)", self.id)
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl Key {
+    /// Reads `text` (64 hex digits, or base64 of 32 bytes). The error names
+    /// the key id, never the text.
+    pub fn parse(id: &str, text: &str) -> Result<Key, TransformError> {
+        let text = text.trim();
+        let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).ok()
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .or_else(|| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(text)
+                        .ok()
+                })
+        };
+        let bytes: [u8; 32] =
+            decoded
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| TransformError::Key {
+                    id: id.to_string(),
+                    message:
+                        "must be 32 bytes, as 64 hex digits or base64 (e.g. `openssl rand -hex 32`)"
+                            .into(),
+                })?;
+        Ok(Key {
+            id: id.into(),
+            bytes,
+        })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    /// HMAC-SHA-256 of `parts` (each length-prefixed, so that no two
+    /// different part lists give the same input).
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.bytes)
+            .expect("HMAC takes a key of any length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The configured keys, by id.
+#[derive(Clone, Default)]
+pub struct KeyRing(BTreeMap<String, Key>);
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl KeyRing {
+    /// Parses every `id = "key text"` pair.
+    pub fn parse(entries: &BTreeMap<String, String>) -> Result<KeyRing, TransformError> {
+        let mut ring = BTreeMap::new();
+        for (id, text) in entries {
+            ring.insert(id.clone(), Key::parse(id, text)?);
+        }
+        Ok(KeyRing(ring))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Key> {
+        self.0.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hex_or_base64_of_32_bytes_and_never_shown() {
+        let hex_text = "00".repeat(31) + "ff";
+        let key = Key::parse("k1", &hex_text).expect("hex");
+        assert_eq!(key.bytes()[31], 0xff);
+        let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert_eq!(Key::parse("k2", &b64).expect("base64").bytes(), &[7u8; 32]);
+        let error = Key::parse("k3", "c2hvcnQ=").expect_err("short").to_string();
+        assert!(
+            error.contains("k3") && !error.contains("c2hvcnQ="),
+            "{error}"
+        );
+        assert!(!format!("{key:?}").contains("ff"), "{key:?}");
+    }
+}
