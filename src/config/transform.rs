@@ -3,8 +3,9 @@
 //! that module and `config/README.md`).
 
 use super::{invalid, ConfigError};
+use crate::transform::fake::FakeKind;
 use crate::transform::keys::KeyRing;
-use crate::transform::mask::{Encoding, FakeKind, Technique};
+use crate::transform::mask::{Encoding, Technique};
 use crate::transform::{TransformError, TransformSpec, Transforms};
 use serde::Deserialize;
 use std::collections::BTreeMap;

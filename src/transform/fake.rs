@@ -3,8 +3,17 @@
 //! word lists are small and made up here; phone numbers use the 555-01xx
 //! range reserved for fiction, emails the reserved `example.com` domain.
 
-use super::keys::Key;
-use super::mask::{FakeKind, KeyStream};
+use super::keys::{Key, KeyStream};
+
+/// The kinds of fake values `substitute` draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FakeKind {
+    Name,
+    Email,
+    Phone,
+    Address,
+}
 
 const FIRST: &[&str] = &[
     "Ada", "Ben", "Cleo", "Dario", "Elif", "Farah", "Goran", "Hana", "Ivo", "Jana", "Kofi", "Lena",

@@ -102,6 +102,43 @@ impl KeyRing {
     }
 }
 
+/// Pseudo-random numbers from HMAC(key, seed, counter): deterministic per
+/// (key, seed).
+pub(crate) struct KeyStream<'a> {
+    key: &'a Key,
+    seed: &'a [u8],
+    counter: u64,
+    block: [u8; 32],
+    used: usize,
+}
+
+impl<'a> KeyStream<'a> {
+    pub(crate) fn new(key: &'a Key, seed: &'a [u8]) -> Self {
+        KeyStream {
+            key,
+            seed,
+            counter: 0,
+            block: [0; 32],
+            used: 32,
+        }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        if self.used + 8 > 32 {
+            self.block = self
+                .key
+                .mac(&[b"stream", self.seed, &self.counter.to_be_bytes()]);
+            self.counter += 1;
+            self.used = 0;
+        }
+        let bytes: [u8; 8] = self.block[self.used..self.used + 8]
+            .try_into()
+            .unwrap_or_default();
+        self.used += 8;
+        u64::from_be_bytes(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@
 //! | `age` | no | the date shifted by the row's offset, within ±N days |
 //! | `scramble` | no (weak) | the same characters, shuffled |
 
-use super::fake;
-use super::keys::{Key, KeyRing};
+use super::fake::{self, FakeKind};
+use super::keys::{Key, KeyRing, KeyStream};
 use super::tokenize;
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -29,16 +29,6 @@ pub enum Encoding {
     #[default]
     Hex,
     Base64,
-}
-
-/// The kinds of fake values `substitute` draws from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FakeKind {
-    Name,
-    Email,
-    Phone,
-    Address,
 }
 
 /// One column's technique, with its key.
@@ -206,43 +196,6 @@ fn scramble(key: &Key, text: &str) -> String {
         chars.swap(i, j);
     }
     chars.into_iter().collect()
-}
-
-/// Pseudo-random numbers from HMAC(key, seed, counter): deterministic per
-/// (key, seed).
-pub(crate) struct KeyStream<'a> {
-    key: &'a Key,
-    seed: &'a [u8],
-    counter: u64,
-    block: [u8; 32],
-    used: usize,
-}
-
-impl<'a> KeyStream<'a> {
-    pub(crate) fn new(key: &'a Key, seed: &'a [u8]) -> Self {
-        KeyStream {
-            key,
-            seed,
-            counter: 0,
-            block: [0; 32],
-            used: 32,
-        }
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        if self.used + 8 > 32 {
-            self.block = self
-                .key
-                .mac(&[b"stream", self.seed, &self.counter.to_be_bytes()]);
-            self.counter += 1;
-            self.used = 0;
-        }
-        let bytes: [u8; 8] = self.block[self.used..self.used + 8]
-            .try_into()
-            .unwrap_or_default();
-        self.used += 8;
-        u64::from_be_bytes(bytes)
-    }
 }
 
 #[cfg(test)]

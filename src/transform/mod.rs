@@ -10,7 +10,7 @@
 //! values (a key column is masked alike in the key block, so partitions and
 //! per-key order hold); then the columns not kept are dropped.
 
-mod fake;
+pub mod fake;
 mod filter;
 pub mod keys;
 pub mod mask;
