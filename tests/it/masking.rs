@@ -504,3 +504,49 @@ async fn a_masked_key_keeps_every_row_on_one_kinesis_partition_in_order() {
         assert_eq!(versions, [0, 1, 2, 3], "row {id} in order");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polled_rows_are_masked_before_the_sink() {
+    let db = TestDb::new("tm_mask_poll").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE people (id int PRIMARY KEY, email text, ssn text, note text, updated_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO people (id, email, ssn, note) VALUES (1, 'polled1@corp.test', '101-11-1001', 'first note');",
+        )
+        .await
+        .expect("table");
+    let config = db.dir.path().join("poll.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\nname = \"{name}\"\n[source]\ntype = \"poll\"\nurl = \"{url}\"\ninterval = \"100ms\"\n[[source.table]]\nname = \"public.people\"\ncursor_column = \"updated_at\"\n[sink]\ntype = \"file\"\npath = \"{events}\"\n[cursor]\ntype = \"file\"\npath = \"{cursor}\"\n\n[keys]\nk1 = \"${{TM_MASK_KEY}}\"\n[[transform]]\ntables = [\"public.people\"]\n[transform.mask]\nemail = {{ technique = \"hash\", key = \"k1\" }}\nssn = {{ technique = \"tokenize\", key = \"k1\" }}\nnote = {{ technique = \"encrypt\", key = \"k1\" }}\n",
+            name = db.name,
+            url = db.url(),
+            events = db.events_dir().display(),
+            cursor = db.cursor_path().display(),
+        ),
+    )
+    .expect("config");
+    let mut daemon = Daemon::start_with(&config, &[], &key_env());
+    daemon
+        .wait_for("row 1", Duration::from_secs(30), || async {
+            db.events().iter().any(|e| e["after"]["id"] == 1)
+        })
+        .await;
+    db.client
+        .batch_execute("INSERT INTO people (id, email, ssn, note) VALUES (2, 'polled2@corp.test', '202-22-2002', 'second note')")
+        .await
+        .expect("row 2");
+    db.wait_for_id(&daemon, 2).await;
+    daemon.stop().await;
+    let sink = sink_bytes(&db.events_dir());
+    for raw in ["polled1@corp.test", "polled2@corp.test", "101-11-1001", "202-22-2002", "first note", "second note"] {
+        assert!(!sink.contains(raw), "raw value {raw:?} reached the sink");
+    }
+    let events = db.events();
+    let row2 = events.iter().find(|e| e["after"]["id"] == 2).expect("row 2");
+    let (code, out, err) = command(&["decrypt", row2["after"]["note"].as_str().expect("note")], &config);
+    assert_eq!((code, out.trim()), (0, "second note"), "{err}");
+    let (code, out, err) = command(&["detokenize", "--key", "k1", row2["after"]["ssn"].as_str().expect("ssn")], &config);
+    assert_eq!((code, out.trim()), (0, "202-22-2002"), "{err}");
+}
