@@ -9,11 +9,22 @@ use hmac::{KeyInit, Mac};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One key's bytes.
+/// One key, with its ciphers keyed once (a key schedule per value would
+/// cost more than the masking itself). Clones share them.
 #[derive(Clone)]
 pub struct Key {
     pub(crate) id: Arc<str>,
-    bytes: [u8; 32],
+    ciphers: Arc<Ciphers>,
+}
+
+/// What a key is used through.
+struct Ciphers {
+    /// Keyed once; each MAC starts from a clone.
+    hmac: HmacSha256,
+    pub(crate) gcm: aes_gcm::Aes256Gcm,
+    /// FF1 for digits (radix 10) and for letters (radix 26).
+    ff1_digits: fpe::ff1::FF1<aes::Aes256>,
+    ff1_letters: fpe::ff1::FF1<aes::Aes256>,
 }
 
 impl std::fmt::Debug for Key {
@@ -50,21 +61,46 @@ impl Key {
                         "must be 32 bytes, as 64 hex digits or base64 (e.g. `openssl rand -hex 32`)"
                             .into(),
                 })?;
+        let ff1 = |radix| {
+            fpe::ff1::FF1::<aes::Aes256>::new(&bytes, radix).map_err(|e| TransformError::Key {
+                id: id.to_string(),
+                message: format!("FF1: {e:?}"),
+            })
+        };
+        let ciphers = Ciphers {
+            hmac: <HmacSha256 as KeyInit>::new_from_slice(&bytes).map_err(|_| {
+                TransformError::Key {
+                    id: id.to_string(),
+                    message: "HMAC refused the key".into(),
+                }
+            })?,
+            gcm: <aes_gcm::Aes256Gcm as aes_gcm::KeyInit>::new((&bytes).into()),
+            ff1_digits: ff1(10)?,
+            ff1_letters: ff1(26)?,
+        };
         Ok(Key {
             id: id.into(),
-            bytes,
+            ciphers: Arc::new(ciphers),
         })
     }
 
-    pub(crate) fn bytes(&self) -> &[u8; 32] {
-        &self.bytes
+    pub(crate) fn gcm(&self) -> &aes_gcm::Aes256Gcm {
+        &self.ciphers.gcm
+    }
+
+    /// FF1 under this key, for radix 10 or 26.
+    pub(crate) fn ff1(&self, radix: u32) -> &fpe::ff1::FF1<aes::Aes256> {
+        if radix == 10 {
+            &self.ciphers.ff1_digits
+        } else {
+            &self.ciphers.ff1_letters
+        }
     }
 
     /// HMAC-SHA-256 of `parts` (each length-prefixed, so that no two
     /// different part lists give the same input).
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.bytes)
-            .expect("HMAC takes a key of any length");
+        let mut mac = self.ciphers.hmac.clone();
         for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
@@ -147,9 +183,21 @@ mod tests {
     fn keys_are_hex_or_base64_of_32_bytes_and_never_shown() {
         let hex_text = "00".repeat(31) + "ff";
         let key = Key::parse("k1", &hex_text).expect("hex");
-        assert_eq!(key.bytes()[31], 0xff);
-        let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        assert_eq!(Key::parse("k2", &b64).expect("base64").bytes(), &[7u8; 32]);
+        let mut bytes = [0u8; 32];
+        bytes[31] = 0xff;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let same = Key::parse("k2", &b64).expect("base64");
+        assert_eq!(
+            key.mac(&[b"x"]),
+            same.mac(&[b"x"]),
+            "one key, two spellings"
+        );
+        assert_ne!(
+            key.mac(&[b"x"]),
+            Key::parse("k3", &"11".repeat(32))
+                .expect("hex")
+                .mac(&[b"x"])
+        );
         let error = Key::parse("k3", "c2hvcnQ=").expect_err("short").to_string();
         assert!(
             error.contains("k3") && !error.contains("c2hvcnQ="),

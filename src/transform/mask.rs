@@ -17,8 +17,8 @@
 use super::fake::{self, FakeKind};
 use super::keys::{Key, KeyRing, KeyStream};
 use super::tokenize;
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::Aead;
+use aes_gcm::Nonce;
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -106,9 +106,11 @@ const ENCRYPTED_PREFIX: &str = "tmenc:v1:";
 fn encrypt(key: &Key, text: &str) -> String {
     let mac = key.mac(&[b"encrypt-nonce", text.as_bytes()]);
     let nonce = Nonce::from_slice(&mac[..12]);
-    let cipher = Aes256Gcm::new(key.bytes().into());
     // Encrypting into a Vec fails only for inputs past GCM's 64 GB limit.
-    let sealed = cipher.encrypt(nonce, text.as_bytes()).unwrap_or_default();
+    let sealed = key
+        .gcm()
+        .encrypt(nonce, text.as_bytes())
+        .unwrap_or_default();
     let mut out = mac[..12].to_vec();
     out.extend_from_slice(&sealed);
     format!(
@@ -139,7 +141,8 @@ pub fn decrypt(keys: &KeyRing, encrypted: &str) -> Result<String, String> {
         return Err("the data is too short to be AES-256-GCM output".into());
     }
     let (nonce, sealed) = bytes.split_at(12);
-    let plain = Aes256Gcm::new(key.bytes().into())
+    let plain = key
+        .gcm()
         .decrypt(Nonce::from_slice(nonce), sealed)
         .map_err(|_| format!("does not decrypt with key {id:?} (another key, or altered data)"))?;
     String::from_utf8(plain).map_err(|_| "the plaintext is not UTF-8".into())

@@ -14,6 +14,7 @@ pub mod fake;
 mod filter;
 pub mod keys;
 pub mod mask;
+mod rendered;
 pub mod tokenize;
 
 use filter::{Filter, Route};
@@ -246,29 +247,41 @@ fn transform(
         Op::Truncate => return Ok(Some(event)),
         _ => {}
     }
+    let Some(filter) = &rule.filter else {
+        mask_images(rule, &mut event)?;
+        return Ok(Some(event));
+    };
+    // The filter reads the row's values, so the images become values.
     let mut before = event.before.take().map(|i| i.to_row().into_owned());
     let mut after = event.after.take().map(|i| i.to_row().into_owned());
-    if let Some(filter) = &rule.filter {
-        let route = filter
-            .route(event.op, before.as_ref(), after.as_ref())
-            .map_err(|message| TransformError::Filter {
-                table: event.table_name(),
-                message,
-                position: event.position.to_string(),
-            })?;
-        match route {
-            Route::Keep => {}
-            Route::Drop => return Ok(None),
-            Route::AsInsert => {
-                event.op = Op::Create;
-                before = None;
-            }
-            Route::AsDelete => {
-                event.op = Op::Delete;
-                after = None;
-            }
+    let route = filter
+        .route(event.op, before.as_ref(), after.as_ref())
+        .map_err(|message| TransformError::Filter {
+            table: event.table_name(),
+            message,
+            position: event.position.to_string(),
+        })?;
+    match route {
+        Route::Keep => {}
+        Route::Drop => return Ok(None),
+        Route::AsInsert => {
+            event.op = Op::Create;
+            before = None;
+        }
+        Route::AsDelete => {
+            event.op = Op::Delete;
+            after = None;
         }
     }
+    event.before = before.map(Image::Values);
+    event.after = after.map(Image::Values);
+    mask_images(rule, &mut event)?;
+    Ok(Some(event))
+}
+
+/// The masks and column list on the images and the key block; a rendered
+/// image is rewritten as JSON text (see `rendered`).
+fn mask_images(rule: &TableRule, event: &mut ChangeEvent) -> Result<(), TransformError> {
     // The row's identity for `age`: its key before masking.
     let seed = event
         .key
@@ -276,34 +289,41 @@ fn transform(
         .map(|k| serde_json::to_vec(&k.0).unwrap_or_default())
         .unwrap_or_default();
     // Captures `source` and `position` only (disjoint from the images).
-    let mut fail = |column: &str, technique: &'static str, message: String| TransformError::Value {
+    let fail = |column: &str, technique: &'static str, message: String| TransformError::Value {
         table: format!("{}.{}", event.source.schema, event.source.table),
         column: column.to_string(),
         technique,
         message,
         position: event.position.to_string(),
     };
-    for row in [before.as_mut(), after.as_mut(), event.key.as_mut()]
+    for image in [event.before.as_mut(), event.after.as_mut()]
         .into_iter()
         .flatten()
     {
-        mask_row(rule, row, &seed, &mut fail)?;
-        row.0.retain(|(name, _)| rule.keeps(name));
+        match image {
+            Image::Values(row) => mask_row(rule, row, &seed, &fail)?,
+            Image::Json(bytes) => {
+                *bytes = rendered::rewrite(rule, bytes, &seed)
+                    .map_err(|(column, technique, message)| fail(&column, technique, message))?;
+            }
+        }
+    }
+    if let Some(key) = event.key.as_mut() {
+        mask_row(rule, key, &seed, &fail)?;
     }
     event.unchanged.retain(|name| rule.keeps(name));
-    event.before = before.map(Image::Values);
-    event.after = after.map(Image::Values);
     if event.key.as_ref().is_some_and(|k| k.0.is_empty()) {
         event.key = None;
     }
-    Ok(Some(event))
+    Ok(())
 }
 
+/// The masks, then the column list, on one row of values.
 fn mask_row(
     rule: &TableRule,
     row: &mut Row,
     seed: &[u8],
-    fail: &mut impl FnMut(&str, &'static str, String) -> TransformError,
+    fail: &impl Fn(&str, &'static str, String) -> TransformError,
 ) -> Result<(), TransformError> {
     for (name, value) in row.0.iter_mut() {
         if let Some(technique) = rule.masks.get(&**name) {
@@ -312,6 +332,7 @@ fn mask_row(
                 .map_err(|message| fail(name, technique.name(), message))?;
         }
     }
+    row.0.retain(|(name, _)| rule.keeps(name));
     Ok(())
 }
 

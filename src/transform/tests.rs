@@ -263,3 +263,55 @@ fn problems_name_missing_columns_and_unfit_types() {
         "no rule, no problem"
     );
 }
+
+#[test]
+fn rendered_images_are_rewritten_member_by_member() {
+    let mut t = transforms(None);
+    let rendered =
+        br#"{"id":7,"email":"a\"b@x.test","country":"D\u00e9","notes":"secret note","n":1.50}"#
+            .to_vec();
+    let source = Arc::new(SourceInfo::new(
+        "mysql",
+        "p".into(),
+        "shop".into(),
+        "shop".into(),
+        "customers".into(),
+        0,
+    ));
+    let event = ChangeEvent::row(
+        Op::Create,
+        None,
+        Some(Image::Json(rendered)),
+        None,
+        source,
+        Position::postgres(1, 1),
+        0,
+    );
+    let out = run(&mut t, vec![event]);
+    let Some(Image::Json(bytes)) = &out[0].after else {
+        panic!("the image stays rendered");
+    };
+    let text = String::from_utf8(bytes.clone()).expect("utf-8");
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("still JSON");
+    assert!(
+        !text.contains("a\\\"b@x.test") && !text.contains("secret"),
+        "{text}"
+    );
+    assert_eq!(parsed["email"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        parsed["country"],
+        json!("Dé"),
+        "untouched members keep their text"
+    );
+    assert!(
+        text.contains(r#""n":1.50"#),
+        "numbers are copied byte for byte: {text}"
+    );
+    let names: Vec<&str> = parsed
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names.len(), 4, "notes dropped: {text}");
+}

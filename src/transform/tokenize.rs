@@ -11,8 +11,7 @@
 //! table and column.
 
 use super::keys::Key;
-use aes::Aes256;
-use fpe::ff1::{FlexibleNumeralString, FF1};
+use fpe::ff1::FlexibleNumeralString;
 
 /// The fewest digits and letters FF1 takes (radix^n ≥ 1,000,000).
 const MIN_DIGITS: usize = 6;
@@ -96,7 +95,7 @@ fn cipher(
     numerals: Vec<u16>,
     direction: Direction,
 ) -> Result<Vec<u16>, String> {
-    let ff1 = FF1::<Aes256>::new(key.bytes(), radix).map_err(|e| format!("FF1: {e:?}"))?;
+    let ff1 = key.ff1(radix);
     let input = FlexibleNumeralString::from(numerals);
     let out = match direction {
         Direction::Encrypt => ff1.encrypt(&[], &input),

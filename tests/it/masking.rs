@@ -540,13 +540,34 @@ async fn polled_rows_are_masked_before_the_sink() {
     db.wait_for_id(&daemon, 2).await;
     daemon.stop().await;
     let sink = sink_bytes(&db.events_dir());
-    for raw in ["polled1@corp.test", "polled2@corp.test", "101-11-1001", "202-22-2002", "first note", "second note"] {
+    for raw in [
+        "polled1@corp.test",
+        "polled2@corp.test",
+        "101-11-1001",
+        "202-22-2002",
+        "first note",
+        "second note",
+    ] {
         assert!(!sink.contains(raw), "raw value {raw:?} reached the sink");
     }
     let events = db.events();
-    let row2 = events.iter().find(|e| e["after"]["id"] == 2).expect("row 2");
-    let (code, out, err) = command(&["decrypt", row2["after"]["note"].as_str().expect("note")], &config);
+    let row2 = events
+        .iter()
+        .find(|e| e["after"]["id"] == 2)
+        .expect("row 2");
+    let (code, out, err) = command(
+        &["decrypt", row2["after"]["note"].as_str().expect("note")],
+        &config,
+    );
     assert_eq!((code, out.trim()), (0, "second note"), "{err}");
-    let (code, out, err) = command(&["detokenize", "--key", "k1", row2["after"]["ssn"].as_str().expect("ssn")], &config);
+    let (code, out, err) = command(
+        &[
+            "detokenize",
+            "--key",
+            "k1",
+            row2["after"]["ssn"].as_str().expect("ssn"),
+        ],
+        &config,
+    );
     assert_eq!((code, out.trim()), (0, "202-22-2002"), "{err}");
 }
