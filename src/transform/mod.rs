@@ -81,7 +81,7 @@ pub struct Transforms {
 }
 
 impl Transforms {
-    /// Compiles the sections; `key_prefix` names the config key in errors
+    /// Compiles the sections; an error names the config key
     /// (`transform[2].filter: …`).
     pub fn compile(specs: Vec<TransformSpec>) -> Result<Transforms, TransformError> {
         let mut rules = Vec::new();
@@ -282,12 +282,16 @@ fn transform(
 /// The masks and column list on the images and the key block; a rendered
 /// image is rewritten as JSON text (see `rendered`).
 fn mask_images(rule: &TableRule, event: &mut ChangeEvent) -> Result<(), TransformError> {
-    // The row's identity for `age`: its key before masking.
-    let seed = event
-        .key
-        .as_ref()
-        .map(|k| serde_json::to_vec(&k.0).unwrap_or_default())
-        .unwrap_or_default();
+    // The row's identity for `age`: its key before masking (read only when
+    // a column is aged).
+    let aged = rule
+        .masks
+        .values()
+        .any(|t| matches!(t, Technique::Age { .. }));
+    let seed = match (&event.key, aged) {
+        (Some(key), true) => serde_json::to_vec(&key.0).unwrap_or_default(),
+        _ => Vec::new(),
+    };
     // Captures `source` and `position` only (disjoint from the images).
     let fail = |column: &str, technique: &'static str, message: String| TransformError::Value {
         table: format!("{}.{}", event.source.schema, event.source.table),
