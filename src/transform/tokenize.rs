@@ -33,54 +33,70 @@ enum Direction {
     Decrypt,
 }
 
+/// One class of characters: which it holds, its radix and the fewest FF1
+/// takes, and how a character maps to a numeral and back (keeping case).
+struct Class {
+    name: &'static str,
+    radix: u32,
+    min: usize,
+    holds: fn(&char) -> bool,
+    numeral: fn(char) -> u16,
+    character: fn(u16, char) -> char,
+}
+
+const DIGITS: Class = Class {
+    name: "digits",
+    radix: 10,
+    min: MIN_DIGITS,
+    holds: char::is_ascii_digit,
+    numeral: |c| c as u16 - u16::from(b'0'),
+    character: |n, _| char::from(b'0' + n as u8),
+};
+
+const LETTERS: Class = Class {
+    name: "letters",
+    radix: 26,
+    min: MIN_LETTERS,
+    holds: char::is_ascii_alphabetic,
+    numeral: |c| c.to_ascii_lowercase() as u16 - u16::from(b'a'),
+    character: |n, was| {
+        let lower = char::from(b'a' + n as u8);
+        if was.is_ascii_uppercase() {
+            lower.to_ascii_uppercase()
+        } else {
+            lower
+        }
+    },
+};
+
 fn run(key: &Key, text: &str, direction: Direction) -> Result<String, String> {
     let mut chars: Vec<char> = text.chars().collect();
-    let digits: Vec<usize> = positions(&chars, |c| c.is_ascii_digit());
-    let letters: Vec<usize> = positions(&chars, |c| c.is_ascii_alphabetic());
-    if digits.is_empty() && letters.is_empty() {
+    if !chars.iter().any(|c| c.is_ascii_alphanumeric()) {
         return Err("tokenize needs digits or letters, and the value has none".into());
     }
-    if !digits.is_empty() {
-        if digits.len() < MIN_DIGITS {
+    for class in [DIGITS, LETTERS] {
+        let places = positions(&chars, class.holds);
+        if places.is_empty() {
+            continue;
+        }
+        if places.len() < class.min {
             return Err(format!(
-                "tokenize needs at least {MIN_DIGITS} digits or none (FF1's minimum domain), and the value has {}",
-                digits.len()
+                "tokenize needs at least {} {} or none (FF1's minimum domain), and the value has {}",
+                class.min,
+                class.name,
+                places.len()
             ));
         }
-        let numerals: Vec<u16> = digits
-            .iter()
-            .map(|&i| chars[i] as u16 - u16::from(b'0'))
-            .collect();
-        let out = cipher(key, 10, numerals, direction)?;
-        for (&i, n) in digits.iter().zip(out) {
-            chars[i] = char::from(b'0' + n as u8);
-        }
-    }
-    if !letters.is_empty() {
-        if letters.len() < MIN_LETTERS {
-            return Err(format!(
-                "tokenize needs at least {MIN_LETTERS} letters or none (FF1's minimum domain), and the value has {}",
-                letters.len()
-            ));
-        }
-        let numerals: Vec<u16> = letters
-            .iter()
-            .map(|&i| chars[i].to_ascii_lowercase() as u16 - u16::from(b'a'))
-            .collect();
-        let out = cipher(key, 26, numerals, direction)?;
-        for (&i, n) in letters.iter().zip(out) {
-            let lower = char::from(b'a' + n as u8);
-            chars[i] = if chars[i].is_ascii_uppercase() {
-                lower.to_ascii_uppercase()
-            } else {
-                lower
-            };
+        let numerals: Vec<u16> = places.iter().map(|&i| (class.numeral)(chars[i])).collect();
+        let out = cipher(key, class.radix, numerals, direction)?;
+        for (&i, n) in places.iter().zip(out) {
+            chars[i] = (class.character)(n, chars[i]);
         }
     }
     Ok(chars.into_iter().collect())
 }
 
-fn positions(chars: &[char], class: impl Fn(&char) -> bool) -> Vec<usize> {
+fn positions(chars: &[char], class: fn(&char) -> bool) -> Vec<usize> {
     chars
         .iter()
         .enumerate()

@@ -218,8 +218,25 @@ fn assert_versions_in_order(shards: &BTreeMap<String, Vec<Value>>, rows: i64, up
     }
 }
 
+/// Inserts rows `1..=rows` of `items` with `n = 0`, then updates every row
+/// to `n = 1..=updates` in turn, one statement each.
+pub async fn insert_then_update(db: &TestDb, rows: i64, updates: i64) {
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO items SELECT g, 0 FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .expect("insert");
+    for n in 1..=updates {
+        db.client
+            .batch_execute(&format!("UPDATE items SET n = {n}"))
+            .await
+            .expect("update");
+    }
+}
+
 /// Starts the daemon and waits until it holds the lease and streams.
-async fn start_streaming(config: &Path) -> Daemon {
+pub async fn start_streaming(config: &Path) -> Daemon {
     let daemon = Daemon::start(config);
     daemon
         .wait_for(
@@ -242,22 +259,8 @@ async fn postgres_to_kinesis_keeps_each_key_in_order_with_a_dynamodb_cursor() {
     let config = config(&db, &db.name, "");
     assert!(cursor_init(&config).contains("created"));
     assert!(cursor_init(&config).contains("already exists"));
-    let mut daemon = Daemon::start(&config);
-    daemon
-        .wait_for("the lease", Duration::from_secs(30), || async {
-            daemon.stderr().contains("running")
-        })
-        .await;
-    db.client
-        .batch_execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, 50) g")
-        .await
-        .expect("insert");
-    for n in 1..=5 {
-        db.client
-            .batch_execute(&format!("UPDATE items SET n = {n}"))
-            .await
-            .expect("update");
-    }
+    let mut daemon = start_streaming(&config).await;
+    insert_then_update(&db, 50, 5).await;
     daemon
         .wait_for("300 records", Duration::from_secs(60), || async {
             all_events(&read_stream(&db.name).await).len() >= 300

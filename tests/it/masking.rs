@@ -440,7 +440,10 @@ phone = { technique = "hash", key = "k1" }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_masked_key_keeps_every_row_on_one_kinesis_partition_in_order() {
-    use crate::aws::{all_events, config, cursor_init, fresh_aws, read_stream};
+    use crate::aws::{
+        all_events, config, cursor_init, fresh_aws, insert_then_update, read_stream,
+        start_streaming,
+    };
     let db = TestDb::new("tm_mask_kinesis").await;
     fresh_aws(&db.name, 4).await;
     db.client
@@ -456,22 +459,8 @@ async fn a_masked_key_keeps_every_row_on_one_kinesis_partition_in_order() {
         ),
     );
     cursor_init(&config);
-    let mut daemon = Daemon::start(&config);
-    daemon
-        .wait_for("the stream", Duration::from_secs(30), || async {
-            daemon.stderr().contains("running")
-        })
-        .await;
-    db.client
-        .batch_execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, 30) g")
-        .await
-        .expect("insert");
-    for n in 1..=3 {
-        db.client
-            .batch_execute(&format!("UPDATE items SET n = {n}"))
-            .await
-            .expect("update");
-    }
+    let mut daemon = start_streaming(&config).await;
+    insert_then_update(&db, 30, 3).await;
     daemon
         .wait_for("120 records", Duration::from_secs(60), || async {
             all_events(&read_stream(&db.name).await).len() >= 120
