@@ -560,3 +560,152 @@ async fn polled_rows_are_masked_before_the_sink() {
     );
     assert_eq!((code, out.trim()), (0, "202-22-2002"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_column_names_are_masked_and_dropped_by_their_exact_names() {
+    let db = TestDb::new("tm_mask_names").await;
+    db.client
+        .batch_execute(
+            r#"CREATE TABLE people (id int PRIMARY KEY, "we""ird" text, "back\slash" text, "😀col" text, "drop me" text);
+               ALTER TABLE people REPLICA IDENTITY FULL;"#,
+        )
+        .await
+        .expect("table");
+    let config = db.config(&["public.people"], "snapshot = \"never\"");
+    append(
+        &config,
+        r#"
+[keys]
+k1 = "${TM_MASK_KEY}"
+[[transform]]
+tables = ["public.people"]
+exclude = ["drop me"]
+[transform.mask]
+"we\"ird" = { technique = "hash", key = "k1" }
+"back\\slash" = { technique = "encrypt", key = "k1" }
+"😀col" = { technique = "scramble", key = "k1" }
+"#,
+    );
+    let (code, _, err) = command(&["check"], &config);
+    assert_eq!(code, 0, "the hostile names are found on the table: {err}");
+    let mut daemon = Daemon::start_with(&config, &[], &key_env());
+    db.wait_for_slot(true).await;
+    db.client
+        .batch_execute(
+            r#"INSERT INTO people VALUES (1, 'quote''value', 'back\value', 'emoji😀value', 'dropped value');
+               UPDATE people SET "we""ird" = 'second''value' WHERE id = 1;"#,
+        )
+        .await
+        .expect("rows");
+    daemon
+        .wait_for("the update", Duration::from_secs(60), || async {
+            db.events().iter().any(|e| e["op"] == "u")
+        })
+        .await;
+    daemon.stop().await;
+    let sink = sink_bytes(&db.events_dir());
+    for raw in [
+        "quote'value",
+        "second'value",
+        "back\\\\value",
+        "dropped value",
+        "drop me",
+    ] {
+        assert!(!sink.contains(raw), "{raw:?} reached the sink: {sink}");
+    }
+    let update = db
+        .events()
+        .into_iter()
+        .find(|e| e["op"] == "u")
+        .expect("update");
+    for image in ["before", "after"] {
+        let row = update[image].as_object().expect("image");
+        assert_eq!(row["we\"ird"].as_str().map(str::len), Some(64), "{row:?}");
+        assert!(row["back\\slash"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("tmenc:v1:k1:")));
+        assert_eq!(
+            row["😀col"].as_str().map(|v| v.chars().count()),
+            Some("emoji😀value".chars().count())
+        );
+        assert!(!row.contains_key("drop me"));
+    }
+    let (code, out, err) = command(
+        &[
+            "decrypt",
+            update["after"]["back\\slash"].as_str().expect("sealed"),
+        ],
+        &config,
+    );
+    assert_eq!((code, out.trim()), (0, "back\\value"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_still_decrypts_what_it_encrypted() {
+    let db = TestDb::new("tm_mask_rotate").await;
+    db.client
+        .batch_execute("CREATE TABLE people (id int PRIMARY KEY, note text)")
+        .await
+        .expect("table");
+    let config = db.config(&["public.people"], "snapshot = \"never\"");
+    let base = std::fs::read_to_string(&config).expect("config");
+    let keys = "\n[keys]\nk2024 = \"${TM_MASK_KEY}\"\nk2025 = \"${TM_NEW_KEY}\"\n";
+    let with_key = |id: &str| {
+        format!("{base}{keys}[[transform]]\ntables = [\"public.people\"]\n[transform.mask]\nnote = {{ technique = \"encrypt\", key = \"{id}\" }}\n")
+    };
+    let mut env = key_env();
+    env.push(("TM_NEW_KEY", "11".repeat(32)));
+    for (id, row) in [("k2024", 1), ("k2025", 2)] {
+        std::fs::write(&config, with_key(id)).expect("config");
+        let mut daemon = Daemon::start_with(&config, &[], &env);
+        db.wait_for_slot(true).await;
+        db.client
+            .batch_execute(&format!("INSERT INTO people VALUES ({row}, 'note {row}')"))
+            .await
+            .expect("row");
+        db.wait_for_id(&daemon, row).await;
+        daemon.stop().await;
+    }
+    let events = db.events();
+    for (id, row) in [("k2024", 1), ("k2025", 2)] {
+        let sealed = events
+            .iter()
+            .find(|e| e["after"]["id"] == row)
+            .and_then(|e| e["after"]["note"].as_str())
+            .expect("sealed note")
+            .to_string();
+        assert!(sealed.starts_with(&format!("tmenc:v1:{id}:")), "{sealed}");
+        let mut decrypt = tidemark();
+        decrypt
+            .args(["decrypt", "--config"])
+            .arg(&config)
+            .arg(&sealed)
+            .envs(env.clone());
+        let output = bounded_output(&mut decrypt);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            format!("note {row}"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_refuses_an_unfit_technique_on_mariadb_too() {
+    let db = MyDb::new(
+        "tm_mask_my_unfit",
+        "CREATE TABLE people (id int PRIMARY KEY, born varchar(10), doc json)",
+    );
+    let config = db.config("people", 4721, "");
+    append(
+        &config,
+        "\n[keys]\nk1 = \"${TM_MASK_KEY}\"\n[[transform]]\ntables = [\"tm_mask_my_unfit.people\"]\n[transform.mask]\nborn = { technique = \"age\", key = \"k1\", days = 3 }\n",
+    );
+    let (code, _, err) = command(&["check"], &config);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("table tm_mask_my_unfit.people, column born: age needs a date or timestamp column, and this one is varchar"),
+        "{err}"
+    );
+}
