@@ -24,19 +24,8 @@ export TM_BENCH_KEY=6f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-once() { # out-file, command...: one timed run; keeps the best wall ms and the peak RSS (KB)
-  local out=$1; shift
-  local t0 t1 ms kb best=999999999 rss=0
-  [ -f "$out" ] && read -r best rss < "$out"
-  t0=$(date +%s%N)
-  /usr/bin/time -f "%M" -o "$out.rss" "$@"
-  t1=$(date +%s%N)
-  ms=$(( (t1 - t0) / 1000000 ))
-  kb=$(cat "$out.rss")
-  [ "$ms" -lt "$best" ] && best=$ms
-  [ "$kb" -gt "$rss" ] && rss=$kb
-  echo "$best $rss" > "$out"
-}
+# shellcheck source=benches/timing.sh
+. "$root/benches/timing.sh"
 
 masks() { # table pattern
   cat <<TOML

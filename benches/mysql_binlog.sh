@@ -48,19 +48,8 @@ print(n)
 PY
 
 master() { my -e "SHOW MASTER STATUS" | awk '{print $1, $2}'; }
-once() { # out-file, command...: one timed run; keeps the best wall seconds and the peak RSS (KB) in out-file
-  local out=$1; shift
-  local t0 t1 ms kb best=999999 rss=0
-  [ -f "$out" ] && read -r best rss < "$out"
-  t0=$(date +%s%N)
-  /usr/bin/time -f "%M" -o "$out.rss" "$@"
-  t1=$(date +%s%N)
-  ms=$(( (t1 - t0) / 1000000 ))
-  kb=$(cat "$out.rss")
-  [ "$ms" -lt "$best" ] && best=$ms
-  [ "$kb" -gt "$rss" ] && rss=$kb
-  echo "$best $rss" > "$out"
-}
+# shellcheck source=benches/timing.sh
+. "$root/benches/timing.sh"
 
 run_case() {
   local label=$1 tx_rows=$2
