@@ -104,3 +104,40 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_overlap() {
         reads.len()
     );
 }
+
+/// SIGTERM while the snapshot is being read ends the process at once; the
+/// replication session that holds the exported snapshot used to wait for
+/// its stream to start, and `tidemark run` never exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_snapshot_exits_promptly() {
+    let db = TestDb::new("tm_snapshot_stop").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL);
+             INSERT INTO items SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g;",
+        )
+        .await
+        .expect("seed");
+    let config = db.config(&["public.items"], "snapshot_chunk_rows = 100");
+    let mut daemon = Daemon::start(&config);
+    daemon
+        .wait_for(
+            "the first snapshot rows",
+            std::time::Duration::from_secs(60),
+            || async { db.events().iter().any(|e| e["op"] == "r") },
+        )
+        .await;
+    assert!(
+        !db.events()
+            .iter()
+            .any(|e| e["op"] == "r" && e["after"]["id"] == 200000),
+        "the snapshot ended before the stop: make the table larger"
+    );
+    // Stops with SIGTERM and fails unless the process exits within 10 s.
+    daemon.stop().await;
+    assert!(
+        daemon.stderr().contains("stopping during the snapshot"),
+        "{}",
+        daemon.stderr()
+    );
+}

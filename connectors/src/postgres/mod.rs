@@ -366,6 +366,14 @@ impl PostgresSource {
     /// Passes on the final durable position and ends the replication session.
     pub async fn close(mut self) {
         self.forward_durable();
+        // Stopped during the snapshot: the replication session still waits,
+        // holding the exported snapshot, for the start of the stream, and
+        // does not read the stop signal meanwhile, so `shutdown` would wait
+        // for it forever. Dropping the client closes that wait and ends the
+        // session without starting it.
+        if matches!(self.reading, Reading::Snapshot(_)) {
+            return;
+        }
         if let Err(e) = self.repl.shutdown().await {
             tracing::debug!("replication session ended with: {e}");
         }
