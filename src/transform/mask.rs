@@ -66,7 +66,7 @@ impl Technique {
         Ok(match self {
             Technique::Null => Value::Null,
             Technique::Hash { key, encoding } => Value::String(hash(key, &text(value)?, *encoding)),
-            Technique::Encrypt { key } => Value::String(encrypt(key, &text(value)?)),
+            Technique::Encrypt { key } => Value::String(encrypt(key, &text(value)?)?),
             Technique::Tokenize { key } => Value::String(tokenize::encrypt(key, &text(value)?)?),
             Technique::Substitute { key, kind } => {
                 Value::String(fake::substitute(key, *kind, &text(value)?))
@@ -103,21 +103,21 @@ const ENCRYPTED_PREFIX: &str = "tmenc:v1:";
 /// text under the key. The same text so always gives the same ciphertext
 /// (deterministic, as a masked key must be), and a nonce repeats only with
 /// the same text, which reveals equality and nothing else.
-fn encrypt(key: &Key, text: &str) -> String {
+fn encrypt(key: &Key, text: &str) -> Result<String, String> {
     let mac = key.mac(&[b"encrypt-nonce", text.as_bytes()]);
     let nonce = Nonce::from_slice(&mac[..12]);
-    // Encrypting into a Vec fails only for inputs past GCM's 64 GB limit.
+    // Fails only past GCM's 64 GB limit; never written out as a half value.
     let sealed = key
         .gcm()
         .encrypt(nonce, text.as_bytes())
-        .unwrap_or_default();
+        .map_err(|_| "AES-256-GCM refused the value (past its size limit)".to_string())?;
     let mut out = mac[..12].to_vec();
     out.extend_from_slice(&sealed);
-    format!(
+    Ok(format!(
         "{ENCRYPTED_PREFIX}{}:{}",
         key.id,
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
-    )
+    ))
 }
 
 /// The text an `encrypt` output holds, with the key its id names.
@@ -233,15 +233,15 @@ mod tests {
         let old = key("k2024", 3);
         let new = key("k2025", 4);
         let v = "4111 1111 1111 1111 'quoted' \\ 😀";
-        let sealed = encrypt(&old, v);
+        let sealed = encrypt(&old, v).unwrap();
         assert!(sealed.starts_with("tmenc:v1:k2024:") && !sealed.contains("4111"));
-        assert_eq!(sealed, encrypt(&old, v), "deterministic");
+        assert_eq!(sealed, encrypt(&old, v).unwrap(), "deterministic");
         let mut ring = BTreeMap::new();
         ring.insert("k2024".to_string(), hex::encode([3u8; 32]));
         ring.insert("k2025".to_string(), hex::encode([4u8; 32]));
         let ring = KeyRing::parse(&ring).unwrap();
         assert_eq!(decrypt(&ring, &sealed).unwrap(), v);
-        assert_eq!(decrypt(&ring, &encrypt(&new, v)).unwrap(), v);
+        assert_eq!(decrypt(&ring, &encrypt(&new, v).unwrap()).unwrap(), v);
         let tampered = sealed.replacen("tmenc:v1:k2024", "tmenc:v1:k2025", 1);
         assert!(decrypt(&ring, &tampered).is_err());
     }

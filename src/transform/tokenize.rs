@@ -172,4 +172,18 @@ mod tests {
             .contains("at least 5 letters"));
         assert!(encrypt(&key(), "--").is_err());
     }
+
+    /// A second opinion on the cipher: NIST SP 800-38G's FF1 sample 7
+    /// (AES-256, radix 10, empty tweak), through tidemark's own key and
+    /// digit mapping.
+    #[test]
+    fn digits_match_the_nist_ff1_sample() {
+        let nist = Key::parse(
+            "nist",
+            "2B7E151628AED2A6ABF7158809CF4F3CEF4359D8D580AA4F7F036D6F04FC6A94",
+        )
+        .expect("key");
+        assert_eq!(encrypt(&nist, "0123456789").unwrap(), "6657667009");
+        assert_eq!(decrypt(&nist, "6657667009").unwrap(), "0123456789");
+    }
 }
