@@ -12,6 +12,7 @@ use crate::target::{TableMap, Target, TargetError};
 pub async fn open_target(config: &TargetConfig) -> Result<Target, TargetError> {
     let map = TableMap {
         names: config.tables.clone(),
+        history: config.histories.clone(),
         ..TableMap::default()
     };
     Target::connect(

@@ -16,7 +16,9 @@ use tidemark::sinks::target::TargetSink;
 /// `tidemark apply`: from a capture in this process, or from what the sink holds.
 pub(crate) async fn apply(path: &Path, until_idle: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    connect_target(&config).await?;
+    let mut target = connect_target(&config).await?;
+    super::history::prepare_history_tables(&config, &mut target).await?;
+    drop(target);
     if config.apply.input == ApplyInput::Source {
         return super::run::run(path, None, None, Mode::Apply).await;
     }

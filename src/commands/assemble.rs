@@ -123,11 +123,7 @@ pub(crate) async fn transform_problems(config: &Config) -> anyhow::Result<Vec<St
     if config.transforms.is_empty() {
         return Ok(Vec::new());
     }
-    let tables: Vec<(String, String)> = match &config.source {
-        SourceConfig::Postgres(pg) => pg.tables.iter().map(name_pair).collect(),
-        SourceConfig::Mysql(my) => my.tables.clone(),
-        SourceConfig::Poll(poll) => poll.table.iter().map(|t| name_pair(&t.name)).collect(),
-    };
+    let tables = config.source_tables();
     let columns =
         tidemark_connectors::columns::table_columns(config.source_url().expose(), &tables).await?;
     Ok(tables
@@ -135,8 +131,4 @@ pub(crate) async fn transform_problems(config: &Config) -> anyhow::Result<Vec<St
         .zip(&columns)
         .flat_map(|((schema, table), columns)| config.transforms.problems(schema, table, columns))
         .collect())
-}
-
-fn name_pair(name: &tidemark_connectors::table::TableName) -> (String, String) {
-    (name.schema.to_string(), name.table.to_string())
 }

@@ -7,6 +7,7 @@ pub(crate) mod apply;
 pub(crate) mod assemble;
 pub(crate) mod check;
 pub(crate) mod cursor;
+pub(crate) mod history;
 pub(crate) mod migrate;
 pub(crate) mod reconnect;
 pub(crate) mod run;

@@ -154,6 +154,10 @@ impl Config {
         raw.sink.validate()?;
         let cursor = CursorConfig::parse(raw.cursor)?;
         let (keys, transforms) = transform::parse(&raw.keys, raw.transforms)?;
+        let mut target = raw.target;
+        if let Some(target) = &mut target {
+            target.resolve_histories(&source.tables())?;
+        }
         Ok(Config {
             pipeline,
             source,
@@ -162,7 +166,7 @@ impl Config {
             http: raw.http,
             retention,
             log: raw.log,
-            target: raw.target,
+            target,
             apply: raw.apply,
             migrate: raw.migrate,
             keys,
@@ -177,6 +181,11 @@ impl Config {
             SourceConfig::Mysql(my) => &my.url,
             SourceConfig::Poll(poll) => &poll.url,
         }
+    }
+
+    /// The source's tables as `(schema, table)`; MySQL's schema is its database.
+    pub fn source_tables(&self) -> Vec<(String, String)> {
+        self.source.tables()
     }
 
     /// The source's kind as positions name it: `postgres`, `mysql` or `poll`.

@@ -207,6 +207,16 @@ pub enum SourceSettings {
 }
 
 impl SourceConfig {
+    /// The tables captured, as `(schema, table)`; MySQL's schema is its database.
+    pub(super) fn tables(&self) -> Vec<(String, String)> {
+        let pair = |t: &TableName| (t.schema.to_string(), t.table.to_string());
+        match self {
+            SourceConfig::Postgres(pg) => pg.tables.iter().map(pair).collect(),
+            SourceConfig::Mysql(my) => my.tables.clone(),
+            SourceConfig::Poll(poll) => poll.table.iter().map(|t| pair(&t.name)).collect(),
+        }
+    }
+
     /// Each kind checks its keys in the order they have always been checked,
     /// so the first fault reported stays the same.
     pub(super) fn parse(raw: RawSource) -> Result<SourceConfig, ConfigError> {

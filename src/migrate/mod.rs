@@ -158,6 +158,11 @@ impl Migration {
         let target = config.target.as_ref().ok_or_else(|| {
             MigrateError::Config("target: the config has no [target] section".into())
         })?;
+        if !target.histories.is_empty() {
+            return Err(MigrateError::Config(
+                "target.history: migrate copies tables as they are and keeps no history; remove [[target.history]], or use `apply`".into(),
+            ));
+        }
         let (connector, source_url, tables) = match config.connector_config(None, None) {
             SourceSettings::Postgres(pg) => {
                 let tables = pg

@@ -85,16 +85,11 @@ pub(crate) async fn write_batch<W: BatchWriter>(
 
 /// Writes one step; returns the rows it counts.
 async fn write_step<W: BatchWriter>(writer: &mut W, step: &Step) -> Result<u64, TargetError> {
-    let source = match step {
-        Step::Upsert { table, .. }
-        | Step::Delete { table, .. }
-        | Step::Truncate { table }
-        | Step::Move { table, .. } => table,
-        Step::Schema { table, event } => {
-            writer.change_schema(table, event).await?;
-            return Ok(0);
-        }
-    };
+    if let Step::Schema { table, event } = step {
+        writer.change_schema(table, event).await?;
+        return Ok(0);
+    }
+    let source = step.table();
     let table = writer.find_table(source).await?;
     let (statements, count) = W::statements_for(step, &table)?;
     for (i, sql) in statements.iter().enumerate() {

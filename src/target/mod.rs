@@ -17,6 +17,7 @@
 mod batch;
 mod bookkeeping;
 mod described;
+pub mod history;
 pub(crate) mod mysql;
 pub(crate) mod plan;
 pub(crate) mod postgres;
@@ -26,8 +27,9 @@ pub mod types;
 pub(crate) mod values;
 
 pub use bookkeeping::check_progress;
+pub use plan::TableKey;
 
-use plan::{PlanError, TableKey};
+use plan::{PlanError, Step};
 use std::collections::BTreeMap;
 use tidemark_connectors::sql::postgres::error_detail;
 use tidemark_connectors::{ChangeEvent, PositionKey};
@@ -114,6 +116,8 @@ pub struct TableMap {
     pub default_schema: String,
     /// Postgres targets keep a Postgres source's schema.
     pub keep_schema_from: Option<&'static str>,
+    /// The source tables kept in history mode (SCD Type 2); the rest are upserted.
+    pub history: history::Histories,
 }
 
 impl TableMap {
@@ -206,10 +210,80 @@ impl Target {
         events: &[(&ChangeEvent, &str)],
         progress: Option<AppliedSpan<'_>>,
     ) -> Result<u64, TargetError> {
-        let steps = plan::plan(events.iter().copied())?;
+        let steps = self.plan(events)?;
         match self {
             Target::Postgres(t) => t.apply(steps, progress).await,
             Target::Mysql(t) => t.apply(steps, progress).await,
+        }
+    }
+
+    /// The steps for `events`: tables in history mode get versions, the
+    /// others upserts and deletes.
+    fn plan(&self, events: &[(&ChangeEvent, &str)]) -> Result<Vec<Step>, PlanError> {
+        let histories = &self.map().history;
+        if histories.is_empty() {
+            return plan::plan(events.iter().copied());
+        }
+        let mut upserted = Vec::with_capacity(events.len());
+        let mut versioned = Vec::new();
+        for &(event, position) in events {
+            match histories.mode(&event.source.schema, &event.source.table) {
+                Some(mode) => versioned.push((event, position, mode)),
+                None => upserted.push((event, position)),
+            }
+        }
+        let mut steps = plan::plan(upserted)?;
+        steps.extend(plan::versions::plan(versioned)?);
+        Ok(steps)
+    }
+
+    fn map(&self) -> &TableMap {
+        match self {
+            Target::Postgres(t) => t.map(),
+            Target::Mysql(t) => t.map(),
+        }
+    }
+
+    /// Whether the target has the history table of `source`; one without
+    /// the history columns is an error.
+    pub async fn has_history_table(
+        &mut self,
+        source: &TableKey,
+        mode: &history::HistoryMode,
+    ) -> Result<bool, TargetError> {
+        let (schema, name) = self.map().resolve(source);
+        let existing = match self {
+            Target::Postgres(t) => postgres::describe(&t.client, &schema, &name).await?,
+            Target::Mysql(t) => mysql::describe(&mut t.conn, &schema, &name).await?,
+        };
+        let Some(existing) = existing else {
+            return Ok(false);
+        };
+        let missing: Vec<&str> = mode
+            .columns
+            .all()
+            .into_iter()
+            .filter(|c| !existing.columns.contains_key(*c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(TargetError::Table {
+                table: existing.quoted,
+                message: format!("is configured for history mode (source table {source}) but lacks the history columns {missing:?}: drop it, rename it, or map the source table to another name in [target.tables]"),
+            });
+        }
+        Ok(true)
+    }
+
+    /// Creates the history table of `source` (see [`history::create_statements`]).
+    pub async fn create_history_table(
+        &mut self,
+        source: &TableKey,
+        spec: &history::HistoryTableSpec<'_>,
+    ) -> Result<(), TargetError> {
+        let (schema, name) = self.map().resolve(source);
+        match self {
+            Target::Postgres(t) => t.create_history(&schema, &name, spec).await,
+            Target::Mysql(t) => t.create_history(&schema, &name, spec).await,
         }
     }
 
@@ -247,13 +321,13 @@ impl Target {
 /// The DDL that makes a target table (`existing`: its columns) match a
 /// schema-change event: columns added and dropped, in the target's types.
 /// With `schema_changes = "stop"` any difference is an error naming the table
-/// and the change.
+/// and the change. A history table (`history`) only ever gains columns.
 pub(crate) fn schema_ddl(
     existing: &std::collections::HashMap<String, (String, values::Kind)>,
     quoted: &str,
     source: &TableKey,
     event: &ChangeEvent,
-    mode: SchemaChanges,
+    (mode, history): (SchemaChanges, Option<&history::HistoryMode>),
     to: types::Engine,
 ) -> Result<Vec<String>, TargetError> {
     let columns = event.columns.as_deref().unwrap_or_default();
@@ -261,9 +335,11 @@ pub(crate) fn schema_ddl(
         .iter()
         .filter(|c| !existing.contains_key(&*c.name))
         .collect();
+    // A history table keeps a dropped column: older versions hold values in it.
     let dropped: Vec<&String> = existing
         .keys()
         .filter(|name| !columns.iter().any(|c| &*c.name == name.as_str()))
+        .filter(|_| history.is_none())
         .collect();
     if mode == SchemaChanges::Stop && !(added.is_empty() && dropped.is_empty()) {
         return Err(TargetError::Table {

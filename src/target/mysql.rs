@@ -8,7 +8,8 @@
 use super::batch::{write_batch, BatchWriter};
 use super::bookkeeping::{self, MYSQL as BOOKKEEPING};
 use super::described;
-use super::plan::{Step, TableKey};
+use super::history::HistoryMode;
+use super::plan::{Step, TableKey, Versions};
 use super::refusal;
 use super::sql;
 use super::types::Engine;
@@ -142,6 +143,30 @@ impl MyTarget {
         })
     }
 
+    pub(crate) fn map(&self) -> &TableMap {
+        &self.map
+    }
+
+    /// Creates a history table (one statement, indexes included).
+    pub(crate) async fn create_history(
+        &mut self,
+        schema: &str,
+        name: &str,
+        spec: &super::history::HistoryTableSpec<'_>,
+    ) -> Result<(), TargetError> {
+        let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        for sql in super::history::create_statements(Engine::Mysql, &quoted, name, spec) {
+            tracing::info!("target: {sql}");
+            execute_one(&mut self.conn, &sql)
+                .await
+                .map_err(|e| TargetError::Table {
+                    table: quoted.clone(),
+                    message: format!("{sql}: {e}"),
+                })?;
+        }
+        Ok(())
+    }
+
     pub async fn applied(
         &mut self,
         scope: &str,
@@ -268,7 +293,13 @@ impl MyTarget {
             &target.quoted,
             source,
             event,
-            self.schema_changes,
+            (
+                self.schema_changes,
+                self.map
+                    .history
+                    .mode(&source.schema, &source.table)
+                    .map(|m| &**m),
+            ),
             Engine::Mysql,
         )?;
         if ddl.is_empty() {
@@ -461,8 +492,90 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<String>, u64), Ta
             ..
         } => move_row(table, key_columns, old_key, columns, row, carry)?,
         Step::Schema { .. } => Vec::new(),
+        Step::Versions(versions) => history_versions(table, versions)?,
+        Step::CloseAll { mode, at, .. } => vec![close_all(table, mode, at)?],
     };
     Ok((out, sql::rows_written(step)))
+}
+
+/// Closes per statement of history mode (each a derived table of literals).
+const CLOSES_PER_STATEMENT: usize = 1000;
+
+/// History mode: `UPDATE … JOIN (SELECT … UNION ALL …)` ends the target's
+/// current versions the batch replaces, then `INSERT … ON DUPLICATE KEY
+/// UPDATE position = position` adds the versions (a replayed one is a
+/// no-op; not `INSERT IGNORE`, which would also turn bad values into warnings).
+fn history_versions(table: &TargetTable, v: &Versions) -> Result<Vec<String>, TargetError> {
+    let c = &v.mode.columns;
+    let mut out = Vec::new();
+    let mut columns = v.key_columns.clone();
+    columns.extend([
+        Arc::from(c.valid_to.as_str()),
+        Arc::from(c.position.as_str()),
+    ]);
+    let kinds = kinds(table, &columns)?;
+    let n = v.key_columns.len();
+    let same_key: Vec<String> = v
+        .key_columns
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("h.{} = c.`c{i}`", quote_ident(k)))
+        .collect();
+    for chunk in sql::close_rows(&v.closes).chunks(CLOSES_PER_STATEMENT) {
+        let mut derived = String::new();
+        for (i, row) in chunk.iter().enumerate() {
+            derived.push_str(if i == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
+            for (j, (value, kind)) in row.iter().zip(&kinds).enumerate() {
+                if j > 0 {
+                    derived.push(',');
+                }
+                mysql_literal(*kind, value, &mut derived)
+                    .map_err(|e| sql::refused_value(table, &columns[j], value, e))?;
+                if i == 0 {
+                    derived.push_str(&format!(" AS `c{j}`"));
+                }
+            }
+        }
+        out.push(format!(
+            "UPDATE {} AS h JOIN ({derived}) AS c ON {} SET h.{} = c.`c{n}`, h.{current} = FALSE WHERE h.{current} AND h.{} <> c.`c{}`",
+            table.quoted,
+            same_key.join(" AND "),
+            quote_ident(&c.valid_to),
+            quote_ident(&c.position),
+            n + 1,
+            current = quote_ident(&c.is_current),
+        ));
+    }
+    let position = quote_ident(&c.position);
+    let tail = format!(" ON DUPLICATE KEY UPDATE {position} = {position}");
+    for (columns, rows) in &v.inserts {
+        let head = format!("INSERT INTO {} ({}) VALUES ", table.quoted, names(columns));
+        out.extend(chunked(table, columns, rows, &head, &tail)?);
+    }
+    Ok(out)
+}
+
+/// History mode's truncate: every current version ends at `at`.
+fn close_all(
+    table: &TargetTable,
+    mode: &HistoryMode,
+    at: &serde_json::Value,
+) -> Result<String, TargetError> {
+    let c = &mode.columns;
+    let mut sql = format!(
+        "UPDATE {} SET {} = ",
+        table.quoted,
+        quote_ident(&c.valid_to)
+    );
+    mysql_literal(Kind::DateTime, at, &mut sql)
+        .map_err(|e| sql::refused_value(table, &c.valid_to, at, e))?;
+    let current = quote_ident(&c.is_current);
+    sql.push_str(&format!(", {current} = FALSE WHERE {current}"));
+    Ok(sql)
 }
 
 /// `INSERT … VALUES … ON DUPLICATE KEY UPDATE` (`INSERT IGNORE` when only key

@@ -7,7 +7,8 @@
 use super::batch::{write_batch, BatchWriter};
 use super::bookkeeping::{self, POSTGRES as BOOKKEEPING};
 use super::described;
-use super::plan::{Step, TableKey};
+use super::history::HistoryMode;
+use super::plan::{Step, TableKey, Versions};
 use super::refusal;
 use super::sql;
 use super::types::Engine;
@@ -82,6 +83,30 @@ impl PgTarget {
             schema_changes,
             tables: HashMap::new(),
         })
+    }
+
+    pub(crate) fn map(&self) -> &TableMap {
+        &self.map
+    }
+
+    /// Creates a history table (all statements in one transaction).
+    pub(crate) async fn create_history(
+        &mut self,
+        schema: &str,
+        name: &str,
+        spec: &super::history::HistoryTableSpec<'_>,
+    ) -> Result<(), TargetError> {
+        let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+        let sql = super::history::create_statements(Engine::Postgres, &quoted, name, spec);
+        let sql = format!("BEGIN; {}; COMMIT", sql.join("; "));
+        tracing::info!("target: {sql}");
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| TargetError::Table {
+                table: quoted.clone(),
+                message: format!("{sql}: {}", error_detail(&e)),
+            })
     }
 
     pub async fn applied(
@@ -282,7 +307,9 @@ impl BatchWriter for PgBatch<'_, '_> {
     ) -> refusal::Boxed<'a, Result<(), TargetError>> {
         Box::pin(async move {
             let target = lookup(self.tables, self.map, self.tx, source).await?;
-            schema_change(self.tx, &target, source, event, self.schema_changes).await?;
+            let history = self.map.history.mode(&source.schema, &source.table);
+            let mode = (self.schema_changes, history.map(|m| &**m));
+            schema_change(self.tx, &target, source, event, mode).await?;
             self.tables.remove(source);
             Ok(())
         })
@@ -427,7 +454,7 @@ async fn schema_change(
     table: &TargetTable,
     source: &TableKey,
     event: &tidemark_connectors::ChangeEvent,
-    mode: SchemaChanges,
+    mode: (SchemaChanges, Option<&HistoryMode>),
 ) -> Result<(), TargetError> {
     let sql = schema_ddl(
         &table.columns,
@@ -573,8 +600,89 @@ fn statements(step: &Step, table: &TargetTable) -> Result<(Vec<Statement>, u64),
             ..
         } => move_row(table, key_columns, old_key, columns, row, carry)?,
         Step::Schema { .. } => Vec::new(),
+        Step::Versions(versions) => history_versions(table, versions)?,
+        Step::CloseAll { mode, at, .. } => vec![close_all(table, mode, at)?],
     };
     Ok((out, sql::rows_written(step)))
+}
+
+/// History mode: `UPDATE … FROM (SELECT …)` ends the target's current
+/// versions the batch replaces, then `INSERT … ON CONFLICT (version key) DO
+/// NOTHING` adds the versions (a replayed one is a no-op).
+fn history_versions(table: &TargetTable, v: &Versions) -> Result<Vec<Statement>, TargetError> {
+    let c = &v.mode.columns;
+    let mut out = Vec::new();
+    if !v.closes.is_empty() {
+        let mut columns = v.key_columns.clone();
+        columns.extend([
+            Arc::from(c.valid_to.as_str()),
+            Arc::from(c.position.as_str()),
+        ]);
+        let rows = sql::close_rows(&v.closes);
+        let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();
+        let (select, params) = select_rows(table, &columns, &rows, 1)?;
+        let n = v.key_columns.len();
+        let same_key: Vec<String> = v
+            .key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("h.{} = c.c{i}", quote_ident(k)))
+            .collect();
+        out.push((
+            format!(
+                "UPDATE {} AS h SET {} = c.c{n}, {current} = false FROM ({select}) AS c WHERE {} AND h.{current} AND h.{} <> c.c{}",
+                table.quoted,
+                quote_ident(&c.valid_to),
+                same_key.join(" AND "),
+                quote_ident(&c.position),
+                n + 1,
+                current = quote_ident(&c.is_current),
+            ),
+            params,
+        ));
+    }
+    let conflict = format!(
+        "ON CONFLICT ({}, {}) DO NOTHING",
+        quoted_list(&v.key_columns),
+        quote_ident(&c.position)
+    );
+    for (columns, rows) in &v.inserts {
+        let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();
+        let (select, params) = select_rows(table, columns, &rows, 1)?;
+        out.push((
+            format!(
+                "INSERT INTO {} ({}) {select} {conflict}",
+                table.quoted,
+                quoted_list(columns)
+            ),
+            params,
+        ));
+    }
+    Ok(out)
+}
+
+/// History mode's truncate: every current version ends at `at`.
+fn close_all(
+    table: &TargetTable,
+    mode: &HistoryMode,
+    at: &serde_json::Value,
+) -> Result<Statement, TargetError> {
+    let c = &mode.columns;
+    let (select, params) = select_rows(
+        table,
+        &[Arc::from(c.valid_to.as_str())],
+        &[std::slice::from_ref(at)],
+        1,
+    )?;
+    Ok((
+        format!(
+            "UPDATE {} SET {} = c.c0, {current} = false FROM ({select}) AS c WHERE {current}",
+            table.quoted,
+            quote_ident(&c.valid_to),
+            current = quote_ident(&c.is_current),
+        ),
+        params,
+    ))
 }
 
 /// `INSERT … SELECT … ON CONFLICT`: the rows, one text array per column.

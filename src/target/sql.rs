@@ -54,7 +54,8 @@ pub(crate) fn rows_written(step: &Step) -> u64 {
         Step::Upsert { rows, .. } => rows.len() as u64,
         Step::Delete { keys, .. } => keys.len() as u64,
         Step::Move { .. } => 1,
-        Step::Truncate { .. } | Step::Schema { .. } => 0,
+        Step::Versions(v) => v.inserts.iter().map(|(_, rows)| rows.len() as u64).sum(),
+        Step::Truncate { .. } | Step::Schema { .. } | Step::CloseAll { .. } => 0,
     }
 }
 
@@ -81,4 +82,19 @@ pub(crate) fn refused_value(
         table: table.quoted.clone(),
         message: format!("column {column}: value {value}: {error}"),
     }
+}
+
+/// History mode's closes as rows: the key values, the end time, the position.
+pub(crate) fn close_rows(
+    closes: &[(Vec<serde_json::Value>, serde_json::Value, Arc<str>)],
+) -> Vec<Vec<serde_json::Value>> {
+    closes
+        .iter()
+        .map(|(key, at, position)| {
+            let mut row = key.clone();
+            row.push(at.clone());
+            row.push(serde_json::Value::String(position.to_string()));
+            row
+        })
+        .collect()
 }

@@ -186,7 +186,7 @@ fn arguments(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
 
 /// The target type for a source column's type text. `key` columns get types a
 /// MySQL primary key can hold (bounded lengths).
-pub(crate) fn target_type(from: Engine, to: Engine, native: &str, key: bool) -> String {
+pub fn target_type(from: Engine, to: Engine, native: &str, key: bool) -> String {
     match (from, to) {
         (Engine::Postgres, Engine::Postgres) | (Engine::Mysql, Engine::Mysql) => native.to_string(),
         (Engine::Mysql, Engine::Postgres) => mysql_to_pg(native),

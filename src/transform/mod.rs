@@ -112,6 +112,27 @@ impl Transforms {
         self.rules.is_empty()
     }
 
+    /// What becomes of a source column in the events: dropped (by the
+    /// include/exclude lists), kept as it is, or made text by its mask
+    /// (every technique but `null` and `age` writes text).
+    pub fn column_output(&self, schema: &str, table: &str, column: &str) -> ColumnOutput {
+        let name = format!("{schema}.{table}");
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.tables.iter().any(|p| glob(p, &name)))
+        else {
+            return ColumnOutput::Same;
+        };
+        if !rule.keeps(column) {
+            return ColumnOutput::Dropped;
+        }
+        match rule.masks.get(column) {
+            None | Some(Technique::Null | Technique::Age { .. }) => ColumnOutput::Same,
+            Some(_) => ColumnOutput::Text,
+        }
+    }
+
     /// What does not fit between the transform of `schema.table` and the
     /// table's `(column, data type)` list: a named column the table lacks, a
     /// technique its column's type cannot take. One line each, for `check`
@@ -160,6 +181,14 @@ impl Transforms {
         }
         problems
     }
+}
+
+/// See [`Transforms::column_output`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnOutput {
+    Dropped,
+    Same,
+    Text,
 }
 
 /// Whether a column of `data_type` (as `information_schema` names it) can
@@ -343,7 +372,7 @@ fn mask_row(
 /// `*` (any run of characters) and `?` (one character) over a table name.
 /// Written here: the patterns are table names, and a glob crate would bring
 /// path semantics (`/`, `**`) they do not have.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
     while ni < n.len() {

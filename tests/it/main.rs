@@ -11,6 +11,7 @@ mod exactly_once;
 mod faithful;
 mod fault_proxy;
 mod fencing;
+mod history;
 mod masking;
 mod migrate;
 mod mysql;

@@ -7,6 +7,9 @@
 //! otherwise the upsert leaves them out, so the target keeps its own value.
 //! Truncates and schema changes are barriers: what came before is written first.
 
+pub(crate) mod versions;
+
+use super::history::HistoryMode;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,12 +67,59 @@ pub enum Step {
         table: TableKey,
         event: Box<ChangeEvent>,
     },
+    /// History mode: current versions closed, then versions added.
+    Versions(Box<Versions>),
+    /// History mode's truncate: every current version ends at `at`.
+    CloseAll {
+        table: TableKey,
+        mode: Arc<HistoryMode>,
+        at: Value,
+    },
+}
+
+impl Step {
+    /// The source table the step writes for.
+    pub(crate) fn table(&self) -> &TableKey {
+        match self {
+            Step::Upsert { table, .. }
+            | Step::Delete { table, .. }
+            | Step::Truncate { table }
+            | Step::Move { table, .. }
+            | Step::Schema { table, .. }
+            | Step::CloseAll { table, .. } => table,
+            Step::Versions(v) => &v.table,
+        }
+    }
+}
+
+/// Rows that share a column list, with that list.
+pub(crate) type ColumnsAndRows = (Vec<Arc<str>>, Vec<Vec<Value>>);
+
+/// One table's writes of a batch in history mode.
+#[derive(Debug, PartialEq)]
+pub struct Versions {
+    pub table: TableKey,
+    pub mode: Arc<HistoryMode>,
+    /// The source key's columns, in the order of each close's values.
+    pub key_columns: Vec<Arc<str>>,
+    /// The target's current versions that end: key values, the end time
+    /// (event form), and the position of the change that ends them.
+    pub closes: Vec<(Vec<Value>, Value, Arc<str>)>,
+    /// The versions added, grouped by column list (source columns, then the
+    /// history columns in [`HistoryColumns::all`] order).
+    pub inserts: Vec<ColumnsAndRows>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("{table} at {position}: the event has no key (the table needs a primary key or replica identity to be applied idempotently)")]
     NoKey { table: String, position: String },
+    #[error("{table} at {position}: history mode needs every column, and the event left out {column:?} with no earlier version of the row in the batch to take it from (Postgres: ALTER TABLE … REPLICA IDENTITY FULL; MySQL/MariaDB: binlog_row_image = FULL)")]
+    Incomplete {
+        table: String,
+        position: String,
+        column: String,
+    },
 }
 
 /// Per table, in first-seen order: key text → (first-seen order, state).

@@ -1,0 +1,86 @@
+//! History tables (`[[target.history]]`) made ready before anything is
+//! applied: the ones the target lacks are created with the source table's
+//! columns, in the target's types (a masked column as text, a dropped one
+//! left out), then the history columns. Only then is the source read, so
+//! `apply` from a sink needs no source connection when the tables exist.
+
+use anyhow::{anyhow, bail};
+use tidemark::config::Config;
+use tidemark::migrate::db::Db;
+use tidemark::target::history::{HistoryMode, HistoryTableSpec};
+use tidemark::target::types::{target_type, Engine};
+use tidemark::target::{TableKey, Target};
+use tidemark::transform::ColumnOutput;
+
+/// Creates the configured history tables the target lacks; checks the
+/// others have the history columns.
+pub(crate) async fn prepare_history_tables(
+    config: &Config,
+    target: &mut Target,
+) -> anyhow::Result<()> {
+    let Some(section) = &config.target else {
+        return Ok(());
+    };
+    let mut source: Option<Db> = None;
+    for (schema, table, mode) in section.histories.iter() {
+        let source_table = TableKey {
+            connector: config.source_kind(),
+            schema: schema.into(),
+            table: table.into(),
+        };
+        if target.has_history_table(&source_table, mode).await? {
+            continue;
+        }
+        let db = match &mut source {
+            Some(db) => db,
+            None => source.insert(Db::connect(config.source_url().expose()).await?),
+        };
+        let (columns, key) =
+            history_columns(config, db, (schema, table), mode, section.engine.engine()).await?;
+        let spec = HistoryTableSpec {
+            columns: &columns,
+            key: &key,
+            mode,
+        };
+        target.create_history_table(&source_table, &spec).await?;
+        tracing::info!("created the history table of {schema}.{table} on the target");
+    }
+    Ok(())
+}
+
+/// The source table's columns as the history table holds them (`name`,
+/// target type), and its key.
+async fn history_columns(
+    config: &Config,
+    source: &mut Db,
+    (schema, table): (&str, &str),
+    mode: &HistoryMode,
+    to: Engine,
+) -> anyhow::Result<(Vec<(String, String)>, Vec<String>)> {
+    let described = source
+        .describe(schema, table)
+        .await?
+        .ok_or_else(|| anyhow!("target.history: source table {schema}.{table} does not exist"))?;
+    if described.key.is_empty() {
+        bail!("target.history: source table {schema}.{table} has no primary key: its versions cannot be told apart");
+    }
+    let from = source.engine();
+    let mut columns = Vec::new();
+    for column in &described.columns {
+        if mode.columns.all().contains(&column.name.as_str()) {
+            bail!("target.history: source table {schema}.{table} has a column {:?}, which history mode adds too; name the history column otherwise in [target.history.columns]", column.name);
+        }
+        let key = described.key.contains(&column.name);
+        let type_text = match config.transforms.column_output(schema, table, &column.name) {
+            ColumnOutput::Dropped => continue,
+            ColumnOutput::Same => target_type(from, to, &column.native, key),
+            ColumnOutput::Text => match (to, key) {
+                (Engine::Postgres, _) => "text".into(),
+                (Engine::Mysql, true) => "varchar(255)".into(),
+                (Engine::Mysql, false) => "longtext".into(),
+            },
+        };
+        columns.push((column.name.clone(), type_text));
+    }
+    Ok((columns, described.key))
+}

@@ -1,0 +1,215 @@
+//! History mode's plan: a batch's changes to one table as the target's
+//! current versions it closes and the versions it adds, those of one key
+//! chained in memory (see `target::history` for what a version is).
+
+use super::{key_text, ColumnsAndRows, PlanError, Step, TableKey, Versions};
+use crate::target::history::{utc_text, HistoryMode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tidemark_connectors::{ChangeEvent, Op, Row};
+
+/// A version being built: the row's values and its history fields.
+struct Version {
+    row: Row,
+    valid_from: i64,
+    valid_to: Option<i64>,
+    op: &'static str,
+    position: Arc<str>,
+}
+
+/// One table's state while a batch is planned.
+struct TableVersions {
+    table: TableKey,
+    mode: Arc<HistoryMode>,
+    key_columns: Vec<Arc<str>>,
+    closes: Vec<(Vec<Value>, Value, Arc<str>)>,
+    versions: Vec<Version>,
+    /// Key text → the index of the key's open version, or `None` once the
+    /// key was closed in this batch (its target version is dealt with).
+    keys: HashMap<String, Option<usize>>,
+}
+
+/// Turns the events of history-mode tables (each with its position and
+/// mode) into steps: per table, the closes and the versions; truncates and
+/// schema changes are barriers for their table.
+pub(crate) fn plan<'a>(
+    events: impl IntoIterator<Item = (&'a ChangeEvent, &'a str, &'a Arc<HistoryMode>)>,
+) -> Result<Vec<Step>, PlanError> {
+    let mut steps = Vec::new();
+    let mut pending: Vec<TableVersions> = Vec::new();
+    for (event, position, mode) in events {
+        let table = TableKey {
+            connector: event.source.connector,
+            schema: event.source.schema.clone(),
+            table: event.source.table.clone(),
+        };
+        let at = event.source.ts_ms;
+        if matches!(event.op, Op::Truncate | Op::Schema) {
+            if let Some(i) = pending.iter().position(|p| p.table == table) {
+                steps.push(pending.swap_remove(i).into_step());
+            }
+            steps.push(if event.op == Op::Truncate {
+                Step::CloseAll {
+                    table,
+                    mode: mode.clone(),
+                    at: Value::String(utc_text(at)),
+                }
+            } else {
+                Step::Schema {
+                    table,
+                    event: Box::new(event.clone()),
+                }
+            });
+            continue;
+        }
+        let Some(key) = event.key.as_ref().filter(|k| !k.0.is_empty()) else {
+            return Err(PlanError::NoKey {
+                table: table.to_string(),
+                position: position.to_string(),
+            });
+        };
+        let versions = match pending.iter().position(|p| p.table == table) {
+            Some(i) => &mut pending[i],
+            None => {
+                pending.push(TableVersions {
+                    key_columns: key.0.iter().map(|(name, _)| name.clone()).collect(),
+                    table,
+                    mode: mode.clone(),
+                    closes: Vec::new(),
+                    versions: Vec::new(),
+                    keys: HashMap::new(),
+                });
+                let last = pending.len() - 1;
+                &mut pending[last]
+            }
+        };
+        versions.add(event, key, position, at)?;
+    }
+    steps.extend(pending.into_iter().map(TableVersions::into_step));
+    Ok(steps)
+}
+
+impl TableVersions {
+    /// Takes one row change of the table.
+    fn add(
+        &mut self,
+        event: &ChangeEvent,
+        key: &Row,
+        position: &str,
+        at: i64,
+    ) -> Result<(), PlanError> {
+        let position: Arc<str> = position.into();
+        let before = event.before.as_ref().map(|b| b.to_row().into_owned());
+        if event.op == Op::Delete {
+            self.close(key, at, &position);
+            if self.mode.tombstones {
+                // The delete's old image: the whole row where the source
+                // logs it (REPLICA IDENTITY FULL, binlog_row_image FULL),
+                // else the key; never a value from another event, so the
+                // history does not depend on how events were batched.
+                self.versions.push(Version {
+                    row: before.unwrap_or_else(|| key.clone()),
+                    valid_from: at,
+                    valid_to: Some(at),
+                    op: "d",
+                    position,
+                });
+            }
+            return Ok(());
+        }
+        let Some(mut row) = event.after.as_ref().map(|a| a.to_row().into_owned()) else {
+            return Ok(());
+        };
+        // A key change closes the old key's version; its values carry over.
+        let mut previous = None;
+        if let Some(before) = &before {
+            let old = Row(key
+                .0
+                .iter()
+                .filter_map(|(name, _)| before.get(name).map(|v| (name.clone(), v.clone())))
+                .collect());
+            if old.0.len() == key.0.len() && old != *key {
+                previous = self.close(&old, at, &position);
+            }
+        }
+        previous = self.close(key, at, &position).or(previous);
+        for name in &event.unchanged {
+            if row.get(name).is_some() {
+                continue;
+            }
+            match previous.and_then(|i| self.versions[i].row.get(name)) {
+                Some(value) => row.0.push((name.clone(), value.clone())),
+                None => {
+                    return Err(PlanError::Incomplete {
+                        table: self.table.to_string(),
+                        position: position.to_string(),
+                        column: name.to_string(),
+                    })
+                }
+            }
+        }
+        self.keys.insert(key_text(key), Some(self.versions.len()));
+        self.versions.push(Version {
+            row,
+            valid_from: at,
+            valid_to: None,
+            op: event.op.code(),
+            position,
+        });
+        Ok(())
+    }
+
+    /// Ends the current version of `key` at `at`: the one opened earlier in
+    /// the batch (returned), else, the first time the batch meets the key,
+    /// the target's.
+    fn close(&mut self, key: &Row, at: i64, position: &Arc<str>) -> Option<usize> {
+        match self.keys.insert(key_text(key), None) {
+            Some(Some(open)) => {
+                self.versions[open].valid_to = Some(at);
+                Some(open)
+            }
+            Some(None) => None,
+            None => {
+                let values = self
+                    .key_columns
+                    .iter()
+                    .map(|name| key.get(name).cloned().unwrap_or(Value::Null))
+                    .collect();
+                self.closes
+                    .push((values, Value::String(utc_text(at)), position.clone()));
+                None
+            }
+        }
+    }
+
+    fn into_step(self) -> Step {
+        let history = self.mode.columns.all();
+        let mut inserts: Vec<ColumnsAndRows> = Vec::new();
+        for version in self.versions {
+            let (mut names, mut values): (Vec<Arc<str>>, Vec<Value>) =
+                version.row.0.into_iter().unzip();
+            names.extend(history.iter().map(|name| Arc::from(*name)));
+            values.extend([
+                Value::String(utc_text(version.valid_from)),
+                version
+                    .valid_to
+                    .map_or(Value::Null, |t| Value::String(utc_text(t))),
+                Value::Bool(version.valid_to.is_none()),
+                Value::String(version.op.into()),
+                Value::String(version.position.to_string()),
+            ]);
+            match inserts.iter_mut().find(|(n, _)| *n == names) {
+                Some((_, rows)) => rows.push(values),
+                None => inserts.push((names, vec![values])),
+            }
+        }
+        Step::Versions(Box::new(Versions {
+            table: self.table,
+            mode: self.mode,
+            key_columns: self.key_columns,
+            closes: self.closes,
+            inserts,
+        }))
+    }
+}
