@@ -259,3 +259,44 @@ fn url_schemes_decide_the_engine() {
         "target.url: is not a Postgres URL (postgres://... or mysql://...)"
     );
 }
+
+#[test]
+fn history_sections_resolve_against_the_source_tables() {
+    let with = |history: &str| {
+        format!("{GOOD}[target]\ntype = \"postgres\"\nurl = \"postgres://u@h/dw\"\n{history}")
+    };
+    let config = parse(&with(
+        "[[target.history]]\ntables = [\"public.cust*\"]\ntombstones = true\n[target.history.columns]\nvalid_from = \"start\"\n",
+    ))
+    .expect("a history section");
+    let histories = &config.target.as_ref().expect("target").histories;
+    let mode = histories
+        .mode("public", "customers")
+        .expect("customers in history mode");
+    assert!(mode.tombstones);
+    assert_eq!(mode.columns.valid_from, "start");
+    assert_eq!(mode.columns.valid_to, "valid_to");
+    assert!(histories.mode("public", "orders").is_none());
+    for (history, message) in [
+        (
+            "[[target.history]]\ntables = [\"public.nothing*\"]\n",
+            "target.history[0].tables: \"public.nothing*\" matches none of the source's tables",
+        ),
+        (
+            "[[target.history]]\ntables = [\"public.orders\"]\n[target.history.columns]\nop = \"valid_to\"\n",
+            "target.history[0].columns: names \"valid_to\" for two history columns",
+        ),
+        (
+            "[[target.history]]\ntables = [\"public.orders\"]\n[target.history.columns]\nposition = \"\"\n",
+            "target.history[0].columns.position: is empty",
+        ),
+        (
+            "[[target.history]]\ntables = [\"public.*\"]\n[[target.history]]\ntables = [\"public.orders\"]\ntombstones = true\n",
+            "target.history[1].tables: public.orders is in an earlier [[target.history]] section already",
+        ),
+        ("[[target.history]]\ntables = []\n", "target.history[0].tables: names no table"),
+    ] {
+        let err = parse(&with(history)).expect_err(history);
+        assert_eq!(err.to_string(), message, "{history}");
+    }
+}

@@ -92,25 +92,21 @@ fn my_versions(db: &str) -> Vec<String> {
     .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_scripted_sequence_gives_exactly_the_expected_history() {
-    let source = TestDb::new("tm_hist_script").await;
-    source.client.batch_execute(TABLE).await.expect("table");
-    let events = capture(&source, 9, || async {
-        for statement in [
-            "INSERT INTO t VALUES (1, 'a', '2000-01-01'), (2, 'b', NULL), (3, 'c', '1999-12-31')",
-            "UPDATE t SET name = 'a2' WHERE id = 1",
-            "BEGIN; UPDATE t SET name = 'a3' WHERE id = 1; UPDATE t SET id = 20 WHERE id = 2; COMMIT",
-            "DELETE FROM t WHERE id = 3",
-            "INSERT INTO t VALUES (3, 'c2', NULL)",
-            "UPDATE t SET name = NULL WHERE id = 20",
-        ] {
-            source.client.batch_execute(statement).await.expect(statement);
-        }
-    })
-    .await;
-    assert_eq!(events.len(), 9, "{events:?}");
-    let expected: Vec<String> = [
+/// Inserts, updates, a key change, a delete, a re-insert, a NULL.
+const SCRIPT: [&str; 6] = [
+    "INSERT INTO t VALUES (1, 'a', '2000-01-01'), (2, 'b', NULL), (3, 'c', '1999-12-31')",
+    "UPDATE t SET name = 'a2' WHERE id = 1",
+    "BEGIN; UPDATE t SET name = 'a3' WHERE id = 1; UPDATE t SET id = 20 WHERE id = 2; COMMIT",
+    "DELETE FROM t WHERE id = 3",
+    "INSERT INTO t VALUES (3, 'c2', NULL)",
+    "UPDATE t SET name = NULL WHERE id = 20",
+];
+
+/// The history [`SCRIPT`] leaves, with tombstones, as [`pg_versions`] reads it.
+/// The tombstone holds the delete's old image: the key alone under
+/// Postgres' default replica identity.
+fn expected() -> Vec<String> {
+    [
         "1|a|c|f|t",
         "1|a2|u|f|t",
         "1|a3|u|t|f",
@@ -122,7 +118,25 @@ async fn a_scripted_sequence_gives_exactly_the_expected_history() {
         "20|-|u|t|f",
     ]
     .map(String::from)
-    .to_vec();
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scripted_sequence_gives_exactly_the_expected_history() {
+    let source = TestDb::new("tm_hist_script").await;
+    source.client.batch_execute(TABLE).await.expect("table");
+    let events = capture(&source, 9, || async {
+        for statement in SCRIPT {
+            source
+                .client
+                .batch_execute(statement)
+                .await
+                .expect(statement);
+        }
+    })
+    .await;
+    assert_eq!(events.len(), 9, "{events:?}");
+    let expected = expected();
 
     let pg = TestDb::new("tm_hist_script_pg").await;
     let config = history_config(&source, &pg.url(), "tombstones = true\n", 500);
@@ -490,4 +504,60 @@ async fn as_of_queries_equal_the_source_at_sampled_moments() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(current, now);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_in_process_target_keeps_history_and_refuses_a_table_without_its_columns() {
+    let source = TestDb::new("tm_hist_inproc").await;
+    source.client.batch_execute(TABLE).await.expect("table");
+    let target = TestDb::new("tm_hist_inproc_pg").await;
+    target
+        .client
+        .batch_execute(TABLE)
+        .await
+        .expect("a plain table");
+    let config = source.config(&["public.t"], "");
+    append(
+        &config,
+        &format!(
+            "[target]\ntype = \"postgres\"\nurl = \"{}\"\n[[target.history]]\ntables = [\"public.t\"]\ntombstones = true\n",
+            target.url()
+        ),
+    );
+    assert_command_refused(
+        "apply",
+        &config,
+        "target table \"public\".\"t\": is configured for history mode (source table public.t) but lacks the history columns [\"valid_from\", \"valid_to\", \"is_current\", \"op\", \"position\"]",
+    );
+    let path = config.display().to_string();
+    let (code, stderr) = run_to_end(&["migrate", "run", "--config", &path]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: target.history: migrate copies tables as they are and keeps no history"
+        ),
+        "{stderr}"
+    );
+
+    target
+        .client
+        .batch_execute("DROP TABLE t")
+        .await
+        .expect("drop");
+    let mut daemon = Daemon::command(&["apply"], &config);
+    source.wait_for_slot(true).await;
+    for statement in SCRIPT {
+        source
+            .client
+            .batch_execute(statement)
+            .await
+            .expect(statement);
+    }
+    daemon
+        .wait_for("9 versions", Duration::from_secs(60), || async {
+            pg_versions(&target.client).await.len() >= 9
+        })
+        .await;
+    daemon.stop().await;
+    assert_eq!(pg_versions(&target.client).await, expected());
 }

@@ -213,3 +213,217 @@ impl TableVersions {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tidemark_connectors::event::ParsedEvent;
+
+    /// A change to `public.t` at commit time `at` (ms), position `pg:{n}`.
+    fn change(
+        op: &str,
+        n: u32,
+        at: i64,
+        (before, after): (Value, Value),
+        unchanged: &[&str],
+    ) -> ParsedEvent {
+        let key = if op == "d" { &before } else { &after };
+        let line = json!({
+            "op": op, "before": before, "after": after, "unchanged": unchanged,
+            "key": {"id": key["id"]},
+            "source": {"connector": "postgres", "name": "p", "schema": "public", "table": "t", "ts_ms": at},
+            "position": format!("pg:{n}"),
+        });
+        match ChangeEvent::from_json(line.to_string().as_bytes()) {
+            Ok(parsed) => parsed,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn run(events: &[ParsedEvent], tombstones: bool) -> Result<Vec<Step>, PlanError> {
+        let mode = Arc::new(HistoryMode {
+            tombstones,
+            ..HistoryMode::default()
+        });
+        plan(
+            events
+                .iter()
+                .map(|e| (&e.event, e.position.as_str(), &mode)),
+        )
+    }
+
+    /// Each version as `id name op valid_from valid_to is_current`, and the closes as `id at`.
+    fn summary(step: &Step) -> (Vec<String>, Vec<String>) {
+        let Step::Versions(v) = step else {
+            panic!("{step:?}")
+        };
+        let mut versions = Vec::new();
+        for (columns, rows) in &v.inserts {
+            for row in rows {
+                let get = |name: &str| {
+                    columns
+                        .iter()
+                        .position(|c| &**c == name)
+                        .map_or("absent".to_string(), |i| match &row[i] {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                };
+                versions.push(format!(
+                    "{} {} {} {} {} {}",
+                    get("id"),
+                    get("name"),
+                    get("op"),
+                    get("valid_from"),
+                    get("valid_to"),
+                    get("is_current")
+                ));
+            }
+        }
+        let closes = v
+            .closes
+            .iter()
+            .map(|(key, at, _)| format!("{} {}", key[0], at.as_str().unwrap_or("?")))
+            .collect();
+        (versions, closes)
+    }
+
+    const T1: &str = "1970-01-01T00:00:01.000Z";
+    const T2: &str = "1970-01-01T00:00:02.000Z";
+    const T3: &str = "1970-01-01T00:00:03.000Z";
+
+    #[test]
+    fn versions_of_one_key_chain_and_only_the_first_closes_the_targets() {
+        let events = [
+            change(
+                "c",
+                1,
+                1000,
+                (Value::Null, json!({"id": 1, "name": "a"})),
+                &[],
+            ),
+            change(
+                "u",
+                2,
+                2000,
+                (Value::Null, json!({"id": 1, "name": "b"})),
+                &[],
+            ),
+            change(
+                "u",
+                3,
+                3000,
+                (Value::Null, json!({"id": 1, "name": "c"})),
+                &[],
+            ),
+        ];
+        let steps = run(&events, false).unwrap_or_else(|e| panic!("{e}"));
+        let (versions, closes) = summary(&steps[0]);
+        assert_eq!(
+            versions,
+            [
+                format!("1 a c {T1} {T2} false"),
+                format!("1 b u {T2} {T3} false"),
+                format!("1 c u {T3} null true"),
+            ]
+        );
+        assert_eq!(closes, [format!("1 {T1}")]);
+    }
+
+    #[test]
+    fn a_key_change_closes_the_old_key_and_carries_its_values() {
+        let events = [
+            change(
+                "c",
+                1,
+                1000,
+                (Value::Null, json!({"id": 1, "name": "a", "big": "x"})),
+                &[],
+            ),
+            change(
+                "u",
+                2,
+                2000,
+                (json!({"id": 1}), json!({"id": 2, "name": "b"})),
+                &["big"],
+            ),
+            change("d", 3, 3000, (json!({"id": 2}), Value::Null), &[]),
+        ];
+        let steps = run(&events, true).unwrap_or_else(|e| panic!("{e}"));
+        let (versions, closes) = summary(&steps[0]);
+        assert_eq!(
+            versions,
+            [
+                format!("1 a c {T1} {T2} false"),
+                format!("2 b u {T2} {T3} false"),
+                format!("2 absent d {T3} {T3} false"),
+            ]
+        );
+        // Key 1 and key 2 may have versions on the target: both close there.
+        assert_eq!(closes, [format!("1 {T1}"), format!("2 {T2}")]);
+        let Step::Versions(v) = &steps[0] else {
+            panic!()
+        };
+        assert!(v
+            .inserts
+            .iter()
+            .any(|(columns, rows)| columns.iter().any(|c| &**c == "big")
+                && rows
+                    .iter()
+                    .any(|r| r.contains(&json!("x")) && r.contains(&json!(2)))));
+    }
+
+    #[test]
+    fn a_column_left_out_with_no_earlier_version_is_an_error_naming_it() {
+        let events = [change(
+            "u",
+            1,
+            1000,
+            (Value::Null, json!({"id": 1, "name": "a"})),
+            &["big"],
+        )];
+        match run(&events, false) {
+            Err(PlanError::Incomplete {
+                column, position, ..
+            }) => {
+                assert_eq!((column.as_str(), position.as_str()), ("big", "pg:1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_truncate_writes_what_came_before_then_closes_every_version() {
+        let mut truncate = change("c", 2, 2000, (Value::Null, Value::Null), &[]);
+        truncate.event.op = Op::Truncate;
+        let events = [
+            change(
+                "c",
+                1,
+                1000,
+                (Value::Null, json!({"id": 1, "name": "a"})),
+                &[],
+            ),
+            truncate,
+            change(
+                "c",
+                3,
+                3000,
+                (Value::Null, json!({"id": 1, "name": "b"})),
+                &[],
+            ),
+        ];
+        let steps = run(&events, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(steps.len(), 3, "{steps:?}");
+        assert_eq!(summary(&steps[0]).0, [format!("1 a c {T1} null true")]);
+        assert!(matches!(&steps[1], Step::CloseAll { at, .. } if at == T2));
+        assert_eq!(summary(&steps[2]).0, [format!("1 b c {T3} null true")]);
+    }
+
+    #[test]
+    fn commit_times_are_written_as_utc_with_milliseconds() {
+        assert_eq!(utc_text(1_763_737_200_123), "2025-11-21T15:00:00.123Z");
+        assert_eq!(utc_text(-1), "1969-12-31T23:59:59.999Z");
+    }
+}
