@@ -12,6 +12,45 @@ use tokio::time::Instant;
 /// See [`Batcher::empty_end_due`].
 pub(crate) const EMPTY_BATCH_DELAY: Duration = Duration::from_secs(1);
 
+/// A batch is handed on once its events hold about this many bytes of
+/// values, whatever `max_batch_events` says: with rows of megabytes (TOAST,
+/// BLOB, JSON) a batch of 1,024 events would otherwise hold gigabytes.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Rows a table's first snapshot chunk reads, before its row size is known.
+const FIRST_CHUNK_ROWS: usize = 16;
+
+/// Rows for a table's next snapshot chunk: as many as fit in
+/// [`MAX_BATCH_BYTES`] at the size of the largest row read so far
+/// (`largest_row`, 0 before any), at least one and at most `max_rows` (the
+/// configured `snapshot_chunk_rows`). A table starts with a few rows, so
+/// that the first chunk of a table of huge rows is small too.
+pub(crate) fn snapshot_chunk_rows(largest_row: usize, max_rows: usize) -> usize {
+    if largest_row == 0 {
+        return max_rows.clamp(1, FIRST_CHUNK_ROWS);
+    }
+    rows_that_fit(largest_row, max_rows)
+}
+
+/// As many rows of `largest_row` bytes as fit in [`MAX_BATCH_BYTES`], at
+/// least one and at most `max_rows` (all of them while the size is unknown).
+pub(crate) fn rows_that_fit(largest_row: usize, max_rows: usize) -> usize {
+    let max_rows = max_rows.max(1);
+    match largest_row {
+        0 => max_rows,
+        n => (MAX_BATCH_BYTES / n).clamp(1, max_rows),
+    }
+}
+
+/// The largest of `events`' sizes (see [`ChangeEvent::value_bytes`]).
+pub(crate) fn largest_event(events: &[ChangeEvent]) -> usize {
+    events
+        .iter()
+        .map(ChangeEvent::value_bytes)
+        .max()
+        .unwrap_or(0)
+}
+
 #[derive(Default)]
 pub(crate) struct Batcher {
     events: Vec<ChangeEvent>,
@@ -21,21 +60,26 @@ pub(crate) struct Batcher {
     end: Option<(Position, Instant)>,
     /// An emptied vector of a batch already written, reused for the next one.
     spare: Option<Vec<ChangeEvent>>,
+    /// About how many bytes of values `events` hold.
+    bytes: usize,
 }
 
 impl Batcher {
     pub(crate) fn push(&mut self, event: ChangeEvent) {
+        self.bytes += event.value_bytes();
         self.events.push(event);
+    }
+
+    /// True when the batch is due by size: `max_events` events, or
+    /// [`MAX_BATCH_BYTES`] of values.
+    pub(crate) fn is_full(&self, max_events: usize) -> bool {
+        self.events.len() >= max_events.max(1) || self.bytes >= MAX_BATCH_BYTES
     }
 
     /// A transaction's commit was read; `end` is where reading resumes after it.
     pub(crate) fn commit(&mut self, end: Position) {
         self.complete = self.events.len();
         self.end = Some((end, Instant::now()));
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.events.len()
     }
 
     /// True when complete transactions with events wait to be handed on.
@@ -60,6 +104,7 @@ impl Batcher {
     /// Everything read so far; `end` covers the complete transactions in it.
     pub(crate) fn take(&mut self) -> Batch {
         self.complete = 0;
+        self.bytes = 0;
         // A vector of a written batch, or one the size of this batch.
         let next = self
             .spare
@@ -86,6 +131,7 @@ impl Batcher {
     /// event written; the rest is read again on the next start.
     pub(crate) fn take_complete(&mut self) -> Option<Batch> {
         self.events.truncate(self.complete);
+        self.bytes = self.events.iter().map(ChangeEvent::value_bytes).sum();
         let batch = self.take();
         (!batch.events.is_empty() || batch.end.is_some()).then_some(batch)
     }

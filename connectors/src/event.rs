@@ -98,6 +98,26 @@ impl Image {
             Image::Json(json) => out.extend_from_slice(json),
         }
     }
+
+    /// About how many bytes the image's values take: what bounds a batch
+    /// by size. Strings and nested values count their length, other
+    /// values a word.
+    pub fn value_bytes(&self) -> usize {
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::String(s) => s.len() + 8,
+                Value::Array(items) => items.iter().map(value).sum::<usize>() + 8,
+                Value::Object(map) => {
+                    map.iter().map(|(k, v)| k.len() + value(v)).sum::<usize>() + 8
+                }
+                _ => 8,
+            }
+        }
+        match self {
+            Image::Values(row) => row.0.iter().map(|(name, v)| name.len() + value(v)).sum(),
+            Image::Json(json) => json.len(),
+        }
+    }
 }
 
 /// A column as described by a schema-change event.
@@ -194,6 +214,12 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
+    /// About how many bytes the event's images take (see [`Image::value_bytes`]).
+    pub fn value_bytes(&self) -> usize {
+        let image = |i: &Option<Image>| i.as_ref().map_or(0, Image::value_bytes);
+        image(&self.before) + image(&self.after)
+    }
+
     /// A row change: `op` with the images the source gave (`before` for
     /// updates and deletes where it has one, `after` for reads, inserts and
     /// updates; neither for a truncate) and the row's key, emitted at `ts_ms`.

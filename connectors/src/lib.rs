@@ -21,6 +21,7 @@ mod snapshot_then_stream;
 pub mod sql;
 pub mod table;
 
+pub use batcher::MAX_BATCH_BYTES;
 pub use event::{Batch, ChangeEvent, Image, Op, Row};
 pub use position::{Position, PositionKey};
 

@@ -13,6 +13,7 @@ mod fault_proxy;
 mod fencing;
 mod history;
 mod masking;
+mod memory;
 mod migrate;
 mod mysql;
 mod ops;

@@ -477,7 +477,7 @@ impl MysqlSource {
             if self.ended || *self.control.stop.borrow() {
                 return Ok(self.batch.take_complete());
             }
-            if self.batch.len() >= self.cfg.max_batch_events.max(1) {
+            if self.batch.is_full(self.cfg.max_batch_events) {
                 return Ok(Some(self.batch.take()));
             }
             let Some(stream) = self.stream.as_mut() else {

@@ -10,6 +10,7 @@
 
 use super::schema::{read_columns, TableColumns};
 use super::{connect, my_error};
+use crate::batcher::{largest_event, snapshot_chunk_rows};
 use crate::event::{now_ms, ChangeEvent, Op, Position, Row, SourceInfo};
 use crate::progress::SnapshotProgress;
 use crate::sql::mysql::quote_ident;
@@ -29,6 +30,8 @@ struct TableReader {
     /// Reading a key range: its inclusive upper end.
     upper: Option<Vec<MyValue>>,
     rows_done: u64,
+    /// The largest row read so far, in bytes: it sizes the next chunk.
+    largest_row: usize,
 }
 
 impl TableReader {
@@ -58,6 +61,7 @@ impl TableReader {
             last_key: None,
             upper: None,
             rows_done: 0,
+            largest_row: 0,
         })
     }
 
@@ -246,10 +250,11 @@ impl Snapshot {
             };
             let cols = &reader.columns;
             let what = format!("read a snapshot chunk of {}.{}", cols.db, cols.table);
-            let (sql, params) = reader.query(self.chunk_rows);
+            let limit = snapshot_chunk_rows(reader.largest_row, self.chunk_rows);
+            let (sql, params) = reader.query(limit);
             let rows: Vec<mysql_async::Row> =
                 self.conn.exec(&sql, params).await.map_err(my_error(what))?;
-            let finished = rows.len() < self.chunk_rows;
+            let finished = rows.len() < limit;
             let ts_ms = now_ms();
             let mut events = Vec::with_capacity(rows.len());
             let read = rows.len() as u64;
@@ -285,6 +290,7 @@ impl Snapshot {
                 ));
             }
             reader.rows_done += read;
+            reader.largest_row = reader.largest_row.max(largest_event(&events));
             self.progress.chunk(
                 &format_args!("{}.{}", cols.db, cols.table),
                 reader.rows_done,

@@ -31,6 +31,7 @@ mod keyset;
 mod mysql;
 mod postgres;
 
+use crate::batcher::{largest_event, rows_that_fit};
 use crate::event::{now_ms, Batch, ChangeEvent, Op, Position, Row, SourceInfo, Watermark};
 use crate::table::TableName;
 use crate::{SourceControl, SourceError};
@@ -277,6 +278,8 @@ struct Polled {
     /// positions only grow (no lag window); events up to it are not written again.
     replay_after: Option<String>,
     keyset: Option<KeySet>,
+    /// The largest row read so far, in bytes: it sizes the next page.
+    largest_row: usize,
 }
 
 impl Polled {
@@ -444,6 +447,7 @@ impl PollSource {
                     .filter(|last| grows && last.starts_with(&scope))
                     .map(str::to_owned),
                 keyset,
+                largest_row: 0,
             });
         }
         Ok(PollSource {
@@ -617,8 +621,8 @@ impl PollSource {
     /// One page of table `index`'s changes after its watermark (or inside its
     /// lag window); `true` when the page is full and more may follow.
     async fn read_page(&mut self, index: usize) -> Result<(Vec<ChangeEvent>, bool), SourceError> {
-        let page_size = self.cfg.page_size.max(1);
         let table = &self.tables[index];
+        let page_size = rows_that_fit(table.largest_row, self.cfg.page_size);
         let bound = table.bound();
         let before_oldest_tx = table.described.timed && self.cfg.wait_for_open_transactions;
         let rows = self
@@ -646,6 +650,7 @@ impl PollSource {
             keyset.append_seen()?;
         }
         polled.forget_outside_window();
+        polled.largest_row = polled.largest_row.max(largest_event(&events));
         Ok((events, full))
     }
 

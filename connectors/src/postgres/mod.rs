@@ -296,7 +296,7 @@ impl PostgresSource {
                 return Ok(self.batch.take_complete());
             }
             let at_boundary = self.tx.is_none();
-            if self.batch.len() >= self.cfg.max_batch_events.max(1) {
+            if self.batch.is_full(self.cfg.max_batch_events) {
                 return Ok(Some(self.batch.take()));
             }
             let received = if at_boundary && self.batch.has_complete_events() {
@@ -419,8 +419,15 @@ fn replication_config(
     .with_options(catalog::SESSION_OPTIONS)
     .with_application_name(format!("tidemark:{}", cfg.pipeline))
     .with_status_interval(Duration::from_secs(1))
-    .with_wakeup_interval(Duration::from_secs(5)))
+    .with_wakeup_interval(Duration::from_secs(5))
+    .with_buffer_size(REPLICATION_BUFFER_MESSAGES))
 }
+
+/// Messages the replication client reads ahead of the decoder (its default
+/// is 8,192). Each holds one row change, which may be megabytes: the server
+/// keeps the backlog, not this buffer, so a few dozen are plenty to keep the
+/// decoder busy.
+const REPLICATION_BUFFER_MESSAGES: usize = 64;
 
 /// A killed predecessor's walsender may hold the slot for a moment; wait for it.
 async fn wait_for_slot_release(client: &Client, slot: &str) -> Result<(), SourceError> {

@@ -10,6 +10,7 @@
 
 use super::catalog::{self, TableShape, TypeKinds};
 use super::table::{Column, TableSchema};
+use crate::batcher::{largest_event, snapshot_chunk_rows};
 use crate::event::{now_ms, ChangeEvent, Op, Position, SourceInfo};
 use crate::progress::SnapshotProgress;
 use crate::sql::postgres::{literal, quote_ident};
@@ -33,6 +34,8 @@ struct TableReader {
     paging: Vec<usize>,
     rows_done: u64,
     estimated_rows: i64,
+    /// The largest row read so far, in bytes: it sizes the next chunk.
+    largest_row: usize,
 }
 
 pub struct Snapshot {
@@ -181,8 +184,9 @@ impl Snapshot {
                     })?;
                 return Ok(None);
             };
-            let rows = fetch_chunk(&self.client, reader, self.chunk_rows).await?;
-            let finished = (rows.len() as i64) < self.chunk_rows;
+            let limit = snapshot_chunk_rows(reader.largest_row, self.chunk_rows as usize);
+            let rows = fetch_chunk(&self.client, reader, limit as i64).await?;
+            let finished = rows.len() < limit;
             let events = reader.events(
                 &rows,
                 &mut self.row_ordinal,
@@ -190,6 +194,7 @@ impl Snapshot {
                 &self.pipeline,
                 &self.db,
             );
+            reader.largest_row = reader.largest_row.max(largest_event(&events));
             reader.page_past(&rows);
             self.progress.chunk(
                 &reader.schema.name,
@@ -391,6 +396,7 @@ async fn plan(
         paging,
         rows_done: 0,
         estimated_rows: shape.estimated_rows,
+        largest_row: 0,
     })
 }
 

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tidemark_connectors::event::ParsedEvent;
-use tidemark_connectors::ChangeEvent;
+use tidemark_connectors::{ChangeEvent, MAX_BATCH_BYTES};
 use tokio::sync::watch;
 
 /// The sink's events files, in the order it wrote them.
@@ -86,7 +86,9 @@ async fn wait(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Up to `max` whole lines of `path` from `offset`, and the offset after them.
+/// Up to `max` whole lines of `path` from `offset` (fewer once they hold
+/// `MAX_BATCH_BYTES`, so that rows of megabytes make small batches), and the
+/// offset after them.
 fn read_lines(
     path: &Path,
     offset: u64,
@@ -99,7 +101,7 @@ fn read_lines(
     let mut events = Vec::new();
     let mut at = offset;
     let mut line = Vec::new();
-    while events.len() < max.max(1) {
+    while events.len() < max.max(1) && ((at - offset) as usize) < MAX_BATCH_BYTES {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(io)?;
         if n == 0 || line.last() != Some(&b'\n') {

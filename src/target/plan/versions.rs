@@ -102,7 +102,7 @@ impl TableVersions {
         let position: Arc<str> = position.into();
         let before = event.before.as_ref().map(|b| b.to_row().into_owned());
         if event.op == Op::Delete {
-            self.close(key, at, &position);
+            self.close(key, at, &position, true);
             if self.mode.tombstones {
                 // The delete's old image: the whole row where the source
                 // logs it (REPLICA IDENTITY FULL, binlog_row_image FULL),
@@ -123,6 +123,7 @@ impl TableVersions {
         };
         // A key change closes the old key's version; its values carry over.
         let mut previous = None;
+        let mut key_changed = false;
         if let Some(before) = &before {
             let old = Row(key
                 .0
@@ -130,10 +131,16 @@ impl TableVersions {
                 .filter_map(|(name, _)| before.get(name).map(|v| (name.clone(), v.clone())))
                 .collect());
             if old.0.len() == key.0.len() && old != *key {
-                previous = self.close(&old, at, &position);
+                previous = self.close(&old, at, &position, true);
+                key_changed = true;
             }
         }
-        previous = self.close(key, at, &position).or(previous);
+        // A key the source did not have just before (an insert, the new key
+        // of a key change) has no current version on the target: its last
+        // one ended at its delete. Only updates and snapshot rows (a snapshot
+        // taken again) end one there.
+        let on_target = !(event.op == Op::Create || key_changed);
+        previous = self.close(key, at, &position, on_target).or(previous);
         for name in &event.unchanged {
             if row.get(name).is_some() {
                 continue;
@@ -161,15 +168,16 @@ impl TableVersions {
     }
 
     /// Ends the current version of `key` at `at`: the one opened earlier in
-    /// the batch (returned), else, the first time the batch meets the key,
-    /// the target's.
-    fn close(&mut self, key: &Row, at: i64, position: &Arc<str>) -> Option<usize> {
+    /// the batch (returned), else, the first time the batch meets the key
+    /// and when it may have one (`on_target`), the target's.
+    fn close(&mut self, key: &Row, at: i64, position: &Arc<str>, on_target: bool) -> Option<usize> {
         match self.keys.insert(key_text(key), None) {
             Some(Some(open)) => {
                 self.versions[open].valid_to = Some(at);
                 Some(open)
             }
             Some(None) => None,
+            None if !on_target => None,
             None => {
                 let values = self
                     .key_columns
@@ -295,26 +303,24 @@ mod tests {
 
     #[test]
     fn versions_of_one_key_chain_and_only_the_first_closes_the_targets() {
+        let update = |n: u32, at: i64, name: &str| {
+            change(
+                "u",
+                n,
+                at,
+                (Value::Null, json!({"id": 1, "name": name})),
+                &[],
+            )
+        };
         let events = [
+            update(1, 1000, "a"),
+            update(2, 2000, "b"),
+            update(3, 3000, "c"),
             change(
                 "c",
-                1,
-                1000,
-                (Value::Null, json!({"id": 1, "name": "a"})),
-                &[],
-            ),
-            change(
-                "u",
-                2,
-                2000,
-                (Value::Null, json!({"id": 1, "name": "b"})),
-                &[],
-            ),
-            change(
-                "u",
-                3,
+                4,
                 3000,
-                (Value::Null, json!({"id": 1, "name": "c"})),
+                (Value::Null, json!({"id": 7, "name": "new"})),
                 &[],
             ),
         ];
@@ -323,11 +329,13 @@ mod tests {
         assert_eq!(
             versions,
             [
-                format!("1 a c {T1} {T2} false"),
+                format!("1 a u {T1} {T2} false"),
                 format!("1 b u {T2} {T3} false"),
                 format!("1 c u {T3} null true"),
+                format!("7 new c {T3} null true"),
             ]
         );
+        // An update may end a version the target holds; an insert cannot.
         assert_eq!(closes, [format!("1 {T1}")]);
     }
 
@@ -360,8 +368,8 @@ mod tests {
                 format!("2 absent d {T3} {T3} false"),
             ]
         );
-        // Key 1 and key 2 may have versions on the target: both close there.
-        assert_eq!(closes, [format!("1 {T1}"), format!("2 {T2}")]);
+        // Key 1 was inserted in the batch, key 2 is new: neither is on the target.
+        assert!(closes.is_empty(), "{closes:?}");
         let Step::Versions(v) = &steps[0] else {
             panic!()
         };
