@@ -10,6 +10,31 @@
 //! anywhere stops the pipeline before the cursor moves past it. The writer loop
 //! also ticks the health (and through it systemd's watchdog) and counts what it
 //! reads and writes.
+//!
+//! **Memory is bounded at every stage, so the server keeps a backlog, not
+//! tidemark** (issue 21; `tests/it/memory.rs` holds the sink and grows the
+//! backlog tenfold; `benches/memory.sh` prints peak RSS against backlog):
+//!
+//! - the Postgres replication client reads at most 64 messages ahead of the
+//!   decoder (`REPLICATION_BUFFER_MESSAGES`; its default was 8,192), one row
+//!   change each; the binlog stream is read one event at a time;
+//! - a batch ends at `max_batch_events` events or at
+//!   `tidemark_connectors::MAX_BATCH_BYTES` (4 MiB) of values, whichever
+//!   comes first, so rows of megabytes make small batches; a transaction of
+//!   millions of rows is several batches, and the cursor moves at its end;
+//! - snapshot chunks and poll pages hold as many rows as fit in 4 MiB at the
+//!   size of the largest row read so far (a table's first snapshot chunk is 16
+//!   rows), at most `snapshot_chunk_rows` / `page_size`;
+//! - between reader and writer: [`BATCHES_IN_FLIGHT`] batches in the channel,
+//!   one being read, one being written;
+//! - the sinks write one batch at a time: the file sink appends it, Kinesis
+//!   sends it in `PutRecords` calls of at most 500 records / 5 MiB and retries
+//!   a throttled call with the same records, and a held sink holds the writer,
+//!   hence the reader, hence the socket;
+//! - `apply` reads the file sink in batches of `max_batch_events` lines or 4
+//!   MiB, and Kinesis in `GetRecords` calls of at most 10,000 records (10 MiB,
+//!   the service's own cap); `migrate` streams `COPY` chunk by chunk, and its
+//!   catch-up is this pipeline.
 
 pub mod assembly;
 mod commit;
