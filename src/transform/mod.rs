@@ -112,16 +112,20 @@ impl Transforms {
         self.rules.is_empty()
     }
 
+    /// The section whose patterns match `schema.table` first.
+    fn rule_of(&self, schema: &str, table: &str) -> Option<&TableRule> {
+        let name = format!("{schema}.{table}");
+        self.rules
+            .iter()
+            .find(|r| r.tables.iter().any(|p| glob(p, &name)))
+            .map(|r| &**r)
+    }
+
     /// What becomes of a source column in the events: dropped (by the
     /// include/exclude lists), kept as it is, or made text by its mask
     /// (every technique but `null` and `age` writes text).
     pub fn column_output(&self, schema: &str, table: &str, column: &str) -> ColumnOutput {
-        let name = format!("{schema}.{table}");
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| r.tables.iter().any(|p| glob(p, &name)))
-        else {
+        let Some(rule) = self.rule_of(schema, table) else {
             return ColumnOutput::Same;
         };
         if !rule.keeps(column) {
@@ -139,11 +143,7 @@ impl Transforms {
     /// and the start.
     pub fn problems(&self, schema: &str, table: &str, columns: &[(String, String)]) -> Vec<String> {
         let name = format!("{schema}.{table}");
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|r| r.tables.iter().any(|p| glob(p, &name)))
-        else {
+        let Some(rule) = self.rule_of(schema, table) else {
             return Vec::new();
         };
         let type_of = |column: &str| {

@@ -12,17 +12,18 @@ use std::time::Duration;
 
 const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, name text, born date)";
 
-/// Captures what `workload` does to `source` into its file sink; returns
-/// the events once `rows` row events are there.
-async fn capture<F, Fut>(source: &TestDb, rows: usize, workload: F) -> Vec<Value>
+/// Captures what `workload` does to `source` into its file sink; the
+/// workload returns how many row events it made, and the events are
+/// returned once that many are there.
+async fn capture<F, Fut>(source: &TestDb, workload: F) -> Vec<Value>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = usize>,
 {
     let config = source.config(&["public.t"], "");
     let mut daemon = Daemon::start(&config);
     source.wait_for_slot(true).await;
-    workload().await;
+    let rows = workload().await;
     daemon
         .wait_for(
             &format!("{rows} events"),
@@ -31,7 +32,9 @@ where
         )
         .await;
     daemon.stop().await;
-    source.events()
+    let events = source.events();
+    assert_eq!(events.len(), rows);
+    events
 }
 
 /// A copy of the source's config that applies its file sink into
@@ -125,7 +128,7 @@ fn expected() -> Vec<String> {
 async fn a_scripted_sequence_gives_exactly_the_expected_history() {
     let source = TestDb::new("tm_hist_script").await;
     source.client.batch_execute(TABLE).await.expect("table");
-    let events = capture(&source, 9, || async {
+    let events = capture(&source, || async {
         for statement in SCRIPT {
             source
                 .client
@@ -133,9 +136,9 @@ async fn a_scripted_sequence_gives_exactly_the_expected_history() {
                 .await
                 .expect(statement);
         }
+        9
     })
     .await;
-    assert_eq!(events.len(), 9, "{events:?}");
     let expected = expected();
 
     let pg = TestDb::new("tm_hist_script_pg").await;
@@ -289,27 +292,17 @@ where
 {
     let mut rng = Seeded::from_env(seed_name);
     let mut model = std::collections::BTreeMap::new();
-    let config = source.config(&["public.t"], "");
-    let mut daemon = Daemon::start(&config);
-    source.wait_for_slot(true).await;
-    let mut rows = 0;
-    for i in 1..=transactions {
-        rows += random_transaction(&source.client, &mut rng, &mut model, keys).await;
-        if i % every == 0 {
-            sample().await;
+    capture(source, || async {
+        let mut rows = 0;
+        for i in 1..=transactions {
+            rows += random_transaction(&source.client, &mut rng, &mut model, keys).await;
+            if i % every == 0 {
+                sample().await;
+            }
         }
-    }
-    daemon
-        .wait_for(
-            &format!("{rows} events"),
-            Duration::from_secs(90),
-            || async { source.events().len() >= rows },
-        )
-        .await;
-    daemon.stop().await;
-    let events = source.events();
-    assert_eq!(events.len(), rows);
-    events
+        rows
+    })
+    .await
 }
 
 /// Every column of every version, one line each, in key and position order.
