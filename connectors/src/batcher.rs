@@ -131,8 +131,68 @@ impl Batcher {
     /// event written; the rest is read again on the next start.
     pub(crate) fn take_complete(&mut self) -> Option<Batch> {
         self.events.truncate(self.complete);
-        self.bytes = self.events.iter().map(ChangeEvent::value_bytes).sum();
         let batch = self.take();
         (!batch.events.is_empty() || batch.end.is_some()).then_some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Image, Op, Row, SourceInfo};
+    use serde_json::Value;
+    use std::sync::Arc;
+
+    fn event(bytes: usize) -> ChangeEvent {
+        let source = Arc::new(SourceInfo::new(
+            "postgres",
+            "p".into(),
+            "d".into(),
+            "s".into(),
+            "t".into(),
+            0,
+        ));
+        let row = Row(vec![("v".into(), Value::String("x".repeat(bytes)))]);
+        ChangeEvent::row(
+            Op::Create,
+            None,
+            Some(Image::Values(row)),
+            None,
+            source,
+            Position::postgres(1, 1),
+            0,
+        )
+    }
+
+    #[test]
+    fn a_batch_is_full_at_its_event_count_or_its_bytes() {
+        let mut small = Batcher::default();
+        for _ in 0..9 {
+            small.push(event(10));
+        }
+        assert!(!small.is_full(10));
+        small.push(event(10));
+        assert!(small.is_full(10));
+
+        let mut large = Batcher::default();
+        for _ in 0..3 {
+            large.push(event(1 << 20));
+        }
+        assert!(!large.is_full(1024));
+        large.push(event(1 << 20));
+        assert!(large.is_full(1024), "4 MiB of values in 4 events");
+        let _ = large.take();
+        assert!(!large.is_full(1024), "a taken batch starts empty");
+    }
+
+    #[test]
+    fn chunks_and_pages_hold_what_fits_in_the_byte_bound() {
+        assert_eq!(snapshot_chunk_rows(0, 10_000), 16);
+        assert_eq!(snapshot_chunk_rows(0, 4), 4);
+        assert_eq!(snapshot_chunk_rows(100, 10_000), 10_000);
+        assert_eq!(snapshot_chunk_rows(2 << 20, 10_000), 2);
+        assert_eq!(snapshot_chunk_rows(64 << 20, 10_000), 1);
+        assert_eq!(rows_that_fit(0, 1000), 1000);
+        assert_eq!(rows_that_fit(1 << 20, 1000), 4);
     }
 }
