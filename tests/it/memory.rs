@@ -38,19 +38,24 @@ async fn sent(source: &TestDb) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until the server's sent position has not moved for a few reads in a
-/// row (the held pipeline stopped taking more) and returns the RSS then.
+/// Waits until the server's sent position and the process's RSS have both
+/// stopped moving for a second (ten reads in a row: the held pipeline took
+/// all it will take) and returns the RSS then.
 async fn settled_rss(source: &TestDb, pid: u32) -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let (mut last, mut same) = (String::new(), 0);
+    let (mut last, mut rss, mut same) = (String::new(), 0u64, 0);
     while same < 10 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the server kept sending for 120 s (at {last})"
+            "the server kept sending, or the RSS kept moving, for 120 s (at {last}, {rss} kB)"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = sent(source).await;
-        same = if now == last { same + 1 } else { 0 };
+        let (now, now_rss) = (sent(source).await, rss_kb(pid));
+        let steady = now == last && now_rss.abs_diff(rss) < 2048;
+        same = if steady { same + 1 } else { 0 };
+        if !steady {
+            rss = now_rss;
+        }
         last = now;
     }
     rss_kb(pid)
