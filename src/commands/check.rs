@@ -44,6 +44,7 @@ pub(crate) async fn check(path: &Path) -> anyhow::Result<()> {
     };
     let mut problems = problems;
     problems.extend(transform_problems(&config).await?);
+    problems.extend(super::history::history_problems(&config).await?);
     // The sink and the cursor store must be usable (a Kinesis stream must
     // exist, a sink folder be writable), the cursor be of this source's kind,
     // and a [target] answer and let the user write.

@@ -3,8 +3,10 @@
 //! columns, in the target's types (a masked column as text, a dropped one
 //! left out), then the history columns. Only then is the source read, so
 //! `apply` from a sink needs no source connection when the tables exist.
+//! `check` runs the same checks without creating anything.
 
 use anyhow::{anyhow, bail};
+use std::sync::Arc;
 use tidemark::config::Config;
 use tidemark::migrate::db::Db;
 use tidemark::target::history::{HistoryMode, HistoryTableSpec};
@@ -18,10 +20,52 @@ pub(crate) async fn prepare_history_tables(
     config: &Config,
     target: &mut Target,
 ) -> anyhow::Result<()> {
+    for missing in missing_tables(config, target).await? {
+        let spec = HistoryTableSpec {
+            columns: &missing.columns,
+            key: &missing.key,
+            mode: &missing.mode,
+        };
+        target.create_history_table(&missing.source, &spec).await?;
+        tracing::info!(
+            "created the history table of {} on the target",
+            missing.source
+        );
+    }
+    Ok(())
+}
+
+/// What `check` finds wrong with the history tables, without creating any:
+/// a target table without the history columns, a source table that cannot
+/// have one (no primary key, a column named like a history column).
+pub(crate) async fn history_problems(config: &Config) -> anyhow::Result<Vec<String>> {
+    let Some(section) = config.target.as_ref().filter(|t| !t.histories.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let mut target = tidemark::apply::open_target(section).await?;
+    Ok(match missing_tables(config, &mut target).await {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    })
+}
+
+/// A history table the target lacks, as the source describes it.
+struct MissingTable {
+    source: TableKey,
+    mode: Arc<HistoryMode>,
+    columns: Vec<(String, String)>,
+    key: Vec<String>,
+}
+
+/// The configured history tables the target lacks, described from the
+/// source (which is contacted only when one is missing); an error for a
+/// target table without the history columns.
+async fn missing_tables(config: &Config, target: &mut Target) -> anyhow::Result<Vec<MissingTable>> {
     let Some(section) = &config.target else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let mut source: Option<Db> = None;
+    let mut missing = Vec::new();
     for (schema, table, mode) in section.histories.iter() {
         let source_table = TableKey {
             connector: config.source_kind(),
@@ -37,15 +81,14 @@ pub(crate) async fn prepare_history_tables(
         };
         let (columns, key) =
             history_columns(config, db, (schema, table), mode, section.engine.engine()).await?;
-        let spec = HistoryTableSpec {
-            columns: &columns,
-            key: &key,
-            mode,
-        };
-        target.create_history_table(&source_table, &spec).await?;
-        tracing::info!("created the history table of {schema}.{table} on the target");
+        missing.push(MissingTable {
+            source: source_table,
+            mode: mode.clone(),
+            columns,
+            key,
+        });
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// The source table's columns as the history table holds them (`name`,

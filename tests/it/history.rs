@@ -517,11 +517,13 @@ async fn the_in_process_target_keeps_history_and_refuses_a_table_without_its_col
             target.url()
         ),
     );
-    assert_command_refused(
-        "apply",
-        &config,
-        "target table \"public\".\"t\": is configured for history mode (source table public.t) but lacks the history columns [\"valid_from\", \"valid_to\", \"is_current\", \"op\", \"position\"]",
-    );
+    for command in ["check", "apply"] {
+        assert_command_refused(
+            command,
+            &config,
+            "target table \"public\".\"t\": is configured for history mode (source table public.t) but lacks the history columns [\"valid_from\", \"valid_to\", \"is_current\", \"op\", \"position\"]",
+        );
+    }
     let path = config.display().to_string();
     let (code, stderr) = run_to_end(&["migrate", "run", "--config", &path]);
     assert_ne!(code, 0, "{stderr}");
