@@ -35,42 +35,9 @@ fresh_pg() {
 TABLE="CREATE TABLE bench (id int PRIMARY KEY, name text NOT NULL, qty int NOT NULL, price numeric(10,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
 
 echo "== apply: $ROWS changes captured from PostgreSQL, applied with tidemark apply"
-fresh_pg tm_bench_apply_src
-psql_ -d tm_bench_apply_src -c "$TABLE"
-cat > "$work/capture.toml" <<TOML
-[pipeline]
-name = "bench-apply"
-max_batch_events = 5000
-[source]
-type = "postgres"
-url = "$PG/tm_bench_apply_src"
-tables = ["public.bench"]
-slot = "tm_bench_apply"
-publication = "tm_bench_apply"
-snapshot = "never"
-heartbeat_interval = "off"
-[sink]
-type = "file"
-path = "$work/events"
-[cursor]
-type = "file"
-path = "$work/cursor.json"
-[http]
-listen = "off"
-TOML
-psql_ -d tm_bench_apply_src -c "CREATE PUBLICATION tm_bench_apply FOR TABLE bench" \
-  -c "SELECT pg_create_logical_replication_slot('tm_bench_apply', 'pgoutput')" >/dev/null
-half=$((ROWS / 2))
-awk -v rows="$half" -v per=100 'BEGIN {
-  for (s = 1; s <= rows; s += per) { e = s + per - 1; if (e > rows) e = rows;
-    printf "INSERT INTO bench (id, name, qty, price) SELECT g, %s || g, g %% 100, (g %% 1000) / 10.0 FROM generate_series(%d, %d) g;\n", "'\''item-'\''", s, e }
-  for (s = 1; s <= rows; s += per) { e = s + per - 1; if (e > rows) e = rows;
-    printf "UPDATE bench SET qty = qty + 1, name = name || %s WHERE id BETWEEN %d AND %d;\n", "'\''+'\''", s, e }
-}' > "$work/load.sql"
-psql_ -d tm_bench_apply_src -f "$work/load.sql" >/dev/null
-end=$(psql_ -d tm_bench_apply_src -c "SELECT pg_current_wal_lsn()")
-"$bin" run --config "$work/capture.toml" --stop-at-lsn "$end" 2>/dev/null
-events=$(cat "$work"/events/*.jsonl | wc -l)
+# shellcheck source=benches/pg_changes.sh
+. "$root/benches/pg_changes.sh"
+capture_changes tm_bench_apply
 echo "captured $events events"
 
 apply_into() {

@@ -31,42 +31,9 @@ fresh_pg() {
 }
 TABLE="CREATE TABLE bench (id int PRIMARY KEY, name text NOT NULL, qty int NOT NULL, price numeric(10,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
 
-fresh_pg tm_bench_hist_src
-psql_ -d tm_bench_hist_src -c "$TABLE"
-cat > "$work/capture.toml" <<TOML
-[pipeline]
-name = "bench-history"
-max_batch_events = 5000
-[source]
-type = "postgres"
-url = "$PG/tm_bench_hist_src"
-tables = ["public.bench"]
-slot = "tm_bench_hist"
-publication = "tm_bench_hist"
-snapshot = "never"
-heartbeat_interval = "off"
-[sink]
-type = "file"
-path = "$work/events"
-[cursor]
-type = "file"
-path = "$work/cursor.json"
-[http]
-listen = "off"
-TOML
-psql_ -d tm_bench_hist_src -c "CREATE PUBLICATION tm_bench_hist FOR TABLE bench" \
-  -c "SELECT pg_create_logical_replication_slot('tm_bench_hist', 'pgoutput')" >/dev/null
-half=$((ROWS / 2))
-awk -v rows="$half" -v per=100 'BEGIN {
-  for (s = 1; s <= rows; s += per) { e = s + per - 1; if (e > rows) e = rows;
-    printf "INSERT INTO bench (id, name, qty, price) SELECT g, %s || g, g %% 100, (g %% 1000) / 10.0 FROM generate_series(%d, %d) g;\n", "'\''item-'\''", s, e }
-  for (s = 1; s <= rows; s += per) { e = s + per - 1; if (e > rows) e = rows;
-    printf "UPDATE bench SET qty = qty + 1, name = name || %s WHERE id BETWEEN %d AND %d;\n", "'\''+'\''", s, e }
-}' > "$work/load.sql"
-psql_ -d tm_bench_hist_src -f "$work/load.sql" >/dev/null
-end=$(psql_ -d tm_bench_hist_src -c "SELECT pg_current_wal_lsn()")
-"$bin" run --config "$work/capture.toml" --stop-at-lsn "$end" 2>/dev/null
-events=$(cat "$work"/events/*.jsonl | wc -l)
+# shellcheck source=benches/pg_changes.sh
+. "$root/benches/pg_changes.sh"
+capture_changes tm_bench_hist
 echo "captured $events events; $RUNS rounds, best of each"
 
 # One apply into a fresh target: engine (postgres|mysql), mode (upsert|history).
