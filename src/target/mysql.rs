@@ -521,7 +521,7 @@ fn history_versions(table: &TargetTable, v: &Versions) -> Result<Vec<String>, Ta
         .enumerate()
         .map(|(i, k)| format!("h.{} = c.`c{i}`", quote_ident(k)))
         .collect();
-    for chunk in sql::close_rows(&v.closes).chunks(CLOSES_PER_STATEMENT) {
+    for chunk in v.closes.chunks(CLOSES_PER_STATEMENT) {
         let mut derived = String::new();
         for (i, row) in chunk.iter().enumerate() {
             derived.push_str(if i == 0 {

@@ -618,8 +618,7 @@ fn history_versions(table: &TargetTable, v: &Versions) -> Result<Vec<Statement>,
             Arc::from(c.valid_to.as_str()),
             Arc::from(c.position.as_str()),
         ]);
-        let rows = sql::close_rows(&v.closes);
-        let rows: Vec<&[serde_json::Value]> = rows.iter().map(|r| r.as_slice()).collect();
+        let rows: Vec<&[serde_json::Value]> = v.closes.iter().map(|r| r.as_slice()).collect();
         let (select, params) = select_rows(table, &columns, &rows, 1)?;
         let n = v.key_columns.len();
         let same_key: Vec<String> = v

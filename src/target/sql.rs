@@ -83,18 +83,3 @@ pub(crate) fn refused_value(
         message: format!("column {column}: value {value}: {error}"),
     }
 }
-
-/// History mode's closes as rows: the key values, the end time, the position.
-pub(crate) fn close_rows(
-    closes: &[(Vec<serde_json::Value>, serde_json::Value, Arc<str>)],
-) -> Vec<Vec<serde_json::Value>> {
-    closes
-        .iter()
-        .map(|(key, at, position)| {
-            let mut row = key.clone();
-            row.push(at.clone());
-            row.push(serde_json::Value::String(position.to_string()));
-            row
-        })
-        .collect()
-}

@@ -25,13 +25,15 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// How far the server has sent the slot's changes.
+/// How far the server has sent this test's changes (its walsender only:
+/// other tests stream in parallel).
 async fn sent(source: &TestDb) -> String {
+    let walsender = format!("tidemark:{}", source.name);
     source
         .client
         .query_one(
-            "SELECT coalesce(max(sent_lsn)::text, '') FROM pg_stat_replication WHERE application_name LIKE 'tidemark:%'",
-            &[],
+            "SELECT coalesce(max(sent_lsn)::text, '') FROM pg_stat_replication WHERE application_name = $1",
+            &[&walsender],
         )
         .await
         .map(|r| r.get(0))

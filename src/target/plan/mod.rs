@@ -102,9 +102,10 @@ pub struct Versions {
     pub mode: Arc<HistoryMode>,
     /// The source key's columns, in the order of each close's values.
     pub key_columns: Vec<Arc<str>>,
-    /// The target's current versions that end: key values, the end time
-    /// (event form), and the position of the change that ends them.
-    pub closes: Vec<(Vec<Value>, Value, Arc<str>)>,
+    /// The target's current versions that end, one row each as the writers
+    /// send it: the key values (in `key_columns` order), the end time (event
+    /// form), and the position of the change that ends them.
+    pub closes: Vec<Vec<Value>>,
     /// The versions added, grouped by column list (source columns, then the
     /// history columns in [`HistoryColumns::all`] order).
     pub inserts: Vec<ColumnsAndRows>,

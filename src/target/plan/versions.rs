@@ -5,6 +5,7 @@
 use super::{key_text, ColumnsAndRows, PlanError, Step, TableKey, Versions};
 use crate::target::history::{utc_text, HistoryMode};
 use serde_json::Value;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tidemark_connectors::{ChangeEvent, Op, Row};
@@ -23,7 +24,7 @@ struct TableVersions {
     table: TableKey,
     mode: Arc<HistoryMode>,
     key_columns: Vec<Arc<str>>,
-    closes: Vec<(Vec<Value>, Value, Arc<str>)>,
+    closes: Vec<Vec<Value>>,
     versions: Vec<Version>,
     /// Key text → the index of the key's open version, or `None` once the
     /// key was closed in this batch (its target version is dealt with).
@@ -102,7 +103,7 @@ impl TableVersions {
         let position: Arc<str> = position.into();
         let before = event.before.as_ref().map(|b| b.to_row().into_owned());
         if event.op == Op::Delete {
-            self.close(key, at, &position, true);
+            self.close(key, key_text(key), at, &position, true);
             if self.mode.tombstones {
                 // The delete's old image: the whole row where the source
                 // logs it (REPLICA IDENTITY FULL, binlog_row_image FULL),
@@ -131,7 +132,7 @@ impl TableVersions {
                 .filter_map(|(name, _)| before.get(name).map(|v| (name.clone(), v.clone())))
                 .collect());
             if old.0.len() == key.0.len() && old != *key {
-                previous = self.close(&old, at, &position, true);
+                previous = self.close(&old, key_text(&old), at, &position, true);
                 key_changed = true;
             }
         }
@@ -140,7 +141,10 @@ impl TableVersions {
         // one ended at its delete. Only updates and snapshot rows (a snapshot
         // taken again) end one there.
         let on_target = !(event.op == Op::Create || key_changed);
-        previous = self.close(key, at, &position, on_target).or(previous);
+        let text = key_text(key);
+        previous = self
+            .close(key, text.clone(), at, &position, on_target)
+            .or(previous);
         for name in &event.unchanged {
             if row.get(name).is_some() {
                 continue;
@@ -156,7 +160,7 @@ impl TableVersions {
                 }
             }
         }
-        self.keys.insert(key_text(key), Some(self.versions.len()));
+        self.keys.insert(text, Some(self.versions.len()));
         self.versions.push(Version {
             row,
             valid_from: at,
@@ -167,37 +171,48 @@ impl TableVersions {
         Ok(())
     }
 
-    /// Ends the current version of `key` at `at`: the one opened earlier in
-    /// the batch (returned), else, the first time the batch meets the key
-    /// and when it may have one (`on_target`), the target's.
-    fn close(&mut self, key: &Row, at: i64, position: &Arc<str>, on_target: bool) -> Option<usize> {
-        match self.keys.insert(key_text(key), None) {
-            Some(Some(open)) => {
+    /// Ends the current version of `key` (rendered as `text`) at `at`: the
+    /// one opened earlier in the batch (returned), else, the first time the
+    /// batch meets the key and when it may have one (`on_target`), the
+    /// target's.
+    fn close(
+        &mut self,
+        key: &Row,
+        text: String,
+        at: i64,
+        position: &Arc<str>,
+        on_target: bool,
+    ) -> Option<usize> {
+        match self.keys.entry(text) {
+            Entry::Occupied(mut slot) => {
+                let open = slot.get_mut().take()?;
                 self.versions[open].valid_to = Some(at);
                 Some(open)
             }
-            Some(None) => None,
-            None if !on_target => None,
-            None => {
-                let values = self
-                    .key_columns
-                    .iter()
-                    .map(|name| key.get(name).cloned().unwrap_or(Value::Null))
-                    .collect();
-                self.closes
-                    .push((values, Value::String(utc_text(at)), position.clone()));
+            Entry::Vacant(slot) => {
+                slot.insert(None);
+                if on_target {
+                    let mut row: Vec<Value> = self
+                        .key_columns
+                        .iter()
+                        .map(|name| key.get(name).cloned().unwrap_or(Value::Null))
+                        .collect();
+                    row.push(Value::String(utc_text(at)));
+                    row.push(Value::String(position.to_string()));
+                    self.closes.push(row);
+                }
                 None
             }
         }
     }
 
     fn into_step(self) -> Step {
-        let history = self.mode.columns.all();
+        let history: Vec<Arc<str>> = self.mode.columns.all().map(Arc::from).to_vec();
         let mut inserts: Vec<ColumnsAndRows> = Vec::new();
         for version in self.versions {
             let (mut names, mut values): (Vec<Arc<str>>, Vec<Value>) =
                 version.row.0.into_iter().unzip();
-            names.extend(history.iter().map(|name| Arc::from(*name)));
+            names.extend(history.iter().cloned());
             values.extend([
                 Value::String(utc_text(version.valid_from)),
                 version
@@ -292,7 +307,7 @@ mod tests {
         let closes = v
             .closes
             .iter()
-            .map(|(key, at, _)| format!("{} {}", key[0], at.as_str().unwrap_or("?")))
+            .map(|row| format!("{} {}", row[0], row[row.len() - 2].as_str().unwrap_or("?")))
             .collect();
         (versions, closes)
     }
